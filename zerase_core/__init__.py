@@ -1,0 +1,1 @@
+"""ZErase core: pure-PyTorch Z-Erase for single-stream DiTs (no ComfyUI imports)."""
