@@ -1,0 +1,101 @@
+"""Frozen configuration of a Z-Image S3-DiT, stored as JSON in safetensors metadata.
+
+The fields mirror what ComfyUI's `NextDiT` needs for Z-Image (`z_image_modulation=True`); `turbo()` gives the
+published Z-Image(-Turbo) settings (6.15B parameters).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+
+METADATA_KEY = "zerase.dit_config"
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    dim: int = 3840                      # hidden width of every token
+    n_layers: int = 30                   # joint (text+image) blocks: `layers.{i}`
+    n_refiner_layers: int = 2            # blocks in each of `noise_refiner` and `context_refiner`
+    n_heads: int = 30                    # attention heads (MHA: kv heads = heads)
+    cap_feat_dim: int = 2560             # width of the text encoder's features (Qwen3-4B: 2560)
+    in_channels: int = 16                # latent channels (Flux VAE: 16)
+    patch_size: int = 2
+    axes_dims: tuple[int, ...] = (32, 48, 48)       # RoPE dims per axis (sequence, row, column); sum = head dim
+    axes_lens: tuple[int, ...] = (1536, 512, 512)   # RoPE table sizes; informative only (positions are computed)
+    rope_theta: float = 256.0
+    time_scale: float = 1000.0           # the network sees t·1000 with t = 1 − sigma
+    norm_eps: float = 1e-5
+    ffn_multiple_of: int = 256
+    ffn_dim_multiplier: float = 8 / 3
+    pad_tokens_multiple: int = 32        # text and image streams are each padded to a multiple of this
+    shift: float = 3.0                   # flow-matching sigma shift used by the sampler
+
+    def __post_init__(self) -> None:
+        positive = ("dim", "n_heads", "cap_feat_dim", "in_channels", "patch_size", "pad_tokens_multiple")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"DiTConfig.{name} must be positive, got {getattr(self, name)}")
+        for name in ("n_layers", "n_refiner_layers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"DiTConfig.{name} must be ≥ 0, got {getattr(self, name)}")
+        if self.dim < 256:
+            # The timestep embedding is 256 wide and block adaLN reads min(dim, 256) of it (ComfyUI NextDiT).
+            raise ValueError(f"DiTConfig.dim must be ≥ 256 (Z-Image modulation width), got {self.dim}")
+        if self.dim % self.n_heads:
+            raise ValueError(f"DiTConfig.dim={self.dim} is not divisible by n_heads={self.n_heads}")
+        if sum(self.axes_dims) != self.head_dim or any(d % 2 for d in self.axes_dims):
+            raise ValueError(
+                f"DiTConfig.axes_dims={self.axes_dims} must be even and sum to the head dim {self.head_dim}"
+            )
+        object.__setattr__(self, "axes_dims", tuple(int(d) for d in self.axes_dims))
+        object.__setattr__(self, "axes_lens", tuple(int(d) for d in self.axes_lens))
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    @property
+    def ffn_hidden(self) -> int:
+        hidden = int(self.ffn_dim_multiplier * self.dim)
+        return self.ffn_multiple_of * ((hidden + self.ffn_multiple_of - 1) // self.ffn_multiple_of)
+
+    @property
+    def adaln_width(self) -> int:
+        return min(self.dim, 256)
+
+    @classmethod
+    def turbo(cls, **overrides) -> "DiTConfig":
+        """Z-Image / Z-Image-Turbo (same architecture; only the weights differ)."""
+        return cls(**overrides)
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["axes_dims"] = list(self.axes_dims)
+        data["axes_lens"] = list(self.axes_lens)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DiTConfig":
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown DiTConfig keys {unknown}; valid keys: {sorted(known)}")
+        values = dict(data)
+        for name in ("axes_dims", "axes_lens"):
+            if name in values:
+                values[name] = tuple(values[name])
+        return cls(**values)
+
+    def to_metadata(self) -> dict[str, str]:
+        return {METADATA_KEY: json.dumps(self.to_dict())}
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, str] | None) -> "DiTConfig | None":
+        if not metadata or METADATA_KEY not in metadata:
+            return None
+        try:
+            data = json.loads(metadata[METADATA_KEY])
+        except json.JSONDecodeError as error:
+            raise ValueError(f"metadata '{METADATA_KEY}' is not valid JSON: {error}") from None
+        return cls.from_dict(data)

@@ -1,0 +1,234 @@
+"""Z-Image's S3-DiT as ComfyUI's `NextDiT` computes it (`z_image_modulation=True`), with ComfyUI's state-dict keys.
+
+Flow: t = 1 − sigma -> t_embed -> cap_embed + cap pad -> context_refiner (text only, unmodulated)
+      -> patchify -> x_embed + x pad -> noise_refiner (image only) -> joint layers over [text | image | image pad]
+      -> final_layer -> unpatchify -> negate.
+
+Sign and time conventions (ComfyUI's): `timesteps` is sigma (1 = pure noise); x_t = (1 − sigma)·x0 + sigma·noise;
+the returned velocity is v = noise − x0, so `denoised = x_t − sigma·v`. The raw network predicts x0 − noise.
+
+Beyond ComfyUI, batches may mix caption lengths (`context_lengths`): each sample keeps its own padded text
+segment and position ids, and masked filler keeps the image segment aligned (see `layout.TokenLayout`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .config import DiTConfig
+from .layers import FinalLayer, JointTransformerBlock, TimestepEmbedder, rope_frequencies
+from .layout import BATCH_PAD, TEXT_PAD, TokenLayout, active_layout
+
+
+@dataclass
+class AttentionCapture:
+    """Collects image-query → keyword-key softmax attention of every joint block.
+
+    `columns` (B, K) are positions in the text segment; `column_mask` (B, K) marks which are real (samples may
+    have different keyword counts). After a forward, `maps` holds one (B, H, N_image, K) tensor per joint layer.
+    Only the keyword columns are kept; the full attention matrix is recomputed in backward, never stored.
+    """
+    columns: torch.Tensor
+    column_mask: torch.Tensor | None = None
+    maps: list[torch.Tensor] = field(default_factory=list)
+
+
+def keyword_attention(query, key, key_mask, image_start: int, image_tokens: int, columns) -> torch.Tensor:
+    """Softmax attention of image queries to the keyword columns: (B, H, N_image, K)."""
+    scale = query.shape[-1] ** -0.5
+    image_query = query[:, :, image_start:image_start + image_tokens].float()
+    logits = torch.einsum("bhqd,bhkd->bhqk", image_query, key.float()) * scale
+    if key_mask is not None:
+        logits = logits.masked_fill(~key_mask[:, None, None, :], float("-inf"))
+    normaliser = torch.logsumexp(logits, dim=-1, keepdim=True)
+    index = columns[:, None, None, :].expand(-1, logits.shape[1], logits.shape[2], -1)
+    return torch.exp(torch.gather(logits, -1, index) - normaliser)
+
+
+class ZImageDiT(nn.Module):
+    def __init__(self, config: DiTConfig, device=None, dtype=None):
+        super().__init__()
+        self.config = config
+        dim = config.dim
+        patch_features = config.patch_size * config.patch_size * config.in_channels
+        self.x_embedder = nn.Linear(patch_features, dim, device=device, dtype=dtype)
+        self.noise_refiner = nn.ModuleList(
+            JointTransformerBlock(config, modulation=True, device=device, dtype=dtype)
+            for _ in range(config.n_refiner_layers)
+        )
+        self.context_refiner = nn.ModuleList(
+            JointTransformerBlock(config, modulation=False, device=device, dtype=dtype)
+            for _ in range(config.n_refiner_layers)
+        )
+        self.t_embedder = TimestepEmbedder(min(dim, 1024), 256, device=device, dtype=dtype)
+        self.cap_embedder = nn.Sequential(
+            nn.RMSNorm(config.cap_feat_dim, eps=config.norm_eps, device=device, dtype=dtype),
+            nn.Linear(config.cap_feat_dim, dim, device=device, dtype=dtype),
+        )
+        self.layers = nn.ModuleList(
+            JointTransformerBlock(config, modulation=True, device=device, dtype=dtype)
+            for _ in range(config.n_layers)
+        )
+        self.final_layer = FinalLayer(config, device=device, dtype=dtype)
+        self.x_pad_token = nn.Parameter(torch.empty((1, dim), device=device, dtype=dtype))
+        self.cap_pad_token = nn.Parameter(torch.empty((1, dim), device=device, dtype=dtype))
+        self.gradient_checkpointing = False
+        if device is None or torch.device(device).type != "meta":
+            self.initialize_for_training()
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.x_embedder.weight.dtype
+
+    def initialize_for_training(self) -> None:
+        """Default Linear init; pad tokens small normal; adaLN and output zero (every block starts as identity)."""
+        with torch.no_grad():
+            nn.init.normal_(self.x_pad_token, std=0.02)
+            nn.init.normal_(self.cap_pad_token, std=0.02)
+            for block in self.layers + self.noise_refiner:
+                nn.init.zeros_(block.adaLN_modulation[0].weight)
+                nn.init.zeros_(block.adaLN_modulation[0].bias)
+            nn.init.zeros_(self.final_layer.adaLN_modulation[1].weight)
+            nn.init.zeros_(self.final_layer.adaLN_modulation[1].bias)
+            nn.init.zeros_(self.final_layer.linear.weight)
+            nn.init.zeros_(self.final_layer.linear.bias)
+
+    def layout_for(self, x: torch.Tensor, context: torch.Tensor, context_lengths=None) -> TokenLayout:
+        if context_lengths is None:
+            lengths = [context.shape[1]] * x.shape[0]
+        else:
+            lengths = [int(n) for n in torch.as_tensor(context_lengths).tolist()]
+            if len(lengths) != x.shape[0] or max(lengths) > context.shape[1] or min(lengths) < 1:
+                raise ValueError(
+                    f"context_lengths {lengths} must give 1..{context.shape[1]} tokens for each of {x.shape[0]} samples"
+                )
+        return TokenLayout.from_shapes(lengths, x.shape[-2:], self.config.patch_size, self.config.pad_tokens_multiple)
+
+    def forward(self, x, timesteps, context, context_lengths=None, capture: AttentionCapture | None = None):
+        """x (B, C, H, W) latents; timesteps (B,) sigma; context (B, L, cap_feat_dim) -> velocity (B, C, H, W)."""
+        if x.dim() != 4 or context.dim() != 3 or context.shape[0] != x.shape[0]:
+            raise ValueError(f"expected x (B,C,H,W) and context (B,L,D) with equal B, got {tuple(x.shape)}, {tuple(context.shape)}")
+        layout = self.layout_for(x, context, context_lengths)
+        with active_layout(layout):
+            return self._forward(x, timesteps, context, layout, capture)
+
+    def _forward(self, x, timesteps, context, layout: TokenLayout, capture):
+        batch, _, height, width = x.shape
+        dtype = self.dtype
+        patch = self.config.patch_size
+        x = _pad_to_patch(x.to(dtype), patch)
+        adaln_input = self.t_embedder((1.0 - timesteps.float()) * self.config.time_scale, dtype)
+
+        text_kinds = layout.kinds("context_refiner", x.device)
+        text = self._embed_text(context.to(dtype), text_kinds)
+        text_cos, text_sin = self._text_rope(layout, text_kinds, x.device)
+        text_mask = layout.key_mask("context_refiner", x.device)
+        for block in self.context_refiner:
+            text = self._run(block, text, text_cos, text_sin, None, text_mask)
+
+        image = self._embed_image(x, layout)
+        image_cos, image_sin = self._image_rope(layout, x.device)
+        for block in self.noise_refiner:
+            image = self._run(block, image, image_cos, image_sin, adaln_input, None)
+
+        joint = torch.cat([text, image], dim=1)
+        cos, sin = torch.cat([text_cos, image_cos], dim=1), torch.cat([text_sin, image_sin], dim=1)
+        joint_mask = layout.key_mask("layers", x.device)
+        for block in self.layers:
+            maps = self._probe(capture, layout, joint_mask) if capture is not None else None
+            joint = self._run(block, joint, cos, sin, adaln_input, joint_mask, maps, capture)
+
+        output = self.final_layer(joint, adaln_input)
+        start = layout.text_span
+        rows, columns = layout.grid
+        tokens = output[:, start:start + layout.image_tokens]
+        # (B, rows·cols, ph·pw·C) in patch order (ph, pw, c) -> (B, C, H, W)
+        image_out = tokens.view(batch, rows, columns, patch, patch, -1).permute(0, 5, 1, 3, 2, 4)
+        image_out = image_out.reshape(batch, -1, rows * patch, columns * patch)[:, :, :height, :width]
+        return -image_out
+
+    def _embed_text(self, context, kinds):
+        features = self.cap_embedder(context)
+        span = kinds.shape[1]
+        if features.shape[1] < span:
+            features = F.pad(features, (0, 0, 0, span - features.shape[1]))
+        features = features[:, :span]
+        kinds = kinds.unsqueeze(-1)
+        pad = self.cap_pad_token.to(features.dtype)
+        features = torch.where(kinds == TEXT_PAD, pad, features)
+        return torch.where(kinds == BATCH_PAD, torch.zeros_like(features), features)
+
+    def _text_rope(self, layout: TokenLayout, kinds, device):
+        span = layout.text_span
+        positions = torch.zeros(layout.batch_size, span, 3, device=device)
+        positions[..., 0] = torch.arange(span, dtype=torch.float32, device=device) + 1.0
+        positions = positions.masked_fill((kinds == BATCH_PAD).unsqueeze(-1), 0.0)
+        return rope_frequencies(positions, self.config.axes_dims, self.config.rope_theta)
+
+    def _embed_image(self, x, layout: TokenLayout):
+        batch, channels = x.shape[:2]
+        patch = self.config.patch_size
+        rows, columns = layout.grid
+        patches = x.view(batch, channels, rows, patch, columns, patch).permute(0, 2, 4, 3, 5, 1)
+        tokens = self.x_embedder(patches.reshape(batch, rows * columns, -1))
+        pad = layout.image_span - layout.image_tokens
+        if pad:
+            tokens = torch.cat([tokens, self.x_pad_token.to(tokens.dtype).expand(batch, pad, -1)], dim=1)
+        return tokens
+
+    def _image_rope(self, layout: TokenLayout, device):
+        rows, columns = layout.grid
+        positions = torch.zeros(layout.batch_size, layout.image_span, 3, device=device)
+        starts = torch.tensor(layout.text_padded, dtype=torch.float32, device=device) + 1.0
+        positions[:, :layout.image_tokens, 0] = starts[:, None]
+        positions[:, :layout.image_tokens, 1] = torch.arange(rows, device=device).repeat_interleave(columns).float()
+        positions[:, :layout.image_tokens, 2] = torch.arange(columns, device=device).repeat(rows).float()
+        # image pad tokens keep position (0, 0, 0)
+        return rope_frequencies(positions, self.config.axes_dims, self.config.rope_theta)
+
+    def _probe(self, capture: AttentionCapture, layout: TokenLayout, joint_mask):
+        def attention_maps(query, key):
+            maps = keyword_attention(query, key, joint_mask, layout.text_span, layout.image_tokens, capture.columns)
+            if capture.column_mask is not None:
+                maps = maps * capture.column_mask[:, None, None, :].to(maps.dtype)
+            return maps
+        return attention_maps
+
+    def _run(self, block, hidden, cos, sin, adaln_input, key_mask, attention_maps=None, capture=None):
+        if attention_maps is None:
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                return checkpoint(block, hidden, cos, sin, adaln_input, key_mask, use_reentrant=False)
+            return block(hidden, cos, sin, adaln_input, key_mask)
+
+        def run(hidden_in):
+            # The maps are an output of the (possibly checkpointed) function: recomputation never appends twice,
+            # and only the keyword columns are kept between forward and backward.
+            collected: list[torch.Tensor] = []
+            out = block(hidden_in, cos, sin, adaln_input, key_mask, lambda q, k: collected.append(attention_maps(q, k)))
+            return out, collected[0]
+
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            out, maps = checkpoint(run, hidden, use_reentrant=False)
+        else:
+            out, maps = run(hidden)
+        capture.maps.append(maps)
+        return out
+
+
+def _pad_to_patch(x: torch.Tensor, patch: int) -> torch.Tensor:
+    pad_h = (-x.shape[-2]) % patch
+    pad_w = (-x.shape[-1]) % patch
+    if pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode="circular")
+    return x
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
+__all__ = ["ZImageDiT", "AttentionCapture", "keyword_attention", "count_parameters"]
