@@ -1,0 +1,137 @@
+"""Training of the nano DiT and its text encoder (jointly) on codec latents of renders.
+
+Flow matching with Z-Image's conventions: sigma ~ logit-normal(0, 1), x_sigma = (1 − sigma)·x0 + sigma·noise,
+target v = noise − x0 (ComfyUI's velocity). 10 % caption dropout to the empty prompt (for CFG), a random caption
+template per sample and synonyms at 30 % (each synonym its own token). EMA 0.999 of both networks is exported.
+
+    python -m zerase_core.nano.train dit --seconds 1800            # first chunk
+    python -m zerase_core.nano.train dit --seconds 1800 --resume   # later chunks, same schedule
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+import numpy
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from zerase_core.config import DiTConfig
+from zerase_core.files import atomic_save_safetensors
+from zerase_core.model import ZImageDiT
+from zerase_core.nano import paths
+from zerase_core.nano.codec import LatentCodec
+from zerase_core.nano.render import random_scene, render_batch
+from zerase_core.nano.text_encoder import NanoTextEncoder, TextEncoderConfig
+from zerase_core.nano.training import LoopSettings, TrainingState, add_common_arguments, load_checkpoint, run_loop
+from zerase_core.nano.vocab import ATTRIBUTES, TEMPLATES, caption
+
+NANO_CONFIG = DiTConfig(
+    dim=256, n_layers=4, n_refiner_layers=1, n_heads=8, cap_feat_dim=128,
+    axes_dims=(8, 12, 12), axes_lens=(64, 32, 32), pad_tokens_multiple=8,
+)
+BATCH = 32
+CAPTION_DROPOUT = 0.1
+EMA_DECAY = 0.999
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_arguments(parser, "dit", steps=16000, seconds=1800.0, export=paths.DIT)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--dataset-size", type=int, default=100_000, help="renders pre-encoded once per run")
+    parser.add_argument("--export-only", action="store_true", help="write the EMA weights of the checkpoint and stop")
+
+
+class NanoPair(nn.Module):
+    """The trained networks and their EMA copies, so one checkpoint holds everything."""
+
+    def __init__(self):
+        super().__init__()
+        self.dit = ZImageDiT(NANO_CONFIG)
+        self.text = NanoTextEncoder(TextEncoderConfig(width=NANO_CONFIG.cap_feat_dim))
+        self.ema_dit = ZImageDiT(NANO_CONFIG).requires_grad_(False)
+        self.ema_text = NanoTextEncoder(TextEncoderConfig(width=NANO_CONFIG.cap_feat_dim)).requires_grad_(False)
+        self.ema_dit.load_state_dict(self.dit.state_dict())
+        self.ema_text.load_state_dict(self.text.state_dict())
+
+    def trainable(self):
+        return list(self.dit.parameters()) + list(self.text.parameters())
+
+    @torch.no_grad()
+    def update_ema(self, step: int) -> None:
+        decay = min(EMA_DECAY, (1 + step) / (10 + step))
+        for live, ema in ((self.dit, self.ema_dit), (self.text, self.ema_text)):
+            for source, target in zip(live.parameters(), ema.parameters()):
+                target.lerp_(source, 1 - decay)
+
+
+def build_dataset(folder: Path, size: int, seed: int) -> dict[str, torch.Tensor]:
+    """Codec latents (N, 16, 8, 8) fp16 and attribute indices (N, 4) of `size` renders, cached in `folder`."""
+    cache = folder / f"dataset_{size}_{seed}.safetensors"
+    if cache.exists():
+        return load_file(str(cache))
+    codec = LatentCodec.load()
+    rng = numpy.random.default_rng(seed + 7919)
+    latents, attributes = [], []
+    started = time.monotonic()
+    with torch.no_grad():
+        for _ in range(math.ceil(size / 500)):
+            scenes = [random_scene(rng) for _ in range(500)]
+            latents.append(codec.encode(render_batch(scenes)).half())
+            attributes.append(torch.tensor([[list(values).index(getattr(scene, name)) for name, values in ATTRIBUTES.items()] for scene in scenes]))
+    data = {"latents": torch.cat(latents)[:size], "attributes": torch.cat(attributes)[:size]}
+    atomic_save_safetensors(data, cache)
+    print(f"encoded {size} renders in {time.monotonic() - started:.0f} s", flush=True)
+    return data
+
+
+class SceneRecord:
+    def __init__(self, indices):
+        for (name, values), index in zip(ATTRIBUTES.items(), indices):
+            setattr(self, name, list(values)[int(index)])
+
+
+def batch_loss(pair: NanoPair, data: dict[str, torch.Tensor], state: TrainingState) -> torch.Tensor:
+    pair.update_ema(state.step)
+    rng, generator = state.numpy_rng, state.torch_rng
+    index = rng.integers(0, len(data["latents"]), BATCH)
+    clean = data["latents"][torch.from_numpy(index)].float()
+    prompts = []
+    for row in data["attributes"][torch.from_numpy(index)]:
+        if rng.random() < CAPTION_DROPOUT:
+            prompts.append("")
+        else:
+            prompts.append(caption(SceneRecord(row.tolist()), int(rng.integers(len(TEMPLATES))), rng))
+    features, lengths = pair.text.encode(prompts)
+    sigma = torch.sigmoid(torch.randn(BATCH, generator=generator))
+    noise = torch.randn(clean.shape, generator=generator)
+    noisy = (1 - sigma[:, None, None, None]) * clean + sigma[:, None, None, None] * noise
+    velocity = pair.dit(noisy, sigma, features, lengths)
+    return torch.nn.functional.mse_loss(velocity, noise - clean)
+
+
+def export(pair: NanoPair, dit_path: Path, text_path: Path) -> None:
+    from zerase_core.checkpoint import save_dit
+    save_dit(pair.ema_dit, dit_path, dtype=torch.bfloat16)
+    pair.ema_text.save(text_path)
+    print(f"exported {dit_path} and {text_path}", flush=True)
+
+
+def run(args: argparse.Namespace) -> None:
+    torch.set_num_threads(2)
+    torch.manual_seed(args.seed)
+    pair = NanoPair()
+    optimizer = torch.optim.AdamW(pair.trainable(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    if args.resume or args.export_only:
+        state = load_checkpoint(args.out, pair, optimizer)
+    else:
+        state = TrainingState(0, numpy.random.default_rng(args.seed), torch.Generator().manual_seed(args.seed))
+    if not args.export_only:
+        data = build_dataset(args.out, args.dataset_size, args.seed)
+        settings = LoopSettings(total_steps=args.steps, seconds=args.seconds, base_lr=args.lr, warmup=200)
+        state = run_loop(settings, args.out, pair, optimizer, state, lambda current: batch_loss(pair, data, current))
+    if state.step >= args.steps or args.export_only:
+        export(pair, args.export, paths.TEXT_ENCODER)
