@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 
-def _atomic_write(path: str | Path, write) -> Path:
+def atomic_write(path: str | Path, write) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
@@ -29,11 +29,11 @@ def _atomic_write(path: str | Path, write) -> Path:
 
 def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
     contiguous = {name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}
-    return _atomic_write(path, lambda temporary: save_file(contiguous, temporary, metadata=metadata))
+    return atomic_write(path, lambda temporary: save_file(contiguous, temporary, metadata=metadata))
 
 
 def atomic_write_json(data, path: str | Path) -> Path:
     def write(temporary):
         with open(temporary, "w") as stream:
             json.dump(data, stream, indent=1)
-    return _atomic_write(path, write)
+    return atomic_write(path, write)

@@ -1,0 +1,77 @@
+"""The bundled nano world: nano DiT + nano text encoder + latent codec + evaluator, and text-to-image with them."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..checkpoint import load_dit
+from ..model import ZImageDiT
+from ..sampling import euler_sample, guided_velocity, initial_noise, shifted_sigmas
+from . import paths
+from .codec import LatentCodec
+from .evaluator import Evaluator
+from .text_encoder import NanoTextEncoder
+
+DEFAULT_STEPS = 20
+DEFAULT_CFG = 3.0
+IMAGE_SIZE = 64
+
+
+def check_image_size(size: int) -> None:
+    if size < 64 or size % 16:
+        raise ValueError(f"image size {size} must be a multiple of 16 and ≥ 64 (latent = size/8, patch 2)")
+
+
+@dataclass
+class NanoWorld:
+    dit: ZImageDiT
+    text_encoder: NanoTextEncoder
+    codec: LatentCodec
+    evaluator: Evaluator
+
+    @classmethod
+    def load(cls, dtype: torch.dtype = torch.float32) -> "NanoWorld":
+        missing = [path.name for path in (paths.DIT, paths.TEXT_ENCODER, paths.CODEC, paths.EVALUATOR) if not path.exists()]
+        if missing:
+            raise FileNotFoundError(
+                f"nano weights missing from {paths.WEIGHTS}: {missing}; reinstall the package or run "
+                "`python -m zerase_core.nano.train ...` (see README)"
+            )
+        return cls(
+            dit=load_dit(paths.DIT, dtype=dtype),
+            text_encoder=NanoTextEncoder.load(paths.TEXT_ENCODER),
+            codec=LatentCodec.load(paths.CODEC).eval().requires_grad_(False),
+            evaluator=Evaluator.load(paths.EVALUATOR).eval().requires_grad_(False),
+        )
+
+    @torch.no_grad()
+    def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.text_encoder.encode(prompts)
+
+    def noise(self, seeds: list[int], size: int = IMAGE_SIZE) -> torch.Tensor:
+        """One noise tensor per seed (batch-invariant: an image depends only on its own seed)."""
+        check_image_size(size)
+        channels = self.dit.config.in_channels
+        return torch.cat([initial_noise((1, channels, size // 8, size // 8), seed) for seed in seeds])
+
+    @torch.no_grad()
+    def sample_latents(self, prompts: list[str], seeds: list[int], steps: int = DEFAULT_STEPS, cfg: float = DEFAULT_CFG,
+                       size: int = IMAGE_SIZE, model: torch.nn.Module | None = None) -> torch.Tensor:
+        if len(prompts) != len(seeds):
+            raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds; give one seed per prompt")
+        context, lengths = self.encode(prompts)
+        uncond, uncond_lengths = self.encode([""] * len(prompts))
+        velocity = guided_velocity(model or self.dit, context, lengths, cfg, uncond, uncond_lengths)
+        return euler_sample(velocity, self.noise(seeds, size), shifted_sigmas(steps, self.dit.config.shift))
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], seeds: list[int], steps: int = DEFAULT_STEPS, cfg: float = DEFAULT_CFG,
+                 size: int = IMAGE_SIZE, model: torch.nn.Module | None = None, batch_size: int = 64) -> torch.Tensor:
+        """Images (B, 3, size, size) in [0, 1]; `model` overrides the DiT (e.g. one carrying erasure adapters)."""
+        images = []
+        for start in range(0, len(prompts), batch_size):
+            latents = self.sample_latents(prompts[start:start + batch_size], seeds[start:start + batch_size],
+                                          steps, cfg, size, model)
+            images.append(self.codec.decode(latents))
+        return torch.cat(images)
