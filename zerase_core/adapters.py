@@ -1,0 +1,231 @@
+"""Stream-gated low-rank adapters (Z-Erase §2.3): H' = H·W + S·H·ΔW, with S a per-token gate.
+
+A `GatedLoRA` sits beside a frozen Linear (the fused `attention.qkv` included: its q, k and v row blocks are
+separate targets, each with its own low-rank pair). The gate comes from the active `TokenLayout` and the block
+family the Linear belongs to: policy `text` (the paper) adds the delta only at text-stream rows, `image` only at
+image-stream rows, `all` everywhere (plain LoRA, which collapses single-stream models). The delta is never merged
+into W: the gate depends on the tokens.
+
+Attach/detach is one reversible place (`AdapterSet.attach` / `detach`): the Linear's `forward` is wrapped by an
+instance attribute and restored on detach, so the model's own parameters and state-dict keys never change; the
+ComfyUI bridge calls the same two functions from a PatcherInjection. The frozen teacher is the same model with the
+adapters disabled (`AdapterSet.disabled()`), never a second copy of the weights.
+"""
+from __future__ import annotations
+
+import math
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .layout import FAMILIES, current_layout
+
+GATES = ("text", "image", "all")
+SLICES = ("q", "k", "v")
+TARGET_PRESETS = {"qk": ("q", "k"), "qkv": ("q", "k", "v"), "q": ("q",), "k": ("k",), "v": ("v",)}
+KEY_PREFIX = "zerase."    # ComfyUI's LoRA loaders match no key with this prefix: files are never applied ungated
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    rank: int = 8
+    alpha: float = 8.0                     # delta scale = alpha / rank (paper default: alpha = rank)
+    slices: tuple[str, ...] = ("q", "k")   # rows of the fused qkv to adapt (the released checkpoint: Q+K)
+    families: tuple[str, ...] = ("layers",)  # block families to adapt (default: every joint layer)
+    layers: tuple[int, ...] | None = None    # joint-layer indices, None = all
+    gate: str = "text"
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.rank <= 256:
+            raise ValueError(f"rank must be in 1..256, got {self.rank}")
+        if not self.alpha > 0:
+            raise ValueError(f"alpha must be > 0, got {self.alpha}")
+        if not self.slices or any(s not in SLICES for s in self.slices):
+            raise ValueError(f"slices {self.slices} must be a non-empty subset of {SLICES}")
+        if not self.families or any(f not in FAMILIES for f in self.families):
+            raise ValueError(f"families {self.families} must be a non-empty subset of {FAMILIES}")
+        if self.gate not in GATES:
+            raise ValueError(f"gate {self.gate!r} must be one of {GATES}")
+        object.__setattr__(self, "slices", tuple(s for s in SLICES if s in self.slices))
+
+    @property
+    def scale(self) -> float:
+        return self.alpha / self.rank
+
+
+class GatedLoRA(nn.Module):
+    """Low-rank deltas for some of q/k/v rows of a fused projection, added only where the gate is open."""
+
+    def __init__(self, in_features: int, width: int, config: AdapterConfig, family: str):
+        super().__init__()
+        self.family, self.gate_policy, self.width = family, config.gate, width
+        self.slices = config.slices
+        self.rank_scale = config.scale
+        self.down = nn.ParameterDict()
+        self.up = nn.ParameterDict()
+        for name in self.slices:
+            down = torch.empty(config.rank, in_features)
+            nn.init.kaiming_uniform_(down, a=math.sqrt(5))
+            self.down[name] = nn.Parameter(down)
+            self.up[name] = nn.Parameter(torch.zeros(width, config.rank))   # identity at init
+        self.enabled = True
+        self.strength = 1.0
+
+    def delta(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, L, in) -> (B, L, 3·width) low-rank delta (zeros for slices without an adapter)."""
+        x = x.to(self.down[self.slices[0]].dtype)
+        parts = []
+        for name in SLICES:
+            if name in self.slices:
+                parts.append((x @ self.down[name].t()) @ self.up[name].t())
+            else:
+                parts.append(x.new_zeros(*x.shape[:-1], self.width))
+        return torch.cat(parts, dim=-1) * (self.rank_scale * self.strength)
+
+    def gate(self, device) -> torch.Tensor | None:
+        """(B, L, 1) bool of rows that receive the delta, or None for policy `all`."""
+        if self.gate_policy == "all":
+            return None
+        layout = current_layout()
+        if layout is None:
+            raise RuntimeError(
+                "a gated adapter ran outside a layout-aware forward; call the model through ZImageDiT.forward "
+                "or the ComfyUI bridge so the token layout is known"
+            )
+        if self.gate_policy == "text":
+            return layout.text_mask(self.family, device).unsqueeze(-1)
+        return layout.image_mask(self.family, device).unsqueeze(-1)
+
+    def apply(self, x: torch.Tensor, base_output: torch.Tensor) -> torch.Tensor:
+        if not self.enabled or self.strength == 0:
+            return base_output
+        delta = self.delta(x).to(base_output.dtype)
+        gate = self.gate(x.device)
+        if gate is None:
+            return base_output + delta
+        if gate.shape[:2] != base_output.shape[:2]:
+            raise RuntimeError(f"layout gives {tuple(gate.shape[:2])} rows but the {self.family} input has {tuple(base_output.shape[:2])}")
+        # where (not multiply) so gated-off rows get exactly the frozen output and no gradient
+        return base_output + torch.where(gate, delta, torch.zeros_like(delta))
+
+
+def _family_of(path: str) -> str:
+    return path.split(".", 1)[0]
+
+
+def target_paths(model: nn.Module, config: AdapterConfig) -> list[str]:
+    """Module paths (ComfyUI names, e.g. `layers.3.attention.qkv`) that the config adapts."""
+    paths = []
+    for path, _ in model.named_modules():
+        match = re.fullmatch(r"(layers|context_refiner|noise_refiner)\.(\d+)\.attention\.qkv", path)
+        if not match or match.group(1) not in config.families:
+            continue
+        if match.group(1) == "layers" and config.layers is not None and int(match.group(2)) not in config.layers:
+            continue
+        paths.append(path)
+    if not paths:
+        raise ValueError(f"no adapter targets in the model for {config}")
+    return paths
+
+
+class AdapterSet(nn.Module):
+    """All gated adapters of one erasure; attach to a model, detach, enable/disable, set strength."""
+
+    def __init__(self, model: nn.Module, config: AdapterConfig):
+        super().__init__()
+        self.config = config
+        self.adapters = nn.ModuleDict()
+        self.paths: list[str] = target_paths(model, config)
+        for path in self.paths:
+            linear = model.get_submodule(path)
+            width = linear.out_features // 3
+            self.adapters[self._key(path)] = GatedLoRA(linear.in_features, width, config, _family_of(path))
+        self._attached: list[tuple[nn.Module, object]] = []
+
+    @staticmethod
+    def _key(path: str) -> str:
+        return path.replace(".", "__")
+
+    def adapter(self, path: str) -> GatedLoRA:
+        return self.adapters[self._key(path)]
+
+    def attach(self, model: nn.Module) -> "AdapterSet":
+        if self._attached:
+            raise RuntimeError("adapters are already attached; detach them first")
+        for path in self.paths:
+            linear = model.get_submodule(path)
+            adapter = self.adapter(path)
+            previous = linear.__dict__.get("forward")    # another erasure stacked below this one, if any
+            original = linear.forward
+
+            def forward(x, _original=original, _adapter=adapter):
+                return _adapter.apply(x, _original(x))
+
+            linear.forward = forward
+            self._attached.append((linear, previous, forward))
+        return self
+
+    def detach(self) -> None:
+        """Restore every wrapped forward; stacked sets must be detached in reverse order of attaching."""
+        for linear, previous, mine in reversed(self._attached):
+            if linear.__dict__.get("forward") is not mine:
+                raise RuntimeError("detach stacked adapter sets in the reverse order of attaching them")
+            if previous is None:
+                del linear.forward
+            else:
+                linear.forward = previous
+        self._attached = []
+
+    @property
+    def attached(self) -> bool:
+        return bool(self._attached)
+
+    def set_enabled(self, enabled: bool) -> None:
+        for adapter in self.adapters.values():
+            adapter.enabled = enabled
+
+    def set_strength(self, strength: float) -> None:
+        for adapter in self.adapters.values():
+            adapter.strength = float(strength)
+
+    @contextmanager
+    def disabled(self):
+        """The frozen teacher: the same model, adapters off."""
+        previous = [adapter.enabled for adapter in self.adapters.values()]
+        self.set_enabled(False)
+        try:
+            yield
+        finally:
+            for adapter, state in zip(self.adapters.values(), previous):
+                adapter.enabled = state
+
+    def export_tensors(self) -> dict[str, torch.Tensor]:
+        """Tensors under keys no stock LoRA loader reads: `zerase.<module path>.<slice>.down|up`."""
+        tensors = {}
+        for path in self.paths:
+            adapter = self.adapter(path)
+            for name in adapter.slices:
+                tensors[f"{KEY_PREFIX}{path}.{name}.down"] = adapter.down[name].detach().float().cpu()
+                tensors[f"{KEY_PREFIX}{path}.{name}.up"] = adapter.up[name].detach().float().cpu()
+        return tensors
+
+    def import_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        expected = self.export_tensors()
+        missing = sorted(set(expected) - set(tensors))
+        unexpected = sorted(set(tensors) - set(expected))
+        if missing or unexpected:
+            raise ValueError(f"adapter tensors do not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        with torch.no_grad():
+            for path in self.paths:
+                adapter = self.adapter(path)
+                for name in adapter.slices:
+                    for kind, store in (("down", adapter.down), ("up", adapter.up)):
+                        value = tensors[f"{KEY_PREFIX}{path}.{name}.{kind}"]
+                        if value.shape != store[name].shape:
+                            raise ValueError(
+                                f"{path}.{name}.{kind} has shape {tuple(value.shape)}, the model needs {tuple(store[name].shape)}"
+                            )
+                        store[name].copy_(value)
