@@ -1,0 +1,108 @@
+"""Settings of one erasure run (`EraseConfig`), with the paper's defaults and per-kind ε presets."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from .adapters import SLICES, AdapterConfig
+
+METHODS = ("zerase", "esd", "ac", "eraseanything", "naive-esd")
+INFERENCE_METHODS = ("token-zeroing", "uce-text")
+# Z-Erase §7: tighter preservation for diffuse concepts, looser for concrete ones.
+EPSILON_PRESETS = {"nudity": 1e-3, "violence": 1e-3, "style": 1e-3, "object": 1e-2, "abstract": 1e-2, "identity": 1e-2}
+LAMBDA_MODES = ("adaptive", "fixed")
+
+
+def _check_range(name: str, value: float, low: float, high: float, hint: str = "") -> None:
+    if not low <= value <= high:
+        raise ValueError(f"{name}={value} is out of range [{low}, {high}]{hint}")
+
+
+@dataclass(frozen=True)
+class EraseConfig:
+    method: str = "zerase"
+    steps: int = 200
+    learning_rate: float = 1e-3          # AdamW on the adapter weights
+    rank: int = 8
+    alpha: float | None = None           # None = rank (delta scale 1)
+    slices: tuple[str, ...] = ("q", "k")  # the released checkpoint adapts Q+K of every joint layer
+    families: tuple[str, ...] = ("layers",)
+    layers: tuple[int, ...] | None = None
+    eta: float = 2.0                     # negative guidance of the ESD target
+    attention_weight: float = 1.0        # L_er = L_erase + w·L_attn (the paper: unweighted)
+    concept_kind: str = "object"
+    epsilon: float | None = None         # None = the preset of concept_kind
+    beta: float = 0.1                    # dual step size of λ
+    lagrangian_alpha: float | None = None  # α of g̃ = ΔL_pr/α + ε; None = learning_rate (as the paper writes)
+    lambda_mode: str = "adaptive"        # "fixed" keeps λ = fixed_lambda (ablation)
+    fixed_lambda: float = 0.0
+    lambda_max: float = 100.0            # the theory assumes bounded λ ∈ [0, D]
+    shuffle_probability: float = 0.9
+    batch_size: int = 4
+    pool_prompts: int = 32               # trajectories in the x_t pool
+    sample_steps: int = 20               # sampler steps of the x_t trajectories (the schedule t is drawn from)
+    sample_cfg: float = 3.0              # guidance of the frozen sampler for x_t (1 = none, Turbo)
+    latent_size: tuple[int, int] = (8, 8)
+    seed: int = 0
+    stationarity_every: int = 25
+    cache: bool = True                   # reuse teacher velocities at pool states
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; trainable methods: {METHODS} "
+                             f"(inference-time: {INFERENCE_METHODS})")
+        if self.concept_kind not in EPSILON_PRESETS:
+            raise ValueError(f"unknown concept kind {self.concept_kind!r}; expected one of {list(EPSILON_PRESETS)}")
+        if self.lambda_mode not in LAMBDA_MODES:
+            raise ValueError(f"lambda_mode {self.lambda_mode!r} must be one of {LAMBDA_MODES}")
+        _check_range("steps", self.steps, 1, 100_000)
+        _check_range("learning_rate", self.learning_rate, 1e-7, 1.0)
+        _check_range("rank", self.rank, 1, 256)
+        _check_range("eta", self.eta, 0.0, 50.0, " (negative guidance η; the paper uses 2)")
+        _check_range("beta", self.beta, 0.0, 100.0)
+        _check_range("epsilon", self.epsilon_value, 0.0, 1.0, " (ε presets: 1e-3 … 1e-2)")
+        _check_range("attention_weight", self.attention_weight, 0.0, 1000.0)
+        _check_range("shuffle_probability", self.shuffle_probability, 0.0, 1.0)
+        _check_range("batch_size", self.batch_size, 1, 1024)
+        _check_range("pool_prompts", self.pool_prompts, 1, 100_000)
+        _check_range("sample_steps", self.sample_steps, 1, 1000)
+        _check_range("fixed_lambda", self.fixed_lambda, 0.0, 1e6)
+        if any(s not in SLICES for s in self.slices):
+            raise ValueError(f"slices {self.slices} must be a subset of {SLICES}")
+        object.__setattr__(self, "slices", tuple(self.slices))
+        object.__setattr__(self, "families", tuple(self.families))
+        object.__setattr__(self, "latent_size", tuple(self.latent_size))
+        if self.layers is not None:
+            object.__setattr__(self, "layers", tuple(self.layers))
+        self.adapter_config()   # validates rank/alpha/slices/families
+
+    @property
+    def epsilon_value(self) -> float:
+        return EPSILON_PRESETS[self.concept_kind] if self.epsilon is None else self.epsilon
+
+    @property
+    def alpha_value(self) -> float:
+        return self.learning_rate if self.lagrangian_alpha is None else self.lagrangian_alpha
+
+    @property
+    def gate(self) -> str:
+        return "all" if self.method == "naive-esd" else "text"
+
+    def adapter_config(self) -> AdapterConfig:
+        return AdapterConfig(rank=self.rank, alpha=float(self.alpha or self.rank), slices=self.slices,
+                             families=self.families, layers=self.layers, gate=self.gate)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "EraseConfig":
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown EraseConfig keys {unknown}; valid: {sorted(known)}")
+        values = dict(data)
+        for name in ("slices", "families", "layers", "latent_size"):
+            if values.get(name) is not None:
+                values[name] = tuple(values[name])
+        return cls(**values)

@@ -1,0 +1,245 @@
+"""One trainer for every fine-tuning method: Z-Erase and the baselines, selected by `EraseConfig.method`.
+
+Z-Erase step (Alg. 1, with the details the paper leaves open fixed as in paper-notes §7):
+  1. draw (trajectory, k) pairs from the frozen x_t pool; teacher velocities (adapters off) for ∅, c_er, c_pr
+  2. student forward on the word-shuffled erase prompt, capturing image→keyword attention: L_er = L_erase + w·L_attn
+  3. L_pr = MSE to the teacher on ∅ and on the anchor c_pr;  L = L_er + λ·L_pr;  one AdamW step
+  4. λ ← clip(λ − β·g̃, 0, λ_max),  g̃ = (L_pr(θ_before) − L_pr(θ_after))/α + ε, with both L_pr values on the SAME
+     fixed probe (same x_t, t, noise and prompts) — the public code compares a loss with itself (notes §2.10).
+     L_pr(θ_after) of one step is L_pr(θ_before) of the next, so the probe costs one no-grad forward pair per step.
+Baselines: `esd` (L_erase only), `ac` (model-based anchor loss), `eraseanything` (erase and preserve on alternating
+steps, as its official code), `naive-esd` (ESD with the gate open on every token: reproduces the collapse).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy
+import torch
+from torch import nn
+
+from .adapters import AdapterSet
+from .erase_config import EraseConfig
+from .model import AttentionCapture
+from .objectives import attention_suppression, esd_target, preservation, velocity_mse
+from .prompts import PromptSet, TextConditioner, keyword_columns, shuffle_words
+from .trajectory import TrajectoryPool, sample_pool, teacher_velocities
+
+StepCallback = Callable[[int, int, dict], None]
+
+
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss: the adapters were restored to the last finite state."""
+
+
+@dataclass
+class StepRecord:
+    step: int
+    metrics: dict[str, float]
+
+
+class EraseTrainer:
+    def __init__(self, diffusion_model: nn.Module, conditioner: TextConditioner, prompts: PromptSet,
+                 config: EraseConfig, denoise: Callable | None = None, in_channels: int = 16, shift: float = 3.0):
+        self.model, self.conditioner, self.prompts, self.config = diffusion_model, conditioner, prompts, config
+        # denoise(x, sigma, context, lengths, capture=None) -> v; ZImageDiT.forward has this signature
+        self.denoise = denoise or diffusion_model
+        for keyword in prompts.keywords:
+            conditioner.check_keyword(keyword)
+        diffusion_model.requires_grad_(False)
+        torch.manual_seed(config.seed)
+        self.adapters = AdapterSet(diffusion_model, config.adapter_config())
+        self.adapters.attach(diffusion_model)
+        self.optimizer = torch.optim.AdamW(self.adapters.parameters(), lr=config.learning_rate, weight_decay=0.0)
+        self.rng = numpy.random.default_rng(config.seed)
+        self.step = 0
+        self.lam = config.fixed_lambda if config.lambda_mode == "fixed" else 0.0
+        self.history: list[StepRecord] = []
+        self._probe_loss: float | None = None
+        self._last_finite: dict[str, torch.Tensor] | None = None
+        self.pool = self._build_pool(in_channels, shift)
+        self.probe_picks = [(index % self.pool.size, self.pool.steps // 2) for index in range(config.batch_size)]
+
+    # -- setup -------------------------------------------------------------------------------------------------
+    def _velocity(self, x, sigma, context, lengths, capture=None):
+        return self.denoise(x, sigma, context, lengths, capture) if capture is not None else self.denoise(x, sigma, context, lengths)
+
+    def _build_pool(self, in_channels: int, shift: float) -> TrajectoryPool:
+        config = self.config
+        count = min(config.pool_prompts, max(len(self.prompts.erase), 1) * 4)
+        prompts = [self.prompts.erase[index % len(self.prompts.erase)] for index in range(count)]
+        anchors = [self.prompts.anchors[index % len(self.prompts.anchors)] for index in range(count)]
+        seeds = [config.seed * 100_003 + index for index in range(count)]
+        with self.adapters.disabled():
+            pool = sample_pool(self._velocity, self.conditioner, prompts, anchors, seeds, config.latent_size,
+                               in_channels, config.sample_steps, shift, config.sample_cfg)
+            if config.cache:
+                # Every teacher velocity in a fixed batch order: training and a resumed run see identical numbers.
+                picks = [(p, k) for p in range(pool.size) for k in range(pool.steps)]
+                for start in range(0, len(picks), 64):
+                    chunk = picks[start:start + 64]
+                    for kind, texts in self._teacher_prompts(pool, chunk).items():
+                        teacher_velocities(pool, chunk, kind, texts, self._velocity, self.conditioner)
+                pool.hits = pool.misses = 0
+        return pool
+
+    @staticmethod
+    def _teacher_prompts(pool: TrajectoryPool, picks) -> dict[str, list[str]]:
+        return {"empty": [""] * len(picks), "erase": [pool.prompts[p] for p, _ in picks],
+                "anchor": [pool.anchors[p] for p, _ in picks]}
+
+    # -- one step ----------------------------------------------------------------------------------------------
+    def _teacher(self, picks):
+        with self.adapters.disabled():
+            return {kind: teacher_velocities(self.pool, picks, kind, texts, self._velocity, self.conditioner, self.config.cache)
+                    for kind, texts in self._teacher_prompts(self.pool, picks).items()}
+
+    def _student(self, states, sigma, prompts, capture=None):
+        context, lengths = self.conditioner.encode(prompts)
+        return self._velocity(states, sigma, context, lengths, capture)
+
+    def _batch(self, picks):
+        states = torch.stack([self.pool.states[p, k] for p, k in picks])
+        sigma = torch.stack([self.pool.sigmas[k] for _, k in picks])
+        return states, sigma
+
+    def preservation_loss(self, picks, teacher=None) -> torch.Tensor:
+        teacher = teacher or self._teacher(picks)
+        states, sigma = self._batch(picks)
+        anchors = [self.pool.anchors[p] for p, _ in picks]
+        return preservation(self._student(states, sigma, [""] * len(picks)), teacher["empty"],
+                            self._student(states, sigma, anchors), teacher["anchor"])
+
+    def _erase_losses(self, picks, teacher, shuffle: bool) -> dict[str, torch.Tensor]:
+        config = self.config
+        states, sigma = self._batch(picks)
+        prompts = [self.pool.prompts[p] for p, _ in picks]
+        keywords = [self.prompts.keywords_in(prompt) for prompt in prompts]
+        if shuffle:
+            prompts = [shuffle_words(prompt, words, self.rng, config.shuffle_probability)
+                       for prompt, words in zip(prompts, keywords)]
+        target = esd_target(teacher["empty"], teacher["erase"], config.eta)
+        if config.method == "ac":
+            with torch.no_grad():
+                target = self._student(states, sigma, [self.pool.anchors[p] for p, _ in picks]).float()
+        capture = None
+        if config.method in ("zerase", "eraseanything") and config.attention_weight > 0:
+            columns, mask = keyword_columns(self.conditioner, prompts, keywords)
+            capture = AttentionCapture(columns=columns, column_mask=mask)
+        prediction = self._student(states, sigma, prompts, capture)
+        losses = {"erase": velocity_mse(prediction, target)}
+        if capture is not None:
+            losses["attention"] = attention_suppression(capture.maps)
+        return losses
+
+    def _losses(self, picks) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
+        """(L_er, L_pr or None, parts) for this step's method."""
+        config = self.config
+        teacher = self._teacher(picks)
+        method = config.method
+        if method == "eraseanything" and self.step % 2 == 1:
+            parts = {"preserve": self.preservation_loss(picks, teacher)}
+            return parts["preserve"], None, parts
+        parts = self._erase_losses(picks, teacher, shuffle=method in ("zerase", "eraseanything"))
+        erase_total = parts["erase"] + config.attention_weight * parts.get("attention", 0.0)
+        preserve = None
+        if method == "zerase":
+            preserve = self.preservation_loss(picks, teacher)
+            parts["preserve"] = preserve
+        return erase_total, preserve, parts
+
+    @torch.no_grad()
+    def probe(self) -> float:
+        return self.preservation_loss(self.probe_picks).item()
+
+    def train_step(self) -> dict[str, float]:
+        config = self.config
+        picks = [(int(self.rng.integers(self.pool.size)), int(self.rng.integers(self.pool.steps)))
+                 for _ in range(config.batch_size)]
+        adaptive = config.method == "zerase" and config.lambda_mode == "adaptive"
+        if adaptive and self._probe_loss is None:
+            self._probe_loss = self.probe()
+        erase_total, preserve, parts = self._losses(picks)
+        total = erase_total if preserve is None else erase_total + self.lam * preserve
+        if not torch.isfinite(total):
+            if self._last_finite is not None:
+                self.adapters.load_state_dict(self._last_finite)
+            raise TrainingDiverged(f"non-finite loss at step {self.step + 1}; adapters restored to the state of "
+                                   f"step {max(0, self.step - 1)}, the last with a finite loss")
+        params = list(self.adapters.parameters())
+        self.optimizer.zero_grad(set_to_none=True)
+        residual = None
+        if preserve is not None and config.stationarity_every and (self.step + 1) % config.stationarity_every == 0:
+            grad_erase = torch.autograd.grad(erase_total, params, retain_graph=True, allow_unused=True)
+            grad_preserve = torch.autograd.grad(preserve, params, allow_unused=True)
+            squared = 0.0
+            for param, g_er, g_pr in zip(params, grad_erase, grad_preserve):
+                g_er = torch.zeros_like(param) if g_er is None else g_er
+                g_pr = torch.zeros_like(param) if g_pr is None else g_pr
+                param.grad = g_er + self.lam * g_pr
+                squared += float(param.grad.square().sum())
+            residual = math.sqrt(squared)
+        else:
+            total.backward()
+        self._last_finite = {name: tensor.detach().clone() for name, tensor in self.adapters.state_dict().items()}
+        self.optimizer.step()
+        if not all(torch.isfinite(param).all() for param in params):
+            self.adapters.load_state_dict(self._last_finite)
+            raise TrainingDiverged(f"non-finite adapter weights after step {self.step + 1}; restored the last finite state")
+        metrics = {f"loss_{name}": float(value.detach()) for name, value in parts.items()}
+        metrics["loss_total"] = float(total.detach())
+        metrics["lambda"] = self.lam
+        if adaptive:
+            after = self.probe()
+            g_tilde = (self._probe_loss - after) / config.alpha_value + config.epsilon_value
+            self.lam = float(min(config.lambda_max, max(0.0, self.lam - config.beta * g_tilde)))
+            self._probe_loss = after
+            metrics["g_tilde"] = g_tilde
+            metrics["probe_preserve"] = after
+        if residual is not None:
+            metrics["stationarity"] = residual
+        self.step += 1
+        self.history.append(StepRecord(self.step, metrics))
+        return metrics
+
+    def run(self, on_step: StepCallback | None = None) -> list[StepRecord]:
+        """Train until `config.steps`; `on_step(step, total, metrics)` may raise to stop (state stays consistent)."""
+        while self.step < self.config.steps:
+            metrics = self.train_step()
+            if on_step is not None:
+                on_step(self.step, self.config.steps, metrics)
+        return self.history
+
+    # -- resume state ------------------------------------------------------------------------------------------
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        tensors = {}
+        for index, values in self.optimizer.state_dict()["state"].items():
+            for name, value in values.items():
+                tensors[f"optimizer.{index}.{name}"] = value.detach().clone()
+        return tensors
+
+    def state_metadata(self) -> dict:
+        return {"step": self.step, "lambda": self.lam, "rng": self.rng.bit_generator.state,
+                "history": [[record.step, record.metrics] for record in self.history]}
+
+    def restore(self, adapter_tensors: dict, state_tensors: dict, metadata: dict) -> None:
+        self.adapters.import_tensors(adapter_tensors)
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for name, value in state_tensors.items():
+            _, index, key = name.split(".", 2)
+            state.setdefault(int(index), {})[key] = value
+        optimizer_state = self.optimizer.state_dict()
+        optimizer_state["state"] = state
+        self.optimizer.load_state_dict(optimizer_state)
+        self.step = int(metadata["step"])
+        self.lam = float(metadata["lambda"])
+        self.rng.bit_generator.state = metadata["rng"]
+        self.history = [StepRecord(int(step), metrics) for step, metrics in metadata["history"]]
+        self._probe_loss = None
+
+    def summary(self) -> dict:
+        last = self.history[-1].metrics if self.history else {}
+        return {"steps": self.step, "lambda": self.lam, **{key: value for key, value in last.items()},
+                "cache_hits": self.pool.hits, "cache_misses": self.pool.misses}

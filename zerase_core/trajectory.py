@@ -1,0 +1,78 @@
+"""Trajectory and teacher caches: x_t is sampled once per (prompt, seed) with the frozen model, then reused.
+
+ESD-style training needs x_t "starting from random noise": a partial run of the frozen sampler with the erase
+prompt. Re-running it every step costs up to K forwards per step; instead a pool of trajectories is sampled once
+(all K states kept) and each training step picks a (trajectory, k). The frozen teacher's velocities at a pool state
+are pure functions of (state, prompt), so they are cached too.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .sampling import initial_noise, shifted_sigmas
+
+
+@dataclass
+class TrajectoryPool:
+    states: torch.Tensor            # (P, K, C, h, w): x at sigmas[k] for k < K, per trajectory
+    sigmas: torch.Tensor            # (K + 1,)
+    prompts: list[str]              # the (unshuffled) erase prompt of each trajectory
+    anchors: list[str]              # the anchor prompt paired with each trajectory
+    teacher: dict[tuple[int, int, str], torch.Tensor] = field(default_factory=dict)
+    hits: int = 0
+    misses: int = 0
+
+    @property
+    def size(self) -> int:
+        return self.states.shape[0]
+
+    @property
+    def steps(self) -> int:
+        return self.states.shape[1]
+
+
+@torch.no_grad()
+def sample_pool(velocity_of, conditioner, prompts: list[str], anchors: list[str], seeds: list[int],
+                latent_hw: tuple[int, int], channels: int, steps: int, shift: float, cfg: float,
+                batch_size: int = 32) -> TrajectoryPool:
+    """Run the frozen model from noise with each prompt, keeping every state. `velocity_of(x, sigma, ctx, lengths)`."""
+    sigmas = shifted_sigmas(steps, shift)
+    all_states = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start:start + batch_size]
+        context, lengths = conditioner.encode(chunk)
+        empty, empty_lengths = conditioner.encode([""] * len(chunk))
+        noise = torch.cat([initial_noise((1, channels, *latent_hw), seed) for seed in seeds[start:start + batch_size]])
+        x = noise * sigmas[0]
+        states = []
+        for index in range(steps):
+            states.append(x)
+            sigma = sigmas[index].expand(len(chunk))
+            v = velocity_of(x, sigma, context, lengths).float()
+            if cfg != 1.0:
+                v_empty = velocity_of(x, sigma, empty, empty_lengths).float()
+                v = v_empty + cfg * (v - v_empty)
+            x = x + (sigmas[index + 1] - sigmas[index]) * v
+        all_states.append(torch.stack(states, dim=1))
+    return TrajectoryPool(torch.cat(all_states), sigmas, list(prompts), list(anchors))
+
+
+@torch.no_grad()
+def teacher_velocities(pool: TrajectoryPool, picks: list[tuple[int, int]], kind: str, prompts: list[str],
+                       velocity_of, conditioner, use_cache: bool = True) -> torch.Tensor:
+    """Frozen velocities at pool states `picks` [(trajectory, k)] for prompts of one `kind` (cached by kind)."""
+    missing = [row for row, pick in enumerate(picks) if not use_cache or (*pick, kind) not in pool.teacher]
+    pool.hits += len(picks) - len(missing)
+    pool.misses += len(missing)
+    if missing:
+        states = torch.stack([pool.states[picks[row][0], picks[row][1]] for row in missing])
+        sigma = torch.stack([pool.sigmas[picks[row][1]] for row in missing])
+        context, lengths = conditioner.encode([prompts[row] for row in missing])
+        velocities = velocity_of(states, sigma, context, lengths).float()
+        if not use_cache:
+            return velocities
+        for row, velocity in zip(missing, velocities):
+            pool.teacher[(*picks[row], kind)] = velocity
+    return torch.stack([pool.teacher[(*pick, kind)] for pick in picks])
