@@ -108,15 +108,20 @@ class ZImageDiT(nn.Module):
                 )
         return TokenLayout.from_shapes(lengths, x.shape[-2:], self.config.patch_size, self.config.pad_tokens_multiple)
 
-    def forward(self, x, timesteps, context, context_lengths=None, capture: AttentionCapture | None = None):
-        """x (B, C, H, W) latents; timesteps (B,) sigma; context (B, L, cap_feat_dim) -> velocity (B, C, H, W)."""
+    def forward(self, x, timesteps, context, context_lengths=None, capture: AttentionCapture | None = None,
+                suppress_keys: torch.Tensor | None = None):
+        """x (B, C, H, W) latents; timesteps (B,) sigma; context (B, L, cap_feat_dim) -> velocity (B, C, H, W).
+
+        `suppress_keys` (B, L_text) bool removes those text tokens from every joint layer's keys (token zeroing,
+        the paper's brittle inference-time baseline).
+        """
         if x.dim() != 4 or context.dim() != 3 or context.shape[0] != x.shape[0]:
             raise ValueError(f"expected x (B,C,H,W) and context (B,L,D) with equal B, got {tuple(x.shape)}, {tuple(context.shape)}")
         layout = self.layout_for(x, context, context_lengths)
         with active_layout(layout):
-            return self._forward(x, timesteps, context, layout, capture)
+            return self._forward(x, timesteps, context, layout, capture, suppress_keys)
 
-    def _forward(self, x, timesteps, context, layout: TokenLayout, capture):
+    def _forward(self, x, timesteps, context, layout: TokenLayout, capture, suppress_keys=None):
         batch, _, height, width = x.shape
         dtype = self.dtype
         patch = self.config.patch_size
@@ -138,6 +143,8 @@ class ZImageDiT(nn.Module):
         joint = torch.cat([text, image], dim=1)
         cos, sin = torch.cat([text_cos, image_cos], dim=1), torch.cat([text_sin, image_sin], dim=1)
         joint_mask = layout.key_mask("layers", x.device)
+        if suppress_keys is not None:
+            joint_mask = _suppressed(joint_mask, suppress_keys, layout, x.device)
         for block in self.layers:
             maps = self._probe(capture, layout, joint_mask) if capture is not None else None
             joint = self._run(block, joint, cos, sin, adaln_input, joint_mask, maps, capture)
@@ -217,6 +224,13 @@ class ZImageDiT(nn.Module):
             out, maps = run(hidden)
         capture.maps.append(maps)
         return out
+
+
+def _suppressed(joint_mask, suppress_keys, layout: TokenLayout, device) -> torch.Tensor:
+    keep = torch.ones(layout.batch_size, layout.sequence_length("layers"), dtype=torch.bool, device=device)
+    width = min(suppress_keys.shape[1], layout.text_span)
+    keep[:, :width] &= ~suppress_keys[:, :width].to(device)
+    return keep if joint_mask is None else joint_mask & keep
 
 
 def _pad_to_patch(x: torch.Tensor, patch: int) -> torch.Tensor:
