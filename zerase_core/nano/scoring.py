@@ -1,0 +1,93 @@
+"""Erasure scores on the nano world: detection of the erased value (Acc_e) and accuracy on unrelated prompts (Acc_ir).
+
+Erase set = every caption combination with the concept's word; keep set = the same combinations with every other
+value of the concept's attribute (see `prompts.evaluation_sets`). Acc_ir = mean over the four attributes of the
+judge's accuracy on the keep set. Held-out prompts for choosing a strength use other templates and other seeds,
+never the evaluation set.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..evaluate import verdicts
+from .prompts import attribute_of, evaluation_sets
+from .vocab import ATTRIBUTES, TEMPLATES
+from .world import NanoWorld
+
+EVALUATION_SEED = 1000
+HELD_OUT_SEED = 500_000
+
+
+@dataclass(frozen=True)
+class ErasureScore:
+    acc_e: float       # how often the erased value is still detected on erase prompts (lower is better)
+    acc_ir: float      # mean attribute accuracy on keep prompts (higher is better)
+
+    @property
+    def h(self) -> float:
+        return self.acc_ir - self.acc_e
+
+
+def _score(world: NanoWorld, concept: str, erase_items, keep_items, seed: int, model=None, steps=None) -> ErasureScore:
+    attribute, value = attribute_of(concept)
+    prompts = [prompt for prompt, _ in erase_items] + [prompt for prompt, _ in keep_items]
+    seeds = [seed + index for index in range(len(prompts))]
+    kwargs = {} if steps is None else {"steps": steps}
+    images = world.generate(prompts, seeds, model=model, **kwargs)
+    found = verdicts(images, world.evaluator)
+    erase_found, keep_found = found[:len(erase_items)], found[len(erase_items):]
+    acc_e = sum(v[attribute] == value for v in erase_found) / len(erase_found)
+    hits = [v[name] == expected[name] for v, (_, expected) in zip(keep_found, keep_items) for name in ATTRIBUTES]
+    return ErasureScore(acc_e=acc_e, acc_ir=sum(hits) / len(hits))
+
+
+def score(world: NanoWorld, concept: str, model=None, seed: int = EVALUATION_SEED, keep_limit: int | None = None) -> ErasureScore:
+    """Acc_e / Acc_ir of `model` (default: the base DiT) on the evaluation sets of `concept`."""
+    erase_items, keep_items = evaluation_sets(concept)
+    if keep_limit is not None:
+        keep_items = keep_items[::max(1, len(keep_items) // keep_limit)][:keep_limit]
+    return _score(world, concept, erase_items, keep_items, seed, model)
+
+
+def held_out_sets(concept: str, count: int = 48):
+    """Prompts for strength selection: templates 1.. (the evaluation set uses template 0)."""
+    erase_items, keep_items = evaluation_sets(concept)
+    def rewrite(items, offset):
+        rewritten = []
+        for index, (_, expected) in enumerate(items[offset::max(1, len(items) // count)][:count]):
+            words = {name: ATTRIBUTES[name][expected[name]][0] for name in ATTRIBUTES}
+            attribute, _ = attribute_of(concept)
+            if expected[attribute] == attribute_of(concept)[1]:
+                words[attribute] = concept
+            template = TEMPLATES[1 + index % (len(TEMPLATES) - 1)]
+            rewritten.append((template.format(**words), expected))
+        return rewritten
+    return rewrite(erase_items, 1), rewrite(keep_items, 2)
+
+
+@torch.no_grad()
+def recommend_strength(world: NanoWorld, edit, concepts: list[str],
+                       strengths=(0.5, 0.75, 1.0, 1.5, 2.0, 3.0), target_acc_e: float = 0.1,
+                       keep_ratio: float = 0.95) -> tuple[float, list[dict]]:
+    """Smallest strength whose held-out Acc_e ≤ target with Acc_ir ≥ keep_ratio × base; else the best H.
+
+    `edit` (adapters or a closed-form delta) must be attached to `world.dit`; strength 0 gives the base model.
+    """
+    table = []
+    edit.set_strength(0.0)
+    base = {concept: _score(world, concept, *held_out_sets(concept), HELD_OUT_SEED) for concept in concepts}
+    for strength in strengths:
+        edit.set_strength(strength)
+        scores = [_score(world, concept, *held_out_sets(concept), HELD_OUT_SEED) for concept in concepts]
+        acc_e = max(s.acc_e for s in scores)
+        ratio = min(s.acc_ir / max(base[c].acc_ir, 1e-6) for s, c in zip(scores, concepts))
+        h = sum(s.h for s in scores) / len(scores)
+        table.append({"strength": strength, "acc_e": acc_e, "keep_ratio": ratio, "h": h})
+        if acc_e <= target_acc_e and ratio >= keep_ratio:
+            break
+    else:
+        strength = max(table, key=lambda row: row["h"])["strength"]
+    edit.set_strength(strength)
+    return strength, table
