@@ -39,13 +39,71 @@ def _sampling_arguments(parser: argparse.ArgumentParser) -> None:
 
 def command_generate(args) -> None:
     from .grid import labelled_grid, save_png
+    from .nano.erasure_runs import attach_file
     from .nano.world import NanoWorld
     world = NanoWorld.load()
     seeds = [args.seed + index for index in range(len(args.prompt))]
-    images = world.generate(args.prompt, seeds, args.steps, args.cfg, args.size)
+    edits = []
+    strengths = args.strength or []
+    if len(strengths) > len(args.erasure or []):
+        raise UsageError(f"{len(strengths)} --strength values for {len(args.erasure or [])} --erasure files")
+    try:
+        for index, path in enumerate(args.erasure or []):
+            strength = strengths[index] if index < len(strengths) else None
+            edit, info = attach_file(world, path, strength, args.allow_other_base)
+            edits.append((edit, info))
+        if len(edits) > 1:   # several erasures: 1/N of each file's own strength unless given (paper §2.9)
+            for index, (edit, info) in enumerate(edits):
+                if index >= len(strengths):
+                    edit.set_strength(info.recommended_strength / len(edits))
+        images = world.generate(args.prompt, seeds, args.steps, args.cfg, args.size)
+    finally:
+        for edit, _ in reversed(edits):
+            edit.detach()
     labels = [f"{prompt} (seed {seed})" for prompt, seed in zip(args.prompt, seeds)]
     path = save_png(labelled_grid(images, labels, columns=min(4, len(images))), args.out)
     print(f"wrote {path}")
+
+
+def command_erase(args) -> None:
+    from tqdm import tqdm
+    from .erase_config import EraseConfig
+    from .nano.erasure_runs import erase, erase_uce
+    from .nano.world import NanoWorld
+    if args.out.suffix != ".safetensors":
+        raise UsageError(f"--out {args.out} must end in .safetensors")
+    world = NanoWorld.load()
+    started = time.monotonic()
+    if args.method == "uce-text":
+        path = erase_uce(world, args.concept, args.out, args.anchor, args.seed)
+    else:
+        overrides = {name: value for name, value in (
+            ("steps", args.steps), ("learning_rate", args.lr), ("rank", args.rank), ("eta", args.eta),
+            ("epsilon", args.epsilon), ("beta", args.beta)) if value is not None}
+        if args.targets:
+            overrides["slices"] = tuple(args.targets)
+        config = EraseConfig(method=args.method, seed=args.seed, **overrides)
+        bar = tqdm(total=config.steps, desc=f"erase {' + '.join(args.concept or [])}", unit="step")
+
+        def on_step(step, total, metrics):
+            bar.n = step
+            bar.set_postfix(L_er=f"{metrics.get('loss_erase', 0):.4f}", L_pr=f"{metrics.get('loss_preserve', 0):.4f}",
+                            lam=f"{metrics['lambda']:.3f}", refresh=False)
+            bar.update(0)
+
+        try:
+            path = erase(world, args.concept or [], config, args.out, args.anchor, args.resume, on_step)
+        except KeyboardInterrupt:
+            bar.close()
+            print(f"interrupted: partial erasure saved to {args.out}; continue with --resume {args.out}", file=sys.stderr)
+            raise
+        bar.close()
+    print(f"wrote {path} ({time.monotonic() - started:.1f} s)")
+
+
+def command_export_lora(args) -> None:
+    from .erasure_file import export_stock_lora
+    print(f"wrote {export_stock_lora(args.file, args.out)}")
 
 
 DEMO_PROMPTS = (
@@ -81,8 +139,32 @@ def build_parser() -> argparse.ArgumentParser:
     generate = commands.add_parser("generate", help="text-to-image grid with the nano model")
     generate.add_argument("--prompt", action="append", required=True, help="repeat for several images")
     generate.add_argument("--out", type=Path, default=Path("generate.png"))
+    generate.add_argument("--erasure", type=Path, action="append", help="erasure file(s) to apply (repeatable)")
+    generate.add_argument("--strength", type=float, action="append",
+                          help="strength per --erasure, in order (default: the file's recommended one; 1/N each for N files)")
+    generate.add_argument("--allow-other-base", action="store_true", help="apply a file made for another base model")
     _sampling_arguments(generate)
     generate.set_defaults(run=command_generate)
+    erase = commands.add_parser("erase", help="erase concept(s) from the nano model and write an erasure file")
+    erase.add_argument("--concept", action="append", help="word to erase (repeat for joint multi-concept erasure)")
+    erase.add_argument("--anchor", action="append", help="preservation prompt (default: generated from the concept)")
+    erase.add_argument("--method", default="zerase",
+                       choices=["zerase", "esd", "ac", "eraseanything", "naive-esd", "uce-text"])
+    erase.add_argument("--steps", type=int)
+    erase.add_argument("--lr", type=float)
+    erase.add_argument("--rank", type=int)
+    erase.add_argument("--targets", choices=["q", "k", "v"], action="append", help="qkv slices (default q and k)")
+    erase.add_argument("--eta", type=float, help="negative guidance η (default 2)")
+    erase.add_argument("--epsilon", type=float, help="ε tolerance (default: preset of the concept kind)")
+    erase.add_argument("--beta", type=float, help="λ step size β (default 0.1)")
+    erase.add_argument("--seed", type=int, default=0)
+    erase.add_argument("--out", type=Path, required=True, help="erasure file to write (.safetensors)")
+    erase.add_argument("--resume", type=Path, help="partial erasure file to continue (settings come from it)")
+    erase.set_defaults(run=command_erase)
+    export = commands.add_parser("export-lora", help="write a stock-loadable LoRA for stream-pure erasures only")
+    export.add_argument("file", type=Path)
+    export.add_argument("--out", type=Path)
+    export.set_defaults(run=command_export_lora)
     demo = commands.add_parser("demo", help="the main job on the bundled nano model; writes demo.png")
     demo.add_argument("--out", type=Path, default=Path("demo.png"))
     _sampling_arguments(demo)
@@ -92,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "erase" and not args.concept and not args.resume:
+        print("error: give at least one --concept (or --resume a partial file)", file=sys.stderr)
+        return 2
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
     try:
         args.run(args)

@@ -1,0 +1,130 @@
+"""Erase concepts from the bundled nano model: train (or solve), pick a strength on held-out prompts, save the file.
+
+Interrupting (Ctrl-C, or an exception raised by `on_step`) saves a partial file atomically; `resume=` continues it
+to the same result as an uninterrupted run with the same seed.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+from ..checkpoint import fingerprint
+from ..closed_form import uce_text
+from ..erase_config import EraseConfig
+from ..erasure_file import UCE_DELTA_KEY, ErasureFileError, ErasureInfo, adapter_dict, read_erasure, save_erasure
+from ..prompts import PromptSet
+from ..trainer import EraseTrainer
+from .prompts import NanoConditioner, attribute_of, training_prompt_set
+from .scoring import recommend_strength
+from .world import NanoWorld
+
+CONCEPT_KINDS = {"shape": "object", "colour": "abstract", "pattern": "style", "background": "abstract"}
+
+
+def concept_kind(concepts: list[str]) -> str:
+    kinds = {CONCEPT_KINDS[attribute_of(concept)[0]] for concept in concepts}
+    return "style" if "style" in kinds else sorted(kinds)[0]
+
+
+def prompt_set(concepts: list[str], anchors: list[str] | None, seed: int) -> PromptSet:
+    generated = training_prompt_set(concepts, seed=seed)
+    return generated if not anchors else replace(generated, anchors=tuple(anchors))
+
+
+def _info(world: NanoWorld, trainer: EraseTrainer, concepts, prompts: PromptSet, config: EraseConfig,
+          strength: float, partial: bool, extra_summary=None) -> ErasureInfo:
+    return ErasureInfo(
+        method=config.method, concepts=tuple(concepts), keywords=prompts.keywords, anchors=prompts.anchors[:8],
+        adapter=adapter_dict(trainer.adapters.config), base_fingerprint=fingerprint(world.dit),
+        base_config=world.dit.config.to_dict(), recommended_strength=strength, steps_done=trainer.step,
+        steps_total=config.steps, seed=config.seed, partial=partial,
+        summary={**trainer.summary(), **(extra_summary or {})},
+        training={"config": config.to_dict(), "anchors": list(prompts.anchors), "state": trainer.state_metadata()},
+    )
+
+
+def _resume_state(path: Path):
+    info, adapter_tensors, state_tensors = read_erasure(path)
+    if not info.partial:
+        raise ErasureFileError(f"{path} is a finished erasure ({info.steps_done}/{info.steps_total} steps); "
+                               "only partial files (interrupted runs) can be resumed")
+    if "config" not in info.training or "state" not in info.training:
+        raise ErasureFileError(f"{path} has no resume state")
+    return info, adapter_tensors, state_tensors
+
+
+def erase(world: NanoWorld, concepts: list[str], config: EraseConfig, out: Path, anchors: list[str] | None = None,
+          resume: Path | None = None, on_step: Callable | None = None, choose_strength: bool = True) -> Path:
+    """Train `config.method` on the nano DiT and write the erasure file to `out`."""
+    resume_info = None
+    if resume is not None:
+        resume_info, adapter_tensors, state_tensors = _resume_state(resume)
+        config = EraseConfig.from_dict(resume_info.training["config"])
+        concepts, anchors = list(resume_info.concepts), resume_info.training["anchors"]
+    for concept in concepts:
+        attribute_of(concept)
+    if config.concept_kind == "object" and resume is None:
+        config = replace(config, concept_kind=concept_kind(concepts))
+    prompts = prompt_set(concepts, anchors, config.seed)
+    conditioner = NanoConditioner(world.text_encoder)
+    trainer = EraseTrainer(world.dit, conditioner, prompts, config, in_channels=world.dit.config.in_channels,
+                           shift=world.dit.config.shift)
+    try:
+        if resume_info is not None:
+            trainer.restore(adapter_tensors, state_tensors, resume_info.training["state"])
+        started = time.monotonic()
+        try:
+            trainer.run(on_step)
+        except BaseException:
+            save_erasure(out, trainer.adapters, _info(world, trainer, concepts, prompts, config, 1.0, True),
+                         extra_tensors=trainer.state_tensors())
+            raise
+        train_seconds = time.monotonic() - started
+        strength, table = (1.0, [])
+        if choose_strength:
+            strength, table = recommend_strength(world, trainer.adapters, concepts)
+        summary = {"train_seconds": train_seconds, "strength_table": table}
+        return save_erasure(out, trainer.adapters, _info(world, trainer, concepts, prompts, config, strength, False, summary))
+    finally:
+        trainer.adapters.detach()
+
+
+def erase_uce(world: NanoWorld, concepts: list[str], out: Path, anchors: list[str] | None = None, seed: int = 0,
+              choose_strength: bool = True) -> Path:
+    """uce-text: the closed-form edit of `cap_embedder.1` (seconds, no sampling)."""
+    prompts = prompt_set(concepts, anchors, seed)
+    started = time.monotonic()
+    delta = uce_text(world.dit, NanoConditioner(world.text_encoder), prompts)
+    solve_seconds = time.monotonic() - started
+    delta.attach(world.dit)
+    try:
+        strength, table = (1.0, [])
+        if choose_strength:
+            strength, table = recommend_strength(world, delta, concepts)
+    finally:
+        delta.detach()
+    info = ErasureInfo(method="uce-text", concepts=tuple(concepts), keywords=prompts.keywords,
+                       anchors=prompts.anchors[:8], adapter={}, base_fingerprint=fingerprint(world.dit),
+                       base_config=world.dit.config.to_dict(), recommended_strength=strength, seed=seed,
+                       summary={"train_seconds": solve_seconds, "strength_table": table})
+    return save_erasure(out, {UCE_DELTA_KEY: delta.delta.detach()}, info)
+
+
+def attach_file(world: NanoWorld, path: Path, strength: float | None = None, allow_other_base: bool = False):
+    """Attach an erasure file to the nano DiT; returns (edit, info) — call `edit.detach()` when done."""
+    from ..closed_form import UCE_TARGET, WeightDelta
+    from ..erasure_file import load_erasure
+    info, tensors, _ = read_erasure(path)
+    if info.method == "uce-text":
+        if info.base_fingerprint != fingerprint(world.dit) and not allow_other_base:
+            raise ErasureFileError(f"{path} was made for another base model (fingerprint {info.base_fingerprint})")
+        edit = WeightDelta(UCE_TARGET, tensors[UCE_DELTA_KEY]).attach(world.dit)
+        edit.set_strength(info.recommended_strength if strength is None else strength)
+        return edit, info
+    adapters, info = load_erasure(path, world.dit, allow_other_base)
+    if strength is not None:
+        adapters.set_strength(strength)
+    return adapters.attach(world.dit), info
+
