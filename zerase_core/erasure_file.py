@@ -1,0 +1,525 @@
+"""Erasure files: gated adapter tensors (`zerase.*`) plus one JSON metadata object under `zerase.erasure`.
+
+A file holds one erasure: Z-Erase's text-gated LoRA (§2.3), whose delta H'·ΔW reaches only text rows, so it must
+be applied through `AdapterSet` and never by a stock LoRA loader (none reads the `zerase.` prefix). Partial files
+(training interrupted or chunked) also carry resume state under `zerase_state.*`. Reading validates the metadata
+against the tensors (key set, shapes, finite values) so a forged or damaged file fails with a message, not later.
+
+Several erasures on one model follow the paper's merge Δθ_mul = Σ_i w_i Δθ_i with w_i = 1/N (§2.9; "Simply
+summing the weights often leads to over-erasure"): see `apply_erasures`.
+
+`export_stock_lora` writes ComfyUI-native keys only for stream-pure erasures (adapters on the text-only
+`context_refiner`, or a `uce-text` edit of `cap_embedder.1`), where an ungated stock LoRA computes the same thing.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import numbers
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from torch import nn
+
+from .adapters import KEY_PREFIX, AdapterConfig, AdapterSet
+from .checkpoint import fingerprint
+from .config import DiTConfig
+from .files import atomic_save_safetensors
+from .layout import FAMILIES
+
+logger = logging.getLogger(__name__)
+
+ERASURE_FORMAT_VERSION = 1
+METADATA_KEY = "zerase.erasure"
+STATE_PREFIX = "zerase_state."            # resume state (optimizer moments, RNG); partial files only
+UCE_TEXT_METHOD = "uce-text"              # closed-form edit of cap_embedder.1: W' = W + strength·delta
+UCE_DELTA_KEY = f"{KEY_PREFIX}cap_embedder.1.delta"   # [dim, cap_feat_dim]
+STOCK_SUFFIX = ".stock-lora.safetensors"
+# Key endings ComfyUI's loaders read (comfy/weight_adapter, comfy/lora.py); none may appear in an erasure file.
+STOCK_LORA_SUFFIXES = (".lora_up.weight", ".lora_down.weight", ".lora_mid.weight", "_lora.up.weight",
+                       "_lora.down.weight", ".lora_A.weight", ".lora_B.weight", ".lora.up.weight", ".lora.down.weight",
+                       ".lora_A", ".lora_B", ".alpha", ".dora_scale", ".diff", ".diff_b", ".set_weight", ".w_norm",
+                       ".b_norm", ".hada_w1_a", ".lokr_w1", ".oft_blocks")
+PathLike = str | os.PathLike[str]
+# DiTConfig fields that change tensor shapes: a mismatch is refused even with allow_other_base.
+_SHAPE_FIELDS = ("dim", "n_layers", "n_refiner_layers", "n_heads", "cap_feat_dim", "in_channels", "patch_size",
+                 "ffn_multiple_of", "ffn_dim_multiplier")
+
+
+class ErasureFileError(ValueError):
+    """An erasure file or its metadata that cannot be used; the message names the file and the problem."""
+
+
+def adapter_dict(config: AdapterConfig) -> dict[str, Any]:
+    """The JSON form of an AdapterConfig, as stored in `ErasureInfo.adapter`."""
+    return {"rank": int(config.rank), "alpha": float(config.alpha), "slices": list(config.slices),
+            "families": list(config.families),
+            "layers": None if config.layers is None else [int(index) for index in config.layers],
+            "gate": config.gate}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)   # numpy integers included
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_strings(value: object) -> bool:
+    return isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value)
+
+
+def _field_error(name: str, value: object, expected: str) -> ErasureFileError:
+    return ErasureFileError(f"erasure metadata field '{name}' must be {expected}, got {_short(value)}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ErasureInfo:
+    method: str                              # "z-erase", "esd", "uce-text", ...
+    concepts: tuple[str, ...]                # erased concepts, as the user named them
+    adapter: dict[str, Any]                  # adapter_dict(AdapterConfig); {} for uce-text
+    base_fingerprint: str                    # checkpoint.fingerprint of the base model it was trained on
+    base_config: dict[str, Any]              # DiTConfig.to_dict() of that base
+    recommended_strength: float = 1.0        # adapter strength to apply at (code release: ×15 for nudity, §2.10)
+    keywords: tuple[str, ...] = ()           # tokens whose attention the erasure suppresses
+    anchors: tuple[str, ...] = ()            # preservation prompts / mapping concepts
+    steps_done: int = 0
+    steps_total: int = 0
+    seed: int = 0
+    partial: bool = False                    # training not finished: resume state may follow under zerase_state.*
+    summary: dict[str, Any] = field(default_factory=dict)    # final λ, losses ... (JSON values)
+    training: dict[str, Any] = field(default_factory=dict)   # the full training config, for resume; opaque here
+    created: str = field(default_factory=_now)               # ISO 8601
+    format_version: int = ERASURE_FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if not _is_int(self.format_version) or self.format_version != ERASURE_FORMAT_VERSION:
+            raise ErasureFileError(f"unsupported erasure format_version {_short(self.format_version)}; this ZErase "
+                                   f"reads version {ERASURE_FORMAT_VERSION} (update ZErase to read newer files)")
+        if not isinstance(self.method, str) or not self.method:
+            raise _field_error("method", self.method, "a non-empty string")
+        for name in ("concepts", "keywords", "anchors"):
+            value = getattr(self, name)
+            if not _is_strings(value):
+                raise _field_error(name, value, "a list of strings")
+            object.__setattr__(self, name, tuple(value))
+        if not _is_number(self.recommended_strength):
+            raise _field_error("recommended_strength", self.recommended_strength, "a finite number")
+        object.__setattr__(self, "recommended_strength", float(self.recommended_strength))
+        for name in ("steps_done", "steps_total", "seed"):
+            if not _is_int(getattr(self, name)) or getattr(self, name) < 0:
+                raise _field_error(name, getattr(self, name), "an integer ≥ 0")
+            object.__setattr__(self, name, int(getattr(self, name)))
+        if self.steps_done > self.steps_total:
+            raise _field_error("steps_done", self.steps_done, f"≤ steps_total ({self.steps_total})")
+        if not isinstance(self.partial, bool):
+            raise _field_error("partial", self.partial, "true or false")
+        for name in ("summary", "training"):
+            if not isinstance(getattr(self, name), dict):
+                raise _field_error(name, getattr(self, name), "a JSON object")
+        if not isinstance(self.base_fingerprint, str) or not self.base_fingerprint:
+            raise _field_error("base_fingerprint", self.base_fingerprint, "a non-empty string")
+        try:
+            datetime.fromisoformat(self.created)
+        except (TypeError, ValueError):
+            raise _field_error("created", self.created, "an ISO 8601 time string") from None
+        object.__setattr__(self, "base_config", _checked_base_config(self.base_config))
+        object.__setattr__(self, "adapter", _checked_adapter(self.method, self.adapter))
+
+    def adapter_config(self) -> AdapterConfig:
+        if self.method == UCE_TEXT_METHOD:
+            raise ErasureFileError("a uce-text erasure edits cap_embedder.1 and has no gated adapters")
+        values = dict(self.adapter)
+        for name in ("slices", "families", "layers"):
+            if values[name] is not None:
+                values[name] = tuple(values[name])
+        return AdapterConfig(**values)
+
+    def dit_config(self) -> DiTConfig:
+        return DiTConfig.from_dict(self.base_config)
+
+    def to_metadata(self) -> dict[str, str]:
+        data = dataclasses.asdict(self)
+        try:
+            return {METADATA_KEY: json.dumps(data, allow_nan=False)}
+        except (TypeError, ValueError) as error:
+            raise ErasureFileError(f"erasure metadata is not JSON-serialisable (check 'summary' and 'training'): "
+                                   f"{error}") from None
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, str] | None) -> "ErasureInfo":
+        if not metadata or METADATA_KEY not in metadata:
+            raise ErasureFileError(f"no '{METADATA_KEY}' metadata: not a ZErase erasure file")
+        try:
+            data = json.loads(metadata[METADATA_KEY])
+        except json.JSONDecodeError as error:
+            raise ErasureFileError(f"metadata '{METADATA_KEY}' is not valid JSON: {error}") from None
+        if not isinstance(data, dict):
+            raise ErasureFileError(f"metadata '{METADATA_KEY}' must be a JSON object, got {_short(data)}")
+        if "format_version" not in data:
+            raise ErasureFileError(f"metadata '{METADATA_KEY}' has no 'format_version'")
+        version = data["format_version"]
+        if not _is_int(version) or version != ERASURE_FORMAT_VERSION:
+            raise ErasureFileError(f"unsupported erasure format_version {_short(version)}; this ZErase reads version "
+                                   f"{ERASURE_FORMAT_VERSION} (update ZErase to read newer files)")
+        known = [item.name for item in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ErasureFileError(f"unknown erasure metadata fields {unknown}; valid fields: {known}")
+        missing = [name for name in known if name not in data]
+        if missing:
+            raise ErasureFileError(f"erasure metadata lacks the fields {missing}")
+        return cls(**data)
+
+
+def _checked_base_config(value: object) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _field_error("base_config", value, "a JSON object (DiTConfig.to_dict())")
+    try:
+        return DiTConfig.from_dict(value).to_dict()
+    except (TypeError, ValueError) as error:
+        raise _field_error("base_config", value, f"a valid DiTConfig ({error})") from None
+
+
+def _checked_adapter(method: str, value: object) -> dict[str, Any]:
+    if method == UCE_TEXT_METHOD:
+        if value != {}:
+            raise _field_error("adapter", value, "{} for a uce-text erasure (it has no gated adapters)")
+        return {}
+    if not isinstance(value, dict):
+        raise _field_error("adapter", value, "a JSON object (AdapterConfig)")
+    known = [item.name for item in dataclasses.fields(AdapterConfig)]
+    unknown, missing = sorted(set(value) - set(known)), [name for name in known if name not in value]
+    if unknown or missing:
+        raise _field_error("adapter", value, f"an object with exactly the keys {known} (unknown {unknown}, "
+                                             f"missing {missing})")
+    layers = value["layers"]
+    checks = {"rank": (_is_int(value["rank"]), "an integer"), "alpha": (_is_number(value["alpha"]), "a finite number"),
+              "gate": (isinstance(value["gate"], str), "a string"),
+              "slices": (_is_strings(value["slices"]), "a list of strings"),
+              "families": (_is_strings(value["families"]), "a list of strings"),
+              "layers": (layers is None or (isinstance(layers, (list, tuple)) and all(_is_int(i) for i in layers)),
+                         "null or a list of integers")}
+    for name, (ok, expected) in checks.items():
+        if not ok:
+            raise _field_error(f"adapter.{name}", value[name], expected)
+    values = {name: tuple(item) if isinstance(item, (list, tuple)) else item for name, item in value.items()}
+    try:
+        return adapter_dict(AdapterConfig(**values))
+    except (TypeError, ValueError) as error:
+        raise _field_error("adapter", value, f"a valid AdapterConfig ({error})") from None
+
+
+# ---------------------------------------------------------------- tensors vs metadata
+
+
+def expected_shapes(info: ErasureInfo) -> dict[str, tuple[int, ...]]:
+    """Erasure tensor keys and shapes that the metadata implies (module paths as `adapters.target_paths`)."""
+    config = info.dit_config()
+    if info.method == UCE_TEXT_METHOD:
+        return {UCE_DELTA_KEY: (config.dim, config.cap_feat_dim)}
+    adapter = info.adapter_config()
+    counts = {"layers": config.n_layers, "context_refiner": config.n_refiner_layers,
+              "noise_refiner": config.n_refiner_layers}
+    shapes: dict[str, tuple[int, ...]] = {}
+    for family in FAMILIES:
+        if family not in adapter.families:
+            continue
+        for index in range(counts[family]):
+            if family == "layers" and adapter.layers is not None and index not in adapter.layers:
+                continue
+            for name in adapter.slices:        # qkv is Linear(dim, 3·dim): each slice is dim wide
+                shapes[f"{KEY_PREFIX}{family}.{index}.attention.qkv.{name}.down"] = (adapter.rank, config.dim)
+                shapes[f"{KEY_PREFIX}{family}.{index}.attention.qkv.{name}.up"] = (config.dim, adapter.rank)
+    if not shapes:
+        raise ErasureFileError(f"the adapter {info.adapter} targets no module of the base model {info.base_config}")
+    return shapes
+
+
+def _check_tensors(path: Path, info: ErasureInfo, tensors: Mapping[str, torch.Tensor],
+                   state: Mapping[str, torch.Tensor]) -> None:
+    expected = expected_shapes(info)
+    missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise ErasureFileError(f"{path}: tensors do not match the metadata (method {info.method!r}, adapter "
+                               f"{info.adapter}): missing {missing[:4]}, unexpected {unexpected[:4]}")
+    if state and not info.partial:
+        raise ErasureFileError(f"{path}: resume state ({sorted(state)[:3]}) is only allowed in a partial file "
+                               f"(metadata partial = false)")
+    for key, tensor in tensors.items():
+        if tuple(tensor.shape) != expected[key]:
+            raise ErasureFileError(f"{path}: {key} has shape {tuple(tensor.shape)} but the metadata (rank "
+                                   f"{info.adapter.get('rank')}, dim {info.base_config['dim']}) says {expected[key]}")
+        if not tensor.is_floating_point():
+            raise ErasureFileError(f"{path}: {key} has dtype {tensor.dtype}; adapter tensors are floating point")
+    for key, tensor in [*tensors.items(), *state.items()]:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ErasureFileError(f"{path}: {key} contains NaN or inf values (a diverged or damaged erasure)")
+
+
+# ---------------------------------------------------------------- save / read / load
+
+
+def save_erasure(path: PathLike, adapters: AdapterSet | Mapping[str, torch.Tensor], info: ErasureInfo,
+                 extra_tensors: Mapping[str, torch.Tensor] | None = None) -> Path:
+    """Atomically write an erasure file; `adapters` is an AdapterSet, or for uce-text {UCE_DELTA_KEY: delta}.
+
+    Args:
+        extra_tensors: resume state (optimizer moments, RNG state), stored as `zerase_state.<name>`; partial only.
+    """
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ErasureFileError(f"erasure files are .safetensors; got {path}")
+    if isinstance(adapters, AdapterSet):
+        if adapter_dict(adapters.config) != info.adapter:
+            raise ErasureFileError(f"info.adapter {info.adapter} differs from the AdapterSet's config "
+                                   f"{adapter_dict(adapters.config)}")
+        tensors = adapters.export_tensors()
+    else:
+        tensors = {key: value.detach().cpu() for key, value in adapters.items()}
+    state = {}
+    for name, value in (extra_tensors or {}).items():
+        if not name or name.endswith(STOCK_LORA_SUFFIXES):
+            raise ErasureFileError(f"resume-state name {name!r} is empty or ends like a stock LoRA key")
+        state[STATE_PREFIX + name] = value.detach().cpu()
+    _check_tensors(path, info, tensors, state)
+    atomic_save_safetensors({**tensors, **state}, path, metadata=info.to_metadata())
+    logger.info("saved erasure %s (%s, %d/%d steps)", path, ", ".join(info.concepts), info.steps_done, info.steps_total)
+    return path
+
+
+def _why_unreadable(path: Path) -> str:
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if not head:
+        return "the file is empty"
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return "it is a pickled PyTorch file, which ZErase never unpickles"
+    return "truncated, damaged or not a safetensors file"
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    if not path.is_file():
+        raise ErasureFileError(f"erasure file {path} does not exist or is not a file")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = dict(handle.metadata() or {})
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (SafetensorError, OSError, RuntimeError, ValueError) as error:
+        raise ErasureFileError(f"cannot read {path}: {_why_unreadable(path)} ({error})") from None
+    return tensors, metadata
+
+
+def read_erasure(path: PathLike) -> tuple[ErasureInfo, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(info, adapter tensors `zerase.*`, resume state with the `zerase_state.` prefix removed), all validated."""
+    path = Path(path)
+    tensors, metadata = _read_safetensors(path)
+    if METADATA_KEY not in metadata:
+        stock = next((key for key in tensors if key.endswith(STOCK_LORA_SUFFIXES) or key.startswith("lora_unet_")),
+                     None)
+        if stock is not None:
+            raise ErasureFileError(f"{path} is not a ZErase erasure file: it looks like a stock LoRA (key {stock}); "
+                                   f"load it with ComfyUI's LoraLoaderModelOnly instead")
+        raise ErasureFileError(f"{path} is not a ZErase erasure file: it has no '{METADATA_KEY}' metadata "
+                               f"({len(tensors)} tensors such as {list(tensors)[:3]})")
+    try:
+        info = ErasureInfo.from_metadata(metadata)
+    except ErasureFileError as error:
+        raise ErasureFileError(f"{path}: {error}") from None
+    adapter = {key: value for key, value in tensors.items() if key.startswith(KEY_PREFIX)}
+    state = {key: value for key, value in tensors.items() if key.startswith(STATE_PREFIX)}
+    stray = sorted(set(tensors) - set(adapter) - set(state))
+    if stray:
+        raise ErasureFileError(f"{path}: keys outside '{KEY_PREFIX}' and '{STATE_PREFIX}': {stray[:4]}")
+    _check_tensors(path, info, adapter, state)
+    return info, adapter, {key[len(STATE_PREFIX):]: value for key, value in state.items()}
+
+
+def _check_base(path: Path, info: ErasureInfo, model: nn.Module, allow_other_base: bool) -> None:
+    config = getattr(model, "config", None)
+    if isinstance(config, DiTConfig):
+        stored, actual = info.base_config, config.to_dict()
+        wrong = [f"{name} {stored[name]} (file) vs {actual[name]} (model)" for name in _SHAPE_FIELDS
+                 if stored[name] != actual[name]]
+        if wrong:
+            raise ErasureFileError(f"{path} was made for a model of another shape: {'; '.join(wrong)}. Its adapters "
+                                   f"cannot fit this model, with or without allow_other_base")
+        other = [name for name in stored if stored[name] != actual[name]]
+        if other and not allow_other_base:
+            raise ErasureFileError(f"{path} was made for a base model with other settings ({other}); pass "
+                                   f"allow_other_base=True to apply it anyway")
+    found = fingerprint(model)
+    if found != info.base_fingerprint and not allow_other_base:
+        raise ErasureFileError(f"{path} was trained on base model {info.base_fingerprint}, but this model's "
+                               f"fingerprint is {found}; pass allow_other_base=True to apply it anyway (e.g. to a "
+                               f"fine-tune of the same base; erasure strength may differ)")
+
+
+def load_erasure(path: PathLike, model: nn.Module, allow_other_base: bool = False) -> tuple[AdapterSet, ErasureInfo]:
+    """An AdapterSet for `model` with the file's tensors, at the recommended strength; not attached."""
+    path = Path(path)
+    info, tensors, _ = read_erasure(path)
+    if info.method == UCE_TEXT_METHOD:
+        raise ErasureFileError(f"{path} is a uce-text erasure (a weight edit of cap_embedder.1, not gated adapters); "
+                               f"export it with export_stock_lora and load it as a LoRA")
+    _check_base(path, info, model, allow_other_base)
+    try:
+        adapters = AdapterSet(model, info.adapter_config())
+        adapters.import_tensors(tensors)
+    except ValueError as error:
+        raise ErasureFileError(f"{path} does not fit this model: {error}") from None
+    adapters.set_strength(info.recommended_strength)
+    return adapters, info
+
+
+# ---------------------------------------------------------------- several erasures
+
+
+def _strength_of(adapters: AdapterSet) -> float:
+    strengths = {adapter.strength for adapter in adapters.adapters.values()}
+    if len(strengths) != 1:
+        raise ValueError(f"adapter set has mixed strengths {sorted(strengths)}; pass an explicit strength")
+    return strengths.pop()
+
+
+class ErasureStack:
+    """Several erasures on one model, Δθ = Σ_i s_i·Δθ_i; `detach()` (or leaving a `with`) removes them."""
+
+    def __init__(self, model: nn.Module, entries: Sequence[tuple[AdapterSet, float | None]]):
+        if not entries:
+            raise ValueError("apply_erasures needs at least one (AdapterSet, strength) entry")
+        count = len(entries)
+        self.sets = [adapters for adapters, _ in entries]
+        self._previous = [_strength_of(adapters) for adapters in self.sets]
+        self.strengths = [previous / count if strength is None else float(strength)
+                          for previous, (_, strength) in zip(self._previous, entries)]
+        if not all(math.isfinite(strength) for strength in self.strengths):
+            raise ValueError(f"erasure strengths must be finite, got {self.strengths}")
+        attached: list[AdapterSet] = []
+        try:
+            for adapters, strength in zip(self.sets, self.strengths):
+                adapters.set_strength(strength)
+                attached.append(adapters.attach(model))
+        except BaseException:
+            for adapters in reversed(attached):
+                adapters.detach()
+            self._restore_strengths()
+            raise
+
+    def _restore_strengths(self) -> None:
+        for adapters, previous in zip(self.sets, self._previous):
+            adapters.set_strength(previous)
+
+    def detach(self) -> None:
+        """Detach in reverse order of attaching and give each set back the strength it had before."""
+        for adapters in reversed(self.sets):
+            if adapters.attached:
+                adapters.detach()
+        self._restore_strengths()
+
+    def __enter__(self) -> "ErasureStack":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.detach()
+
+
+def apply_erasures(model: nn.Module, entries: Sequence[tuple[AdapterSet, float | None]]) -> ErasureStack:
+    """Attach N erasures to `model` at once, merged as in the paper (§2.9): Δθ = Σ_i w_i·Δθ_i, w_i = 1/N.
+
+    A `None` strength means 1/N × the set's current strength, which `load_erasure` sets to the file's
+    recommended strength: each file keeps its own calibration, and the sum stays a convex combination (summing at
+    full strength over-erases). An explicit strength is used as-is, not divided by N.
+    """
+    return ErasureStack(model, entries)
+
+
+# ---------------------------------------------------------------- stock LoRA export
+
+
+def _stock_path(path_in: Path, path_out: PathLike | None) -> Path:
+    if path_out is None:
+        stem = path_in.name[:-len(".safetensors")] if path_in.name.endswith(".safetensors") else path_in.name
+        return path_in.with_name(stem + STOCK_SUFFIX)
+    path_out = Path(path_out)
+    if not path_out.name.endswith(STOCK_SUFFIX):
+        raise ErasureFileError(f"the exported file's name must end in '{STOCK_SUFFIX}' so it is never taken for a "
+                               f"gated erasure; got {path_out.name}")
+    return path_out
+
+
+def _check_stream_pure(path: Path, config: AdapterConfig) -> None:
+    others = [family for family in config.families if family != "context_refiner"]
+    if others:
+        raise ErasureFileError(
+            f"{path} cannot be a stock LoRA: it adapts {others} with gate {config.gate!r}. A stock LoRA applies to "
+            f"every token of a layer, and joint `layers` mix text and image tokens (`noise_refiner` sees only image "
+            f"tokens), so the export would be the ungated edit that collapses single-stream models (paper §2.2). "
+            f"Only erasures on the text-only context_refiner (or uce-text) export; apply this one with ZErase")
+    if config.gate == "image":
+        raise ErasureFileError(f"{path} has gate 'image' on the text-only context_refiner: its adapters never fire, "
+                               f"and a stock LoRA would apply them to every token; nothing sensible to export")
+
+
+def _context_refiner_lora(info: ErasureInfo, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """ComfyUI diffusers-name slice LoRA keys; alpha carries the recommended strength (loader strength 1 = it)."""
+    config = info.adapter_config()
+    alpha = torch.tensor(config.alpha * info.recommended_strength, dtype=torch.float32)
+    stock = {}
+    for key in sorted(tensors):
+        if not key.endswith(".down"):
+            continue
+        path, name = key[len(KEY_PREFIX):-len(".down")].rsplit(".", 1)     # context_refiner.{i}.attention.qkv, q
+        target = f"diffusion_model.{path[:-len('qkv')]}to_{name}"           # diffusion_model.….attention.to_q
+        stock[f"{target}.lora_A.weight"] = tensors[key]                      # [r, in]
+        stock[f"{target}.lora_B.weight"] = tensors[key[:-len(".down")] + ".up"]   # [out, r]
+        stock[f"{target}.alpha"] = alpha.clone()
+    return stock
+
+
+def export_stock_lora(path_in: PathLike, path_out: PathLike | None = None) -> Path:
+    """Write a stream-pure erasure as a file ComfyUI's LoraLoaderModelOnly reads, at strength 1 = recommended.
+
+    context_refiner adapters become slice LoRAs under diffusers names (`diffusion_model.context_refiner.{i}.
+    attention.to_q.lora_A.weight` [r, in], `.lora_B.weight` [out, r], `.alpha` = alpha × recommended strength), which
+    ComfyUI maps onto rows of the fused qkv; ComfyUI adds strength·(alpha/r)·B·A. A uce-text edit becomes the exact
+    full-rank patch `diffusion_model.cap_embedder.1.diff` = recommended strength × delta [out, in] (ComfyUI adds
+    strength·diff): no SVD truncation, and cap_embedder.1 is small (≈39 MB in fp32 at Z-Image size).
+    The output name must end in `.stock-lora.safetensors` (default: the input's name with that ending).
+    """
+    path_in = Path(path_in)
+    path_out = _stock_path(path_in, path_out)
+    info, tensors, _ = read_erasure(path_in)
+    if info.method == UCE_TEXT_METHOD:
+        stock = {"diffusion_model.cap_embedder.1.diff": tensors[UCE_DELTA_KEY] * info.recommended_strength}
+    else:
+        _check_stream_pure(path_in, info.adapter_config())
+        stock = _context_refiner_lora(info, tensors)
+    source = {"method": info.method, "concepts": list(info.concepts), "base_fingerprint": info.base_fingerprint,
+              "strength_baked_in": info.recommended_strength, "source": path_in.name}
+    atomic_save_safetensors(stock, path_out, metadata={"zerase.exported_from": json.dumps(source)})
+    logger.info("exported %s as stock LoRA %s", path_in, path_out)
+    return path_out
+
+
+__all__ = ["ERASURE_FORMAT_VERSION", "METADATA_KEY", "STATE_PREFIX", "UCE_TEXT_METHOD", "UCE_DELTA_KEY",
+           "ErasureFileError", "ErasureInfo", "ErasureStack", "adapter_dict", "expected_shapes", "save_erasure",
+           "read_erasure", "load_erasure", "apply_erasures", "export_stock_lora"]
