@@ -43,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--dataset-size", type=int, default=100_000, help="renders pre-encoded once per run")
     parser.add_argument("--export-only", action="store_true", help="write the EMA weights of the checkpoint and stop")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
 
 
 class NanoPair(nn.Module):
@@ -121,7 +122,7 @@ def export(pair: NanoPair, dit_path: Path, text_path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     pair = NanoPair()
     optimizer = torch.optim.AdamW(pair.trainable(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
