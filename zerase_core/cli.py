@@ -40,8 +40,7 @@ def _sampling_arguments(parser: argparse.ArgumentParser) -> None:
 def command_generate(args) -> None:
     from .grid import labelled_grid, save_png
     from .nano.erasure_runs import attach_file
-    from .nano.world import NanoWorld
-    world = NanoWorld.load()
+    world = _load_world(args)
     seeds = [args.seed + index for index in range(len(args.prompt))]
     edits = []
     strengths = args.strength or []
@@ -65,24 +64,45 @@ def command_generate(args) -> None:
     print(f"wrote {path}")
 
 
+def _load_world(args):
+    from .nano.world import NanoWorld
+    world = NanoWorld.load()
+    if getattr(args, "base", None) is not None:
+        from .checkpoint import load_dit
+        dit = load_dit(args.base)
+        width = world.text_encoder.config.width
+        if dit.config.cap_feat_dim != width:
+            raise UsageError(f"--base {args.base} expects caption features of width {dit.config.cap_feat_dim}; "
+                             f"the nano text encoder gives {width} (only nano-compatible DiTs run in the CLI)")
+        world.dit = dit
+    return world
+
+
 def command_erase(args) -> None:
     from tqdm import tqdm
     from .erase_config import EraseConfig
     from .nano.erasure_runs import erase, erase_uce
-    from .nano.world import NanoWorld
+    from .nano.prompts import NanoConditioner, attribute_of
+    from .trainer import TrainingDiverged
     if args.out.suffix != ".safetensors":
         raise UsageError(f"--out {args.out} must end in .safetensors")
-    world = NanoWorld.load()
-    started = time.monotonic()
-    if args.method == "uce-text":
-        path = erase_uce(world, args.concept, args.out, args.anchor, args.seed)
-    else:
+    for concept in args.concept or []:
+        attribute_of(concept)       # unknown or non-attribute words fail here, before anything is loaded
+    config = None
+    if args.method != "uce-text":
         overrides = {name: value for name, value in (
             ("steps", args.steps), ("learning_rate", args.lr), ("rank", args.rank), ("eta", args.eta),
             ("epsilon", args.epsilon), ("beta", args.beta)) if value is not None}
         if args.targets:
             overrides["slices"] = tuple(args.targets)
         config = EraseConfig(method=args.method, seed=args.seed, **overrides)
+    world = _load_world(args)
+    started = time.monotonic()
+    if config is None:
+        path = erase_uce(world, args.concept, args.out, args.anchor, args.seed)
+    else:
+        for anchor in args.anchor or []:
+            NanoConditioner(world.text_encoder).encode([anchor])
         bar = tqdm(total=config.steps, desc=f"erase {' + '.join(args.concept or [])}", unit="step")
 
         def on_step(step, total, metrics):
@@ -97,6 +117,9 @@ def command_erase(args) -> None:
             bar.close()
             print(f"interrupted: partial erasure saved to {args.out}; continue with --resume {args.out}", file=sys.stderr)
             raise
+        except TrainingDiverged as error:
+            bar.close()
+            raise UsageError(f"{error}; partial file with the last finite adapters saved to {args.out}") from None
         bar.close()
     print(f"wrote {path} ({time.monotonic() - started:.1f} s)")
 
@@ -143,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--strength", type=float, action="append",
                           help="strength per --erasure, in order (default: the file's recommended one; 1/N each for N files)")
     generate.add_argument("--allow-other-base", action="store_true", help="apply a file made for another base model")
+    generate.add_argument("--base", type=Path, help="a nano-compatible DiT checkpoint to use instead of the bundled one")
     _sampling_arguments(generate)
     generate.set_defaults(run=command_generate)
     erase = commands.add_parser("erase", help="erase concept(s) from the nano model and write an erasure file")
@@ -160,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     erase.add_argument("--seed", type=int, default=0)
     erase.add_argument("--out", type=Path, required=True, help="erasure file to write (.safetensors)")
     erase.add_argument("--resume", type=Path, help="partial erasure file to continue (settings come from it)")
+    erase.add_argument("--base", type=Path, help="a nano-compatible DiT checkpoint to use instead of the bundled one")
     erase.set_defaults(run=command_erase)
     export = commands.add_parser("export-lora", help="write a stock-loadable LoRA for stream-pure erasures only")
     export.add_argument("file", type=Path)
