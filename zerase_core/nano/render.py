@@ -19,6 +19,7 @@ from zerase_core.nano.vocab import ATTRIBUTES, BACKGROUNDS, COLOURS, PATTERNS, S
 
 SUPERSAMPLE = 3
 EXTENT_RANGE = (0.5, 0.8)  # shape extent as a fraction of the image side
+POSITION_MARGIN = 0.8  # fraction of the free margin a random shape may be shifted by
 NONE = "none"
 
 COLOUR_RGB: dict[str, tuple[int, int, int]] = {
@@ -91,7 +92,8 @@ def random_scene(rng: numpy.random.Generator, **fixed: object) -> Scene:
         values[attribute] = names[int(rng.integers(len(names)))]
     values["extent"] = float(rng.uniform(*EXTENT_RANGE))
     values.update({key: value for key, value in fixed.items() if key != "centre"})
-    margin = (1.0 - float(values["extent"])) / 2  # type: ignore[arg-type]
+    # Offsets use 80 % of the free margin: shapes never touch the border, whose cut-off outline is ambiguous.
+    margin = POSITION_MARGIN * (1.0 - float(values["extent"])) / 2  # type: ignore[arg-type]
     values["centre"] = (0.5 + float(rng.uniform(-margin, margin)), 0.5 + float(rng.uniform(-margin, margin)))
     if "centre" in fixed:
         values["centre"] = fixed["centre"]
