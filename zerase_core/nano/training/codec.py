@@ -24,6 +24,7 @@ from zerase_core.nano.training import (
     LoopSettings,
     TrainingState,
     add_common_arguments,
+    add_threads_argument,
     load_checkpoint,
     run_loop,
 )
@@ -41,6 +42,7 @@ HELD_OUT_SEED = 1_000_003  # renders never drawn by a training stream of a small
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser, "codec", steps=1200, seconds=480.0, export=DEFAULT_CODEC_PATH)
     parser.add_argument("--lr", type=float, default=1e-3)
+    add_threads_argument(parser)
 
 
 def edge_l1(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
