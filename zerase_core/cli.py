@@ -194,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("demo.png"))
     _sampling_arguments(demo)
     demo.set_defaults(run=command_demo)
+    from .evaluation.command import add_evaluate_command
+    add_evaluate_command(commands)
     return parser
 
 

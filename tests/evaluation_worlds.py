@@ -1,0 +1,109 @@
+"""Small real worlds whose answers are known, for testing the evaluation protocol (imported by tests).
+
+`SceneRenderer` is a renderer (encode + render) built from the nano renderer: a word-embedding text encoder
+(one random vector per vocabulary word, no mixing), a decoder that reads each caption position as its nearest word
+and renders the scene those words name, and optionally an eraser (every value, or only the concept's own token).
+`GalleryJudge` names the attributes of an image by exact nearest neighbour among all canonical renders, so on
+canonical renders it is always right. `tiny_nano_world` is a NanoWorld of small random networks.
+"""
+from __future__ import annotations
+
+import itertools
+
+import numpy
+import pytest
+import torch
+
+from zerase_core.model import ZImageDiT
+from zerase_core.nano.codec import CodecConfig, LatentCodec
+from zerase_core.nano.evaluator import Evaluator, EvaluatorConfig
+from zerase_core.nano.prompts import attribute_of
+from zerase_core.nano.render import Scene, random_scene, render_batch
+from zerase_core.nano.text_encoder import NanoTextEncoder, TextEncoderConfig
+from zerase_core.nano.vocab import ATTRIBUTES, VOCABULARY
+from zerase_core.nano.world import NanoWorld
+from zerase_core.evaluation.metrics import thumbnail_features
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small models on 2 shared cores run ~10× faster on one thread than on two competing ones."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+class SceneRenderer:
+    def __init__(self, width: int = 24, erase: str | None = None, tokens_only: bool = False, jitter: bool = False):
+        generator = torch.Generator().manual_seed(0)
+        self.table = torch.randn(len(VOCABULARY), width, generator=generator)
+        self.erase, self.tokens_only, self.jitter = erase, tokens_only, jitter
+
+    def encode(self, prompts):
+        ids = [VOCABULARY.encode(prompt) for prompt in prompts]
+        length = max(len(row) for row in ids)
+        features = torch.zeros(len(prompts), length, self.table.shape[1])
+        for index, row in enumerate(ids):
+            features[index, :len(row)] = self.table[row]
+        return features, torch.tensor([len(row) for row in ids])
+
+    def _scene(self, words: list[str], seed: int) -> Scene:
+        found = {}
+        for word in words:
+            try:
+                attribute, value = attribute_of(word)
+            except ValueError:
+                continue
+            erased = self.erase is not None and (word == self.erase if self.tokens_only else
+                                                 (attribute, value) == attribute_of(self.erase))
+            if erased:
+                value = next(other for other in ATTRIBUTES[attribute] if other != value)
+            found[attribute] = value
+        geometry = {}
+        if not self.jitter:
+            geometry = {"extent": 0.65, "centre": (0.5, 0.5)}
+        return random_scene(numpy.random.default_rng(seed), **found, **geometry)
+
+    def render(self, prompts, seeds, offset=None):
+        features, lengths = self.encode(prompts)
+        if offset is not None:
+            width = min(features.shape[1], offset.shape[0])
+            features[:, :width] += offset[:width]
+        distances = torch.cdist(features, self.table[None].expand(len(prompts), -1, -1))   # (B, L, V)
+        nearest = distances.argmin(dim=-1)
+        scenes = [self._scene([VOCABULARY.words[int(token)] for token in row[:length]], seed)
+                  for row, length, seed in zip(nearest, lengths.tolist(), seeds)]
+        return render_batch(scenes)
+
+
+class NoiseRenderer(SceneRenderer):
+    """A collapsed model: uniform noise whatever the prompt."""
+
+    def render(self, prompts, seeds, offset=None):
+        return torch.stack([torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(seed)) for seed in seeds])
+
+
+class GalleryJudge:
+    """Exact nearest neighbour among the 432 canonical renders (extent 0.65, centred)."""
+
+    def __init__(self):
+        self.labels = [dict(zip(ATTRIBUTES, values)) for values in itertools.product(*ATTRIBUTES.values())]
+        self.gallery = render_batch([Scene(**labels) for labels in self.labels]).flatten(1)
+
+    def verdicts(self, images):
+        nearest = torch.cdist(images.flatten(1), self.gallery).argmin(dim=1)
+        return [dict(self.labels[int(index)]) for index in nearest]
+
+    def features(self, images):
+        return thumbnail_features(images, side=2)
+
+
+def tiny_nano_world(dit: ZImageDiT, seed: int = 0) -> NanoWorld:
+    """A NanoWorld around `dit` (cap_feat_dim 32) with small random text encoder, codec and evaluator."""
+    torch.manual_seed(seed)
+    text = NanoTextEncoder(TextEncoderConfig(width=dit.config.cap_feat_dim, heads=4, ffn_width=64))
+    codec = LatentCodec(CodecConfig(widths=(8, 8, 16, 16)))
+    evaluator = Evaluator(EvaluatorConfig(widths=(8, 8, 8, 8), feature_dim=16))
+    return NanoWorld(dit, text.eval().requires_grad_(False), codec.eval().requires_grad_(False),
+                     evaluator.eval().requires_grad_(False))

@@ -1,0 +1,107 @@
+"""`python -m zerase_core evaluate --erasure F [--strength s] [--seeds N] --json out.json`.
+
+Scores one erasure file against its base (the bundled nano model) on the concepts in its metadata and writes the
+result object of `protocol.report` (a stable contract: `acc_e`, `acc_ir`, `h`, `collapse`, `attack_success`,
+`attack_success_synonym|shuffle|vector`, the same under "base", plus details), then prints a short table.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from ..files import atomic_write_json
+from .concept_sets import SetSizes
+from .protocol import EvaluationSettings, base_reference, measure_against, report
+from .rendering import NanoRenderer, SamplingSettings, erasure_applied
+
+ROWS = (("acc_e", "Acc_e (erased concept detected, lower is better)"),
+        ("acc_ir", "Acc_ir (unrelated prompts, higher is better)"),
+        ("h", "H = Acc_ir - Acc_e"),
+        ("collapse", "collapse: FD to base keep set (base: seed noise floor)"),
+        ("high_frequency", "high-frequency energy share of keep images"),
+        ("attack_success_synonym", "attack success: synonym prompts"),
+        ("attack_success_shuffle", "attack success: shuffled word order"),
+        ("attack_success_vector", "attack success: concept-vector injection"),
+        ("attack_success", "attack success: max over probes"))
+
+
+def _cell(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def format_table(result: dict) -> str:
+    """A markdown table: metric | base | erased, then the attack calibration line."""
+    lines = ["| metric | base | erased |", "|---|---|---|"]
+    lines += [f"| {label} | {_cell(result['base'][key])} | {_cell(result[key])} |" for key, label in ROWS]
+    for concept, detail in result["per_concept"].items():
+        calibration = detail["calibration"]
+        if calibration:
+            status = "reached" if calibration["reached"] else "NOT reached (strongest tried)"
+            lines.append(f"\nvector attack on {concept!r}: strength {calibration['strength']:g} calibrated on the base, "
+                         f"base success {calibration['rate']:.2f} (target ≥ {calibration['target']:.2f}, {status})")
+    return "\n".join(lines)
+
+
+def evaluate_file(world, path: Path, strength: float | None, settings: EvaluationSettings, judge=None,
+                  allow_other_base: bool = False) -> dict:
+    """Base references for the file's concepts, then the same measurements with the erasure attached."""
+    from ..erasure_file import read_erasure
+    from .judges import nano_judge
+    started = time.monotonic()
+    judge = judge or nano_judge(world.evaluator)
+    info, _, _ = read_erasure(path)
+    if info.partial:
+        raise ValueError(f"{path} is a partial erasure ({info.steps_done}/{info.steps_total} steps); finish it with "
+                         f"`python -m zerase_core erase --resume {path} --out {path}` before evaluating")
+    if not info.concepts:
+        raise ValueError(f"{path} names no concepts in its metadata; nothing to evaluate")
+    renderer = NanoRenderer(world, settings.sampling)
+    concepts = tuple(info.concepts)
+    references = {concept: base_reference(renderer, judge, concept, settings, concepts) for concept in concepts}
+    with erasure_applied(world, path, strength, allow_other_base) as (info, used):
+        erased = {concept: measure_against(renderer, judge, references[concept], settings) for concept in concepts}
+    result = report(references, erased)
+    result.update(method=info.method, strength=used, file=str(path), settings=settings.to_dict(),
+                  seconds=time.monotonic() - started)
+    return result
+
+
+def command_evaluate(args) -> None:
+    from ..nano.world import NanoWorld
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.json is not None and args.json.suffix != ".json":
+        raise ValueError(f"--json {args.json} must end in .json")
+    settings = EvaluationSettings(sampling=SamplingSettings(steps=args.steps, cfg=args.cfg), seeds=args.seeds,
+                                  probes=not args.no_probes)
+    if args.quick:
+        settings = replace(settings, sizes=SetSizes(erase=16, keep=32, probe=16))
+    result = evaluate_file(NanoWorld.load(), args.erasure, args.strength, settings,
+                           allow_other_base=args.allow_other_base)
+    print(f"{result['method']} erasure of {', '.join(result['concepts'])} at strength {result['strength']:g} "
+          f"({result['seconds']:.0f} s)")
+    print(format_table(result))
+    if args.json is not None:
+        print(f"wrote {atomic_write_json(result, args.json)}", file=sys.stderr)
+
+
+def add_evaluate_command(commands) -> argparse.ArgumentParser:
+    from ..nano.world import DEFAULT_CFG, DEFAULT_STEPS
+    parser = commands.add_parser("evaluate", help="score an erasure file: Acc_e, Acc_ir, H, collapse, attacks")
+    parser.add_argument("--erasure", type=Path, required=True, help="erasure file (.safetensors) made for the nano model")
+    parser.add_argument("--strength", type=float, help="erasure strength (default: the file's recommended one)")
+    parser.add_argument("--seeds", type=int, default=1, help="images per prompt (default 1)")
+    parser.add_argument("--json", type=Path, help="write the result object here (.json)")
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="sampler steps")
+    parser.add_argument("--cfg", type=float, default=DEFAULT_CFG, help="guidance")
+    parser.add_argument("--no-probes", action="store_true", help="skip the synonym/shuffle/vector attacks")
+    parser.add_argument("--quick", action="store_true", help="smaller prompt sets (16/32/16): a rough score in ~1/2 the time")
+    parser.add_argument("--allow-other-base", action="store_true", help="apply a file made for another base model")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest when the cores are busy)")
+    parser.set_defaults(run=command_evaluate)
+    return parser
