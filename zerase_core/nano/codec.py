@@ -142,6 +142,7 @@ def save_module(module: nn.Module, path: str | os.PathLike, metadata: dict) -> N
     os.close(handle)
     try:
         save_file(tensors, temporary, metadata={"zerase": json.dumps(metadata)})
+        os.chmod(temporary, 0o644)  # mkstemp creates 0600; weights are shipped package data
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
