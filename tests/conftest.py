@@ -1,4 +1,7 @@
 """Shared fixtures: tiny real models built in code (never mocks of zerase_core)."""
+import copy
+import functools
+
 import pytest
 import torch
 
@@ -61,3 +64,13 @@ def tiny_dit():
 @pytest.fixture
 def word_conditioner():
     return WordConditioner("a red blue green circle square star on white black background with".split())
+
+
+@functools.lru_cache(maxsize=8)
+def _built_dit(config: DiTConfig, seed: int, std: float) -> ZImageDiT:
+    return randomized_dit(config, seed, std)
+
+
+def fresh_dit(config: DiTConfig = TINY_CONFIG, seed: int = 0, std: float = 0.05) -> ZImageDiT:
+    """`randomized_dit(...)`, built once per arguments and handed out as a deep copy (tests may attach and train)."""
+    return copy.deepcopy(_built_dit(config, seed, std))
