@@ -305,9 +305,6 @@ def test_gated_adapter_outside_a_layout_aware_forward_raises(gate):
         linear(torch.randn(1, 4, linear.in_features))
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError,
-                   reason="BUG: checkpoint recomputation runs in backward, outside active_layout(), so a gated "
-                          "adapter finds no layout and raises")
 @pytest.mark.parametrize("gate", ["text", "image"])
 def test_gradient_checkpointing_with_gated_adapters_gives_the_same_gradients(gate):
     model, adapters = attached(gate)

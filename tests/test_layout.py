@@ -154,9 +154,6 @@ def test_invalid_layouts_raise_with_the_value(build, value):
     assert value in str(error.value)
 
 
-@pytest.mark.xfail(strict=True, raises=(ZeroDivisionError, AssertionError),
-                   reason="BUG: from_shapes does not validate patch_size (0 -> ZeroDivisionError, "
-                          "negative -> a message about the derived grid, not the patch size)")
 @pytest.mark.parametrize("patch", [0, -2])
 def test_from_shapes_rejects_a_non_positive_patch_size(patch):
     with pytest.raises(ValueError, match=f"patch size must be ≥ 1, got {patch}"):

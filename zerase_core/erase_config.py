@@ -67,6 +67,9 @@ class EraseConfig:
         _check_range("pool_prompts", self.pool_prompts, 1, 100_000)
         _check_range("sample_steps", self.sample_steps, 1, 1000)
         _check_range("fixed_lambda", self.fixed_lambda, 0.0, 1e6)
+        _check_range("lambda_max", self.lambda_max, 0.0, 1e6)
+        if self.lagrangian_alpha is not None:
+            _check_range("lagrangian_alpha", self.lagrangian_alpha, 1e-12, 1e6, " (α of g̃ = ΔL_pr/α + ε; must be > 0)")
         if any(s not in SLICES for s in self.slices):
             raise ValueError(f"slices {self.slices} must be a subset of {SLICES}")
         object.__setattr__(self, "slices", tuple(self.slices))

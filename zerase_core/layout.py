@@ -50,6 +50,8 @@ class TokenLayout:
     def from_shapes(
         cls, text_lengths, latent_hw: tuple[int, int], patch_size: int, pad_multiple: int
     ) -> "TokenLayout":
+        if patch_size < 1:
+            raise ValueError(f"patch size must be ≥ 1, got {patch_size}")
         height, width = int(latent_hw[0]), int(latent_hw[1])
         grid = (-(-height // patch_size), -(-width // patch_size))
         return cls(tuple(int(n) for n in text_lengths), grid, int(pad_multiple))

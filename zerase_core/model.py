@@ -12,6 +12,7 @@ segment and position ids, and masked filler keeps the image segment aligned (see
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import torch
@@ -21,7 +22,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .config import DiTConfig
 from .layers import FinalLayer, JointTransformerBlock, TimestepEmbedder, rope_frequencies
-from .layout import BATCH_PAD, TEXT_PAD, TokenLayout, active_layout
+from .layout import BATCH_PAD, TEXT_PAD, TokenLayout, active_layout, current_layout
 
 
 @dataclass
@@ -206,9 +207,11 @@ class ZImageDiT(nn.Module):
         return attention_maps
 
     def _run(self, block, hidden, cos, sin, adaln_input, key_mask, attention_maps=None, capture=None):
+        checkpointed = self.gradient_checkpointing and torch.is_grad_enabled()
         if attention_maps is None:
-            if self.gradient_checkpointing and torch.is_grad_enabled():
-                return checkpoint(block, hidden, cos, sin, adaln_input, key_mask, use_reentrant=False)
+            if checkpointed:
+                return checkpoint(block, hidden, cos, sin, adaln_input, key_mask, use_reentrant=False,
+                                  context_fn=_layout_context)
             return block(hidden, cos, sin, adaln_input, key_mask)
 
         def run(hidden_in):
@@ -218,12 +221,19 @@ class ZImageDiT(nn.Module):
             out = block(hidden_in, cos, sin, adaln_input, key_mask, lambda q, k: collected.append(attention_maps(q, k)))
             return out, collected[0]
 
-        if self.gradient_checkpointing and torch.is_grad_enabled():
-            out, maps = checkpoint(run, hidden, use_reentrant=False)
+        if checkpointed:
+            out, maps = checkpoint(run, hidden, use_reentrant=False, context_fn=_layout_context)
         else:
             out, maps = run(hidden)
         capture.maps.append(maps)
         return out
+
+
+def _layout_context():
+    # Recomputation runs in backward, after `active_layout` has exited: re-enter the same layout for gated adapters.
+    layout = current_layout()
+    recompute = active_layout(layout) if layout is not None else contextlib.nullcontext()
+    return contextlib.nullcontext(), recompute
 
 
 def _suppressed(joint_mask, suppress_keys, layout: TokenLayout, device) -> torch.Tensor:

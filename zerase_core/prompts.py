@@ -60,16 +60,17 @@ def shuffle_words(prompt: str, keywords: list[str], rng: numpy.random.Generator,
     """With `probability`, shuffle the word order, keeping each (multi-word) keyword in one piece (Z-Erase §2.4b)."""
     if rng.random() >= probability:
         return prompt
-    words, units, index = _words(prompt), [], 0
+    original = prompt.replace(",", " , ").split()     # matching is case-insensitive; the output keeps the case
+    words, units, index = [word.lower() for word in original], [], 0
     phrases = sorted((_words(keyword) for keyword in keywords), key=len, reverse=True)
     while index < len(words):
         for phrase in phrases:
             if words[index:index + len(phrase)] == phrase:
-                units.append(" ".join(phrase))
+                units.append(" ".join(original[index:index + len(phrase)]))
                 index += len(phrase)
                 break
         else:
-            units.append(words[index])
+            units.append(original[index])
             index += 1
     order = rng.permutation(len(units))
     return " ".join(units[position] for position in order)
