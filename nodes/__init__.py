@@ -1,11 +1,10 @@
-"""ComfyUI nodes (thin wrappers over zerase_core). Filled in by the node-pack issue."""
-from comfy_api.latest import ComfyExtension, io
+"""ComfyUI nodes: thin V3 wrappers over `zerase_core`; `comfy_bridge` is the only module using ComfyUI internals.
+
+Importing this package needs no ComfyUI (the pure helpers `names`, `training` and `report` are tested without it);
+the node classes are imported when ComfyUI asks for the extension.
+"""
 
 
-class ZEraseExtension(ComfyExtension):
-    async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return []
-
-
-async def comfy_entrypoint() -> ZEraseExtension:
+async def comfy_entrypoint():
+    from .extension import ZEraseExtension
     return ZEraseExtension()

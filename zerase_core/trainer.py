@@ -41,8 +41,17 @@ class StepRecord:
 
 
 class EraseTrainer:
+    # Forwards per batch while sampling the x_t pool and filling the teacher cache (no grad). Their activations grow
+    # with the batch: at Z-Image scale and 512² a few per batch keep the build under the step's peak (see
+    # docs/performance.md); the nano model uses these defaults.
+    sample_batch = 32
+    cache_batch = 64
+
     def __init__(self, diffusion_model: nn.Module, conditioner: TextConditioner, prompts: PromptSet,
-                 config: EraseConfig, denoise: Callable | None = None, in_channels: int = 16, shift: float = 3.0):
+                 config: EraseConfig, denoise: Callable | None = None, in_channels: int = 16, shift: float = 3.0,
+                 attach: bool = True):
+        """`attach=False` leaves attaching `self.adapters` to the caller (the ComfyUI bridge does it from a
+        PatcherInjection); the x_t pool is built before that, which is the same as with the adapters disabled."""
         self.model, self.conditioner, self.prompts, self.config = diffusion_model, conditioner, prompts, config
         # denoise(x, sigma, context, lengths, capture=None) -> v; ZImageDiT.forward has this signature
         self.denoise = denoise or diffusion_model
@@ -51,7 +60,8 @@ class EraseTrainer:
         diffusion_model.requires_grad_(False)
         torch.manual_seed(config.seed)
         self.adapters = AdapterSet(diffusion_model, config.adapter_config())
-        self.adapters.attach(diffusion_model)
+        if attach:
+            self.adapters.attach(diffusion_model)
         self.optimizer = torch.optim.AdamW(self.adapters.parameters(), lr=config.learning_rate, weight_decay=0.0)
         self.rng = numpy.random.default_rng(config.seed)
         self.step = 0
@@ -74,12 +84,12 @@ class EraseTrainer:
         seeds = [config.seed * 100_003 + index for index in range(count)]
         with self.adapters.disabled():
             pool = sample_pool(self._velocity, self.conditioner, prompts, anchors, seeds, config.latent_size,
-                               in_channels, config.sample_steps, shift, config.sample_cfg)
+                               in_channels, config.sample_steps, shift, config.sample_cfg, self.sample_batch)
             if config.cache:
                 # Every teacher velocity in a fixed batch order: training and a resumed run see identical numbers.
                 picks = [(p, k) for p in range(pool.size) for k in range(pool.steps)]
-                for start in range(0, len(picks), 64):
-                    chunk = picks[start:start + 64]
+                for start in range(0, len(picks), self.cache_batch):
+                    chunk = picks[start:start + self.cache_batch]
                     for kind, texts in self._teacher_prompts(pool, chunk).items():
                         teacher_velocities(pool, chunk, kind, texts, self._velocity, self.conditioner)
                 pool.hits = pool.misses = 0
