@@ -99,7 +99,7 @@ def command_erase(args) -> None:
     world = _load_world(args)
     started = time.monotonic()
     if config is None:
-        path = erase_uce(world, args.concept, args.out, args.anchor, args.seed)
+        path = erase_uce(world, args.concept, args.out, args.anchor, args.seed, not args.no_strength_search)
     else:
         for anchor in args.anchor or []:
             NanoConditioner(world.text_encoder).encode([anchor])
@@ -112,7 +112,8 @@ def command_erase(args) -> None:
             bar.update(0)
 
         try:
-            path = erase(world, args.concept or [], config, args.out, args.anchor, args.resume, on_step)
+            path = erase(world, args.concept or [], config, args.out, args.anchor, args.resume, on_step,
+                         choose_strength=not args.no_strength_search)
         except KeyboardInterrupt:
             bar.close()
             print(f"interrupted: partial erasure saved to {args.out}; continue with --resume {args.out}", file=sys.stderr)
@@ -185,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     erase.add_argument("--out", type=Path, required=True, help="erasure file to write (.safetensors)")
     erase.add_argument("--resume", type=Path, help="partial erasure file to continue (settings come from it)")
     erase.add_argument("--base", type=Path, help="a nano-compatible DiT checkpoint to use instead of the bundled one")
+    erase.add_argument("--no-strength-search", action="store_true",
+                       help="skip choosing the recommended strength on held-out prompts (it is then 1.0)")
     erase.set_defaults(run=command_erase)
     export = commands.add_parser("export-lora", help="write a stock-loadable LoRA for stream-pure erasures only")
     export.add_argument("file", type=Path)
@@ -196,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=command_demo)
     from .evaluation.command import add_evaluate_command
     add_evaluate_command(commands)
+    from .evaluation.bench_command import add_bench_command
+    add_bench_command(commands)
     return parser
 
 

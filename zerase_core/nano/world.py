@@ -1,7 +1,9 @@
 """The bundled nano world: nano DiT + nano text encoder + latent codec + evaluator, and text-to-image with them."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -31,18 +33,22 @@ class NanoWorld:
     evaluator: Evaluator
 
     @classmethod
-    def load(cls, dtype: torch.dtype = torch.float32) -> "NanoWorld":
-        missing = [path.name for path in (paths.DIT, paths.TEXT_ENCODER, paths.CODEC, paths.EVALUATOR) if not path.exists()]
+    def load(cls, folder: str | Path | None = None, dtype: torch.dtype = torch.float32) -> "NanoWorld":
+        """The shipped nano world, or one in `folder` (default: $ZERASE_NANO_WEIGHTS, else the package's weights)."""
+        folder = Path(folder or os.environ.get("ZERASE_NANO_WEIGHTS") or paths.WEIGHTS)
+        files = {name: folder / path.name for name, path in
+                 (("dit", paths.DIT), ("text", paths.TEXT_ENCODER), ("codec", paths.CODEC), ("evaluator", paths.EVALUATOR))}
+        missing = [path.name for path in files.values() if not path.exists()]
         if missing:
             raise FileNotFoundError(
-                f"nano weights missing from {paths.WEIGHTS}: {missing}; reinstall the package or run "
+                f"nano weights missing from {folder}: {missing}; reinstall the package or run "
                 "`python -m zerase_core.nano.train ...` (see README)"
             )
         return cls(
-            dit=load_dit(paths.DIT, dtype=dtype),
-            text_encoder=NanoTextEncoder.load(paths.TEXT_ENCODER),
-            codec=LatentCodec.load(paths.CODEC).eval().requires_grad_(False),
-            evaluator=Evaluator.load(paths.EVALUATOR).eval().requires_grad_(False),
+            dit=load_dit(files["dit"], dtype=dtype),
+            text_encoder=NanoTextEncoder.load(files["text"]),
+            codec=LatentCodec.load(files["codec"]).eval().requires_grad_(False),
+            evaluator=Evaluator.load(files["evaluator"]).eval().requires_grad_(False),
         )
 
     @torch.no_grad()
