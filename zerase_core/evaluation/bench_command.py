@@ -1,0 +1,129 @@
+"""`python -m zerase_core bench [--quick] [--json F] [--budget STEPS] [--sweep epsilon|beta|both --plot P] [--perf ...]`.
+
+Runs (or resumes) the nano benchmark and prints its markdown tables. `--quick` is zerase, esd and naive-esd on one
+shape with one seed, strength 1 (no held-out strength search) and smaller prompt sets: a ≤ 10 min smoke run, not
+the table of record. `--perf` hands over to `zerase_core.perf` when that module is installed.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from .benchmark import (FULL_CONCEPTS, FULL_METHODS, FULL_SEEDS, METHODS, QUICK_CONCEPTS, QUICK_METHODS, QUICK_SEEDS,
+                        BenchPlan, run_benchmark)
+from .concept_sets import SetSizes
+from .plot import Panel, line_chart
+from .protocol import EvaluationSettings
+from .tables import method_concept_table, method_table, sweep_series, sweep_table
+
+SWEEPS = {"epsilon": (0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0), "beta": (0.01, 0.05, 0.1, 0.5, 1.0)}
+QUICK_SIZES = SetSizes(erase=16, keep=32, probe=16)
+
+
+def plan_from_arguments(args) -> BenchPlan:
+    quick = args.quick
+    evaluation = EvaluationSettings(seeds=args.eval_seeds, probes=not (args.no_probes or args.sweep),
+                                    sizes=QUICK_SIZES if quick else SetSizes())
+    sweep = ()
+    if args.sweep:
+        names = ("epsilon", "beta") if args.sweep == "both" else (args.sweep,)
+        sweep = tuple((name, SWEEPS[name]) for name in names)
+    return BenchPlan(
+        methods=tuple(args.methods or (QUICK_METHODS if quick else FULL_METHODS)),
+        concepts=tuple(args.concepts or (QUICK_CONCEPTS if quick or args.sweep else FULL_CONCEPTS)),
+        seeds=tuple(args.seeds or (QUICK_SEEDS if quick else FULL_SEEDS)),
+        steps=args.budget, fixed_lambda=args.fixed_lambda,
+        strength_search=not (quick or args.no_strength_search), sweep=sweep, evaluation=evaluation)
+
+
+def tables(state: dict, plan: BenchPlan) -> str:
+    rows = [state["rows"][cell.name] for cell in plan.cells() if cell.name in state["rows"]]
+    if plan.sweep:
+        return "\n\n".join(sweep_table(rows, name) for name, _ in plan.sweep)
+    bases = {concept: state["base"][concept] for concept in plan.concepts if concept in state["base"]}
+    return f"{method_concept_table(rows, bases)}\n\n{method_table(rows)}"
+
+
+def sweep_plot(state: dict, plan: BenchPlan, path: Path) -> Path:
+    rows = [state["rows"][cell.name] for cell in plan.cells() if cell.name in state["rows"]]
+    panels = []
+    for name, _ in plan.sweep:
+        values, series = sweep_series(rows, name)
+        if values:
+            symbol = {"epsilon": "ε", "beta": "β"}.get(name, name)
+            panels.append(Panel(f"Z-Erase {symbol} sweep ({', '.join(plan.concepts)})",
+                                tuple(f"{value:g}" for value in values), series))
+    return line_chart(panels, path)
+
+
+def command_bench(args) -> None:
+    if args.perf:
+        if args.perf_missing:
+            raise ValueError(f"bench --perf is unavailable: {args.perf_missing}")
+        from ..perf import run_perf
+        run_perf(args)
+        return
+    if args.plot is not None and not args.sweep:
+        raise ValueError("--plot draws the ε/β sweep; add --sweep epsilon|beta|both")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    plan = plan_from_arguments(args)
+    state_path = Path(args.json) if args.json else Path("bench-sweep.json" if args.sweep else "bench-quick.json" if args.quick else "bench.json")
+    if state_path.suffix != ".json":
+        raise ValueError(f"--json {state_path} must end in .json")
+    from ..nano.world import NanoWorld
+    world = NanoWorld.load()
+    print(f"{len(plan.cells())} cells, state in {state_path} (rerun the same command to resume)", file=sys.stderr)
+    state = run_benchmark(world, plan, state_path, args.workdir,
+                          on_event=lambda message: print(message, file=sys.stderr, flush=True))
+    print(tables(state, plan))
+    if args.sweep:
+        plot = sweep_plot(state, plan, args.plot or state_path.with_suffix(".png"))
+        print(f"wrote {plot}", file=sys.stderr)
+
+
+def _add_perf_arguments(parser: argparse.ArgumentParser) -> str | None:
+    """Let zerase_core.perf declare its options first; returns why it is unavailable, or None."""
+    if importlib.util.find_spec(f"{__package__.rsplit('.', 1)[0]}.perf") is None:
+        return "zerase_core.perf is not installed"
+    try:
+        from ..perf import add_perf_arguments
+    except ImportError as error:          # a broken perf module must not take the other commands down with it
+        return f"zerase_core.perf failed to import: {error}"
+    add_perf_arguments(parser)
+    return None
+
+
+def _add(parser: argparse.ArgumentParser, *flags: str, **options) -> None:
+    """Add an option unless zerase_core.perf already declared it (--json, --threads: same meaning in both modes)."""
+    try:
+        parser.add_argument(*flags, **options)
+    except argparse.ArgumentError:
+        pass
+
+
+def add_bench_command(commands) -> argparse.ArgumentParser:
+    parser = commands.add_parser("bench", help="nano benchmark: methods × concepts × seeds (resumable), ε/β sweep")
+    perf_missing = _add_perf_arguments(parser)
+    _add(parser, "--perf", action="store_true", help="timing benchmark of the engine (zerase_core.perf)")
+    parser.add_argument("--quick", action="store_true", help="zerase, esd, naive-esd × 1 shape × 1 seed (≤ 10 min)")
+    _add(parser, "--json", help="state/result file (default bench.json, bench-quick.json, bench-sweep.json)")
+    parser.add_argument("--workdir", type=Path, help="erasure files (default: <json stem>-files next to the JSON)")
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), help=f"default: all ({len(METHODS)})")
+    parser.add_argument("--concepts", nargs="+", help=f"default: {' '.join(FULL_CONCEPTS)}")
+    parser.add_argument("--seeds", nargs="+", type=int, help=f"training seeds (default: {' '.join(map(str, FULL_SEEDS))})")
+    parser.add_argument("--budget", type=int, default=200, help="training steps of every trained method (one budget)")
+    parser.add_argument("--fixed-lambda", type=float, default=1.0, help="λ of the zerase-fixed ablation")
+    parser.add_argument("--no-strength-search", action="store_true", help="apply every erasure at strength 1")
+    parser.add_argument("--eval-seeds", type=int, default=1, help="images per evaluation prompt")
+    parser.add_argument("--no-probes", action="store_true", help="skip the attacks")
+    parser.add_argument("--sweep", choices=["epsilon", "beta", "both"], help="Z-Erase ε/β ablation instead of the methods")
+    parser.add_argument("--plot", type=Path, help="sweep plot (.png; default: the JSON's name with .png)")
+    _add(parser, "--threads", type=int, help="torch CPU threads (1 is fastest when the cores are busy)")
+    parser.set_defaults(run=command_bench, perf_missing=perf_missing)
+    return parser

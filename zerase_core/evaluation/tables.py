@@ -1,0 +1,76 @@
+"""Markdown tables of benchmark and sweep rows (means over seeds, and over concepts)."""
+from __future__ import annotations
+
+from collections import defaultdict
+
+
+def _mean(values) -> float | None:
+    found = [value for value in values if value is not None]
+    return sum(found) / len(found) if found else None
+
+
+def _cell(value, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _ratio(row: dict) -> float | None:
+    floor = row.get("collapse_reference")
+    return row["collapse"] / floor if floor else None
+
+
+def _grouped(rows: list[dict], key) -> dict:
+    groups: dict = defaultdict(list)
+    for row in rows:
+        groups[key(row)].append(row)
+    return groups
+
+
+def method_concept_table(rows: list[dict], bases: dict[str, dict]) -> str:
+    """One line per (method, concept), means over seeds; the base model first for each concept."""
+    lines = ["| method | concept | seeds | Acc_e | Acc_ir | H | collapse (FD) | attack success | train s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for concept, base in bases.items():
+        lines.append(f"| base | {concept} | – | {_cell(base['acc_e'])} | {_cell(base['acc_ir'])} | {_cell(base['h'])} | "
+                     f"{_cell(base['collapse'], 4)} (seed floor) | {_cell(base['attack_success'])} | – |")
+    for (method, concept), group in _grouped(rows, lambda row: (row["method"], row["concept"])).items():
+        mean = {key: _mean(row.get(key) for row in group)
+                for key in ("acc_e", "acc_ir", "h", "collapse", "attack_success", "train_seconds")}
+        lines.append(f"| {method} | {concept} | {len(group)} | {_cell(mean['acc_e'])} | {_cell(mean['acc_ir'])} | "
+                     f"{_cell(mean['h'])} | {_cell(mean['collapse'], 4)} | {_cell(mean['attack_success'])} | "
+                     f"{_cell(mean['train_seconds'], 0)} |")
+    return "\n".join(lines)
+
+
+def method_table(rows: list[dict]) -> str:
+    """One line per method, means over concepts and seeds; collapse also as a multiple of the base seed floor."""
+    lines = ["| method | cells | Acc_e | Acc_ir | H | collapse ÷ seed floor | attack: synonym / shuffle / vector / max | "
+             "train s |", "|---|---|---|---|---|---|---|---|"]
+    for method, group in _grouped(rows, lambda row: row["method"]).items():
+        mean = {key: _mean(row.get(key) for row in group) for key in
+                ("acc_e", "acc_ir", "h", "attack_success_synonym", "attack_success_shuffle", "attack_success_vector",
+                 "attack_success", "train_seconds")}
+        attacks = " / ".join(_cell(mean[f"attack_success{suffix}"], 2)
+                             for suffix in ("_synonym", "_shuffle", "_vector", ""))
+        lines.append(f"| {method} | {len(group)} | {_cell(mean['acc_e'])} | {_cell(mean['acc_ir'])} | {_cell(mean['h'])} | "
+                     f"{_cell(_mean(_ratio(row) for row in group), 1)} | {attacks} | {_cell(mean['train_seconds'], 0)} |")
+    return "\n".join(lines)
+
+
+def sweep_table(rows: list[dict], parameter: str) -> str:
+    """One line per value of the swept parameter (means over concepts and seeds)."""
+    lines = [f"| {parameter} | cells | Acc_e | Acc_ir | H | collapse ÷ seed floor | final λ |", "|---|---|---|---|---|---|---|"]
+    swept = [row for row in rows if parameter in row]
+    for value, group in sorted(_grouped(swept, lambda row: row[parameter]).items()):
+        mean = {key: _mean(row.get(key) for row in group) for key in ("acc_e", "acc_ir", "h", "final_lambda")}
+        lines.append(f"| {value:g} | {len(group)} | {_cell(mean['acc_e'])} | {_cell(mean['acc_ir'])} | {_cell(mean['h'])} | "
+                     f"{_cell(_mean(_ratio(row) for row in group), 1)} | {_cell(mean['final_lambda'], 2)} |")
+    return "\n".join(lines)
+
+
+def sweep_series(rows: list[dict], parameter: str) -> tuple[list[float], dict[str, list[float | None]]]:
+    """(sorted values, {"Acc_e": [...], "Acc_ir": [...], "H": [...]}) for a plot."""
+    groups = _grouped([row for row in rows if parameter in row], lambda row: row[parameter])
+    values = sorted(groups)
+    series = {label: [_mean(row[key] for row in groups[value]) for value in values]
+              for label, key in (("Acc_e", "acc_e"), ("Acc_ir", "acc_ir"), ("H", "h"))}
+    return values, series
