@@ -1,0 +1,124 @@
+"""ZEraseTrain: Z-Erase (or a baseline) trained in the graph on the MODEL's own NextDiT; saves the erasure file."""
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from zerase_core.erase_config import METHODS
+
+from . import comfy_bridge, training
+from .parsing import lines
+from .ids import CATEGORY, ERASURE_TYPE, TRAIN, display_name
+
+Erasure = io.Custom(ERASURE_TYPE)
+NO_RESUME = "none"
+
+
+def _inputs() -> list:
+    return [
+        io.Model.Input("model", tooltip="The Z-Image MODEL to erase from (LoadSingleStreamDiT, or UNETLoader with a "
+                                        "Z-Image file). It is not modified: the output is a clone."),
+        io.Clip.Input("clip", tooltip="The MODEL's text encoder (Qwen3-4B for Z-Image; the nano CLIP for nano)."),
+        io.String.Input("concepts", multiline=True, default="star",
+                        tooltip="What to erase. Nano model: concept word(s), one per line (e.g. star). Z-Image: "
+                                "erase prompt(s) containing the concept, one per line."),
+        io.String.Input("keywords", default="",
+                        tooltip="Word(s) whose attention is suppressed, comma-separated (multi-token words are fine: "
+                                "'Van Gogh'). Empty: the concept lines. Nano: leave empty."),
+        io.String.Input("anchors", multiline=True, default="",
+                        tooltip="Prompts to preserve, paired with the erase prompts, one per line. Empty: generated "
+                                "(nano) or the erase prompts without the keywords."),
+        io.String.Input("preserve", multiline=True, default="", optional=True,
+                        tooltip="Extra prompts whose outputs must not change, one per line (added to the anchors)."),
+        io.Combo.Input("method", options=list(METHODS), default="zerase",
+                       tooltip="zerase: stream-gated adapters with Lagrangian preservation (the paper). Baselines: "
+                               "esd, ac, eraseanything, naive-esd (gate open on every token: collapses)."),
+        io.Int.Input("steps", default=200, min=1, max=100_000, tooltip="Training steps (optimizer updates)."),
+        io.Float.Input("learning_rate", default=1e-3, min=1e-7, max=1.0, step=1e-5, round=1e-7,
+                       tooltip="AdamW learning rate of the adapter weights."),
+        io.Int.Input("rank", default=8, min=1, max=256, tooltip="Rank of each low-rank adapter (alpha = rank)."),
+        io.Combo.Input("targets", options=list(training.TARGETS), default="qk",
+                       tooltip="Rows of each joint layer's fused attention.qkv that get an adapter (paper: q and k)."),
+        io.Float.Input("epsilon", default=0.0, min=0.0, max=1.0, step=1e-4, round=1e-6,
+                       tooltip="ε of the λ update (preservation slack). 0 = the preset of the concept kind "
+                               "(1e-3 style/nudity, 1e-2 object)."),
+        io.Float.Input("beta", default=0.1, min=0.0, max=100.0, step=0.01, tooltip="β: step size of the λ update."),
+        io.Float.Input("eta", default=2.0, min=0.0, max=50.0, step=0.1,
+                       tooltip="η: negative guidance of the ESD target v(∅) − η(v(c) − v(∅))."),
+        io.Int.Input("seed", default=0, min=0, max=2**31 - 1, tooltip="Seed of the adapters, the x_t pool and the "
+                                                                      "shuffles; same seed, same erasure."),
+        io.Int.Input("resolution", default=64, min=16, max=2048, step=16,
+                     tooltip="Image size of the training samples (64 for the nano model; 512+ for Z-Image)."),
+        io.String.Input("save_name", default="zerase-erasure",
+                        tooltip="File name in models/zerase (.safetensors is added). An interrupted run saves a "
+                                "partial file under this name."),
+        io.Combo.Input("resume_from", options=[NO_RESUME, *comfy_bridge.erasure_files()], default=NO_RESUME,
+                       tooltip="A partial erasure file to continue (its own settings are used, not this node's)."),
+        io.Int.Input("preview_every", default=0, min=0, max=100_000,
+                     tooltip="Show a preview image every N steps (needs the vae input); 0 = off."),
+        io.Vae.Input("vae", optional=True, tooltip="Only for previews during training."),
+        io.Combo.Input("concept_kind", options=list(training.CONCEPT_KINDS), default="auto", advanced=True,
+                       tooltip="Sets the ε preset; auto: from the nano concept, else object."),
+        io.Int.Input("sample_steps", default=20, min=1, max=1000, advanced=True,
+                     tooltip="Sampler steps of the frozen x_t trajectories (Turbo: 8)."),
+        io.Float.Input("sample_cfg", default=3.0, min=1.0, max=30.0, step=0.1, advanced=True,
+                       tooltip="Guidance of the frozen sampler for x_t (Turbo: 1)."),
+    ]
+
+
+class ZEraseTrain(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=TRAIN, display_name=display_name("Train Erasure"), category=CATEGORY, is_output_node=True,
+            description="Erases concepts from a single-stream DiT with text-gated adapters (Z-Erase), in the graph.",
+            inputs=_inputs(), hidden=[io.Hidden.unique_id],
+            outputs=[io.Model.Output(display_name="erased_model"), Erasure.Output(display_name="ERASURE"),
+                     io.LossMap.Output(display_name="loss")],
+        )
+
+    @classmethod
+    def execute(cls, model, clip, concepts, keywords, anchors, method, steps, learning_rate, rank, targets, epsilon,
+                beta, eta, seed, resolution, save_name, resume_from, preview_every, preserve="", vae=None,
+                concept_kind="auto", sample_steps=20, sample_cfg=3.0) -> io.NodeOutput:
+        request = training.TrainInputs(
+            concepts=concepts, keywords=keywords, anchors=anchors, preserve=preserve or "", method=method, steps=steps,
+            learning_rate=learning_rate, rank=rank, targets=targets, epsilon=epsilon, beta=beta, eta=eta, seed=seed,
+            resolution=resolution, concept_kind=concept_kind, sample_steps=sample_steps, sample_cfg=sample_cfg)
+        base = comfy_bridge.base_info(model)
+        out = comfy_bridge.save_path(save_name)
+        resume = None
+        if resume_from != NO_RESUME:
+            resume = training.resume_state(comfy_bridge.existing_erasure(resume_from, "resume_from"), base.nano)
+        config = resume.config if resume else training.erase_config(request, base.nano)
+        prompts = resume.prompts if resume else training.prompt_set(request, base.nano)
+        concept_names = resume.concepts if resume else lines(concepts)
+        conditioner = comfy_bridge.conditioner_for(clip)
+        with comfy_bridge.training(model) as context:
+            preview = None
+            if vae is not None and preview_every:
+                preview = comfy_bridge.preview_sampler(context.denoiser, conditioner, vae, prompts.erase[0],
+                                                       config.latent_size, config.sample_steps, config.sample_cfg,
+                                                       base.config.shift)
+            result = training.run_erasure(
+                context.network, conditioner, prompts, config, out=out, base_config=base.config.to_dict(),
+                concepts=concept_names, denoise=context.denoiser, in_channels=base.config.in_channels,
+                shift=base.config.shift, resume=resume, attach=context.attached,
+                on_step=comfy_bridge.StepReporter(getattr(cls.hidden, "unique_id", None), config.steps, preview, preview_every),
+                on_ready=lambda trainer: setattr(context.denoiser, "check_interrupt", False))
+        erasure = comfy_bridge.ErasureData(result.info, result.tensors, out)
+        erased = comfy_bridge.with_erasures(model, [comfy_bridge.ErasureEntry(erasure, 1.0)])
+        return io.NodeOutput(erased, erasure, _loss_map(result.history), ui={"text": [_summary(result)]})
+
+
+def _loss_map(history) -> dict[str, list[float]]:
+    names = {"loss": "loss_total", "L_er": "loss_erase", "L_attn": "loss_attention", "L_pr": "loss_preserve",
+             "lambda": "lambda"}
+    return {key: [record.metrics.get(name, 0.0) for record in history] for key, name in names.items()}
+
+
+def _summary(result) -> str:
+    info = result.info
+    last = result.history[-1].metrics if result.history else {}
+    return (f"{info.method}: erased {', '.join(info.concepts)} in {info.steps_done} steps -> {result.path.name}; "
+            f"L_er {last.get('loss_erase', 0):.4f}, L_pr {last.get('loss_preserve', 0):.4f}, "
+            f"λ {last.get('lambda', 0):.4f}")
