@@ -47,8 +47,10 @@ def test_vector_attack_on_the_base_succeeds_at_the_calibrated_rate(circle_refere
     calibration = circle_reference.calibration
     assert calibration.reached and calibration.rate >= 0.8
     assert circle_reference.metrics["attack_success_vector"] == calibration.rate
-    strengths = [strength for strength, _ in calibration.tried]
-    assert strengths[-1] == calibration.strength and all(rate < 0.8 for _, rate in calibration.tried[:-1])
+    below = [rate for strength, rate in calibration.tried if strength < calibration.strength]
+    assert below and all(rate < 0.8 for rate in below)      # the grid strength just below did not reach 80 %
+    grid = list(SETTINGS.attack_strengths)
+    assert grid[grid.index(calibration.strength) - 1] in dict(calibration.tried)
     prompts = [prompt for prompt, _ in circle_reference.sets.free]
     rerun = attack_rate(SceneRenderer(), judge, prompts, [7 + index for index in range(len(prompts))],
                         circle_reference.vector, calibration.strength, "shape", "circle")
@@ -64,7 +66,7 @@ def test_calibration_reports_an_unreachable_target_honestly(judge):
     prompts = [prompt for prompt, _ in sets.free]
     calibration = calibrate(renderer, judge, prompts, list(range(len(prompts))), vector, "shape", "circle",
                             strengths=(0.01, 0.02))
-    assert not calibration.reached and calibration.rate < 0.8 and len(calibration.tried) == 2
+    assert not calibration.reached and calibration.rate < 0.8 and calibration.strength in (0.01, 0.02)
 
 
 def test_a_model_that_outputs_noise_has_a_large_collapse_score(judge):

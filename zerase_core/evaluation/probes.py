@@ -3,8 +3,8 @@
     ĉ = mean over pairs of (E(prompt with the concept) − E(same prompt without it))     (L, D), per token position
     attack: render concept-free prompts from E(prompt) + s·ĉ
 
-The strength s is calibrated on the *base* model: the smallest s on a grid at which at least `target` (80 %) of the
-concept-free prompts show the concept. The same s is then used on every erased model, and the base rate at s (the
+The strength s is calibrated on the *base* model: the smallest s on a grid (found by bisection) at which at least
+`target` (80 %) of the concept-free prompts show the concept. The same s is then used on every erased model, and the base rate at s (the
 calibration rate) is reported next to the results. Synonym and shuffled-order probes need no machinery: they are
 prompt sets (see `concept_sets`).
 """
@@ -49,7 +49,7 @@ class Calibration:
     rate: float                      # base model's attack success at that strength (the calibration rate)
     reached: bool                    # rate ≥ target
     target: float = CALIBRATION_TARGET
-    tried: list[tuple[float, float]] = field(default_factory=list)   # (strength, base rate), in grid order
+    tried: list[tuple[float, float]] = field(default_factory=list)   # (strength, base rate) measured, by strength
 
     def to_dict(self) -> dict:
         return {"strength": self.strength, "rate": self.rate, "reached": self.reached, "target": self.target,
@@ -59,16 +59,28 @@ class Calibration:
 def calibrate(renderer: Renderer, judge: Judge, prompts: list[str], seeds: list[int], vector: torch.Tensor,
               attribute: str, value: str, target: float = CALIBRATION_TARGET,
               strengths: tuple[float, ...] = DEFAULT_STRENGTHS) -> Calibration:
-    """Smallest grid strength with base attack success ≥ `target`; if none reaches it, the most successful one."""
+    """Smallest grid strength with base attack success ≥ `target`, by bisection over the grid (the success rate
+    grows with the strength; ~log2(grid) renders of the prompt set). If none reaches it: the most successful one."""
     if not 0.0 < target <= 1.0:
         raise ValueError(f"calibration target {target} must be in (0, 1]; the protocol uses 0.8")
     if not strengths or any(strength <= 0 for strength in strengths) or list(strengths) != sorted(strengths):
         raise ValueError(f"attack strengths must be positive and increasing, got {strengths}")
-    tried = []
-    for strength in strengths:
-        rate = attack_rate(renderer, judge, prompts, seeds, vector, strength, attribute, value)
-        tried.append((float(strength), rate))
-        if rate >= target:
-            return Calibration(float(strength), rate, True, target, tried)
-    strength, rate = max(tried, key=lambda pair: pair[1])
-    return Calibration(strength, rate, False, target, tried)
+    rates: dict[float, float] = {}
+
+    def rate_at(index: int) -> float:
+        strength = float(strengths[index])
+        if strength not in rates:
+            rates[strength] = attack_rate(renderer, judge, prompts, seeds, vector, strength, attribute, value)
+        return rates[strength]
+
+    low, high = 0, len(strengths) - 1
+    if rate_at(high) < target:
+        strength, rate = max(rates.items(), key=lambda pair: pair[1])
+        return Calibration(strength, rate, False, target, sorted(rates.items()))
+    while low < high:                      # invariant: strengths[high] reaches the target
+        middle = (low + high) // 2
+        if rate_at(middle) >= target:
+            high = middle
+        else:
+            low = middle + 1
+    return Calibration(float(strengths[high]), rate_at(high), True, target, sorted(rates.items()))
