@@ -1,10 +1,8 @@
 """The evaluation protocol on constructed worlds with known answers (see evaluation_worlds.py)."""
 import pytest
-import torch
 
 from evaluation_worlds import GalleryJudge, NoiseRenderer, SceneRenderer, one_thread  # noqa: F401 (autouse)
 from zerase_core.evaluation.concept_sets import SetSizes, concept_sets
-from zerase_core.evaluation.metrics import frechet_distance, high_frequency_energy
 from zerase_core.evaluation.probes import attack_rate, calibrate, concept_vector
 from zerase_core.evaluation.protocol import EvaluationSettings, base_reference, measure_against, report
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import torch

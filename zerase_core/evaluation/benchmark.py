@@ -120,21 +120,23 @@ def load_state(path: Path, plan: BenchPlan) -> dict:
 
 
 def _trained_file(world, plan: BenchPlan, cell: Cell, path: Path, on_event: EventFn):
-    """Train (or resume, or reuse) the cell's erasure file; returns its info."""
+    """Train (or resume, or reuse) the cell's erasure file; returns (info, wall seconds spent here or None)."""
     from ..erasure_file import read_erasure
     from ..nano.erasure_runs import erase, erase_uce
     resume = None
     if path.exists():
         info = read_erasure(path)[0]
         if not info.partial:
-            return info
+            return info, None
         resume = path
         on_event(f"  resuming {path.name} at step {info.steps_done}/{info.steps_total}")
+    started = time.monotonic()
     if cell.method == "uce-text":
         erase_uce(world, [cell.concept], path, seed=cell.seed, choose_strength=plan.strength_search)
     else:
         erase(world, [cell.concept], plan.config(cell), path, resume=resume, choose_strength=plan.strength_search)
-    return read_erasure(path)[0]
+    seconds = None if resume else time.monotonic() - started
+    return read_erasure(path)[0], seconds
 
 
 def run_cell(world, renderer: NanoRenderer, judge, reference: Reference, plan: BenchPlan, cell: Cell,
@@ -144,13 +146,16 @@ def run_cell(world, renderer: NanoRenderer, judge, reference: Reference, plan: B
     if cell.method == "token-zeroing":
         zeroing = NanoRenderer(world, settings.sampling, suppress_keywords=(cell.concept,))
         metrics = measure_against(zeroing, judge, reference, settings)
-        row.update(train_seconds=0.0, strength=1.0, file=None, final_lambda=None)
+        row.update(train_seconds=0.0, loop_seconds=0.0, strength=1.0, file=None, final_lambda=None)
     else:
         path = folder / f"{cell.name}.safetensors"
-        info = _trained_file(world, plan, cell, path, on_event)
+        info, seconds = _trained_file(world, plan, cell, path, on_event)
         with erasure_applied(world, path) as (_, strength):
             metrics = measure_against(renderer, judge, reference, settings)
-        row.update(train_seconds=info.summary.get("train_seconds"), strength=strength, file=str(path),
+        # train_seconds: wall time of making the file here (x_t pool, teacher cache, steps, strength search);
+        # for a file resumed or made by an earlier run, the optimisation-loop time the file records
+        row.update(train_seconds=seconds if seconds is not None else info.summary.get("train_seconds"),
+                   loop_seconds=info.summary.get("train_seconds"), strength=strength, file=str(path),
                    final_lambda=info.summary.get("lambda"))
     return {**metrics, **row, "base": reference.metrics, "collapse_reference": reference.metrics["collapse"],
             "calibration_rate": reference.calibration.rate if reference.calibration else None}
