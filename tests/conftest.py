@@ -1,76 +1,8 @@
-"""Shared fixtures: tiny real models built in code (never mocks of zerase_core)."""
-import copy
-import functools
+"""pytest fixtures. The helpers live in `zerase_fixtures` (a unique module name: tests in sub-folders have their
+own conftest.py, so `from conftest import ...` would be ambiguous)."""
+import sys
+from pathlib import Path
 
-import pytest
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from zerase_core.config import DiTConfig
-from zerase_core.model import ZImageDiT
-
-TINY_CONFIG = DiTConfig(dim=256, n_layers=2, n_refiner_layers=1, n_heads=8, axes_dims=(8, 12, 12),
-                        cap_feat_dim=32, pad_tokens_multiple=8)
-
-
-def randomized_dit(config: DiTConfig = TINY_CONFIG, seed: int = 0, std: float = 0.05) -> ZImageDiT:
-    """A DiT whose every parameter is random (no zero-initialised identity blocks), frozen."""
-    torch.manual_seed(seed)
-    model = ZImageDiT(config)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.normal_(0.0, std)
-            if parameter.dim() == 1 and parameter.numel() in (config.dim, config.head_dim, config.cap_feat_dim):
-                parameter.add_(1.0)   # norm weights around 1
-    return model.eval().requires_grad_(False)
-
-
-class WordConditioner:
-    """A real (tiny) text conditioner: one random embedding per word, one token per word."""
-
-    def __init__(self, words: list[str], width: int = 32, seed: int = 0):
-        generator = torch.Generator().manual_seed(seed)
-        self.words = {word: index for index, word in enumerate(["<empty>"] + words)}
-        self.table = torch.randn(len(self.words), width, generator=generator)
-
-    def _ids(self, prompt: str) -> list[int]:
-        words = prompt.lower().replace(",", " , ").split()
-        for word in words:
-            if word not in self.words:
-                raise ValueError(f"unknown word {word!r}")
-        return [self.words[word] for word in words] or [0]
-
-    def encode(self, prompts):
-        ids = [self._ids(prompt) for prompt in prompts]
-        length = max(len(row) for row in ids)
-        features = torch.zeros(len(prompts), length, self.table.shape[1])
-        for index, row in enumerate(ids):
-            features[index, :len(row)] = self.table[row]
-        return features, torch.tensor([len(row) for row in ids])
-
-    def keyword_positions(self, prompt, keyword):
-        ids, target = self._ids(prompt), self._ids(keyword)
-        return [start + offset for start in range(len(ids) - len(target) + 1)
-                if ids[start:start + len(target)] == target for offset in range(len(target))]
-
-    def check_keyword(self, keyword):
-        self._ids(keyword)
-
-
-@pytest.fixture
-def tiny_dit():
-    return randomized_dit()
-
-
-@pytest.fixture
-def word_conditioner():
-    return WordConditioner("a red blue green circle square star on white black background with".split())
-
-
-@functools.lru_cache(maxsize=8)
-def _built_dit(config: DiTConfig, seed: int, std: float) -> ZImageDiT:
-    return randomized_dit(config, seed, std)
-
-
-def fresh_dit(config: DiTConfig = TINY_CONFIG, seed: int = 0, std: float = 0.05) -> ZImageDiT:
-    """`randomized_dit(...)`, built once per arguments and handed out as a deep copy (tests may attach and train)."""
-    return copy.deepcopy(_built_dit(config, seed, std))
+from zerase_fixtures import tiny_dit, word_conditioner  # noqa: E402,F401  (fixtures)

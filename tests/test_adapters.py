@@ -11,7 +11,7 @@ import torch
 import torch._dynamo  # noqa: F401  (the first optimizer imports it lazily, ~3 s: pay at collection, not in a test)
 import torch.nn.functional as F
 
-from conftest import fresh_dit
+from zerase_fixtures import fresh_dit
 from zerase_core.adapters import KEY_PREFIX, AdapterConfig, AdapterSet
 from zerase_core.layout import BATCH_PAD, FAMILIES, IMAGE, IMAGE_PAD, TEXT, TEXT_PAD, active_layout
 

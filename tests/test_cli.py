@@ -12,7 +12,7 @@ from zerase_core.nano import paths
 from zerase_core.nano.evaluator import Evaluator
 from zerase_core.nano.text_encoder import NanoTextEncoder, TextEncoderConfig
 from zerase_core.nano.training.dit import NANO_CONFIG
-from conftest import randomized_dit
+from zerase_fixtures import randomized_dit
 
 
 def _random_world(folder, seed):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import fresh_dit
+from zerase_fixtures import fresh_dit
 from zerase_core.closed_form import UCE_TARGET, WeightDelta, uce_text
 from zerase_core.prompts import PromptSet
 

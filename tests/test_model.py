@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from conftest import TINY_CONFIG, fresh_dit
+from zerase_fixtures import TINY_CONFIG, fresh_dit
 from zerase_core.closed_form import keyword_suppression
 from zerase_core.config import DiTConfig
 from zerase_core.layers import apply_rope

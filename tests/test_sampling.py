@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import fresh_dit
+from zerase_fixtures import fresh_dit
 from zerase_core.sampling import euler_sample, guided_velocity, initial_noise, shifted_sigmas, time_shift
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch._dynamo  # noqa: F401  (the first optimizer imports it lazily, ~3 s: pay at collection, not in a test)
 
-from conftest import TINY_CONFIG, fresh_dit
+from zerase_fixtures import TINY_CONFIG, fresh_dit
 from zerase_core.erase_config import METHODS, EraseConfig
 from zerase_core.prompts import PromptSet, keyword_columns, shuffle_words
 from zerase_core.trainer import EraseTrainer, TrainingDiverged
