@@ -18,7 +18,7 @@ from .judges import Judge
 from .metrics import detection_rate
 from .rendering import Renderer
 
-DEFAULT_STRENGTHS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0)
+DEFAULT_STRENGTHS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
 CALIBRATION_TARGET = 0.8
 
 

@@ -45,13 +45,6 @@ class EvaluationSettings:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict) -> "EvaluationSettings":
-        values = dict(data)
-        values["sampling"] = SamplingSettings(**values.get("sampling", {}))
-        values["sizes"] = SetSizes(**values.get("sizes", {}))
-        return cls(**values)
-
 
 @dataclass
 class Reference:
