@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from conftest import randomized_dit
+from zerase_fixtures import randomized_dit
 from evaluation_worlds import one_thread, tiny_nano_world  # noqa: F401 (autouse fixture)
 from zerase_core.adapters import AdapterConfig, AdapterSet
 from zerase_core.evaluation.judges import nano_judge
@@ -67,7 +67,10 @@ def _collapse_ratio(world, sampling, prompts, judge) -> tuple[float, float]:
     return broken, floor
 
 
-@pytest.mark.skipif(not paths.DIT.exists(), reason="nano DiT weights not trained yet")
+SHIPPED = all(path.exists() for path in (paths.DIT, paths.TEXT_ENCODER, paths.CODEC, paths.EVALUATOR))
+
+
+@pytest.mark.skipif(not SHIPPED, reason="nano weights not trained yet")
 def test_broken_adapters_collapse_the_shipped_nano_model():
     from zerase_core.evaluation.concept_sets import SetSizes, concept_sets
     from zerase_core.nano.world import NanoWorld
@@ -75,3 +78,19 @@ def test_broken_adapters_collapse_the_shipped_nano_model():
     prompts = [prompt for prompt, _ in concept_sets("circle", SetSizes(keep=32)).keep]
     broken, floor = _collapse_ratio(shipped, SamplingSettings(steps=8), prompts, nano_judge(shipped.evaluator))
     assert broken >= 10 * floor, (broken, floor)
+
+
+@pytest.mark.skipif(not paths.EVALUATOR.exists(), reason="nano evaluator weights not trained yet")
+def test_shipped_judge_scores_renders_of_the_asked_attributes_near_1():
+    import numpy
+    from zerase_core.evaluation.concept_sets import SetSizes, concept_sets
+    from zerase_core.evaluation.metrics import attribute_accuracy, detection_rate
+    from zerase_core.nano.evaluator import Evaluator
+    from zerase_core.nano.render import random_scene, render_batch
+    judge = nano_judge(Evaluator.load())
+    sets = concept_sets("star", SetSizes(erase=24, keep=48))
+    rng = numpy.random.default_rng(0)
+    erase_images = render_batch([random_scene(rng, **expected) for _, expected in sets.erase])
+    keep_images = render_batch([random_scene(rng, **expected) for _, expected in sets.keep])
+    assert detection_rate(judge.verdicts(erase_images), "shape", "star") >= 0.95
+    assert attribute_accuracy(judge.verdicts(keep_images), [expected for _, expected in sets.keep]) >= 0.97
