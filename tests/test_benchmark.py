@@ -2,9 +2,10 @@
 import json
 
 import pytest
+import torch
 from PIL import Image
 
-from conftest import randomized_dit
+from zerase_fixtures import randomized_dit
 from evaluation_worlds import one_thread, tiny_nano_world  # noqa: F401 (autouse fixture)
 from zerase_core.cli import build_parser
 from zerase_core.erasure_file import read_erasure
@@ -116,3 +117,17 @@ def test_line_chart_puts_each_point_where_its_value_says(tmp_path):
     assert picture.getpixel((420 + 137, 28)) == (214, 39, 40)
     with pytest.raises(ValueError, match="has 1 values for 2 x labels"):
         Panel("t", ("0", "1"), {"Acc_e": [1.0]})
+
+
+def test_a_diverging_method_is_recorded_as_diverged_not_retried(tmp_path):
+    broken = tiny_nano_world(randomized_dit(seed=2))
+    with torch.no_grad():
+        broken.dit.final_layer.linear.bias.fill_(float("nan"))     # every velocity is NaN: the first loss is too
+    plan, events = _plan(methods=("esd",)), []
+    state = run_benchmark(broken, plan, tmp_path / "bench.json", on_event=events.append)
+    row = state["rows"]["esd-circle-seed0"]
+    assert "non-finite loss" in row["diverged"] and isinstance(row["collapse"], float)
+    assert "(diverged in 1)" in tables(state, plan)
+    events.clear()
+    run_benchmark(broken, plan, tmp_path / "bench.json", on_event=events.append)
+    assert events == []

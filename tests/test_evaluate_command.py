@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from conftest import randomized_dit
+from zerase_fixtures import randomized_dit
 from evaluation_worlds import one_thread, tiny_nano_world  # noqa: F401 (autouse fixture)
 from zerase_core.adapters import AdapterConfig, AdapterSet
 from zerase_core.checkpoint import fingerprint

@@ -4,7 +4,8 @@ Every trained method gets the same `steps`; each cell trains (or solves) one era
 held-out prompts (as `erase` does) unless `strength_search` is off, and is scored by `protocol.measure_against`
 against the base reference of its concept (computed once per concept and run). The state file (JSON, rewritten
 atomically after every cell) holds the plan and one row per finished cell; a rerun skips finished cells, continues
-a partially trained erasure file, and refuses a state file written under another plan.
+a partially trained erasure file, and refuses a state file written under another plan. A method whose training
+diverges (non-finite loss) is scored at its last finite adapters and its row says `diverged`.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Callable
 
 from ..erase_config import EraseConfig
 from ..files import atomic_write_json
+from ..trainer import TrainingDiverged
 from .judges import nano_judge
 from .protocol import EvaluationSettings, Reference, base_reference, measure_against
 from .rendering import NanoRenderer, erasure_applied
@@ -120,23 +122,29 @@ def load_state(path: Path, plan: BenchPlan) -> dict:
 
 
 def _trained_file(world, plan: BenchPlan, cell: Cell, path: Path, on_event: EventFn):
-    """Train (or resume, or reuse) the cell's erasure file; returns (info, wall seconds spent here or None)."""
+    """Train (or resume, or reuse) the cell's erasure file; returns (info, wall seconds spent here or None,
+    the divergence message or None)."""
     from ..erasure_file import read_erasure
     from ..nano.erasure_runs import erase, erase_uce
     resume = None
     if path.exists():
         info = read_erasure(path)[0]
         if not info.partial:
-            return info, None
+            return info, None, None
         resume = path
         on_event(f"  resuming {path.name} at step {info.steps_done}/{info.steps_total}")
     started = time.monotonic()
     if cell.method == "uce-text":
         erase_uce(world, [cell.concept], path, seed=cell.seed, choose_strength=plan.strength_search)
     else:
-        erase(world, [cell.concept], plan.config(cell), path, resume=resume, choose_strength=plan.strength_search)
+        try:
+            erase(world, [cell.concept], plan.config(cell), path, resume=resume, choose_strength=plan.strength_search)
+        except TrainingDiverged as error:
+            # A diverged method is a result, not a crash: score the last finite adapters (saved as a partial file).
+            on_event(f"  {cell.name} diverged: {error}")
+            return read_erasure(path)[0], time.monotonic() - started, str(error)
     seconds = None if resume else time.monotonic() - started
-    return read_erasure(path)[0], seconds
+    return read_erasure(path)[0], seconds, None
 
 
 def run_cell(world, renderer: NanoRenderer, judge, reference: Reference, plan: BenchPlan, cell: Cell,
@@ -146,17 +154,17 @@ def run_cell(world, renderer: NanoRenderer, judge, reference: Reference, plan: B
     if cell.method == "token-zeroing":
         zeroing = NanoRenderer(world, settings.sampling, suppress_keywords=(cell.concept,))
         metrics = measure_against(zeroing, judge, reference, settings)
-        row.update(train_seconds=0.0, loop_seconds=0.0, strength=1.0, file=None, final_lambda=None)
+        row.update(train_seconds=0.0, loop_seconds=0.0, strength=1.0, file=None, final_lambda=None, diverged=None)
     else:
         path = folder / f"{cell.name}.safetensors"
-        info, seconds = _trained_file(world, plan, cell, path, on_event)
+        info, seconds, diverged = _trained_file(world, plan, cell, path, on_event)
         with erasure_applied(world, path) as (_, strength):
             metrics = measure_against(renderer, judge, reference, settings)
         # train_seconds: wall time of making the file here (x_t pool, teacher cache, steps, strength search);
         # for a file resumed or made by an earlier run, the optimisation-loop time the file records
         row.update(train_seconds=seconds if seconds is not None else info.summary.get("train_seconds"),
                    loop_seconds=info.summary.get("train_seconds"), strength=strength, file=str(path),
-                   final_lambda=info.summary.get("lambda"))
+                   final_lambda=info.summary.get("lambda"), diverged=diverged)
     return {**metrics, **row, "base": reference.metrics, "collapse_reference": reference.metrics["collapse"],
             "calibration_rate": reference.calibration.rate if reference.calibration else None}
 

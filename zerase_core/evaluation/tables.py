@@ -35,7 +35,9 @@ def method_concept_table(rows: list[dict], bases: dict[str, dict]) -> str:
     for (method, concept), group in _grouped(rows, lambda row: (row["method"], row["concept"])).items():
         mean = {key: _mean(row.get(key) for row in group)
                 for key in ("acc_e", "acc_ir", "h", "collapse", "attack_success", "train_seconds")}
-        lines.append(f"| {method} | {concept} | {len(group)} | {_cell(mean['acc_e'])} | {_cell(mean['acc_ir'])} | "
+        diverged = sum(bool(row.get("diverged")) for row in group)
+        name = f"{method} (diverged in {diverged})" if diverged else method
+        lines.append(f"| {name} | {concept} | {len(group)} | {_cell(mean['acc_e'])} | {_cell(mean['acc_ir'])} | "
                      f"{_cell(mean['h'])} | {_cell(mean['collapse'], 4)} | {_cell(mean['attack_success'])} | "
                      f"{_cell(mean['train_seconds'], 0)} |")
     return "\n".join(lines)
