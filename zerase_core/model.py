@@ -31,7 +31,7 @@ class AttentionCapture:
 
     `columns` (B, K) are positions in the text segment; `column_mask` (B, K) marks which are real (samples may
     have different keyword counts). After a forward, `maps` holds one (B, H, N_image, K) tensor per joint layer.
-    Only the keyword columns are kept; the full attention matrix is recomputed in backward, never stored.
+    Only the keyword columns are kept; the image × text probabilities are never stored (see `keyword_attention`).
     """
     columns: torch.Tensor
     column_mask: torch.Tensor | None = None
@@ -39,15 +39,22 @@ class AttentionCapture:
 
 
 def keyword_attention(query, key, key_mask, image_start: int, image_tokens: int, columns) -> torch.Tensor:
-    """Softmax attention of image queries to the keyword columns: (B, H, N_image, K)."""
-    scale = query.shape[-1] ** -0.5
+    """Softmax attention of image queries to the keyword columns: (B, H, N_image, K), in float32.
+
+    Computed as attention with one-hot values (value j = 1 at column j), so the fused attention kernel normalises
+    over all keys without materialising the (N_image × L) probabilities; its backward recomputes them blockwise.
+    """
+    batch, heads, length, head_dim = key.shape
     image_query = query[:, :, image_start:image_start + image_tokens].float()
-    logits = torch.einsum("bhqd,bhkd->bhqk", image_query, key.float()) * scale
-    if key_mask is not None:
-        logits = logits.masked_fill(~key_mask[:, None, None, :], float("-inf"))
-    normaliser = torch.logsumexp(logits, dim=-1, keepdim=True)
-    index = columns[:, None, None, :].expand(-1, logits.shape[1], logits.shape[2], -1)
-    return torch.exp(torch.gather(logits, -1, index) - normaliser)
+    mask = None if key_mask is None else key_mask[:, None, None, :]
+    found = []
+    for start in range(0, columns.shape[1], head_dim):   # one-hot values fill at most head_dim channels
+        chunk = columns[:, start:start + head_dim].to(key.device)
+        values = F.one_hot(chunk, length).to(torch.float32).transpose(1, 2)            # (B, L, k)
+        values = F.pad(values, (0, head_dim - chunk.shape[1]))[:, None].expand(batch, heads, length, head_dim)
+        attended = F.scaled_dot_product_attention(image_query, key.float(), values, attn_mask=mask)
+        found.append(attended[..., :chunk.shape[1]])
+    return found[0] if len(found) == 1 else torch.cat(found, dim=-1)
 
 
 class ZImageDiT(nn.Module):

@@ -46,6 +46,10 @@ class EraseTrainer:
     # docs/performance.md); the nano model uses these defaults.
     sample_batch = 32
     cache_batch = 64
+    # The student forwards of one step (erase prompt, ∅, anchor; the probe's ∅ and anchor) run as one stacked batch:
+    # fewer, larger forwards. Under gradient checkpointing they stay separate, so that the block recomputed in the
+    # backward holds B samples, not 3·B. None = that rule; True / False force it.
+    fuse_forwards: bool | None = None
 
     def __init__(self, diffusion_model: nn.Module, conditioner: TextConditioner, prompts: PromptSet,
                  config: EraseConfig, denoise: Callable | None = None, in_channels: int = 16, shift: float = 3.0,
@@ -110,6 +114,31 @@ class EraseTrainer:
         context, lengths = self.conditioner.encode(prompts)
         return self._velocity(states, sigma, context, lengths, capture)
 
+    def _fused(self) -> bool:
+        if self.fuse_forwards is not None:
+            return self.fuse_forwards
+        return not getattr(self.model, "gradient_checkpointing", False)
+
+    def _students(self, states, sigma, prompt_lists, capture=None) -> list[torch.Tensor]:
+        """Student velocities at the same states for each prompt list; `capture` belongs to the first list."""
+        if len(prompt_lists) == 1 or not self._fused():
+            return [self._student(states, sigma, prompts, capture if index == 0 else None)
+                    for index, prompts in enumerate(prompt_lists)]
+        count, groups = len(states), len(prompt_lists)
+        inner = None
+        if capture is not None:
+            # the other lists' rows capture nothing: their columns are masked, and their maps are dropped below
+            columns = capture.columns
+            mask = capture.column_mask if capture.column_mask is not None else torch.ones_like(columns, dtype=torch.bool)
+            padding = (groups - 1) * count
+            inner = AttentionCapture(columns=torch.cat([columns, columns.new_zeros(padding, columns.shape[1])]),
+                                     column_mask=torch.cat([mask, mask.new_zeros(padding, mask.shape[1])]))
+        velocity = self._student(torch.cat([states] * groups), torch.cat([sigma] * groups),
+                                 [prompt for prompts in prompt_lists for prompt in prompts], inner)
+        if capture is not None:
+            capture.maps.extend(maps[:count] for maps in inner.maps)
+        return list(velocity.split(count))
+
     def _batch(self, picks):
         states = torch.stack([self.pool.states[p, k] for p, k in picks])
         sigma = torch.stack([self.pool.sigmas[k] for _, k in picks])
@@ -119,10 +148,11 @@ class EraseTrainer:
         teacher = teacher or self._teacher(picks)
         states, sigma = self._batch(picks)
         anchors = [self.pool.anchors[p] for p, _ in picks]
-        return preservation(self._student(states, sigma, [""] * len(picks)), teacher["empty"],
-                            self._student(states, sigma, anchors), teacher["anchor"])
+        empty, anchor = self._students(states, sigma, [[""] * len(picks), anchors])
+        return preservation(empty, teacher["empty"], anchor, teacher["anchor"])
 
-    def _erase_losses(self, picks, teacher, shuffle: bool) -> dict[str, torch.Tensor]:
+    def _erase_losses(self, picks, teacher, shuffle: bool, preserve: bool = False) -> dict[str, torch.Tensor]:
+        """L_erase (+ L_attn), and with `preserve` L_pr on the same states (its forwards after the erase one)."""
         config = self.config
         states, sigma = self._batch(picks)
         prompts = [self.pool.prompts[p] for p, _ in picks]
@@ -138,10 +168,15 @@ class EraseTrainer:
         if config.method in ("zerase", "eraseanything") and config.attention_weight > 0:
             columns, mask = keyword_columns(self.conditioner, prompts, keywords)
             capture = AttentionCapture(columns=columns, column_mask=mask)
-        prediction = self._student(states, sigma, prompts, capture)
-        losses = {"erase": velocity_mse(prediction, target)}
+        prompt_lists = [prompts]
+        if preserve:
+            prompt_lists += [[""] * len(picks), [self.pool.anchors[p] for p, _ in picks]]
+        predictions = self._students(states, sigma, prompt_lists, capture)
+        losses = {"erase": velocity_mse(predictions[0], target)}
         if capture is not None:
             losses["attention"] = attention_suppression(capture.maps)
+        if preserve:
+            losses["preserve"] = preservation(predictions[1], teacher["empty"], predictions[2], teacher["anchor"])
         return losses
 
     def _losses(self, picks) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
@@ -152,13 +187,10 @@ class EraseTrainer:
         if method == "eraseanything" and self.step % 2 == 1:
             parts = {"preserve": self.preservation_loss(picks, teacher)}
             return parts["preserve"], None, parts
-        parts = self._erase_losses(picks, teacher, shuffle=method in ("zerase", "eraseanything"))
+        parts = self._erase_losses(picks, teacher, shuffle=method in ("zerase", "eraseanything"),
+                                   preserve=method == "zerase")
         erase_total = parts["erase"] + config.attention_weight * parts.get("attention", 0.0)
-        preserve = None
-        if method == "zerase":
-            preserve = self.preservation_loss(picks, teacher)
-            parts["preserve"] = preserve
-        return erase_total, preserve, parts
+        return erase_total, parts.get("preserve"), parts
 
     @torch.no_grad()
     def probe(self) -> float:

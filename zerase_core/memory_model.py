@@ -1,0 +1,162 @@
+"""Peak memory of an erasure step from the architecture and measured per-block numbers (docs/performance.md).
+
+    peak_step = R0 + W + A + C + Σ_f H_f + X          peak_build = R0 + W + C + b·L·ν
+
+R0   the process before the model: on the CPU, python + torch RSS (measured at start); on a GPU 0 (the CUDA context,
+     ~0.5 GB, is outside the allocator's count and is reported separately)
+W    weights: parameters × bytes of the weight dtype (6.155e9 × 2 = 12.31 GB for Z-Image-Turbo in bf16)
+A    adapters: trainable parameters × 4 B × 5 (fp32 value, gradient, AdamW m and v, the trainer's last-finite copy)
+C    x_t pool + teacher cache, P·K·(1 + 3·cache)·C·h·w·4 B, in CPU memory (on a GPU the engine keeps them on the CPU)
+H_f  activations of student forward f kept until the backward (zerase: the erase forward with attention capture, ∅
+     and the anchor; plain LoRA / esd: one forward), per joint layer and sample:
+       no checkpointing   σ(L) = L·(α·d + β·f) + γ·d  (+ capture: κ(L), the fp32 keyword-attention inputs/output)
+       checkpointing      L·d·a (the block input)  (+ capture: the kept maps, 4·H·N·K)
+X    backward transient: with checkpointing one block is recomputed with its graph, B·σ(L_max) (+ capture), plus
+     the gradient of the hidden state, 2·B·L·d·4
+κ(L) = 4·(2·N + L)·d with bf16 activations (fp32 copies of the image queries and keys, the output), 4·N·d with fp32
+b·L·ν  the no-grad forward of a pool/teacher-cache build batch of b samples: ν = 3·a·f + 12·4·d per token
+
+L = text span + image span (each rounded up to the pad multiple), N = image tokens, d = dim, f = FFN width,
+H = heads, a = activation bytes (2 bf16, 4 fp32), K = keyword tokens. α, β, γ are measured (saved-tensor hooks on
+1- and 2-layer models, `measure_block_bytes`); the table below holds the fitted values per activation width.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+
+from .config import DiTConfig
+
+GB = 2**30
+# Saved bytes per joint block and sample without checkpointing, σ(L) = L·(α·d + β·f) + γ·d: least-squares fit to
+# measured totals (d 384/512, f 1024/1536, L 64/96, B 1/2; max error 0.9 %; 0.3 % at Turbo width, L = 320).
+SAVED_COEFFICIENTS = {2: (41.57, 5.56, 104.0), 4: (45.57, 11.56, 112.0)}
+
+
+@dataclass(frozen=True)
+class Problem:
+    config: DiTConfig
+    image_size: int                  # pixels (latent = size/8, 2×2 patches)
+    caption_tokens: int              # tokens of an erase/anchor caption; the empty prompt has 1
+    batch: int = 1
+    rank: int = 8
+    slices: int = 2                  # q and k
+    weight_bytes: int = 2
+    checkpointing: bool = True
+    method: str = "zerase"           # "zerase" (3 student forwards) or "plain" (1)
+    keywords: int = 1
+    pool: tuple[int, int] = (2, 9)   # (trajectories, steps)
+    cache: bool = True
+    build_batch: int = 2
+    device: str = "cuda"
+    runtime_gb: float = 0.0
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+@functools.lru_cache(maxsize=32)
+def parameter_count(config: DiTConfig) -> int:
+    from .model import ZImageDiT
+    return sum(p.numel() for p in ZImageDiT(config, device="meta").parameters())
+
+
+def tokens(config: DiTConfig, image_size: int, caption_tokens: int) -> dict[str, int]:
+    side = _round_up(image_size // 8, config.patch_size) // config.patch_size
+    image = side * side
+    span = _round_up(image, config.pad_tokens_multiple)
+    return {"image": image, "caption": _round_up(caption_tokens, config.pad_tokens_multiple) + span,
+            "empty": _round_up(1, config.pad_tokens_multiple) + span}
+
+
+def block_saved_bytes(config: DiTConfig, length: int, image: int, activation_bytes: int, capture: bool) -> float:
+    """σ(L): bytes one joint block keeps for the backward, per sample, without checkpointing."""
+    alpha, beta, gamma = SAVED_COEFFICIENTS[activation_bytes]
+    saved = length * (alpha * config.dim + beta * config.ffn_hidden) + gamma * config.dim
+    if capture:
+        saved += 4 * (2 * image + length) * config.dim if activation_bytes < 4 else 4 * image * config.dim
+    return saved
+
+
+def predict(problem: Problem) -> dict[str, float]:
+    """Components and totals in GB."""
+    config, batch, a = problem.config, problem.batch, problem.weight_bytes
+    counts = tokens(config, problem.image_size, problem.caption_tokens)
+    image = counts["image"]
+    # without checkpointing the trainer stacks the three student forwards: ∅ rows pad to the caption's text span
+    empty = counts["empty"] if problem.checkpointing else counts["caption"]
+    forwards = [(counts["caption"], True), (empty, False), (counts["caption"], False)] \
+        if problem.method == "zerase" else [(counts["caption"], False)]
+    held = 0.0
+    for length, capture in forwards:
+        if problem.checkpointing:
+            held += config.n_layers * batch * (length * config.dim * a
+                                               + (4 * config.n_heads * image * problem.keywords if capture else 0))
+        else:
+            held += config.n_layers * batch * block_saved_bytes(config, length, image, a, capture)
+    longest = max(length for length, _ in forwards)
+    transient = 2 * batch * longest * config.dim * 4
+    if problem.checkpointing:
+        transient += batch * block_saved_bytes(config, longest, image, a, problem.method == "zerase")
+    adapters = config.n_layers * problem.slices * problem.rank * 2 * config.dim * 4 * 5
+    latent = config.in_channels * (problem.image_size // 8) ** 2 * 4
+    trajectories, steps = problem.pool
+    cache = trajectories * steps * (1 + 3 * problem.cache) * latent if problem.device == "cpu" else 0.0
+    weights = parameter_count(config) * a
+    build = problem.build_batch * counts["caption"] * (3 * a * config.ffn_hidden + 12 * 4 * config.dim)
+    runtime = problem.runtime_gb * GB
+    parts = {"runtime": runtime, "weights": weights, "adapters": adapters, "cache": cache, "activations": held,
+             "backward_transient": transient}
+    result = {name: value / GB for name, value in parts.items()}
+    result["step_peak_gb"] = sum(parts.values()) / GB
+    result["build_peak_gb"] = (runtime + weights + cache + build) / GB
+    result["peak_gb"] = max(result["step_peak_gb"], result["build_peak_gb"])
+    result["tokens"] = counts["caption"]
+    return result
+
+
+def predict_run(config: DiTConfig, settings: dict, rank: int, device_type: str, runtime_gb: float) -> dict:
+    """The prediction for a `bench --perf` run (its settings dict) of the zerase step."""
+    caption = settings.get("caption_tokens") or 16
+    problem = Problem(config=config, image_size=settings["size"], caption_tokens=caption, batch=settings["batch"],
+                      rank=rank, weight_bytes=2 if settings["dtype"] in ("bfloat16", "float16") else 4,
+                      checkpointing=bool(settings["checkpointing"]), pool=(settings["pool_prompts"],
+                                                                            settings["sample_steps"]),
+                      build_batch=settings.get("build_batch") or 64, device=device_type,
+                      runtime_gb=runtime_gb if device_type == "cpu" else 0.0)
+    return predict(problem)
+
+
+def measure_block_bytes(config: DiTConfig, dtype: torch.dtype, caption_tokens: int, image_size: int,
+                        capture: bool, batch: int = 1) -> float:
+    """Measured σ: bytes the autograd graph keeps per joint block and sample (saved-tensor hooks, unique storages,
+    frozen weights excluded), from the difference between a 1- and a 2-layer model of the same width."""
+    from dataclasses import replace
+
+    from .adapters import AdapterConfig, AdapterSet
+    from .model import AttentionCapture
+    from .perf_steps import random_dit
+    totals = []
+    for layers in (1, 2):
+        model = random_dit(replace(config, n_layers=layers, n_refiner_layers=0), dtype)
+        AdapterSet(model, AdapterConfig(rank=8)).attach(model)
+        weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        seen: dict[int, int] = {}
+
+        def pack(tensor):
+            storage = tensor.untyped_storage()
+            if storage.data_ptr() not in weights:
+                seen[storage.data_ptr()] = storage.nbytes()
+            return tensor
+
+        latent = image_size // 8
+        x = torch.randn(batch, config.in_channels, latent, latent)
+        context = torch.randn(batch, caption_tokens, config.cap_feat_dim)
+        probe = AttentionCapture(columns=torch.zeros(batch, 1, dtype=torch.long)) if capture else None
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            model(x, torch.full((batch,), 0.5), context, None, probe)
+        totals.append(sum(seen.values()))
+    return (totals[1] - totals[0]) / batch
