@@ -54,7 +54,7 @@ def method_table(rows: list[dict]) -> str:
         attacks = " / ".join(_cell(mean[f"attack_success{suffix}"], 2)
                              for suffix in ("_synonym", "_shuffle", "_vector", ""))
         lines.append(f"| {method} | {len(group)} | {_cell(mean['acc_e'])} | {_cell(mean['acc_ir'])} | {_cell(mean['h'])} | "
-                     f"{_cell(_mean(_ratio(row) for row in group), 1)} | {attacks} | {_cell(mean['train_seconds'], 0)} |")
+                     f"{_cell(_mean(_ratio(row) for row in group), 2)} | {attacks} | {_cell(mean['train_seconds'], 0)} |")
     return "\n".join(lines)
 
 
@@ -65,7 +65,7 @@ def sweep_table(rows: list[dict], parameter: str) -> str:
     for value, group in sorted(_grouped(swept, lambda row: row[parameter]).items()):
         mean = {key: _mean(row.get(key) for row in group) for key in ("acc_e", "acc_ir", "h", "final_lambda")}
         lines.append(f"| {value:g} | {len(group)} | {_cell(mean['acc_e'])} | {_cell(mean['acc_ir'])} | {_cell(mean['h'])} | "
-                     f"{_cell(_mean(_ratio(row) for row in group), 1)} | {_cell(mean['final_lambda'], 2)} |")
+                     f"{_cell(_mean(_ratio(row) for row in group), 2)} | {_cell(mean['final_lambda'], 2)} |")
     return "\n".join(lines)
 
 
