@@ -71,7 +71,8 @@ def command_bench(args) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     plan = plan_from_arguments(args)
-    state_path = Path(args.json) if args.json else Path("bench-sweep.json" if args.sweep else "bench-quick.json" if args.quick else "bench.json")
+    default = "bench-sweep.json" if args.sweep else "bench-quick.json" if args.quick else "bench.json"
+    state_path = Path(args.json) if args.json else Path("runs") / default
     if state_path.suffix != ".json":
         raise ValueError(f"--json {state_path} must end in .json")
     from ..nano.world import NanoWorld
@@ -110,7 +111,7 @@ def add_bench_command(commands) -> argparse.ArgumentParser:
     perf_missing = _add_perf_arguments(parser)
     _add(parser, "--perf", action="store_true", help="timing benchmark of the engine (zerase_core.perf)")
     parser.add_argument("--quick", action="store_true", help="zerase, esd, naive-esd × 1 shape × 1 seed (≤ 10 min)")
-    _add(parser, "--json", help="state/result file (default bench.json, bench-quick.json, bench-sweep.json)")
+    _add(parser, "--json", help="state/result file (default runs/bench.json, runs/bench-quick.json, runs/bench-sweep.json)")
     parser.add_argument("--workdir", type=Path, help="erasure files (default: <json stem>-files next to the JSON)")
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), help=f"default: all ({len(METHODS)})")
     parser.add_argument("--concepts", nargs="+", help=f"default: {' '.join(FULL_CONCEPTS)}")
