@@ -16,10 +16,18 @@ class NanoConditioner:
 
     def __init__(self, text_encoder: NanoTextEncoder):
         self.text_encoder = text_encoder
+        self._cache: dict[str, torch.Tensor] = {}   # the encoder is frozen: each prompt is encoded once
 
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.text_encoder.encode(prompts)
+        for prompt in prompts:
+            if prompt not in self._cache:
+                # one prompt at a time: the features never depend on which prompts shared a batch
+                features, _ = self.text_encoder.encode([prompt])
+                self._cache[prompt] = features[0].clone()
+        rows = [self._cache[prompt] for prompt in prompts]
+        lengths = torch.tensor([len(row) for row in rows])
+        return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True), lengths
 
     def keyword_positions(self, prompt: str, keyword: str) -> list[int]:
         ids = VOCABULARY.encode(prompt)
