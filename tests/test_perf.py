@@ -237,3 +237,14 @@ def test_gpu_check_script_runs_its_cpu_path(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     for name in ("turbo512_b1", "turbo512_b4", "turbo512_b1_nockpt"):
         assert json.loads((tmp_path / f"{name}.json").read_text())["zerase_step_s"] > 0
+
+
+def test_memory_probe_keeps_the_lifetime_peak_across_resets():
+    from zerase_core.perf_steps import MemoryProbe
+    probe = MemoryProbe(torch.device("cpu"))
+    block = torch.ones(64 * 2**20 // 4)                   # 64 MiB, touched
+    during = probe.rss_gb()
+    del block
+    probe.reset()
+    assert probe.lifetime_peak_gb() >= during - 1e-3
+    assert probe.peak_rss_gb() <= probe.lifetime_peak_gb()

@@ -1,24 +1,30 @@
 """Peak memory of an erasure step from the architecture and measured per-block numbers (docs/performance.md).
 
-    peak_step = R0 + W + A + C + Σ_f H_f + X          peak_build = R0 + W + C + b·L·ν
+    peak_step  = R0 + R1 + W + A + C + Σ_f H_f + X          peak_build = R0 + R1 + W + C + b·L·ν
 
-R0   the process before the model: on the CPU, python + torch RSS (measured at start); on a GPU 0 (the CUDA context,
-     ~0.5 GB, is outside the allocator's count and is reported separately)
-W    weights: parameters × bytes of the weight dtype (6.155e9 × 2 = 12.31 GB for Z-Image-Turbo in bf16)
+R0   the process before the model: on the CPU python + torch RSS (measured at start); on a GPU 0 (the CUDA context,
+     ~0.5 GiB, is outside the allocator's count)
+R1   CPU only: oneDNN/allocator working set after the first large forward, 0.11 GiB measured at width 3840
+W    weights: parameters × bytes of the weight dtype (6.155e9 × 2 B = 11.46 GiB for Z-Image-Turbo in bf16)
 A    adapters: trainable parameters × 4 B × 5 (fp32 value, gradient, AdamW m and v, the trainer's last-finite copy)
 C    x_t pool + teacher cache, P·K·(1 + 3·cache)·C·h·w·4 B, in CPU memory (on a GPU the engine keeps them on the CPU)
 H_f  activations of student forward f kept until the backward (zerase: the erase forward with attention capture, ∅
      and the anchor; plain LoRA / esd: one forward), per joint layer and sample:
-       no checkpointing   σ(L) = L·(α·d + β·f) + γ·d  (+ capture: κ(L), the fp32 keyword-attention inputs/output)
-       checkpointing      L·d·a (the block input)  (+ capture: the kept maps, 4·H·N·K)
-X    backward transient: with checkpointing one block is recomputed with its graph, B·σ(L_max) (+ capture), plus
-     the gradient of the hidden state, 2·B·L·d·4
-κ(L) = 4·(2·N + L)·d with bf16 activations (fp32 copies of the image queries and keys, the output), 4·N·d with fp32
-b·L·ν  the no-grad forward of a pool/teacher-cache build batch of b samples: ν = 3·a·f + 12·4·d per token
+       no checkpointing   σ(L) (+ κ(L) for the erase forward)
+       checkpointing      L·d·a, the block input (+ the kept keyword maps, 4·H·N·K)
+X    backward transient, with checkpointing: ξ·B·(σ(L) + κ(L)) for the longest forward: the recomputed block, its
+     gradients, forward temporaries and allocator slack; ξ = 3.5 measured on the CPU (3.3 at 256², 3.55 at 512²),
+     ξ = 2 assumed on CUDA (block activations + their gradients; to be checked by scripts/gpu_check.sh).
+     Without checkpointing: the hidden-state gradients, 2·B·L·d·4.
+σ(L) = L·(α·d + β·f) + γ·d  bytes one joint block keeps for the backward per sample (α, β, γ fitted to measurements)
+κ(L) = 4·(2·N + L)·d with bf16 activations (fp32 image queries, keys and the output of the keyword attention),
+       4·N·d with fp32
+ν    = 3·a·f + 55·d  bytes per token of a no-grad forward's temporaries (measured at width 3840: 0.26 MB/token)
+b    forwards per batch while building the pool and the teacher cache (EraseTrainer.sample_batch / cache_batch)
 
 L = text span + image span (each rounded up to the pad multiple), N = image tokens, d = dim, f = FFN width,
-H = heads, a = activation bytes (2 bf16, 4 fp32), K = keyword tokens. α, β, γ are measured (saved-tensor hooks on
-1- and 2-layer models, `measure_block_bytes`); the table below holds the fitted values per activation width.
+H = heads, a = activation bytes (2 bf16, 4 fp32), K = keyword tokens. `measure_block_bytes` measures σ (+ κ) with
+saved-tensor hooks on 1- and 2-layer models; tests/test_perf.py checks the fit against it.
 """
 from __future__ import annotations
 
@@ -33,6 +39,8 @@ GB = 2**30
 # Saved bytes per joint block and sample without checkpointing, σ(L) = L·(α·d + β·f) + γ·d: least-squares fit to
 # measured totals (d 384/512, f 1024/1536, L 64/96, B 1/2; max error 0.9 %; 0.3 % at Turbo width, L = 320).
 SAVED_COEFFICIENTS = {2: (41.57, 5.56, 104.0), 4: (45.57, 11.56, 112.0)}
+RECOMPUTE_FACTOR = {"cpu": 3.5, "cuda": 2.0}   # ξ
+CPU_LIBRARY_GB = 0.11                          # R1
 
 
 @dataclass(frozen=True)
@@ -43,7 +51,8 @@ class Problem:
     batch: int = 1
     rank: int = 8
     slices: int = 2                  # q and k
-    weight_bytes: int = 2
+    weight_bytes: int = 2            # 1 for fp8-stored weights (ComfyUI's fp8_e4m3fn): activations stay bf16
+    activation_bytes: int | None = None   # None: max(weight_bytes, 2)
     checkpointing: bool = True
     method: str = "zerase"           # "zerase" (3 student forwards) or "plain" (1)
     keywords: int = 1
@@ -82,8 +91,9 @@ def block_saved_bytes(config: DiTConfig, length: int, image: int, activation_byt
 
 
 def predict(problem: Problem) -> dict[str, float]:
-    """Components and totals in GB."""
-    config, batch, a = problem.config, problem.batch, problem.weight_bytes
+    """Components and totals in GiB."""
+    config, batch = problem.config, problem.batch
+    a = problem.activation_bytes or max(problem.weight_bytes, 2)
     counts = tokens(config, problem.image_size, problem.caption_tokens)
     image = counts["image"]
     # without checkpointing the trainer stacks the three student forwards: ∅ rows pad to the caption's text span
@@ -98,16 +108,18 @@ def predict(problem: Problem) -> dict[str, float]:
         else:
             held += config.n_layers * batch * block_saved_bytes(config, length, image, a, capture)
     longest = max(length for length, _ in forwards)
-    transient = 2 * batch * longest * config.dim * 4
     if problem.checkpointing:
-        transient += batch * block_saved_bytes(config, longest, image, a, problem.method == "zerase")
+        factor = RECOMPUTE_FACTOR["cpu" if problem.device == "cpu" else "cuda"]
+        transient = factor * batch * block_saved_bytes(config, longest, image, a, problem.method == "zerase")
+    else:
+        transient = 2 * batch * longest * config.dim * 4
     adapters = config.n_layers * problem.slices * problem.rank * 2 * config.dim * 4 * 5
     latent = config.in_channels * (problem.image_size // 8) ** 2 * 4
     trajectories, steps = problem.pool
     cache = trajectories * steps * (1 + 3 * problem.cache) * latent if problem.device == "cpu" else 0.0
-    weights = parameter_count(config) * a
-    build = problem.build_batch * counts["caption"] * (3 * a * config.ffn_hidden + 12 * 4 * config.dim)
-    runtime = problem.runtime_gb * GB
+    weights = parameter_count(config) * problem.weight_bytes
+    build = problem.build_batch * counts["caption"] * (3 * a * config.ffn_hidden + 55 * config.dim)
+    runtime = (problem.runtime_gb + (CPU_LIBRARY_GB if problem.device == "cpu" else 0.0)) * GB
     parts = {"runtime": runtime, "weights": weights, "adapters": adapters, "cache": cache, "activations": held,
              "backward_transient": transient}
     result = {name: value / GB for name, value in parts.items()}

@@ -82,6 +82,7 @@ class MemoryProbe:
     def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
         self.resettable = os.path.exists("/proc/self/clear_refs")
+        self._highest = 0.0          # the peak before the last reset (a reset also clears getrusage's maxrss)
 
     @staticmethod
     def _status_gb(field: str) -> float | None:
@@ -98,11 +99,12 @@ class MemoryProbe:
         value = self._status_gb("VmRSS")
         return value if value is not None else self.lifetime_peak_gb()
 
-    @staticmethod
-    def lifetime_peak_gb() -> float:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20     # kB on Linux
+    def lifetime_peak_gb(self) -> float:
+        maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20   # kB on Linux
+        return max(self._highest, maxrss, self._status_gb("VmHWM") or 0.0)
 
     def reset(self) -> None:
+        self._highest = self.lifetime_peak_gb()
         if self.resettable:
             try:
                 with open("/proc/self/clear_refs", "w") as stream:
