@@ -62,6 +62,10 @@ def _inputs() -> list:
                      tooltip="Sampler steps of the frozen x_t trajectories (Turbo: 8)."),
         io.Float.Input("sample_cfg", default=3.0, min=1.0, max=30.0, step=0.1, advanced=True,
                        tooltip="Guidance of the frozen sampler for x_t (Turbo: 1)."),
+        io.Int.Input("batch_size", default=4, min=1, max=1024, advanced=True,
+                     tooltip="Pool states per training step."),
+        io.Int.Input("pool_prompts", default=32, min=1, max=100_000, advanced=True,
+                     tooltip="Trajectories sampled once with the frozen model (at most 4 per erase prompt)."),
     ]
 
 
@@ -79,11 +83,12 @@ class ZEraseTrain(io.ComfyNode):
     @classmethod
     def execute(cls, model, clip, concepts, keywords, anchors, method, steps, learning_rate, rank, targets, epsilon,
                 beta, eta, seed, resolution, save_name, resume_from, preview_every, preserve="", vae=None,
-                concept_kind="auto", sample_steps=20, sample_cfg=3.0) -> io.NodeOutput:
+                concept_kind="auto", sample_steps=20, sample_cfg=3.0, batch_size=4, pool_prompts=32) -> io.NodeOutput:
         request = training.TrainInputs(
             concepts=concepts, keywords=keywords, anchors=anchors, preserve=preserve or "", method=method, steps=steps,
             learning_rate=learning_rate, rank=rank, targets=targets, epsilon=epsilon, beta=beta, eta=eta, seed=seed,
-            resolution=resolution, concept_kind=concept_kind, sample_steps=sample_steps, sample_cfg=sample_cfg)
+            resolution=resolution, concept_kind=concept_kind, sample_steps=sample_steps, sample_cfg=sample_cfg,
+            batch_size=batch_size, pool_prompts=pool_prompts)
         base = comfy_bridge.base_info(model)
         out = comfy_bridge.save_path(save_name)
         resume = None

@@ -52,6 +52,8 @@ class TrainInputs:
     concept_kind: str = "auto"
     sample_steps: int = 20
     sample_cfg: float = 3.0
+    batch_size: int = 4
+    pool_prompts: int = 32
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -74,7 +76,7 @@ def erase_config(inputs: TrainInputs, nano: bool) -> EraseConfig:
         method=inputs.method, seed=inputs.seed, steps=inputs.steps, learning_rate=inputs.learning_rate,
         rank=inputs.rank, eta=inputs.eta, epsilon=inputs.epsilon or None, beta=inputs.beta,
         slices=TARGET_PRESETS[inputs.targets], latent_size=(latent, latent), sample_steps=inputs.sample_steps,
-        sample_cfg=inputs.sample_cfg,
+        sample_cfg=inputs.sample_cfg, batch_size=inputs.batch_size, pool_prompts=inputs.pool_prompts,
     )
     if inputs.concept_kind != "auto":
         return replace(config, concept_kind=inputs.concept_kind)
