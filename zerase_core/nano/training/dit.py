@@ -44,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset-size", type=int, default=100_000, help="renders pre-encoded once per run")
     parser.add_argument("--export-only", action="store_true", help="write the EMA weights of the checkpoint and stop")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--hard-shapes", default="", help="comma-separated shapes drawn more often (e.g. star,cross)")
+    parser.add_argument("--hard-weight", type=float, default=1.0, help="sampling weight of the hard shapes")
 
 
 class NanoPair(nn.Module):
@@ -95,10 +97,28 @@ class SceneRecord:
             setattr(self, name, list(values)[int(index)])
 
 
-def batch_loss(pair: NanoPair, data: dict[str, torch.Tensor], state: TrainingState) -> torch.Tensor:
+def sampling_weights(data: dict[str, torch.Tensor], hard_shapes: str, weight: float):
+    """Per-example probabilities: shapes in `hard_shapes` drawn `weight`× as often (None = uniform)."""
+    names = [name for name in hard_shapes.split(",") if name]
+    if not names or weight == 1.0:
+        return None
+    shapes = list(ATTRIBUTES["shape"])
+    hard = torch.zeros(len(data["attributes"]), dtype=torch.bool)
+    for name in names:
+        if name not in shapes:
+            raise ValueError(f"--hard-shapes: {name!r} is not one of {shapes}")
+        hard |= data["attributes"][:, 0] == shapes.index(name)
+    probabilities = torch.where(hard, weight, 1.0).double()
+    return (probabilities / probabilities.sum()).numpy()
+
+
+def batch_loss(pair: NanoPair, data: dict[str, torch.Tensor], state: TrainingState, weights=None) -> torch.Tensor:
     pair.update_ema(state.step)
     rng, generator = state.numpy_rng, state.torch_rng
-    index = rng.integers(0, len(data["latents"]), BATCH)
+    if weights is None:
+        index = rng.integers(0, len(data["latents"]), BATCH)
+    else:
+        index = rng.choice(len(data["latents"]), BATCH, p=weights)
     clean = data["latents"][torch.from_numpy(index)].float()
     prompts = []
     for row in data["attributes"][torch.from_numpy(index)]:
@@ -133,6 +153,7 @@ def run(args: argparse.Namespace) -> None:
     if not args.export_only:
         data = build_dataset(args.out, args.dataset_size, args.seed)
         settings = LoopSettings(total_steps=args.steps, seconds=args.seconds, base_lr=args.lr, warmup=200)
-        state = run_loop(settings, args.out, pair, optimizer, state, lambda current: batch_loss(pair, data, current))
+        weights = sampling_weights(data, args.hard_shapes, args.hard_weight)
+        state = run_loop(settings, args.out, pair, optimizer, state, lambda current: batch_loss(pair, data, current, weights))
     if state.step >= args.steps or args.export_only:
         export(pair, args.export, paths.TEXT_ENCODER)
