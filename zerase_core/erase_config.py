@@ -39,6 +39,7 @@ class EraseConfig:
     lambda_max: float = 100.0            # the theory assumes bounded λ ∈ [0, D]
     shuffle_probability: float = 0.9
     batch_size: int = 4
+    probe_size: int = 2                  # fixed (x_t, prompt) pairs of the λ probe, measured before/after each step
     pool_prompts: int = 32               # trajectories in the x_t pool
     sample_steps: int = 20               # sampler steps of the x_t trajectories (the schedule t is drawn from)
     sample_cfg: float = 3.0              # guidance of the frozen sampler for x_t (1 = none, Turbo)
@@ -64,6 +65,7 @@ class EraseConfig:
         _check_range("attention_weight", self.attention_weight, 0.0, 1000.0)
         _check_range("shuffle_probability", self.shuffle_probability, 0.0, 1.0)
         _check_range("batch_size", self.batch_size, 1, 1024)
+        _check_range("probe_size", self.probe_size, 1, 1024)
         _check_range("pool_prompts", self.pool_prompts, 1, 100_000)
         _check_range("sample_steps", self.sample_steps, 1, 1000)
         _check_range("fixed_lambda", self.fixed_lambda, 0.0, 1e6)

@@ -74,7 +74,7 @@ class EraseTrainer:
         self._probe_loss: float | None = None
         self._last_finite: dict[str, torch.Tensor] | None = None
         self.pool = self._build_pool(in_channels, shift)
-        self.probe_picks = [(index % self.pool.size, self.pool.steps // 2) for index in range(config.batch_size)]
+        self.probe_picks = [(index % self.pool.size, self.pool.steps // 2) for index in range(config.probe_size)]
 
     # -- setup -------------------------------------------------------------------------------------------------
     def _velocity(self, x, sigma, context, lengths, capture=None):
