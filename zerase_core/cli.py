@@ -130,31 +130,10 @@ def command_export_lora(args) -> None:
     print(f"wrote {export_stock_lora(args.file, args.out)}")
 
 
-DEMO_PROMPTS = (
-    "a red circle on a white background",
-    "a striped blue square on a gray background",
-    "a dotted yellow star on a black background",
-    "a green triangle on a pink background",
-    "a plain purple cross on a white background",
-    "a striped orange diamond on a gray background",
-    "a crimson disc on a pink background",
-    "a dotted violet pentagram on a white background",
-)
-
-
 def command_demo(args) -> None:
-    from .evaluate import verdicts
-    from .grid import labelled_grid, save_png
-    from .nano.world import NanoWorld
-    started = time.monotonic()
-    world = NanoWorld.load()
-    prompts = list(DEMO_PROMPTS)
-    images = world.generate(prompts, [args.seed + index for index in range(len(prompts))], args.steps, args.cfg)
-    found = verdicts(images, world.evaluator)
-    labels = [f"{prompt} -> judge: {v['pattern']} {v['colour']} {v['shape']} / {v['background']}"
-              for prompt, v in zip(prompts, found)]
-    path = save_png(labelled_grid(images, labels, columns=4, scale=3, label_lines=5), args.out)
-    print(f"wrote {path} ({time.monotonic() - started:.0f} s)")
+    from .demo import run_demo
+    path, seconds = run_demo(args.out, args.erasure_out, args.concept, args.seed)
+    print(f"wrote {path} and {args.erasure_out} ({seconds:.0f} s)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -193,9 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("file", type=Path)
     export.add_argument("--out", type=Path)
     export.set_defaults(run=command_export_lora)
-    demo = commands.add_parser("demo", help="the main job on the bundled nano model; writes demo.png")
+    demo = commands.add_parser("demo", help="the main job: erase a concept from the bundled nano model, compare (demo.png)")
     demo.add_argument("--out", type=Path, default=Path("demo.png"))
-    _sampling_arguments(demo)
+    demo.add_argument("--erasure-out", type=Path, default=Path("demo-star.safetensors"))
+    demo.add_argument("--concept", default="star")
+    demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(run=command_demo)
     from .evaluation.command import add_evaluate_command
     add_evaluate_command(commands)

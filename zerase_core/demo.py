@@ -1,0 +1,47 @@
+"""The main job on the bundled nano model: erase a concept with Z-Erase, then compare before/after (demo.png).
+
+Rows are prompts (the concept, its synonym, other shapes); columns are the original model and the erased one;
+each image is labelled with the nano evaluator's verdict.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from .erase_config import EraseConfig
+from .evaluate import verdicts
+from .grid import labelled_grid, save_png
+from .nano.erasure_runs import attach_file, erase
+from .nano.world import NanoWorld
+
+PROMPTS = {
+    "star": ("a red star on a white background", "a dotted blue star on a pink background",
+             "a striped yellow pentagram on a gray background", "a green circle on a white background",
+             "a dotted purple square on a pink background", "a striped orange triangle on a gray background"),
+}
+
+
+def _label(prompt: str, verdict: dict[str, str]) -> str:
+    return f"{prompt} -> judge: {verdict['colour']} {verdict['pattern']} {verdict['shape']}"
+
+
+def run_demo(out: Path, erasure_out: Path, concept: str = "star", seed: int = 0) -> tuple[Path, float]:
+    started = time.monotonic()
+    world = NanoWorld.load()
+    erase(world, [concept], EraseConfig(seed=seed), erasure_out)
+    prompts = list(PROMPTS.get(concept, PROMPTS["star"]))
+    seeds = [seed + index for index in range(len(prompts))]
+    before = world.generate(prompts, seeds)
+    edit, info = attach_file(world, erasure_out)
+    try:
+        after = world.generate(prompts, seeds)
+    finally:
+        edit.detach()
+    images = torch.stack([image for pair in zip(before, after) for image in pair])
+    found = verdicts(images, world.evaluator)
+    labels = [_label(prompts[index // 2], verdict) for index, verdict in enumerate(found)]
+    titles = ["original", f"erased '{concept}' (strength {info.recommended_strength:g})"]
+    sheet = labelled_grid(images, labels, columns=2, scale=3, column_titles=titles, label_lines=3)
+    return save_png(sheet, out), time.monotonic() - started
