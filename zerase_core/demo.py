@@ -14,13 +14,13 @@ from .erase_config import EraseConfig
 from .evaluate import verdicts
 from .grid import labelled_grid, save_png
 from .nano.erasure_runs import attach_file, erase
+from .nano.prompts import evaluation_sets
 from .nano.world import NanoWorld
 
-PROMPTS = {
-    "star": ("a red star on a white background", "a dotted blue star on a pink background",
-             "a striped yellow pentagram on a gray background", "a green circle on a white background",
-             "a dotted purple square on a pink background", "a striped orange triangle on a gray background"),
-}
+def demo_prompts(concept: str) -> list[str]:
+    """Three prompts with the concept (different colours/patterns/backgrounds) and three without."""
+    erase_items, keep_items = evaluation_sets(concept)
+    return [prompt for prompt, _ in erase_items[5::23][:3]] + [prompt for prompt, _ in keep_items[7::61][:3]]
 
 
 def _label(prompt: str, verdict: dict[str, str]) -> str:
@@ -29,9 +29,9 @@ def _label(prompt: str, verdict: dict[str, str]) -> str:
 
 def run_demo(out: Path, erasure_out: Path, concept: str = "star", seed: int = 0) -> tuple[Path, float]:
     started = time.monotonic()
+    prompts = demo_prompts(concept)          # validates the concept before anything is loaded
     world = NanoWorld.load()
     erase(world, [concept], EraseConfig(seed=seed), erasure_out)
-    prompts = list(PROMPTS.get(concept, PROMPTS["star"]))
     seeds = [seed + index for index in range(len(prompts))]
     before = world.generate(prompts, seeds)
     edit, info = attach_file(world, erasure_out)
