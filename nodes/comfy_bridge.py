@@ -55,7 +55,7 @@ INJECTION_KEY = "zerase"
 TRAINING_INJECTION_KEY = "zerase.training"
 WRAPPER_KEY = "zerase.layout"
 
-# ComfyUI's model-config class name -> what it is, for refusals (notes §A1, checkpoint._FOREIGN).
+# ComfyUI's model-config class name -> what it is, for refusals (notes §A1, checkpoint_keys._FOREIGN).
 _REFUSED = {
     "Flux": "a dual-stream Flux model", "FluxInpaint": "a dual-stream Flux model", "FluxSchnell": "a dual-stream "
     "Flux model", "Flux2": "a dual-stream Flux.2 model", "Chroma": "a dual-stream Chroma (Flux) model",
