@@ -51,8 +51,9 @@ def main() -> None:
     parser.add_argument("--combine", help="two words, comma-separated")
     parser.add_argument("--folder", type=Path, default=Path("runs/acceptance"))
     parser.add_argument("--json", type=Path, default=Path("runs/acceptance.json"))
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     args.folder.mkdir(parents=True, exist_ok=True)
     world = NanoWorld.load()
     results = json.loads(args.json.read_text()) if args.json.exists() else {}
@@ -67,7 +68,7 @@ def main() -> None:
                 times = [run_erase(word, path, method, seed=0) for _ in range(args.repeats)]
                 base = score(world, word)
                 at_rec, info = scored(world, word, path)
-                at_one, _ = scored(world, word, path, 1.0)
+                at_one = at_rec if info.recommended_strength == 1.0 else scored(world, word, path, 1.0)[0]
                 results[key] = {"seconds": times, "base": base.__dict__, "recommended": at_rec.__dict__,
                                 "strength": info.recommended_strength, "strength_1": at_one.__dict__}
                 atomic_write_json(results, args.json)
