@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from conftest import TINY_CONFIG, WordConditioner, randomized_dit
+from zerase_fixtures import TINY_CONFIG, WordConditioner, randomized_dit
 from test_nodes_inputs import nodes_module
 
 from zerase_core.erase_config import EraseConfig
