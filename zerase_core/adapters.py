@@ -131,6 +131,27 @@ def target_paths(model: nn.Module, config: AdapterConfig) -> list[str]:
     return paths
 
 
+def wrap_forward(module: nn.Module, make_forward) -> tuple:
+    """Replace `module.forward` by `make_forward(current forward)` (an instance attribute); returns the record
+    `unwrap_forwards` needs. Wrappers stack: another edit attached before this one stays underneath."""
+    previous = module.__dict__.get("forward")
+    mine = make_forward(module.forward)
+    module.forward = mine
+    return module, previous, mine
+
+
+def unwrap_forwards(records: list[tuple]) -> None:
+    """Undo `wrap_forward` records, newest first; refuses if another edit was stacked on top meanwhile."""
+    for module, previous, mine in reversed(records):
+        if module.__dict__.get("forward") is not mine:
+            raise RuntimeError("detach stacked adapter sets in the reverse order of attaching them")
+    for module, previous, _ in reversed(records):
+        if previous is None:
+            del module.forward
+        else:
+            module.forward = previous
+
+
 class AdapterSet(nn.Module):
     """All gated adapters of one erasure; attach to a model, detach, enable/disable, set strength."""
 
@@ -156,27 +177,14 @@ class AdapterSet(nn.Module):
         if self._attached:
             raise RuntimeError("adapters are already attached; detach them first")
         for path in self.paths:
-            linear = model.get_submodule(path)
             adapter = self.adapter(path)
-            previous = linear.__dict__.get("forward")    # another erasure stacked below this one, if any
-            original = linear.forward
-
-            def forward(x, _original=original, _adapter=adapter):
-                return _adapter.apply(x, _original(x))
-
-            linear.forward = forward
-            self._attached.append((linear, previous, forward))
+            self._attached.append(wrap_forward(model.get_submodule(path),
+                                               lambda original, _adapter=adapter: lambda x: _adapter.apply(x, original(x))))
         return self
 
     def detach(self) -> None:
         """Restore every wrapped forward; stacked sets must be detached in reverse order of attaching."""
-        for linear, previous, mine in reversed(self._attached):
-            if linear.__dict__.get("forward") is not mine:
-                raise RuntimeError("detach stacked adapter sets in the reverse order of attaching them")
-            if previous is None:
-                del linear.forward
-            else:
-                linear.forward = previous
+        unwrap_forwards(self._attached)
         self._attached = []
 
     @property

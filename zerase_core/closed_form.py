@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .adapters import KEY_PREFIX
+from .adapters import KEY_PREFIX, unwrap_forwards, wrap_forward
 from .prompts import PromptSet, TextConditioner
 
 UCE_TARGET = "cap_embedder.1"
@@ -33,23 +33,12 @@ class WeightDelta(nn.Module):
         if tuple(self.delta.shape) != (linear.out_features, linear.in_features):
             raise ValueError(f"{self.path} delta has shape {tuple(self.delta.shape)}, the model needs "
                              f"{(linear.out_features, linear.in_features)}")
-        previous, original = linear.__dict__.get("forward"), linear.forward
-
-        def forward(x, _original=original):
-            return _original(x) + (x.to(self.delta.dtype) @ self.delta.t() * self.strength).to(x.dtype)
-
-        linear.forward = forward
-        self._attached.append((linear, previous, forward))
+        self._attached.append(wrap_forward(linear, lambda original: lambda x: original(x) + (
+            x.to(self.delta.dtype) @ self.delta.t() * self.strength).to(x.dtype)))
         return self
 
     def detach(self) -> None:
-        for linear, previous, mine in reversed(self._attached):
-            if linear.__dict__.get("forward") is not mine:
-                raise RuntimeError("detach stacked edits in the reverse order of attaching them")
-            if previous is None:
-                del linear.forward
-            else:
-                linear.forward = previous
+        unwrap_forwards(self._attached)
         self._attached = []
 
     def set_strength(self, strength: float) -> None:
