@@ -456,6 +456,13 @@ def with_strength_scale(model, scale: float):
 # ---------------------------------------------------------------- training inside the graph
 
 
+def read_resume(path: Path, nano: bool):
+    """`training.resume_state` with normal (not inference-mode) tensors: the optimizer updates them in place."""
+    from . import training as node_training
+    with torch.inference_mode(False):
+        return node_training.resume_state(path, nano)
+
+
 def _make_trainable(network: nn.Module) -> None:
     """Replace inference-mode weights by normal tensors, one tensor at a time (values unchanged, no second copy).
 
@@ -606,7 +613,8 @@ class ClipConditioner:
     def _encode_one(self, prompt: str) -> torch.Tensor:
         if prompt not in self._features:
             cond = self.clip.encode_from_tokens_scheduled(self.clip.tokenize(prompt), show_pbar=False)[0][0]
-            self._features[prompt] = cond[0].float().cpu().clone()
+            with torch.inference_mode(False):           # a normal tensor, whichever mode the node runs in
+                self._features[prompt] = cond[0].float().cpu().clone()
         return self._features[prompt]
 
     def encode(self, prompts: list[str]):
@@ -643,13 +651,24 @@ class ClipConditioner:
             raise ValueError("a keyword is empty; give the word(s) to erase, e.g. 'Van Gogh'")
 
 
-def conditioner_for(clip):
-    """The nano CLIP gets the CLI's NanoConditioner (same features, same keyword rows); others ClipConditioner."""
+def conditioner_for(clip, config: DiTConfig):
+    """The nano CLIP gets the CLI's NanoConditioner (same features, same keyword rows); others ClipConditioner.
+
+    Refuses a CLIP whose features do not fit the MODEL's caption projection (e.g. Qwen3-4B with the nano model).
+    """
+    if clip is None or not hasattr(clip, "tokenize"):
+        raise ValueError("the clip input is missing or not a CLIP; connect the MODEL's text encoder")
     model = getattr(clip, "cond_stage_model", None)
     if isinstance(model, NanoTextModel):
         from zerase_core.nano.prompts import NanoConditioner
-        return NanoConditioner(model.encoder)
-    return ClipConditioner(clip)
+        conditioner = NanoConditioner(model.encoder)
+    else:
+        conditioner = ClipConditioner(clip)
+    width = conditioner.encode([""])[0].shape[-1]
+    if width != config.cap_feat_dim:
+        raise ValueError(f"the CLIP gives {width}-wide text features but this MODEL reads {config.cap_feat_dim}-wide "
+                         f"ones; connect the MODEL's own text encoder (Qwen3-4B for Z-Image, the nano CLIP for nano)")
+    return conditioner
 
 
 def is_nano(model) -> bool:

@@ -93,11 +93,11 @@ class ZEraseTrain(io.ComfyNode):
         out = comfy_bridge.save_path(save_name)
         resume = None
         if resume_from != NO_RESUME:
-            resume = training.resume_state(comfy_bridge.existing_erasure(resume_from, "resume_from"), base.nano)
+            resume = comfy_bridge.read_resume(comfy_bridge.existing_erasure(resume_from, "resume_from"), base.nano)
         config = resume.config if resume else training.erase_config(request, base.nano)
         prompts = resume.prompts if resume else training.prompt_set(request, base.nano)
         concept_names = resume.concepts if resume else lines(concepts)
-        conditioner = comfy_bridge.conditioner_for(clip)
+        conditioner = comfy_bridge.conditioner_for(clip, base.config)
         with comfy_bridge.training(model) as context:
             preview = None
             if vae is not None and preview_every:
