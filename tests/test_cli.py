@@ -97,8 +97,8 @@ def test_a_dual_stream_base_is_refused(tmp_path, world_folder):
 @pytest.fixture(scope="module")
 def erased_file(tmp_path_factory, world_folder):
     out = tmp_path_factory.mktemp("erasure") / "star.safetensors"
-    result = run_cli("erase", "--concept", "star", "--steps", "2", "--no-strength-search", "--out", out,
-                     world=world_folder)
+    result = run_cli("erase", "--concept", "star", "--steps", "2", "--pool-prompts", "4", "--sample-steps", "4",
+                     "--no-strength-search", "--out", out, world=world_folder)
     assert result.returncode == 0, result.stderr
     return out
 

@@ -92,7 +92,8 @@ def command_erase(args) -> None:
     if args.method != "uce-text":
         overrides = {name: value for name, value in (
             ("steps", args.steps), ("learning_rate", args.lr), ("rank", args.rank), ("eta", args.eta),
-            ("epsilon", args.epsilon), ("beta", args.beta)) if value is not None}
+            ("epsilon", args.epsilon), ("beta", args.beta), ("pool_prompts", args.pool_prompts),
+            ("sample_steps", args.sample_steps)) if value is not None}
         if args.targets:
             overrides["slices"] = tuple(args.targets)
         config = EraseConfig(method=args.method, seed=args.seed, **overrides)
@@ -161,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     erase.add_argument("--eta", type=float, help="negative guidance η (default 2)")
     erase.add_argument("--epsilon", type=float, help="ε tolerance (default: preset of the concept kind)")
     erase.add_argument("--beta", type=float, help="λ step size β (default 0.1)")
+    erase.add_argument("--pool-prompts", type=int, help="x_t trajectories sampled once and reused (default 32)")
+    erase.add_argument("--sample-steps", type=int, help="sampler steps of those trajectories (default 20)")
     erase.add_argument("--seed", type=int, default=0)
     erase.add_argument("--out", type=Path, required=True, help="erasure file to write (.safetensors)")
     erase.add_argument("--resume", type=Path, help="partial erasure file to continue (settings come from it)")
