@@ -124,7 +124,7 @@ def _first_qkv(model, clip) -> tuple[torch.Tensor, torch.Tensor]:
             positive = nodes.CLIPTextEncode().encode(clip, PROMPT)[0]
             latent = sd3.EmptySD3LatentImage.execute(16, 16, 1).result[0]
             samples = nodes.KSampler().sample(model, 0, 1, 1.0, "euler", "simple", positive, positive, latent)[0]
-            assert torch.isfinite(samples).all()
+            assert torch.isfinite(samples["samples"]).all()
     finally:
         handle.remove()
     return found["rows"]
