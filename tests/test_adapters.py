@@ -20,14 +20,6 @@ OPEN_KINDS = {"text": (TEXT, TEXT_PAD), "image": (IMAGE, IMAGE_PAD), "all": (TEX
 EVERYWHERE = dict(rank=4, slices=("q", "k", "v"), families=FAMILIES)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_inputs(seed: int = 0):
     """Mixed caption lengths (batch filler rows) and a 3×5 token grid padded to 16 (an image pad row)."""
     generator = torch.Generator().manual_seed(seed)

@@ -14,14 +14,6 @@ TWO_PAIRS = PromptSet(erase=("a red circle on white background", "a red star on 
                       anchors=("a circle on white background", "a star on black background"))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def projected(model, conditioner, prompts):
     """cap_embedder output (B, L, dim) of the prompts: what the text stream starts from."""
     features, _ = conditioner.encode(prompts)

@@ -15,14 +15,6 @@ from zerase_core.layout import BATCH_PAD
 from zerase_core.model import AttentionCapture, ZImageDiT, count_parameters
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_inputs(lengths, latent_hw=(6, 10), seed=0, width=32, channels=16):
     generator = torch.Generator().manual_seed(seed)
     batch = len(lengths)

@@ -37,14 +37,6 @@ TINY_FLAGS = ["--dim", "256", "--heads", "2", "--layers", "1", "--refiners", "0"
 KEYS = ("zerase_step_s", "plain_lora_step_s", "naive_esd_step_s", "teacher_forward_s", "peak_rss_gb")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def perf_args(*flags: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     add_perf_arguments(parser)

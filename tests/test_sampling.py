@@ -9,14 +9,6 @@ from zerase_fixtures import fresh_dit
 from zerase_core.sampling import euler_sample, guided_velocity, initial_noise, shifted_sigmas, time_shift
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_turbo_schedule_matches_z_image():
     expected = torch.tensor([1.0, 0.9545, 0.9, 0.8333, 0.75, 0.6429, 0.5, 0.3, 0.0])
     sigmas = shifted_sigmas(8, 3.0)

@@ -23,14 +23,6 @@ PROMPTS = PromptSet(erase=("a red circle on white background", "a red star on bl
                     anchors=("a circle on white background", "a star on black background"))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_config(**overrides) -> EraseConfig:
     settings = dict(steps=4, pool_prompts=2, sample_steps=2, batch_size=1, sample_cfg=1.0, latent_size=(4, 4), rank=2,
                     stationarity_every=2)
