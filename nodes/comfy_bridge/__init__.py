@@ -44,8 +44,8 @@ from zerase_core.layout import TokenLayout, active_layout
 from zerase_core.model import AttentionCapture, keyword_attention
 from zerase_core.nano import paths as nano_paths
 
-from . import names
-from .ids import MODELS_FOLDER, TRAIN_EVENT
+from .. import names
+from ..ids import MODELS_FOLDER, TRAIN_EVENT
 
 logger = logging.getLogger(__name__)
 
@@ -458,7 +458,7 @@ def with_strength_scale(model, scale: float):
 
 def read_resume(path: Path, nano: bool):
     """`training.resume_state` with normal (not inference-mode) tensors: the optimizer updates them in place."""
-    from . import training as node_training
+    from .. import training as node_training
     with torch.inference_mode(False):
         return node_training.resume_state(path, nano)
 
