@@ -1,4 +1,4 @@
-"""ComfyUI nodes: thin V3 wrappers over `zerase_core`; `comfy_bridge` is the only module using ComfyUI internals.
+"""ComfyUI nodes: thin V3 wrappers over `zerase_core`; the `comfy_bridge` package alone uses ComfyUI internals.
 
 Importing this package needs no ComfyUI (the pure helpers `names`, `training` and `report` are tested without it);
 the node classes are imported when ComfyUI asks for the extension.

@@ -1,0 +1,182 @@
+"""Which MODELs are accepted (single-stream Z-Image only; a refusal names what it got), and building or loading one."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+import comfy.ldm.lumina.model
+import comfy.model_management as model_management
+import comfy.model_patcher
+import comfy.sd
+import comfy.supported_models
+import comfy.supported_models_base
+import folder_paths
+
+from zerase_core.checkpoint import UnsupportedModelError, detect_architecture, infer_config, normalize_keys, \
+    read_state_dict
+from zerase_core.config import DiTConfig
+from zerase_core.nano import paths as nano_paths
+
+from .nano_objects import NanoLatentFormat, NanoTextModel, NanoTokenizer, NanoVAE
+
+BASE_ATTACHMENT = "zerase.base"  # BaseInfo of a MODEL built by LoadSingleStreamDiT
+
+# ComfyUI's model-config class name -> what it is, for refusals (notes §A1, checkpoint_keys._FOREIGN).
+_REFUSED = {
+    "Flux": "a dual-stream Flux model", "FluxInpaint": "a dual-stream Flux model", "FluxSchnell": "a dual-stream "
+    "Flux model", "Flux2": "a dual-stream Flux.2 model", "Chroma": "a dual-stream Chroma (Flux) model",
+    "SD3": "a dual-stream SD3 (MMDiT) model", "QwenImage": "a dual-stream Qwen-Image model",
+    "HiDream": "a HiDream model", "AuraFlow": "an AuraFlow model", "PixArtAlpha": "a PixArt model",
+    "Lumina2": "Lumina-Image-2.0 (NextDiT without Z-Image modulation)",
+    "ZImagePixelSpace": "pixel-space Z-Image (not supported yet)",
+}
+
+
+@dataclass(frozen=True)
+class BaseInfo:
+    config: DiTConfig
+    nano: bool
+
+
+def zimage_network(model) -> comfy.ldm.lumina.model.NextDiT:
+    """The Z-Image NextDiT inside a MODEL, or ValueError naming what the MODEL is instead."""
+    base = getattr(model, "model", None)
+    network = getattr(base, "diffusion_model", None)
+    if network is None:
+        raise ValueError(f"expected a MODEL (a ComfyUI ModelPatcher), got {type(model).__name__}")
+    kind = type(getattr(base, "model_config", None)).__name__
+    unet = getattr(getattr(base, "model_config", None), "unet_config", {}) or {}
+    if isinstance(network, comfy.ldm.lumina.model.NextDiTPixelSpace) or kind == "ZImagePixelSpace":
+        raise ValueError("this MODEL is pixel-space Z-Image (dec_net), which ZErase does not support yet; use "
+                         "text-to-image Z-Image / Z-Image-Turbo")
+    if not isinstance(network, comfy.ldm.lumina.model.NextDiT):
+        what = _REFUSED.get(kind) or (f"a U-Net ({kind})" if "UNet" in type(network).__name__ else
+                                      f"{kind} ({type(network).__name__})")
+        raise ValueError(f"this MODEL is {what}; ZErase erases concepts from single-stream Z-Image models only "
+                         f"(load Z-Image / Z-Image-Turbo, or the bundled nano model)")
+    if getattr(network, "siglip_embedder", None) is not None:
+        raise ValueError("this MODEL is Z-Image Omni (siglip_embedder, image-conditioned), not supported yet")
+    if not unet.get("z_image_modulation", False) or getattr(network, "cap_pad_token", None) is None:
+        raise ValueError(f"this MODEL is {_REFUSED['Lumina2']} ({kind}); ZErase supports Z-Image only. ComfyUI "
+                         f"recognises a Z-Image file only at width 3840; smaller Z-Image files load through "
+                         f"LoadSingleStreamDiT when they carry ZErase's config metadata")
+    return network
+
+
+def base_info(model) -> BaseInfo:
+    attached = model.get_attachment(BASE_ATTACHMENT)
+    if attached is not None:
+        return attached
+    zimage_network(model)
+    unet = model.model.model_config.unet_config
+    config = DiTConfig(
+        dim=unet["dim"], n_layers=unet["n_layers"], n_refiner_layers=unet.get("n_refiner_layers", 2),
+        n_heads=unet["n_heads"], cap_feat_dim=unet["cap_feat_dim"], in_channels=unet["in_channels"],
+        patch_size=unet["patch_size"], axes_dims=tuple(unet["axes_dims"]), axes_lens=tuple(unet["axes_lens"]),
+        rope_theta=float(unet["rope_theta"]), time_scale=float(unet["time_scale"]),
+        norm_eps=float(unet.get("norm_eps", 1e-5)), ffn_multiple_of=unet.get("multiple_of", 256),
+        ffn_dim_multiplier=float(unet["ffn_dim_multiplier"]), pad_tokens_multiple=unet.get("pad_tokens_multiple") or 1,
+        shift=float(model.model.model_sampling.shift))
+    return BaseInfo(config, nano=False)
+
+
+def describe_layout(model) -> str:
+    info = base_info(model)
+    config = info.config
+    network = zimage_network(model)
+    return (f"{'nano ' if info.nano else ''}Z-Image NextDiT: dim {config.dim}, {config.n_layers} joint layers, "
+            f"{config.n_refiner_layers}+{config.n_refiner_layers} refiners, {config.n_heads} heads, fused "
+            f"attention.qkv; joint sequence [text padded to {network.pad_tokens_multiple or 1} | image "
+            f"(H/{config.patch_size})·(W/{config.patch_size}) tokens padded to {network.pad_tokens_multiple or 1}]; "
+            f"ZErase adapters add their delta at text rows only (image rows see the frozen W)")
+
+
+def is_nano(model) -> bool:
+    return base_info(model).nano
+
+
+# ---------------------------------------------------------------- building and loading a MODEL
+
+
+def _unet_config(config: DiTConfig) -> dict:
+    return dict(image_model="lumina2", patch_size=config.patch_size, in_channels=config.in_channels, dim=config.dim,
+                cap_feat_dim=config.cap_feat_dim, n_layers=config.n_layers, n_refiner_layers=config.n_refiner_layers,
+                qk_norm=True, n_heads=config.n_heads, n_kv_heads=config.n_heads, multiple_of=config.ffn_multiple_of,
+                ffn_dim_multiplier=config.ffn_dim_multiplier, norm_eps=config.norm_eps,
+                axes_dims=list(config.axes_dims), axes_lens=list(config.axes_lens), rope_theta=config.rope_theta,
+                z_image_modulation=True, time_scale=config.time_scale, pad_tokens_multiple=config.pad_tokens_multiple)
+
+
+def build_zimage_patcher(config: DiTConfig, state_dict: dict[str, torch.Tensor], nano: bool,
+                         dtype: torch.dtype = torch.float32):
+    """A genuine ComfyUI Z-Image model (`model_base.Lumina2` holding a NextDiT) from our config and weights.
+
+    Built with inference mode off, so the weights are normal tensors a training node can backpropagate through.
+    """
+    model_config = comfy.supported_models.ZImage(_unet_config(config))
+    model_config.sampling_settings = {"multiplier": 1.0, "shift": config.shift}
+    model_config.set_inference_dtype(dtype, None)
+    if nano:
+        model_config.latent_format = NanoLatentFormat()
+    with torch.inference_mode(False):
+        model = model_config.get_model({}, "")
+        weights = {key: value.to(dtype) if value.is_floating_point() else value for key, value in state_dict.items()}
+        missing, unexpected = model.diffusion_model.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"the weights do not fit ComfyUI's NextDiT: missing {missing[:4]}, unexpected {unexpected[:4]}")
+    patcher = comfy.model_patcher.ModelPatcher(model, load_device=model_management.get_torch_device(),
+                                               offload_device=model_management.unet_offload_device())
+    patcher.set_attachments(BASE_ATTACHMENT, BaseInfo(config, nano))
+    return patcher
+
+
+def _nano_patcher(disable_dynamic: bool = False):
+    state, metadata = read_state_dict(nano_paths.DIT)
+    state = normalize_keys(state)
+    patcher = build_zimage_patcher(infer_config(state, metadata), state, nano=True)
+    patcher.cached_patcher_init = (_nano_patcher, ())
+    return patcher
+
+
+def load_nano():
+    """(MODEL, CLIP, VAE) of the bundled nano world, as objects stock ComfyUI nodes accept."""
+    missing = [path.name for path in (nano_paths.DIT, nano_paths.TEXT_ENCODER, nano_paths.CODEC) if not path.exists()]
+    if missing:
+        raise FileNotFoundError(f"nano weights missing from {nano_paths.WEIGHTS}: {missing}; reinstall ZErase or "
+                                f"train them with `python -m zerase_core.nano.train` (see README)")
+    patcher = _nano_patcher()
+    target = comfy.supported_models_base.ClipTarget(NanoTokenizer, NanoTextModel)
+    clip = comfy.sd.CLIP(target, model_options={"load_device": torch.device("cpu"),
+                                                "offload_device": torch.device("cpu"), "dtype": torch.float32})
+    return patcher, clip, NanoVAE()
+
+
+def _header_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Keys and shapes of a safetensors file as meta tensors (nothing is read but the header)."""
+    from safetensors import safe_open
+    with safe_open(str(path), framework="pt", device="cpu") as handle:
+        return {key: torch.empty(handle.get_slice(key).get_shape(), device="meta") for key in handle.keys()}
+
+
+def load_diffusion_file(name: str):
+    """A `diffusion_models` file: refused unless it is Z-Image, then loaded by ComfyUI's own loader."""
+    if not name.endswith(".safetensors"):
+        raise ValueError(f"{name} is not a .safetensors file; ZErase loads safetensors only")
+    path = Path(folder_paths.get_full_path_or_raise("diffusion_models", name))
+    try:
+        detect_architecture(_header_tensors(path))
+    except UnsupportedModelError as error:
+        raise ValueError(f"{name}: {error}") from None
+    from safetensors import safe_open
+    with safe_open(str(path), framework="pt", device="cpu") as handle:
+        metadata = handle.metadata() or {}
+    stated = DiTConfig.from_metadata(metadata)
+    if stated is not None and stated.dim != 3840:
+        # ComfyUI's detector recognises Z-Image only at dim 3840 (notes §A5); build smaller ones ourselves.
+        state, _ = read_state_dict(path)
+        return build_zimage_patcher(stated, normalize_keys(state), nano=False)
+    model = comfy.sd.load_diffusion_model(str(path))
+    zimage_network(model)
+    return model
