@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from zerase_core.erase_config import METHODS
+from zerase_core.erase_config import METHODS, EraseConfig
 
 from . import comfy_bridge, training
 from .parsing import lines
@@ -41,7 +41,7 @@ def _inputs() -> list:
         io.Float.Input("epsilon", default=0.0, min=0.0, max=1.0, step=1e-4, round=1e-6,
                        tooltip="ε of the λ update (preservation slack). 0 = the preset of the concept kind "
                                "(1e-3 style/nudity, 1e-2 object)."),
-        io.Float.Input("beta", default=0.1, min=0.0, max=100.0, step=0.01, tooltip="β: step size of the λ update."),
+        io.Float.Input("beta", default=EraseConfig.beta, min=0.0, max=100.0, step=0.01, tooltip="β: step size of the λ update."),
         io.Float.Input("eta", default=2.0, min=0.0, max=50.0, step=0.1,
                        tooltip="η: negative guidance of the ESD target v(∅) − η(v(c) − v(∅))."),
         io.Int.Input("seed", default=0, min=0, max=2**31 - 1, tooltip="Seed of the adapters, the x_t pool and the "

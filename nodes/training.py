@@ -45,7 +45,7 @@ class TrainInputs:
     rank: int = 8
     targets: str = "qk"
     epsilon: float = 0.0             # 0 = the preset of the concept kind
-    beta: float = 0.1
+    beta: float = EraseConfig.beta
     eta: float = 2.0
     seed: int = 0
     resolution: int = 64

@@ -105,17 +105,23 @@ def test_stage_clock_gives_nested_time_to_the_inner_stage_and_everything_in_the_
     assert clock.totals == totals
 
 
-def test_uncached_loop_samples_fresh_states_each_step_and_leaves_the_pool_unchanged(word_conditioner):
+@pytest.mark.parametrize("anchor_trajectories", [False, True])
+def test_uncached_loop_samples_fresh_states_each_step_and_leaves_the_pool_unchanged(word_conditioner,
+                                                                                    anchor_trajectories):
     settings = dict(steps=4, pool_prompts=2, sample_steps=3, batch_size=2, sample_cfg=2.0, latent_size=(4, 4), rank=2,
-                    stationarity_every=0, cache=False)
+                    stationarity_every=0, cache=False, anchor_trajectories=anchor_trajectories)
     trainer = BenchTrainer(fresh_dit(TRAINER_DIT), word_conditioner, PROMPTS, EraseConfig(**settings),
                            clock=StageClock(), fresh_samples=True)
     states = trainer.pool.states.clone()
-    fresh = trainer._fresh_states([(0, 2), (1, 0)])
+    anchor_states = None if trainer.pool.anchor_states is None else trainer.pool.anchor_states.clone()
+    assert (anchor_states is not None) == anchor_trajectories
+    fresh = trainer._fresh_states([(0, 2), (1, 0)], [trainer.pool.prompts[0], trainer.pool.prompts[1]])
     assert fresh.shape == (2, *states.shape[2:]) and torch.isfinite(fresh).all()
     assert not torch.equal(fresh[0], states[0, 2])                           # new noise, not the pooled trajectory
     trainer.train_step()
     assert torch.equal(trainer.pool.states, states)
+    if anchor_trajectories:
+        assert torch.equal(trainer.pool.anchor_states, anchor_states)
     assert trainer.step_stages["sampling"] > 0 and trainer.pool.teacher == {}
 
 

@@ -262,6 +262,26 @@ def test_g_tilde_compares_the_same_probe_before_and_after_the_step(lagrangian_al
     assert after > 0            # the probe did move: the check compares real numbers
 
 
+def test_anchor_trajectories_measure_the_anchor_term_on_the_anchors_own_states(word_conditioner):
+    trainer = make_trainer(word_conditioner, method="zerase", anchor_trajectories=True, sample_cfg=2.0)
+    pool = trainer.pool
+    assert pool.anchor_states is not None and pool.anchor_states.shape == pool.states.shape
+    assert torch.equal(pool.anchor_states[:, 0], pool.states[:, 0])        # same seeds: the same starting noise
+    assert not torch.equal(pool.anchor_states[:, 1], pool.states[:, 1])    # then the anchor prompt steers them
+    picks = [(1, 1)]
+    context, lengths = word_conditioner.encode([pool.anchors[1]])
+    with torch.no_grad(), trainer.adapters.disabled():
+        expected = trainer.model(pool.anchor_states[1, 1][None], pool.sigmas[1][None], context, lengths).float()
+        on_erase_states = trainer.model(pool.states[1, 1][None], pool.sigmas[1][None], context, lengths).float()
+    cached = trainer._teacher(picks)["anchor"]
+    torch.testing.assert_close(cached, expected, rtol=1e-4, atol=1e-5)       # batched vs single: float noise
+    assert not torch.allclose(cached, on_erase_states)
+    history = [trainer.train_step() for _ in range(3)]                      # the fused forwards take per-list states
+    assert all(math.isfinite(metrics["loss_preserve"]) for metrics in history)
+    without = make_trainer(word_conditioner, method="zerase", sample_cfg=2.0, anchor_trajectories=False)
+    assert without.pool.anchor_states is None and torch.equal(without.pool.states, pool.states)
+
+
 def test_fixed_lambda_stays_constant(word_conditioner):
     trainer = make_trainer(word_conditioner, method="zerase", steps=4, lambda_mode="fixed", fixed_lambda=0.7)
     history = trainer.run()

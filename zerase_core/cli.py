@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     erase.add_argument("--targets", choices=["q", "k", "v"], action="append", help="qkv slices (default q and k)")
     erase.add_argument("--eta", type=float, help="negative guidance η (default 2)")
     erase.add_argument("--epsilon", type=float, help="ε tolerance (default: preset of the concept kind)")
-    erase.add_argument("--beta", type=float, help="λ step size β (default 0.1)")
+    erase.add_argument("--beta", type=float, help="λ step size β (default 1; the paper: 0.1 over 1,000 steps)")
     erase.add_argument("--pool-prompts", type=int, help="x_t trajectories sampled once and reused (default 32)")
     erase.add_argument("--sample-steps", type=int, help="sampler steps of those trajectories (default 20)")
     erase.add_argument("--seed", type=int, default=0)

@@ -32,7 +32,10 @@ class EraseConfig:
     attention_weight: float = 1.0        # L_er = L_erase + w·L_attn (the paper: unweighted)
     concept_kind: str = "object"
     epsilon: float | None = None         # None = the preset of concept_kind
-    beta: float = 0.1                    # dual step size of λ
+    # Dual step size of λ. The paper uses 0.1 over 1,000 steps; our default run is 200 steps, and λ integrates
+    # β·g̃ per step, so 0.1 left λ too small to hold L_pr (nano, 2026-11-28: yellow keep 0.84× base at β 0.1,
+    # 0.94× at β 1; red 0.90× → 0.97×). The paper reports robustness to β; the bench's sweep measures it.
+    beta: float = 1.0
     lagrangian_alpha: float | None = None  # α of g̃ = ΔL_pr/α + ε; None = learning_rate (as the paper writes)
     lambda_mode: str = "adaptive"        # "fixed" keeps λ = fixed_lambda (ablation)
     fixed_lambda: float = 0.0
@@ -43,6 +46,7 @@ class EraseConfig:
     pool_prompts: int = 32               # trajectories in the x_t pool
     sample_steps: int = 20               # sampler steps of the x_t trajectories (the schedule t is drawn from)
     sample_cfg: float = 3.0              # guidance of the frozen sampler for x_t (1 = none, Turbo)
+    anchor_trajectories: bool = True     # also sample the pool with the anchor prompts; L_pr's anchor term uses them
     latent_size: tuple[int, int] = (8, 8)
     seed: int = 0
     stationarity_every: int = 25

@@ -250,14 +250,14 @@ class BenchTrainer(EraseTrainer):
             self.step_stages = self.clock.end_step()
 
     @torch.no_grad()
-    def _fresh_states(self, picks) -> torch.Tensor:
-        """x_t at each pick's step k: the frozen model from new noise with the pick's erase prompt (ESD quick-sample)."""
+    def _fresh_states(self, picks, prompts: list[str]) -> torch.Tensor:
+        """x_t at each pick's step k: the frozen model from new noise with `prompts` (ESD quick-sample)."""
         config, pool = self.config, self.pool
         channels, height, width = pool.states.shape[2:]
         seeds = range(self._fresh_seed, self._fresh_seed + len(picks))
         self._fresh_seed += len(picks)
         x = torch.cat([initial_noise((1, channels, height, width), seed) for seed in seeds]) * pool.sigmas[0]
-        context, lengths = self.conditioner.encode([pool.prompts[p] for p, _ in picks])
+        context, lengths = self.conditioner.encode(prompts)
         empty, empty_lengths = self.conditioner.encode([""] * len(picks))
         ks = [k for _, k in picks]
         with self.adapters.disabled():
@@ -274,16 +274,22 @@ class BenchTrainer(EraseTrainer):
     def _losses(self, picks):
         if not self.fresh_samples:
             return super()._losses(picks)
+        pool = self.pool
+        fields = ["states"] + (["anchor_states"] if pool.anchor_states is not None else [])
         with self.clock.stage("sampling"):
-            fresh = self._fresh_states(picks)
-        saved = {pick: self.pool.states[pick].clone() for pick in picks}
-        for row, pick in enumerate(picks):
-            self.pool.states[pick] = fresh[row]
+            fresh = {"states": self._fresh_states(picks, [pool.prompts[p] for p, _ in picks])}
+            if "anchor_states" in fields:
+                fresh["anchor_states"] = self._fresh_states(picks, [pool.anchors[p] for p, _ in picks])
+        saved = {name: {pick: getattr(pool, name)[pick].clone() for pick in picks} for name in fields}
+        for name in fields:
+            for row, pick in enumerate(picks):
+                getattr(pool, name)[pick] = fresh[name][row]
         try:
             return super()._losses(picks)
         finally:
-            for pick, state in saved.items():
-                self.pool.states[pick] = state
+            for name in fields:
+                for pick, state in saved[name].items():
+                    getattr(pool, name)[pick] = state
 
 
 class TrainerVariant:

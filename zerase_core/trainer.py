@@ -88,7 +88,8 @@ class EraseTrainer:
         seeds = [config.seed * 100_003 + index for index in range(count)]
         with self.adapters.disabled():
             pool = sample_pool(self._velocity, self.conditioner, prompts, anchors, seeds, config.latent_size,
-                               in_channels, config.sample_steps, shift, config.sample_cfg, self.sample_batch)
+                               in_channels, config.sample_steps, shift, config.sample_cfg, self.sample_batch,
+                               config.anchor_trajectories)
             if config.cache:
                 # Every teacher velocity in a fixed batch order: training and a resumed run see identical numbers.
                 picks = [(p, k) for p in range(pool.size) for k in range(pool.steps)]
@@ -120,11 +121,13 @@ class EraseTrainer:
         return not getattr(self.model, "gradient_checkpointing", False)
 
     def _students(self, states, sigma, prompt_lists, capture=None) -> list[torch.Tensor]:
-        """Student velocities at the same states for each prompt list; `capture` belongs to the first list."""
+        """Student velocities for each prompt list at `states` (one tensor, or one per list); `capture` belongs to
+        the first list."""
+        states_lists = states if isinstance(states, (list, tuple)) else [states] * len(prompt_lists)
         if len(prompt_lists) == 1 or not self._fused():
-            return [self._student(states, sigma, prompts, capture if index == 0 else None)
-                    for index, prompts in enumerate(prompt_lists)]
-        count, groups = len(states), len(prompt_lists)
+            return [self._student(list_states, sigma, prompts, capture if index == 0 else None)
+                    for index, (list_states, prompts) in enumerate(zip(states_lists, prompt_lists))]
+        count, groups = len(states_lists[0]), len(prompt_lists)
         inner = None
         if capture is not None:
             # the other lists' rows capture nothing: their columns are masked, and their maps are dropped below
@@ -133,14 +136,14 @@ class EraseTrainer:
             padding = (groups - 1) * count
             inner = AttentionCapture(columns=torch.cat([columns, columns.new_zeros(padding, columns.shape[1])]),
                                      column_mask=torch.cat([mask, mask.new_zeros(padding, mask.shape[1])]))
-        velocity = self._student(torch.cat([states] * groups), torch.cat([sigma] * groups),
+        velocity = self._student(torch.cat(list(states_lists)), torch.cat([sigma] * groups),
                                  [prompt for prompts in prompt_lists for prompt in prompts], inner)
         if capture is not None:
             capture.maps.extend(maps[:count] for maps in inner.maps)
         return list(velocity.split(count))
 
-    def _batch(self, picks):
-        states = torch.stack([self.pool.states[p, k] for p, k in picks])
+    def _batch(self, picks, kind: str = "erase"):
+        states = torch.stack([self.pool.state(kind, p, k) for p, k in picks])
         sigma = torch.stack([self.pool.sigmas[k] for _, k in picks])
         return states, sigma
 
@@ -148,7 +151,7 @@ class EraseTrainer:
         teacher = teacher or self._teacher(picks)
         states, sigma = self._batch(picks)
         anchors = [self.pool.anchors[p] for p, _ in picks]
-        empty, anchor = self._students(states, sigma, [[""] * len(picks), anchors])
+        empty, anchor = self._students([states, self._batch(picks, "anchor")[0]], sigma, [[""] * len(picks), anchors])
         return preservation(empty, teacher["empty"], anchor, teacher["anchor"])
 
     def _erase_losses(self, picks, teacher, shuffle: bool, preserve: bool = False) -> dict[str, torch.Tensor]:
@@ -168,10 +171,11 @@ class EraseTrainer:
         if config.method in ("zerase", "eraseanything") and config.attention_weight > 0:
             columns, mask = keyword_columns(self.conditioner, prompts, keywords)
             capture = AttentionCapture(columns=columns, column_mask=mask)
-        prompt_lists = [prompts]
+        prompt_lists, states_lists = [prompts], [states]
         if preserve:
             prompt_lists += [[""] * len(picks), [self.pool.anchors[p] for p, _ in picks]]
-        predictions = self._students(states, sigma, prompt_lists, capture)
+            states_lists += [states, self._batch(picks, "anchor")[0]]
+        predictions = self._students(states_lists, sigma, prompt_lists, capture)
         losses = {"erase": velocity_mse(predictions[0], target)}
         if capture is not None:
             losses["attention"] = attention_suppression(capture.maps)

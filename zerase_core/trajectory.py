@@ -20,6 +20,8 @@ class TrajectoryPool:
     sigmas: torch.Tensor            # (K + 1,)
     prompts: list[str]              # the (unshuffled) erase prompt of each trajectory
     anchors: list[str]              # the anchor prompt paired with each trajectory
+    # (P, K, C, h, w) or None: the same seeds sampled with the anchor prompts, where L_pr's anchor term is measured
+    anchor_states: torch.Tensor | None = None
     teacher: dict[tuple[int, int, str], torch.Tensor] = field(default_factory=dict)
     hits: int = 0
     misses: int = 0
@@ -32,13 +34,16 @@ class TrajectoryPool:
     def steps(self) -> int:
         return self.states.shape[1]
 
+    def state(self, kind: str, trajectory: int, step: int) -> torch.Tensor:
+        """x_t where a velocity of `kind` is taken: anchor prompts on their own trajectories when sampled."""
+        states = self.anchor_states if kind == "anchor" and self.anchor_states is not None else self.states
+        return states[trajectory, step]
+
 
 @torch.no_grad()
-def sample_pool(velocity_of, conditioner, prompts: list[str], anchors: list[str], seeds: list[int],
-                latent_hw: tuple[int, int], channels: int, steps: int, shift: float, cfg: float,
-                batch_size: int = 32) -> TrajectoryPool:
-    """Run the frozen model from noise with each prompt, keeping every state. `velocity_of(x, sigma, ctx, lengths)`."""
-    sigmas = shifted_sigmas(steps, shift)
+def sample_trajectories(velocity_of, conditioner, prompts: list[str], seeds: list[int], latent_hw: tuple[int, int],
+                        channels: int, sigmas: torch.Tensor, cfg: float, batch_size: int = 32) -> torch.Tensor:
+    """Run the frozen model from noise with each prompt, keeping every state: (P, K, C, h, w)."""
     all_states = []
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start:start + batch_size]
@@ -47,7 +52,7 @@ def sample_pool(velocity_of, conditioner, prompts: list[str], anchors: list[str]
         noise = torch.cat([initial_noise((1, channels, *latent_hw), seed) for seed in seeds[start:start + batch_size]])
         x = noise * sigmas[0]
         states = []
-        for index in range(steps):
+        for index in range(len(sigmas) - 1):
             states.append(x)
             sigma = sigmas[index].expand(len(chunk))
             v = velocity_of(x, sigma, context, lengths).float()
@@ -56,7 +61,19 @@ def sample_pool(velocity_of, conditioner, prompts: list[str], anchors: list[str]
                 v = v_empty + cfg * (v - v_empty)
             x = x + (sigmas[index + 1] - sigmas[index]) * v
         all_states.append(torch.stack(states, dim=1))
-    return TrajectoryPool(torch.cat(all_states), sigmas, list(prompts), list(anchors))
+    return torch.cat(all_states)
+
+
+def sample_pool(velocity_of, conditioner, prompts: list[str], anchors: list[str], seeds: list[int],
+                latent_hw: tuple[int, int], channels: int, steps: int, shift: float, cfg: float,
+                batch_size: int = 32, anchor_trajectories: bool = False) -> TrajectoryPool:
+    """The x_t pool of the erase prompts (and, with `anchor_trajectories`, of the anchors from the same seeds).
+    `velocity_of(x, sigma, ctx, lengths)` is the frozen model."""
+    sigmas = shifted_sigmas(steps, shift)
+    def sample(texts: list[str]) -> torch.Tensor:
+        return sample_trajectories(velocity_of, conditioner, texts, seeds, latent_hw, channels, sigmas, cfg, batch_size)
+    return TrajectoryPool(sample(prompts), sigmas, list(prompts), list(anchors),
+                          sample(anchors) if anchor_trajectories else None)
 
 
 @torch.no_grad()
@@ -67,7 +84,7 @@ def teacher_velocities(pool: TrajectoryPool, picks: list[tuple[int, int]], kind:
     pool.hits += len(picks) - len(missing)
     pool.misses += len(missing)
     if missing:
-        states = torch.stack([pool.states[picks[row][0], picks[row][1]] for row in missing])
+        states = torch.stack([pool.state(kind, *picks[row]) for row in missing])
         sigma = torch.stack([pool.sigmas[picks[row][1]] for row in missing])
         context, lengths = conditioner.encode([prompts[row] for row in missing])
         velocities = velocity_of(states, sigma, context, lengths).float()
