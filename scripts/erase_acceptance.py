@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -26,10 +27,12 @@ from zerase_core.nano.world import NanoWorld
 from zerase_core.nano.vocab import SHAPES, COLOURS
 
 
-def run_erase(word: str, out: Path, method: str, seed: int) -> float:
+def run_erase(words: list[str], out: Path, method: str, seed: int, threads: int) -> float:
     started = time.monotonic()
-    subprocess.run([sys.executable, "-m", "zerase_core", "erase", "--concept", word, "--method", method,
-                    "--seed", str(seed), "--out", str(out)], check=True, stdout=subprocess.DEVNULL)
+    concepts = [argument for word in words for argument in ("--concept", word)]
+    subprocess.run([sys.executable, "-m", "zerase_core", "erase", *concepts, "--method", method,
+                    "--seed", str(seed), "--out", str(out)], check=True, stdout=subprocess.DEVNULL,
+                   env={**os.environ, "OMP_NUM_THREADS": str(threads)})
     return time.monotonic() - started
 
 
@@ -65,7 +68,8 @@ def main() -> None:
             key = f"{method}:{word}"
             if key not in results:
                 path = args.folder / f"{method}-{word}.safetensors"
-                times = [run_erase(word, path, method, seed=0) for _ in range(args.repeats)]
+                repeats = args.repeats if method == "zerase" else 1      # naive-esd: the damage, not its timing
+                times = [run_erase([word], path, method, 0, args.threads) for _ in range(repeats)]
                 base = score(world, word)
                 at_rec, info = scored(world, word, path)
                 at_one = at_rec if info.recommended_strength == 1.0 else scored(world, word, path, 1.0)[0]
@@ -79,34 +83,43 @@ def main() -> None:
                   f"{row['strength_1']['acc_ir'] / row['base']['acc_ir']:.3f} |", flush=True)
     if args.combine:
         first, second = args.combine.split(",")
-        key = f"combined:{first}+{second}"
-        if key not in results:
-            edits = []
-            for word in (first, second):
-                path = args.folder / f"zerase-{word}.safetensors"
-                edit, info = attach_file(world, path)
-                edit.set_strength(info.recommended_strength / 2)
-                edits.append(edit)
-            def unrelated(word, other):
-                # keep prompts of `word` that do not contain the other erased value either
-                erase_items, keep_items = evaluation_sets(word)
-                attribute, value = attribute_of(other)
-                return erase_items, [item for item in keep_items if item[1][attribute] != value]
-            pairs = {first: unrelated(first, second), second: unrelated(second, first)}
-            try:
-                combined = {w: _score(world, w, *pairs[w], EVALUATION_SEED).__dict__ for w in pairs}
-            finally:
-                for edit in reversed(edits):
-                    edit.detach()
-            results[key] = {"combined": combined,
-                            "base": {w: _score(world, w, *pairs[w], EVALUATION_SEED).__dict__ for w in pairs}}
-            atomic_write_json(results, args.json)
-        row = results[key]
-        print(f"\ncombined {first}+{second} (1/N of each recommended strength):")
-        for word in (first, second):
-            print(f"- {word}: Acc_e {row['combined'][word]['acc_e']:.2f} (base {row['base'][word]['acc_e']:.2f}), "
-                  f"Acc_ir/base {row['combined'][word]['acc_ir'] / row['base'][word]['acc_ir']:.3f}")
 
+        def unrelated(word, other):
+            # keep prompts of `word` that do not contain the other erased value either
+            erase_items, keep_items = evaluation_sets(word)
+            attribute, value = attribute_of(other)
+            return erase_items, [item for item in keep_items if item[1][attribute] != value]
+        pairs = {first: unrelated(first, second), second: unrelated(second, first)}
+        base_key = f"combined-base:{first}+{second}"
+        if base_key not in results:
+            results[base_key] = {w: _score(world, w, *pairs[w], EVALUATION_SEED).__dict__ for w in pairs}
+            atomic_write_json(results, args.json)
+        joint_path = args.folder / f"zerase-{first}+{second}.safetensors"
+        if not joint_path.exists():
+            results[f"joint-seconds:{first}+{second}"] = run_erase([first, second], joint_path, "zerase", 0, args.threads)
+        # joint: one file trained on both; stacked 1/N: the paper's merge of two files; stacked 1: each file at its
+        # own recommended strength
+        for variant in ("joint", "stacked 1/N", "stacked 1"):
+            key = f"combined {variant}:{first}+{second}"
+            if key not in results:
+                edits = []
+                paths = [joint_path] if variant == "joint" else [args.folder / f"zerase-{w}.safetensors" for w in (first, second)]
+                for path in paths:
+                    edit, info = attach_file(world, path)
+                    if variant == "stacked 1/N":
+                        edit.set_strength(info.recommended_strength / len(paths))
+                    edits.append(edit)
+                try:
+                    results[key] = {w: _score(world, w, *pairs[w], EVALUATION_SEED).__dict__ for w in pairs}
+                finally:
+                    for edit in reversed(edits):
+                        edit.detach()
+                atomic_write_json(results, args.json)
+            row, base = results[key], results[base_key]
+            print(f"\ncombined {first}+{second}, {variant}:")
+            for word in (first, second):
+                print(f"- {word}: Acc_e {row[word]['acc_e']:.2f} (base {base[word]['acc_e']:.2f}), "
+                      f"Acc_ir/base {row[word]['acc_ir'] / base[word]['acc_ir']:.3f}")
 
 if __name__ == "__main__":
     main()
