@@ -3,7 +3,9 @@
 Z-Erase step (Alg. 1, with the details the paper leaves open fixed as in paper-notes §7):
   1. draw (trajectory, k) pairs from the frozen x_t pool; teacher velocities (adapters off) for ∅, c_er, c_pr
   2. student forward on the word-shuffled erase prompt, capturing image→keyword attention: L_er = L_erase + w·L_attn
-  3. L_pr = MSE to the teacher on ∅ and on the anchor c_pr;  L = L_er + λ·L_pr;  one AdamW step
+  3. L_pr = MSE to the teacher on ∅ and on the anchor c_pr;  L = L_er + λ·L_pr;  one AdamW step. The anchor term
+     is taken at the anchor's own x_t (its trajectory from the same seed; `EraseConfig.anchor_trajectories`), where
+     the keep prompts actually sample: on nano colours and shapes this raised the keep ratio at equal erasure
   4. λ ← clip(λ − β·g̃, 0, λ_max),  g̃ = (L_pr(θ_before) − L_pr(θ_after))/α + ε, with both L_pr values on the SAME
      fixed probe (same x_t, t, noise and prompts) — the public code compares a loss with itself (notes §2.10).
      L_pr(θ_after) of one step is L_pr(θ_before) of the next, so the probe costs one no-grad forward pair per step.
