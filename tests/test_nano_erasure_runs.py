@@ -1,4 +1,4 @@
-"""The nano CLI's strength choice on held-out prompts (`zerase_core.nano.scoring.choose_strength`)."""
+"""Nano erasure runs: the strength choice on held-out prompts and multi-concept training prompt sets."""
 from __future__ import annotations
 
 import pytest
@@ -22,3 +22,18 @@ def rows(*values):
 ])
 def test_choose_strength(table, expected):
     assert choose_strength(table, target_acc_e=0.1, keep_ratio=0.95, margin=0.5) == expected
+
+
+def test_multi_concept_prompt_sets_never_show_another_erased_value():
+    from zerase_core.nano.prompts import attribute_of, training_prompt_set
+    from zerase_core.nano.vocab import ATTRIBUTES, VOCABULARY
+    prompts = training_prompt_set(["star", "red"], count=96, seed=3)
+    words_of = {value: set(ATTRIBUTES[attribute][value]) for attribute, value in map(attribute_of, ["star", "red"])}
+    for index, (erase, anchor) in enumerate(zip(prompts.erase, prompts.anchors)):
+        concept = "star" if index % 2 == 0 else "red"
+        other = "red" if concept == "star" else "star"
+        erase_words, anchor_words = set(VOCABULARY.split(erase)), set(VOCABULARY.split(anchor))
+        assert concept in erase_words and not erase_words & words_of[other]
+        assert not anchor_words & (words_of["star"] | words_of["red"])
+    with pytest.raises(ValueError, match="every colour value"):
+        training_prompt_set(list(ATTRIBUTES["colour"]))
