@@ -108,8 +108,8 @@ class GatedLoRA(nn.Module):
             return base_output + delta
         if gate.shape[:2] != base_output.shape[:2]:
             raise RuntimeError(f"layout gives {tuple(gate.shape[:2])} rows but the {self.family} input has {tuple(base_output.shape[:2])}")
-        # where (not multiply) so gated-off rows get exactly the frozen output and no gradient
-        return base_output + torch.where(gate, delta, torch.zeros_like(delta))
+        # where (not multiply) so gated-off rows get exactly the frozen output and no gradient, even from a NaN
+        return base_output + torch.where(gate, delta, 0.0)
 
 
 def _family_of(path: str) -> str:

@@ -109,13 +109,13 @@ class TokenLayout:
 
     def text_mask(self, family: str, device=None) -> torch.Tensor:
         """(B, L) bool: rows of the text stream (real caption tokens and cap pad tokens)."""
-        kinds = self.kinds(family, device)
-        return (kinds == TEXT) | (kinds == TEXT_PAD)
+        self._check_family(family)
+        return _stream_mask(self, family, torch.device(device) if device is not None else torch.device("cpu"), "text")
 
     def image_mask(self, family: str, device=None) -> torch.Tensor:
         """(B, L) bool: rows of the image stream (patch tokens and x pad tokens)."""
-        kinds = self.kinds(family, device)
-        return (kinds == IMAGE) | (kinds == IMAGE_PAD)
+        self._check_family(family)
+        return _stream_mask(self, family, torch.device(device) if device is not None else torch.device("cpu"), "image")
 
     def key_mask(self, family: str, device=None) -> torch.Tensor | None:
         """(B, L) bool of attendable keys, or None when nothing is masked (the ComfyUI case)."""
@@ -136,6 +136,12 @@ class TokenLayout:
 def _kinds(layout: TokenLayout, family: str, device: torch.device) -> torch.Tensor:
     # Adapters ask for the same masks in every block of every forward: build each once.
     return layout._build_kinds(family, device)
+
+
+@functools.lru_cache(maxsize=256)
+def _stream_mask(layout: TokenLayout, family: str, device: torch.device, stream: str) -> torch.Tensor:
+    kinds = _kinds(layout, family, device)
+    return (kinds == TEXT) | (kinds == TEXT_PAD) if stream == "text" else (kinds == IMAGE) | (kinds == IMAGE_PAD)
 
 
 _ACTIVE_LAYOUT: contextvars.ContextVar[TokenLayout | None] = contextvars.ContextVar("zerase_layout", default=None)
