@@ -219,7 +219,7 @@ def test_unreadable_files_raise_checkpoint_error(tmp_path):
     save_dit(make_model(), path)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match=f"{path}.*truncated or not a safetensors file"):
+    with pytest.raises(CheckpointError, match=f"{path}.*truncated, damaged or not a safetensors file"):
         load_dit(path)
     pickled = tmp_path / "model.ckpt"
     pickled.write_bytes(b"PK\x03\x04" + bytes(64))
