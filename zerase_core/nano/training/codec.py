@@ -20,15 +20,8 @@ import torch
 
 from zerase_core.nano.codec import DEFAULT_CODEC_PATH, LatentCodec
 from zerase_core.nano.render import render_mixed
-from zerase_core.nano.training import (
-    LoopSettings,
-    TrainingState,
-    add_common_arguments,
-    add_threads_argument,
-    run_loop,
-    seed_torch,
-    start_training,
-)
+from zerase_core.nano.training import (LoopSettings, TrainingState, add_common_arguments, add_threads_argument, run_loop,
+                                       seed_torch, start_training)
 
 BATCH = 32
 IMAGE_SIZE = 64
