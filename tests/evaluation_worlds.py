@@ -23,6 +23,7 @@ from zerase_core.nano.text_encoder import NanoTextEncoder, TextEncoderConfig
 from zerase_core.nano.vocab import ATTRIBUTES, VOCABULARY
 from zerase_core.nano.world import NanoWorld
 from zerase_core.evaluation.metrics import thumbnail_features
+from zerase_fixtures import embed_tokens
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -41,12 +42,7 @@ class SceneRenderer:
         self.erase, self.tokens_only, self.jitter = erase, tokens_only, jitter
 
     def encode(self, prompts):
-        ids = [VOCABULARY.encode(prompt) for prompt in prompts]
-        length = max(len(row) for row in ids)
-        features = torch.zeros(len(prompts), length, self.table.shape[1])
-        for index, row in enumerate(ids):
-            features[index, :len(row)] = self.table[row]
-        return features, torch.tensor([len(row) for row in ids])
+        return embed_tokens(self.table, [VOCABULARY.encode(prompt) for prompt in prompts])
 
     def _scene(self, words: list[str], seed: int) -> Scene:
         found = {}

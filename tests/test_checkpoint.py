@@ -21,28 +21,15 @@ from zerase_core.checkpoint import (
 )
 from zerase_core.config import METADATA_KEY, DiTConfig
 from zerase_core.model import ZImageDiT
+from zerase_fixtures import TINY_CONFIG, dit_output, randomized_dit
 
-TINY = DiTConfig(dim=256, n_layers=1, n_refiner_layers=1, n_heads=8, axes_dims=(8, 12, 12), cap_feat_dim=32,
-                 pad_tokens_multiple=8)
+TINY = dataclasses.replace(TINY_CONFIG, n_layers=1)
 # head dim 128 and the default pad multiple: the only shape family inferable without metadata
 INFERABLE = DiTConfig(dim=256, n_layers=2, n_refiner_layers=1, n_heads=2, axes_dims=(32, 48, 48), cap_feat_dim=32)
 
 
 def make_model(config: DiTConfig = TINY, seed: int = 0) -> ZImageDiT:
-    generator = torch.Generator().manual_seed(seed)
-    model = ZImageDiT(config, device="meta").to_empty(device="cpu")
-    with torch.no_grad():   # all random: the training init zeroes adaLN and the output layer (output would be 0)
-        for parameter in model.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
-    return model
-
-
-def run(model: ZImageDiT) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(1)
-    x = torch.randn(1, model.config.in_channels, 4, 4, generator=generator)
-    context = torch.randn(1, 5, model.config.cap_feat_dim, generator=generator)
-    with torch.no_grad():
-        return model(x, torch.tensor([0.6]), context).float()
+    return randomized_dit(config, seed)   # all random: the training init zeroes adaLN and the output layer
 
 
 def to_diffusers(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -83,8 +70,8 @@ def test_save_load_round_trip_is_bit_exact(tmp_path, dtype):
     assert loaded.config == TINY
     assert_same_weights(reference, loaded)
     assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
-    output = run(loaded)
-    assert output.abs().sum() > 0 and torch.equal(output, run(reference))
+    output = dit_output(loaded)
+    assert output.abs().sum() > 0 and torch.equal(output, dit_output(reference))
     _, metadata = read_state_dict(path)
     assert metadata["zerase.note"] == "hello" and DiTConfig.from_metadata(metadata) == TINY
     # an independent reader sees ComfyUI's bare keys with the right dtype
@@ -118,7 +105,7 @@ def test_diffusers_format_loads_to_identical_weights_and_outputs():
     assert detect_architecture(state_dict) == "z-image"
     loaded = load_dit(state_dict, metadata=TINY.to_metadata())
     assert_same_weights(model, loaded)
-    assert torch.equal(run(loaded), run(model))
+    assert torch.equal(dit_output(loaded), dit_output(model))
     assert fingerprint(state_dict) == fingerprint(model)
 
 
@@ -148,7 +135,7 @@ def test_config_inferred_from_shapes_without_metadata(tmp_path):
     assert read_state_dict(path)[1] == {}
     loaded = load_dit(path)
     assert loaded.config == INFERABLE
-    assert torch.equal(run(loaded), run(model))
+    assert torch.equal(dit_output(loaded), dit_output(model))
 
 
 def test_uninferable_config_asks_for_metadata():
@@ -219,7 +206,7 @@ def test_unreadable_files_raise_checkpoint_error(tmp_path):
     save_dit(make_model(), path)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match=f"{path}.*truncated or not a safetensors file"):
+    with pytest.raises(CheckpointError, match=f"{path}.*truncated, damaged or not a safetensors file"):
         load_dit(path)
     pickled = tmp_path / "model.ckpt"
     pickled.write_bytes(b"PK\x03\x04" + bytes(64))

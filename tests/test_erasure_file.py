@@ -11,7 +11,6 @@ from safetensors.torch import load_file, save_file
 
 from zerase_core.adapters import AdapterConfig, AdapterSet
 from zerase_core.checkpoint import fingerprint
-from zerase_core.config import DiTConfig
 from zerase_core.erasure_file import (
     METADATA_KEY,
     STOCK_LORA_SUFFIXES,
@@ -26,20 +25,10 @@ from zerase_core.erasure_file import (
     save_erasure,
 )
 from zerase_core.model import ZImageDiT
+from zerase_fixtures import TINY_CONFIG, dit_output, randomized_dit
 
-TINY = DiTConfig(dim=256, n_layers=2, n_refiner_layers=1, n_heads=8, axes_dims=(8, 12, 12), cap_feat_dim=32,
-                 pad_tokens_multiple=8)
 JOINT = AdapterConfig(rank=8, alpha=8.0, slices=("q", "k"), families=("layers",))
 CONTEXT = AdapterConfig(rank=4, alpha=2.0, slices=("q", "k", "v"), families=("context_refiner",))
-
-
-def make_model(config: DiTConfig = TINY, seed: int = 0) -> ZImageDiT:
-    torch.manual_seed(seed)
-    model = ZImageDiT(config)
-    with torch.no_grad():
-        for parameter in model.parameters():      # the default init zeroes adaLN and the output layer
-            parameter.copy_(torch.randn_like(parameter) * 0.05)
-    return model
 
 
 def make_adapters(model: ZImageDiT, config: AdapterConfig = JOINT, seed: int = 1) -> AdapterSet:
@@ -61,16 +50,8 @@ def make_info(model: ZImageDiT, config: AdapterConfig = JOINT, **overrides) -> E
     return ErasureInfo(**values)
 
 
-def run(model: ZImageDiT) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(2)
-    x = torch.randn(1, model.config.in_channels, 4, 4, generator=generator)
-    context = torch.randn(1, 5, model.config.cap_feat_dim, generator=generator)
-    with torch.no_grad():
-        return model(x, torch.tensor([0.6]), context)
-
-
 def saved(tmp_path, config: AdapterConfig = JOINT, seed: int = 1, name: str = "cat.safetensors", **overrides):
-    model = make_model()
+    model = randomized_dit()
     adapters = make_adapters(model, config, seed)
     info = make_info(model, config, **overrides)
     path = save_erasure(tmp_path / name, adapters, info)
@@ -100,12 +81,12 @@ def test_round_trip_reproduces_outputs_bit_for_bit(tmp_path):
     adapters.set_strength(info.recommended_strength)
     with torch.no_grad():
         adapters.attach(model)
-        expected = run(model)
+        expected = dit_output(model)
         adapters.detach()
     loaded, loaded_info = load_erasure(path, model)
     assert loaded_info == info and not loaded.attached
     loaded.attach(model)
-    assert torch.equal(run(model), expected)
+    assert torch.equal(dit_output(model), expected)
     loaded.detach()
 
 
@@ -117,7 +98,7 @@ def test_keys_are_never_read_by_stock_lora_loaders(tmp_path):
 
 
 def test_partial_file_round_trips_resume_state(tmp_path):
-    model = make_model()
+    model = randomized_dit()
     adapters = make_adapters(model)
     state = {"optimizer.exp_avg.0": torch.randn(3, 4), "rng.cpu": torch.randint(0, 255, (16,), dtype=torch.uint8)}
     path = save_erasure(tmp_path / "part.safetensors", adapters, make_info(model, partial=True, steps_done=4),
@@ -132,7 +113,7 @@ def test_partial_file_round_trips_resume_state(tmp_path):
 
 def test_other_base_is_refused_unless_overridden(tmp_path):
     *_, path = saved(tmp_path)
-    other = make_model(seed=5)
+    other = randomized_dit(seed=5)
     with pytest.raises(ErasureFileError, match="allow_other_base") as error:
         load_erasure(path, other)
     assert fingerprint(other) in str(error.value)
@@ -142,7 +123,7 @@ def test_other_base_is_refused_unless_overridden(tmp_path):
 
 def test_other_shape_is_refused_even_with_override(tmp_path):
     *_, path = saved(tmp_path)
-    wider = make_model(dataclasses.replace(TINY, dim=384, n_heads=12))
+    wider = randomized_dit(dataclasses.replace(TINY_CONFIG, dim=384, n_heads=12))
     with pytest.raises(ErasureFileError, match="dim 256 .file. vs 384"):
         load_erasure(path, wider, allow_other_base=True)
 
@@ -203,35 +184,35 @@ def test_non_finite_tensor_is_refused(tmp_path):
 
 
 def test_stacked_erasures_add_at_one_over_n_and_detach_restores_base():
-    model = make_model()
-    base = run(model)
+    model = randomized_dit()
+    base = dit_output(model)
     first, second = make_adapters(model, seed=1), make_adapters(model, seed=2)
     first.set_strength(1.0)
     second.set_strength(3.0)                        # as load_erasure leaves them: recommended strengths
     qkv = model.layers[0].attention.qkv            # its input is unaffected by any adapter: deltas add exactly
     outputs = []
     hook = qkv.register_forward_hook(lambda module, inputs, output: outputs.append(output))
-    run(model)
+    dit_output(model)
     for adapters in (first, second):
         with torch.no_grad():
             adapters.attach(model)
-            run(model)
+            dit_output(model)
             adapters.detach()
     with apply_erasures(model, [(first, None), (second, None)]) as stack:
         assert stack.strengths == [0.5, 1.5]
-        run(model)
+        dit_output(model)
     hook.remove()
     plain, only_first, only_second, both = outputs
     torch.testing.assert_close(both - plain, (only_first - plain) / 2 + (only_second - plain) / 2,
                                rtol=1e-5, atol=1e-6)
     assert (only_first - plain).abs().max() > 1e-3 and (only_second - plain).abs().max() > 1e-3
-    assert torch.equal(run(model), base)
+    assert torch.equal(dit_output(model), base)
     path = "layers.0.attention.qkv"
     assert [first.adapter(path).strength, second.adapter(path).strength] == [1.0, 3.0]    # strengths restored
 
 
 def test_explicit_strength_is_used_as_is():
-    model = make_model()
+    model = randomized_dit()
     first, second = make_adapters(model, seed=1), make_adapters(model, seed=2)
     with apply_erasures(model, [(first, 2.0), (second, None)]) as stack:
         assert stack.strengths == [2.0, 0.5]
@@ -258,7 +239,7 @@ def test_context_refiner_export_matches_comfyui_math(tmp_path):
     adapters, _ = load_erasure(path, model)
     with torch.no_grad():
         adapters.attach(model)
-        expected = run(model)
+        expected = dit_output(model)
         adapters.detach()
         # What ComfyUI's LoRA patch does: qkv rows [offset, offset + dim) += (alpha / rank) · B·A.
         weight = model.context_refiner[0].attention.qkv.weight
@@ -266,17 +247,17 @@ def test_context_refiner_export_matches_comfyui_math(tmp_path):
             prefix = f"diffusion_model.context_refiner.0.attention.to_{name}"
             up, down = stock[f"{prefix}.lora_B.weight"], stock[f"{prefix}.lora_A.weight"]
             scale = stock[f"{prefix}.alpha"].item() / down.shape[0]
-            weight[index * TINY.dim:(index + 1) * TINY.dim] += scale * (up @ down)
-        patched = run(model)
-    assert not torch.allclose(expected, run(make_model()), atol=1e-4)   # the erasure does change the output
+            weight[index * TINY_CONFIG.dim:(index + 1) * TINY_CONFIG.dim] += scale * (up @ down)
+        patched = dit_output(model)
+    assert not torch.allclose(expected, dit_output(randomized_dit()), atol=1e-4)   # the erasure does change the output
     torch.testing.assert_close(patched, expected, rtol=1e-4, atol=1e-5)
     with pytest.raises(ErasureFileError, match="stock-lora.safetensors"):
         export_stock_lora(path, tmp_path / "cat-lora.safetensors")
 
 
 def test_uce_text_exports_as_a_diff_patch(tmp_path):
-    model = make_model()
-    delta = torch.randn(TINY.dim, TINY.cap_feat_dim) * 0.01
+    model = randomized_dit()
+    delta = torch.randn(TINY_CONFIG.dim, TINY_CONFIG.cap_feat_dim) * 0.01
     info = make_info(model, method="uce-text", adapter={}, recommended_strength=2.0)
     path = save_erasure(tmp_path / "uce.safetensors", {UCE_DELTA_KEY: delta}, info)
     with pytest.raises(ErasureFileError, match="uce-text"):

@@ -13,6 +13,7 @@ from zerase_core.config import DiTConfig
 from zerase_core.layers import apply_rope
 from zerase_core.layout import BATCH_PAD
 from zerase_core.model import AttentionCapture, ZImageDiT, count_parameters
+from zerase_core.prompts import padded_columns
 
 
 def make_inputs(lengths, latent_hw=(6, 10), seed=0, width=32, channels=16):
@@ -86,12 +87,7 @@ def test_turbo_config_has_the_published_size():
 def _joint_capture(lengths, columns_per_sample=None):
     if columns_per_sample is None:
         columns_per_sample = [list(range(n)) for n in lengths]
-    width = max(len(columns) for columns in columns_per_sample)
-    columns = torch.zeros(len(lengths), width, dtype=torch.long)
-    mask = torch.zeros(len(lengths), width, dtype=torch.bool)
-    for row, found in enumerate(columns_per_sample):
-        columns[row, :len(found)] = torch.tensor(found)
-        mask[row, :len(found)] = True
+    columns, mask = padded_columns(columns_per_sample)
     return AttentionCapture(columns=columns, column_mask=mask)
 
 

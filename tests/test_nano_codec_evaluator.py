@@ -9,7 +9,7 @@ import torch
 from zerase_core.nano.codec import DEFAULT_CODEC_PATH, CodecConfig, LatentCodec
 from zerase_core.nano.evaluator import CLASSES, DEFAULT_EVALUATOR_PATH, Evaluator
 from zerase_core.nano.render import NONE, random_scene, render_batch
-from zerase_core.nano.training import LoopSettings, TrainingState, load_checkpoint, run_loop
+from zerase_core.nano.training import LoopSettings, load_checkpoint, run_loop, seed_torch, start_training
 from zerase_core.nano.training.codec import codec_loss
 
 
@@ -68,13 +68,9 @@ def test_evaluator_outputs_and_prediction_names():
 
 
 def _tiny_codec_run(folder, steps, seconds=60.0, resume=False):
-    torch.manual_seed(0)
+    seed_torch(0)
     codec = LatentCodec(CodecConfig(widths=(8, 8, 16, 16)))
-    optimizer = torch.optim.AdamW(codec.parameters(), lr=1e-3)
-    if resume:
-        state = load_checkpoint(folder, codec, optimizer)
-    else:
-        state = TrainingState(0, numpy.random.default_rng(0), torch.Generator().manual_seed(0))
+    optimizer, state = start_training(folder, codec, seed=0, resume=resume, lr=1e-3)
 
     def loss_of_batch(current):
         images = render_batch([random_scene(current.numpy_rng) for _ in range(2)], 64)

@@ -24,6 +24,23 @@ def randomized_dit(config: DiTConfig = TINY_CONFIG, seed: int = 0, std: float = 
     return model.eval().requires_grad_(False)
 
 
+def embed_tokens(table: torch.Tensor, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features (B, L, D), lengths (B,)): rows of token ids looked up in `table` (V, D), zero-padded to L."""
+    features = torch.zeros(len(ids), max(len(row) for row in ids), table.shape[1])
+    for index, row in enumerate(ids):
+        features[index, :len(row)] = table[row]
+    return features, torch.tensor([len(row) for row in ids])
+
+
+def dit_output(model: ZImageDiT, seed: int = 1) -> torch.Tensor:
+    """The model's float32 output at t = 0.6 for a 4×4 latent and 5 text tokens drawn from `seed`."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, model.config.in_channels, 4, 4, generator=generator)
+    context = torch.randn(1, 5, model.config.cap_feat_dim, generator=generator)
+    with torch.no_grad():
+        return model(x, torch.tensor([0.6]), context).float()
+
+
 class WordConditioner:
     """A real (tiny) text conditioner: one random embedding per word, one token per word."""
 
@@ -40,12 +57,7 @@ class WordConditioner:
         return [self.words[word] for word in words] or [0]
 
     def encode(self, prompts):
-        ids = [self._ids(prompt) for prompt in prompts]
-        length = max(len(row) for row in ids)
-        features = torch.zeros(len(prompts), length, self.table.shape[1])
-        for index, row in enumerate(ids):
-            features[index, :len(row)] = self.table[row]
-        return features, torch.tensor([len(row) for row in ids])
+        return embed_tokens(self.table, [self._ids(prompt) for prompt in prompts])
 
     def keyword_positions(self, prompt, keyword):
         ids, target = self._ids(prompt), self._ids(keyword)

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 import torch
-from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from .checkpoint_keys import (CheckpointError, StateDict, UnsupportedModelError, comfy_names, detect_architecture,
                               infer_config, normalize_keys, strip_prefix)
 from .config import DiTConfig
+from .files import read_safetensors
 from .model import ZImageDiT
 
 PathLike = str | os.PathLike[str]
@@ -39,31 +39,7 @@ def read_state_dict(path: PathLike) -> tuple[StateDict, dict[str, str]]:
     path = Path(path)
     if path.is_dir():
         return _read_shards(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            metadata = dict(handle.metadata() or {})
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    except (SafetensorError, OSError, RuntimeError, ValueError) as error:
-        raise CheckpointError(f"cannot read {path}: {_why_unreadable(path)} ({error})") from error
-    return tensors, metadata
-
-
-def _why_unreadable(path: Path) -> str:
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(4)
-    except OSError as error:
-        return f"the file cannot be opened ({error.strerror})"
-    if not head:
-        return "the file is empty"
-    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
-        return ("it is a pickled PyTorch checkpoint (.pt/.ckpt/.bin), which ZErase never unpickles;"
-                " convert it to .safetensors")
-    if head == b"GGUF":
-        return "it is a GGUF (quantized) file; use the bf16 or fp32 .safetensors"
-    return "truncated or not a safetensors file"
+    return read_safetensors(path, CheckpointError, "checkpoint")
 
 
 def _read_shards(folder: Path) -> tuple[StateDict, dict[str, str]]:

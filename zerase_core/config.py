@@ -9,6 +9,8 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
+from .dataclass_dicts import config_from_dict
+
 METADATA_KEY = "zerase.dit_config"
 
 
@@ -77,15 +79,7 @@ class DiTConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "DiTConfig":
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown DiTConfig keys {unknown}; valid keys: {sorted(known)}")
-        values = dict(data)
-        for name in ("axes_dims", "axes_lens"):
-            if name in values:
-                values[name] = tuple(values[name])
-        return cls(**values)
+        return config_from_dict(cls, data, tuple_fields=("axes_dims", "axes_lens"))
 
     def to_metadata(self) -> dict[str, str]:
         return {METADATA_KEY: json.dumps(self.to_dict())}

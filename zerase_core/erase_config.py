@@ -5,6 +5,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from .adapters import SLICES, AdapterConfig
+from .dataclass_dicts import config_from_dict
 
 METHODS = ("zerase", "esd", "ac", "eraseanything", "naive-esd")
 INFERENCE_METHODS = ("token-zeroing", "uce-text")
@@ -106,12 +107,4 @@ class EraseConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "EraseConfig":
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown EraseConfig keys {unknown}; valid: {sorted(known)}")
-        values = dict(data)
-        for name in ("slices", "families", "layers", "latent_size"):
-            if values.get(name) is not None:
-                values[name] = tuple(values[name])
-        return cls(**values)
+        return config_from_dict(cls, data, tuple_fields=("slices", "families", "layers", "latent_size"))

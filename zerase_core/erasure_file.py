@@ -24,7 +24,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from .adapters import KEY_PREFIX, AdapterSet
@@ -32,7 +31,7 @@ from .checkpoint import fingerprint
 from .config import DiTConfig
 from .erasure_info import (ERASURE_FORMAT_VERSION, METADATA_KEY, UCE_DELTA_KEY, UCE_TEXT_METHOD, ErasureFileError,
                            ErasureInfo, adapter_dict)
-from .files import atomic_save_safetensors
+from .files import atomic_save_safetensors, read_safetensors
 from .layout import FAMILIES
 from .stock_export import STOCK_SUFFIX, stock_lora_tensors, stock_path  # noqa: F401 (STOCK_SUFFIX re-exported)
 
@@ -128,32 +127,10 @@ def save_erasure(path: PathLike, adapters: AdapterSet | Mapping[str, torch.Tenso
     return path
 
 
-def _why_unreadable(path: Path) -> str:
-    with open(path, "rb") as handle:
-        head = handle.read(8)
-    if not head:
-        return "the file is empty"
-    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
-        return "it is a pickled PyTorch file, which ZErase never unpickles"
-    return "truncated, damaged or not a safetensors file"
-
-
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    if not path.is_file():
-        raise ErasureFileError(f"erasure file {path} does not exist or is not a file")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            metadata = dict(handle.metadata() or {})
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    except (SafetensorError, OSError, RuntimeError, ValueError) as error:
-        raise ErasureFileError(f"cannot read {path}: {_why_unreadable(path)} ({error})") from None
-    return tensors, metadata
-
-
 def read_erasure(path: PathLike) -> tuple[ErasureInfo, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(info, adapter tensors `zerase.*`, resume state with the `zerase_state.` prefix removed), all validated."""
     path = Path(path)
-    tensors, metadata = _read_safetensors(path)
+    tensors, metadata = read_safetensors(path, ErasureFileError, "erasure file")
     if METADATA_KEY not in metadata:
         stock = next((key for key in tensors if key.endswith(STOCK_LORA_SUFFIXES) or key.startswith("lora_unet_")),
                      None)

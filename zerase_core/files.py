@@ -1,4 +1,5 @@
-"""Atomic file writes: a crash or a Ctrl-C never leaves a half-written file behind."""
+"""File helpers: atomic writes (a crash or a Ctrl-C never leaves a half-written file behind) and a safetensors
+reader whose errors say why a file cannot be read."""
 from __future__ import annotations
 
 import json
@@ -37,3 +38,36 @@ def atomic_write_json(data, path: str | Path) -> Path:
         with open(temporary, "w") as stream:
             json.dump(data, stream, indent=1)
     return atomic_write(path, write)
+
+
+def read_safetensors(path: Path, error: type[Exception], what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and string metadata of one `.safetensors` file (never unpickles).
+
+    A missing or unreadable file raises `error` naming `what` it should be (e.g. "checkpoint"), the path and why.
+    """
+    from safetensors import SafetensorError, safe_open
+    if not path.is_file():
+        raise error(f"{what} {path} does not exist or is not a file")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = dict(handle.metadata() or {})
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (SafetensorError, OSError, RuntimeError, ValueError) as cause:
+        raise error(f"cannot read {what} {path}: {_why_unreadable(path)} ({cause})") from cause
+    return tensors, metadata
+
+
+def _why_unreadable(path: Path) -> str:
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except OSError as error:
+        return f"the file cannot be opened ({error.strerror})"
+    if not head:
+        return "the file is empty"
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return ("it is a pickled PyTorch checkpoint (.pt/.ckpt/.bin), which ZErase never unpickles;"
+                " convert it to .safetensors")
+    if head == b"GGUF":
+        return "it is a GGUF (quantized) file; use the bf16 or fp32 .safetensors"
+    return "truncated, damaged or not a safetensors file"

@@ -84,9 +84,14 @@ def keyword_columns(conditioner: TextConditioner, prompts: list[str], keywords: 
         if not found:
             raise ValueError(f"no keyword of {words} found in the tokens of {prompt!r}")
         positions.append(found)
+    return padded_columns(positions)
+
+
+def padded_columns(positions: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(columns (B, K) long, mask (B, K) bool): each row's token positions, zero-padded to the longest row K."""
     width = max(len(found) for found in positions)
-    columns = torch.zeros(len(prompts), width, dtype=torch.long)
-    mask = torch.zeros(len(prompts), width, dtype=torch.bool)
+    columns = torch.zeros(len(positions), width, dtype=torch.long)
+    mask = torch.zeros(len(positions), width, dtype=torch.bool)
     for row, found in enumerate(positions):
         columns[row, :len(found)] = torch.tensor(found)
         mask[row, :len(found)] = True

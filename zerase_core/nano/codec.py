@@ -20,6 +20,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from zerase_core.dataclass_dicts import config_from_dict
+
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_CODEC_PATH = WEIGHTS_DIR / "codec.safetensors"
 DOWNSAMPLE = 8
@@ -36,12 +38,7 @@ class CodecConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "CodecConfig":
-        unknown = set(values) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown CodecConfig keys {sorted(unknown)}; known: {list(cls.__dataclass_fields__)}")
-        if "widths" in values:
-            values = {**values, "widths": tuple(values["widths"])}
-        return cls(**values)
+        return config_from_dict(cls, values, tuple_fields=("widths",))
 
 
 class ResidualBlock(nn.Module):

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from zerase_core.dataclass_dicts import config_from_dict
 from zerase_core.nano.codec import WEIGHTS_DIR, load_module_file, save_module
 from zerase_core.nano.render import NONE
 from zerase_core.nano.vocab import ATTRIBUTES
@@ -43,12 +44,7 @@ class EvaluatorConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "EvaluatorConfig":
-        unknown = set(values) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown EvaluatorConfig keys {sorted(unknown)}; known: {list(cls.__dataclass_fields__)}")
-        if "widths" in values:
-            values = {**values, "widths": tuple(values["widths"])}
-        return cls(**values)
+        return config_from_dict(cls, values, tuple_fields=("widths",))
 
 
 def _conv_block(inputs: int, outputs: int, kernel: int, stride: int) -> list[nn.Module]:

@@ -14,7 +14,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,6 +103,32 @@ def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim
     torch_rng = torch.Generator()
     torch_rng.set_state(tensors["torch_rng"])
     return TrainingState(step=int(sidecar["step"]), numpy_rng=numpy_rng, torch_rng=torch_rng)
+
+
+def seed_torch(seed: int, threads: int | None = None) -> None:
+    """Set torch's CPU threads and global seed; call it before building the model, whose initial weights it fixes."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+
+
+def start_training(
+    folder: Path,
+    model: torch.nn.Module,
+    seed: int,
+    resume: bool,
+    parameters: Iterable[torch.nn.Parameter] | None = None,
+    **adamw_options,
+) -> tuple[torch.optim.AdamW, TrainingState]:
+    """AdamW over `parameters` (default: all of the model's) and the state to train from: the checkpoint in `folder`
+    when resuming, else step 0 with fresh random streams of `seed`."""
+    parameters = model.parameters() if parameters is None else parameters
+    optimizer = torch.optim.AdamW(parameters, **adamw_options)
+    if not resume:
+        return optimizer, TrainingState(0, numpy.random.default_rng(seed), torch.Generator().manual_seed(seed))
+    state = load_checkpoint(folder, model, optimizer)
+    print(f"resumed {type(model).__name__} training at step {state.step} from {folder}", flush=True)
+    return optimizer, state
 
 
 @dataclass(frozen=True)

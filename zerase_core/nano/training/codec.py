@@ -6,7 +6,7 @@ computed in [-1, 1] image space, with Gaussian noise σ = 0.1 added to the raw l
 stand-in for a KL-VAE posterior that makes the decoder tolerant of imperfect DiT samples. After training, the global
 latent shift/scale is measured on renders and stored in the exported weights.
 
-    python -m zerase_core.nano.training.codec --seconds 480
+    python -m zerase_core.nano.train codec --seconds 480
 """
 
 from __future__ import annotations
@@ -20,14 +20,8 @@ import torch
 
 from zerase_core.nano.codec import DEFAULT_CODEC_PATH, LatentCodec
 from zerase_core.nano.render import render_mixed
-from zerase_core.nano.training import (
-    LoopSettings,
-    TrainingState,
-    add_common_arguments,
-    add_threads_argument,
-    load_checkpoint,
-    run_loop,
-)
+from zerase_core.nano.training import (LoopSettings, TrainingState, add_common_arguments, add_threads_argument, run_loop,
+                                       seed_torch, start_training)
 
 BATCH = 32
 IMAGE_SIZE = 64
@@ -87,15 +81,9 @@ def held_out_error(codec: LatentCodec, count: int = HELD_OUT_IMAGES) -> dict[str
 
 
 def run(args: argparse.Namespace) -> LatentCodec:
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
+    seed_torch(args.seed, args.threads)
     codec = LatentCodec()
-    optimizer = torch.optim.AdamW(codec.parameters(), lr=args.lr)
-    if args.resume:
-        state = load_checkpoint(args.out, codec, optimizer)
-        print(f"resumed codec training at step {state.step} from {args.out}", flush=True)
-    else:
-        state = TrainingState(0, numpy.random.default_rng(args.seed), torch.Generator().manual_seed(args.seed))
+    optimizer, state = start_training(args.out, codec, args.seed, args.resume, lr=args.lr)
 
     def loss_of_batch(current: TrainingState) -> torch.Tensor:
         images, _ = render_mixed(current.numpy_rng, BATCH, IMAGE_SIZE)
@@ -116,9 +104,3 @@ def run(args: argparse.Namespace) -> LatentCodec:
     codec.save(args.export)
     print(f"wrote {args.export}", flush=True)
     return codec
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="Train the nano latent codec.")
-    add_arguments(parser)
-    run(parser.parse_args())

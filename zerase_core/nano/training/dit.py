@@ -26,7 +26,8 @@ from zerase_core.nano import paths
 from zerase_core.nano.codec import LatentCodec
 from zerase_core.nano.render import random_scene, render_batch
 from zerase_core.nano.text_encoder import NanoTextEncoder, TextEncoderConfig
-from zerase_core.nano.training import LoopSettings, TrainingState, add_common_arguments, load_checkpoint, run_loop
+from zerase_core.nano.training import (LoopSettings, TrainingState, add_common_arguments, run_loop, seed_torch,
+                                       start_training)
 from zerase_core.nano.vocab import ATTRIBUTES, TEMPLATES, caption
 
 NANO_CONFIG = DiTConfig(
@@ -142,14 +143,10 @@ def export(pair: NanoPair, dit_path: Path, text_path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
+    seed_torch(args.seed, args.threads)
     pair = NanoPair()
-    optimizer = torch.optim.AdamW(pair.trainable(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
-    if args.resume or args.export_only:
-        state = load_checkpoint(args.out, pair, optimizer)
-    else:
-        state = TrainingState(0, numpy.random.default_rng(args.seed), torch.Generator().manual_seed(args.seed))
+    optimizer, state = start_training(args.out, pair, args.seed, args.resume or args.export_only, pair.trainable(),
+                                      lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
     if not args.export_only:
         data = build_dataset(args.out, args.dataset_size, args.seed)
         settings = LoopSettings(total_steps=args.steps, seconds=args.seconds, base_lr=args.lr, warmup=200)

@@ -4,7 +4,7 @@ Each batch is fresh renders (1/8 `none` renders); half of it is replaced by its 
 (encode -> latent noise -> decode), so the judge scores decoded DiT samples as well as clean renders, and light pixel
 noise is added. Loss: the sum of the four heads' cross-entropies.
 
-    python -m zerase_core.nano.training.evaluator --seconds 240
+    python -m zerase_core.nano.train evaluator --seconds 240
 """
 
 from __future__ import annotations
@@ -18,14 +18,8 @@ import torch
 from zerase_core.nano.codec import DEFAULT_CODEC_PATH, LatentCodec
 from zerase_core.nano.evaluator import CLASSES, DEFAULT_EVALUATOR_PATH, Evaluator, class_index
 from zerase_core.nano.render import SHAPES, random_scene, render_batch, render_mixed
-from zerase_core.nano.training import (
-    LoopSettings,
-    TrainingState,
-    add_common_arguments,
-    add_threads_argument,
-    load_checkpoint,
-    run_loop,
-)
+from zerase_core.nano.training import (LoopSettings, TrainingState, add_common_arguments, add_threads_argument, run_loop,
+                                       seed_torch, start_training)
 
 BATCH = 64
 IMAGE_SIZE = 64
@@ -92,16 +86,10 @@ def held_out_accuracy(evaluator: Evaluator, codec: LatentCodec, count: int = 100
 
 
 def run(args: argparse.Namespace) -> Evaluator:
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    codec = LatentCodec.load(args.codec)
+    seed_torch(args.seed, args.threads)
+    codec = LatentCodec.load(args.codec)   # after seeding: building it draws from the global stream
     evaluator = Evaluator()
-    optimizer = torch.optim.AdamW(evaluator.parameters(), lr=args.lr)
-    if args.resume:
-        state = load_checkpoint(args.out, evaluator, optimizer)
-        print(f"resumed evaluator training at step {state.step} from {args.out}", flush=True)
-    else:
-        state = TrainingState(0, numpy.random.default_rng(args.seed), torch.Generator().manual_seed(args.seed))
+    optimizer, state = start_training(args.out, evaluator, args.seed, args.resume, lr=args.lr)
 
     def loss_of_batch(current: TrainingState) -> torch.Tensor:
         images, targets = training_batch(codec, current)
@@ -116,9 +104,3 @@ def run(args: argparse.Namespace) -> Evaluator:
     evaluator.save(args.export)
     print(f"wrote {args.export}", flush=True)
     return evaluator
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="Train the nano evaluator (needs the codec weights).")
-    add_arguments(parser)
-    run(parser.parse_args())
