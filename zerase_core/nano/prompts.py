@@ -61,17 +61,23 @@ def training_prompt_set(concepts: list[str], count: int = 96, seed: int = 0) -> 
     """D_er: `count` captions with the concept word (random template, other attributes and their synonyms);
     D_pr: the same captions with the concept replaced by another value of its attribute."""
     rng = numpy.random.default_rng(seed)
+    erased = {attribute_of(concept) for concept in concepts}
     erase, anchors = [], []
     for index in range(count):
         concept = concepts[index % len(concepts)]
         attribute, value = attribute_of(concept)
         words = {}
         for name, values in ATTRIBUTES.items():
-            choice = list(values)[int(rng.integers(len(values)))]
+            # with several concepts, no caption shows another erased value: an anchor must never preserve one
+            # (the concept's own attribute is drawn from every value, then replaced: one concept = the old stream)
+            allowed = list(values) if name == attribute else [choice for choice in values if (name, choice) not in erased]
+            choice = allowed[int(rng.integers(len(allowed)))]
             synonyms = values[choice]
             words[name] = synonyms[int(rng.integers(len(synonyms)))] if rng.random() < 0.3 else synonyms[0]
         template = TEMPLATES[int(rng.integers(len(TEMPLATES)))]
-        others = [other for other in ATTRIBUTES[attribute] if other != value]
+        others = [other for other in ATTRIBUTES[attribute] if (attribute, other) not in erased]
+        if not others:
+            raise ValueError(f"every {attribute} value is being erased ({concepts}); keep at least one as an anchor")
         erase.append(_fill(template, {**words, attribute: concept}))
         anchors.append(_fill(template, {**words, attribute: others[int(rng.integers(len(others)))]}))
     return PromptSet(erase=tuple(erase), keywords=tuple(concepts), anchors=tuple(anchors))
