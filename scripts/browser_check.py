@@ -1,0 +1,493 @@
+"""The ComfyUI page (comfyui-frontend-package) with the pack, in headless Chromium: console errors, js/ loaded, chart.
+
+Starts ComfyUI (`main.py --cpu --listen 127.0.0.1 --port <free>`) with this checkout symlinked into the custom_nodes
+of a throw-away `--base-directory`, starts headless Chromium with `--remote-debugging-port`, and drives the page over
+the Chrome DevTools Protocol (aiohttp's websocket client, which ComfyUI already needs; nothing else to install):
+
+1. page load: every `Runtime.consoleAPICalled`, `Runtime.exceptionThrown` and `Log.entryAdded`, and every network
+   response for `/extensions/<pack folder>/...` (the files of js/) is recorded; the page must have registered the
+   pack's extensions (`ZErase.LiveChart`, `ZErase.CompareSlider` in `app.extensions`);
+2. the nano demo workflow (workflows/zerase_nano_demo.json) is loaded into the graph (`app.loadGraphData`) and its
+   API copy (workflows/api/zerase_nano_demo.json, ZEraseTrain cut to --steps) is posted to /prompt with the page's
+   client id; while it runs, the number of points the live chart holds (`node.zeraseChart.points`, which js/live_chart.js
+   fills from the `zerase.train` events) is read from the page every 0.25 s;
+3. console messages are split into those that come from the pack's js/ (a URL or stack frame under
+   /extensions/<pack folder>/) and the rest (ComfyUI's frontend, the browser).
+
+Exit status 0 when the pack's js/ produced no error or exception, all its files loaded, and the chart received one point
+per training step while the prompt ran.
+
+    COMFYUI_PATH=/path/to/ComfyUI /path/to/comfyui-venv/bin/python scripts/browser_check.py [--steps 20] [--json out.json]
+
+Needs `chromium` (Debian: apt-get install chromium) or --chromium PATH.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+REPO = Path(__file__).resolve().parent.parent
+PACK_FOLDER = "ComfyUI-ZErase"
+EXTENSIONS = ("ZErase.LiveChart", "ZErase.CompareSlider")
+JS_FILES = tuple(sorted(path.name for path in (REPO / "js").glob("*.js")))
+TRAIN, COMPARE = "ZEraseTrain", "ErasureCompare"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def find_chromium(given: str | None) -> str | None:
+    if given:
+        return given
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def parse(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--comfyui", type=Path, default=os.environ.get("COMFYUI_PATH"),
+                        help="ComfyUI source tree (default: $COMFYUI_PATH)")
+    parser.add_argument("--chromium", help="browser binary (default: chromium on PATH)")
+    parser.add_argument("--steps", type=int, default=20, help="ZEraseTrain steps")
+    parser.add_argument("--pool-prompts", type=int, help="ZEraseTrain pool_prompts (default: the workflow's)")
+    parser.add_argument("--sample-steps", type=int, help="ZEraseTrain sample_steps (default: the workflow's)")
+    parser.add_argument("--compare-steps", type=int, help="ErasureCompare steps (default: the workflow's)")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds for the whole check")
+    parser.add_argument("--comfy-arg", action="append", default=[], help="extra argument for main.py (repeatable)")
+    parser.add_argument("--screenshot", type=Path, help="save a PNG of the page after the run")
+    parser.add_argument("--json", type=Path, help="write the report here")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary base directory and logs")
+    parser.add_argument("--compare-without-pack", action="store_true",
+                        help="first load the page from a ComfyUI without the pack, to tell ComfyUI's own messages "
+                             "from the ones the pack adds (starts ComfyUI twice)")
+    return parser.parse_args(argv)
+
+
+# ---------------------------------------------------------------- processes
+
+
+class Processes:
+    """ComfyUI and Chromium, each in its own process group, ended (that group only) on exit."""
+
+    def __init__(self, workdir: Path):
+        self.workdir, self.started = workdir, []
+
+    def start(self, name: str, command: list[str], cwd: Path | None = None, env: dict | None = None):
+        log = open(self.workdir / f"{name}.log", "w")
+        process = subprocess.Popen(["nice", "-n", "19", *command], cwd=cwd, env=env, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        self.started.append((name, process, log))
+        return process
+
+    def stop(self, only: str | None = None) -> None:
+        for name, process, log in reversed(self.started):
+            if only is not None and name != only:
+                continue
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(15)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(process.pid, signal.SIGKILL)
+                    process.wait(5)
+            log.close()
+
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        path = self.workdir / f"{name}.log"
+        text = path.read_text(errors="replace").splitlines() if path.is_file() else ["(no log)"]
+        return "\n".join(text[-lines:])
+
+
+async def wait_http(session: aiohttp.ClientSession, url: str, process, label: str, deadline: float):
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{label} exited with status {process.returncode}")
+        with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+            async with session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as response:
+                if response.status == 200:
+                    return await response.json(content_type=None)
+        await asyncio.sleep(0.5)
+    raise TimeoutError(f"{label} did not answer {url}")
+
+
+# ---------------------------------------------------------------- Chrome DevTools Protocol
+
+
+class CDP:
+    """A minimal CDP session on one page target: commands, and every event kept in order."""
+
+    def __init__(self, socket_):
+        self.socket, self.next_id, self.pending, self.events = socket_, 0, {}, []
+        self.reader = asyncio.ensure_future(self._read())
+
+    async def _read(self):
+        async for message in self.socket:
+            if message.type != aiohttp.WSMsgType.TEXT:
+                continue
+            data = json.loads(message.data)
+            if "id" in data and data["id"] in self.pending:
+                self.pending.pop(data["id"]).set_result(data)
+            elif "method" in data:
+                data["time"] = time.monotonic()
+                self.events.append(data)
+
+    async def send(self, method: str, timeout: float = 60, **params):
+        self.next_id += 1
+        future = asyncio.get_running_loop().create_future()
+        self.pending[self.next_id] = future
+        await self.socket.send_json({"id": self.next_id, "method": method, "params": params})
+        reply = await asyncio.wait_for(future, timeout)
+        if "error" in reply:
+            raise RuntimeError(f"{method}: {reply['error']}")
+        return reply.get("result", {})
+
+    async def evaluate(self, expression: str, timeout: float = 60):
+        result = await self.send("Runtime.evaluate", timeout=timeout, expression=expression, awaitPromise=True,
+                                 returnByValue=True)
+        if "exceptionDetails" in result:
+            details = result["exceptionDetails"]
+            raise RuntimeError(f"page evaluation failed: {details.get('exception', {}).get('description') or details}")
+        return result["result"].get("value")
+
+    async def wait_for(self, expression: str, timeout: float, what: str):
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            with contextlib.suppress(RuntimeError):
+                last = await self.evaluate(expression)
+                if last:
+                    return last
+            await asyncio.sleep(0.25)
+        raise TimeoutError(f"timed out waiting for {what} ({expression!r} gave {last!r})")
+
+
+def _remote_text(value: dict) -> str:
+    if "value" in value:
+        return value["value"] if isinstance(value["value"], str) else json.dumps(value["value"])
+    return value.get("description") or value.get("unserializableValue") or value.get("type", "")
+
+
+def _frames(frames: list[dict], count: int = 6) -> list[str]:
+    return [f"{frame.get('functionName') or '(anonymous)'} {frame.get('url')}:{frame.get('lineNumber', 0) + 1}"
+            for frame in frames[:count]]
+
+
+def messages(events: list[dict], since: float, until: float, pack_marker: str) -> list[dict]:
+    """Console calls, exceptions and log entries between two times, each with its level, text, URL and origin."""
+    found = []
+    for event in events:
+        if not since <= event["time"] < until:
+            continue
+        method, params = event["method"], event.get("params", {})
+        if method == "Runtime.consoleAPICalled":
+            frames = (params.get("stackTrace") or {}).get("callFrames") or []
+            urls = [frame.get("url", "") for frame in frames]
+            record = {"kind": "console", "level": params.get("type"),
+                      "text": " ".join(_remote_text(arg) for arg in params.get("args", [])), "urls": urls,
+                      "stack": _frames(frames)}
+        elif method == "Runtime.exceptionThrown":
+            details = params.get("exceptionDetails", {})
+            frames = (details.get("stackTrace") or {}).get("callFrames") or []
+            urls = [details.get("url", "")] + [frame.get("url", "") for frame in frames]
+            text = (details.get("exception") or {}).get("description") or details.get("text", "")
+            record = {"kind": "exception", "level": "error", "text": text, "urls": urls, "stack": _frames(frames)}
+        elif method == "Log.entryAdded":
+            entry = params.get("entry", {})
+            record = {"kind": f"log.{entry.get('source')}", "level": entry.get("level"), "text": entry.get("text"),
+                      "urls": [entry.get("url", "")]}
+        else:
+            continue
+        record["urls"] = [url for url in record["urls"] if url]
+        record["origin"] = "pack js/" if any(pack_marker in url for url in record["urls"]) or \
+            pack_marker in (record["text"] or "") else "ComfyUI frontend / browser"
+        found.append(record)
+    return found
+
+
+def network(events: list[dict], marker: str) -> list[dict]:
+    requests, results = {}, []
+    for event in events:
+        params = event.get("params", {})
+        if event["method"] == "Network.requestWillBeSent":
+            requests[params["requestId"]] = params["request"]["url"]
+        elif event["method"] == "Network.responseReceived" and marker in params["response"]["url"]:
+            results.append({"url": params["response"]["url"], "status": params["response"]["status"]})
+        elif event["method"] == "Network.loadingFailed" and marker in requests.get(params["requestId"], ""):
+            results.append({"url": requests[params["requestId"]], "status": None, "error": params.get("errorText")})
+    return results
+
+
+# ---------------------------------------------------------------- the check
+
+
+def demo_prompt(args) -> dict:
+    prompt = json.loads((REPO / "workflows" / "api" / "zerase_nano_demo.json").read_text())
+    for node in prompt.values():
+        inputs = node["inputs"]
+        if node["class_type"] == TRAIN:
+            inputs["steps"] = args.steps
+            inputs["preview_every"] = min(inputs.get("preview_every") or 0, args.steps)
+            if args.pool_prompts:
+                inputs["pool_prompts"] = args.pool_prompts
+            if args.sample_steps:
+                inputs["sample_steps"] = args.sample_steps
+        if node["class_type"] == COMPARE and args.compare_steps:
+            inputs["steps"] = args.compare_steps
+    return prompt
+
+
+def normalised(message: dict) -> tuple:
+    """A message without the port of the server that produced it (to compare page loads of two servers)."""
+    text = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", message["text"] or "")
+    return message["kind"], message["level"], text
+
+
+async def start_comfyui(args, processes: Processes, session, name: str, base: Path, deadline: float) -> str:
+    port = free_port()
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    command = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+               "--base-directory", str(base), "--database-url", f"sqlite:///{base / 'comfyui.db'}",
+               "--disable-auto-launch", *args.comfy_arg]
+    process = processes.start(name, command, cwd=args.comfyui, env=env)
+    url = f"http://127.0.0.1:{port}"
+    await wait_http(session, f"{url}/system_stats", process, "ComfyUI", deadline)
+    return url, " ".join(command)
+
+
+async def load_page(cdp: CDP, url: str, with_pack: bool, deadline: float) -> dict:
+    """Navigate, wait for the app (and the pack's extensions), let late output arrive; what the load produced."""
+    marker = f"/extensions/{PACK_FOLDER}/"
+    started = time.monotonic()
+    await cdp.send("Page.navigate", url=url + "/")
+    # `app.graph` is a plain getter (`app.rootGraph` would log an error of its own before initialisation)
+    await cdp.wait_for("document.readyState === 'complete' && !!(window.app && window.app.graph)",
+                       deadline - time.monotonic(), "the ComfyUI app")
+    expected = json.dumps(list(EXTENSIONS)) if with_pack else "[]"
+    names = await cdp.wait_for(
+        "(() => { const names = (window.app.extensions || []).map((e) => e.name);"
+        f" return names.length > 0 && {expected}.every((n) => names.includes(n)) && names; }})()",
+        deadline - time.monotonic(), "the extensions")
+    await asyncio.sleep(3)            # late console output of the page load
+    ended = time.monotonic()
+    responses = [item for item in network(cdp.events, marker) if item["url"].startswith(url)]
+    loaded = {Path(item["url"].split("?")[0]).name for item in responses if item["status"] == 200}
+    return {"page_load_s": round(ended - started, 1), "extension_count": len(names),
+            "registered_extensions": [name for name in names if name.startswith("ZErase.")],
+            "js_responses": responses, "js_missing": [name for name in JS_FILES if name not in loaded],
+            "load_messages": messages(cdp.events, started, ended, marker)}
+
+
+async def check(args, workdir: Path, processes: Processes) -> dict:
+    deadline = time.monotonic() + args.timeout
+    base = workdir / "base"
+    (base / "custom_nodes").mkdir(parents=True)
+    (base / "custom_nodes" / PACK_FOLDER).symlink_to(REPO, target_is_directory=True)
+    debug_port = free_port()
+    report: dict = {"js_files": list(JS_FILES)}
+    async with aiohttp.ClientSession() as session:
+        browser = processes.start("chromium", [
+            args.chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+            "--no-first-run", "--no-default-browser-check", "--remote-allow-origins=*", "--window-size=1600,1000",
+            f"--user-data-dir={workdir / 'chromium-profile'}", f"--remote-debugging-port={debug_port}", "about:blank"])
+        version = await wait_http(session, f"http://127.0.0.1:{debug_port}/json/version", browser, "Chromium",
+                                  deadline)
+        report["browser"] = version.get("Browser")
+        targets = await wait_http(session, f"http://127.0.0.1:{debug_port}/json/list", browser, "Chromium", deadline)
+        page = next(target for target in targets if target.get("type") == "page")
+        async with session.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=0) as socket_:
+            cdp = CDP(socket_)
+            for domain in ("Runtime", "Log", "Network", "Page"):
+                await cdp.send(f"{domain}.enable")
+            if args.compare_without_pack:
+                # the same page from a ComfyUI without the pack: which messages are ComfyUI's own
+                bare = workdir / "base-without-pack"
+                (bare / "custom_nodes").mkdir(parents=True)
+                url, _ = await start_comfyui(args, processes, session, "comfyui-without-pack", bare, deadline)
+                report["without_pack"] = await load_page(cdp, url, False, deadline)
+                processes.stop("comfyui-without-pack")
+            started = time.monotonic()
+            url, report["comfyui_command"] = await start_comfyui(args, processes, session, "comfyui", base, deadline)
+            report["comfyui_start_s"] = round(time.monotonic() - started, 1)
+            async with session.get(f"{url}/object_info/{TRAIN}") as response:
+                if TRAIN not in await response.json(content_type=None):
+                    raise RuntimeError(f"ComfyUI does not list {TRAIN}; the pack did not load")
+            report.update(await load_page(cdp, url, True, deadline))
+            if "without_pack" in report:
+                bare = [normalised(message) for message in report["without_pack"]["load_messages"]]
+                only = []
+                for message in report["load_messages"]:
+                    key = normalised(message)
+                    if key in bare:
+                        bare.remove(key)
+                    else:
+                        only.append(message)
+                report["load_messages_only_with_pack"] = only
+            marker = f"/extensions/{PACK_FOLDER}/"
+
+            # the editor workflow in the graph, then its API copy queued from here with the page's client id
+            workflow = (REPO / "workflows" / "zerase_nano_demo.json").read_text()
+            await cdp.evaluate(f"window.app.loadGraphData({workflow})")
+            prompt = demo_prompt(args)
+            train_id = next(node for node, value in prompt.items() if value["class_type"] == TRAIN)
+            compare_id = next(node for node, value in prompt.items() if value["class_type"] == COMPARE)
+            chart = f"window.app.graph.getNodeById({int(train_id)})?.zeraseChart"
+            if not await cdp.evaluate(f"!!{chart} && Array.isArray({chart}.points)"):
+                raise RuntimeError(f"node {train_id} ({TRAIN}) has no zeraseChart after loadGraphData")
+            client_id = await cdp.evaluate(
+                "window.app.api?.clientId || window.comfyAPI?.api?.api?.clientId || sessionStorage.getItem('clientId')")
+            report["client_id"] = client_id
+            run_started = time.monotonic()
+            async with session.post(f"{url}/prompt", json={"prompt": prompt, "client_id": client_id}) as r:
+                body = await r.json(content_type=None)
+                if r.status != 200:
+                    raise RuntimeError(f"POST /prompt: {r.status} {body}")
+            prompt_id = body["prompt_id"]
+            counts, status = [], None
+            while time.monotonic() < deadline:
+                count = await cdp.evaluate(f"({chart}?.points || []).length")
+                if not counts or counts[-1][1] != count:
+                    counts.append((round(time.monotonic() - run_started, 2), count))
+                async with session.get(f"{url}/history/{prompt_id}") as r:
+                    history = await r.json(content_type=None)
+                if prompt_id in history:
+                    status = history[prompt_id].get("status", {})
+                    break
+                await asyncio.sleep(0.25)
+            else:
+                raise TimeoutError("the prompt did not finish in time")
+            await asyncio.sleep(1)        # the last websocket events, then the final state of the chart
+            final = await cdp.evaluate(
+                f"(() => {{ const c = {chart}; const p = c ? c.points : []; return {{count: p.length,"
+                f" first: p[0] || null, last: p[p.length - 1] || null,"
+                f" slider: !!window.app.graph.getNodeById({int(compare_id)})?.zeraseSlider }}; }})()")
+            run_ended = time.monotonic()
+            report["prompt_status"] = status.get("status_str")
+            report["prompt_messages"] = [m[0] for m in status.get("messages", [])]
+            report["run_s"] = round(run_ended - run_started, 1)
+            report["chart_counts"] = counts
+            report["chart_points"] = final["count"]
+            report["chart_first_point"], report["chart_last_point"] = final["first"], final["last"]
+            report["points_while_running"] = max((count for _, count in counts), default=0)
+            report["compare_slider_built"] = final["slider"]
+            report["run_messages"] = messages(cdp.events, run_started, run_ended, marker)
+            if args.screenshot:
+                # close the first-run templates dialog, bring the chart into view, then capture
+                for kind in ("keyDown", "keyUp"):
+                    await cdp.send("Input.dispatchKeyEvent", type=kind, key="Escape", code="Escape",
+                                   windowsVirtualKeyCode=27)
+                await cdp.evaluate(f"(() => {{ const node = window.app.graph.getNodeById({int(train_id)});"
+                                   " window.app.canvas.centerOnNode?.(node); window.app.canvas.setDirty(true, true);"
+                                   " return true; })()")
+                await asyncio.sleep(1)
+                shot = await cdp.send("Page.captureScreenshot", format="png")
+                args.screenshot.write_bytes(base64.b64decode(shot["data"]))
+                report["screenshot"] = str(args.screenshot)
+            cdp.reader.cancel()
+    return report
+
+
+def verdict(report: dict, steps: int) -> list[str]:
+    problems = []
+    ours = [m for m in report["load_messages"] + report["run_messages"]
+            if m["origin"] == "pack js/" and m["level"] in ("error", "assert")]
+    if ours:
+        problems.append(f"{len(ours)} error(s) from the pack's js/")
+    if report["js_missing"]:
+        problems.append(f"js/ files not loaded: {report['js_missing']}")
+    if sorted(report["registered_extensions"]) != sorted(EXTENSIONS):
+        problems.append(f"registered extensions {report['registered_extensions']}, expected {list(EXTENSIONS)}")
+    if report["prompt_status"] != "success":
+        problems.append(f"the prompt ended with {report['prompt_status']}")
+    if report["chart_points"] != steps:
+        problems.append(f"the chart holds {report['chart_points']} points after {steps} steps")
+    if report["points_while_running"] < 1:
+        problems.append("the chart received no point while the prompt ran")
+    return problems
+
+
+def print_report(report: dict, problems: list[str]) -> None:
+    print(f"browser: {report.get('browser')}; ComfyUI up in {report.get('comfyui_start_s')} s; page load "
+          f"{report.get('page_load_s')} s; {report.get('extension_count')} extensions registered, ours: "
+          f"{report.get('registered_extensions')}")
+    for item in report.get("js_responses", []):
+        print(f"  {item['status']} {item['url']}" + (f" ({item['error']})" if item.get("error") else ""))
+    if "without_pack" in report:
+        bare = report["without_pack"]
+        print(f"without the pack: page load {bare['page_load_s']} s, {bare['extension_count']} extensions, "
+              f"{len(bare['load_messages'])} load messages; messages only with the pack: "
+              f"{len(report['load_messages_only_with_pack'])}")
+        for message in report["load_messages_only_with_pack"]:
+            print(f"  only with the pack: [{message['origin']}] {message['kind']}/{message['level']}: "
+                  f"{message['text']}")
+    for phase in ("load_messages", "run_messages"):
+        found = report.get(phase, [])
+        print(f"{phase.replace('_', ' ')}: {len(found)}")
+        for message in found:
+            where = message["urls"][0] if message["urls"] else ""
+            print(f"  [{message['origin']}] {message['kind']}/{message['level']}: {message['text']}"
+                  + (f"  ({where})" if where else ""))
+    if "chart_points" in report:
+        print(f"prompt: {report['prompt_status']} in {report['run_s']} s; chart points {report['chart_points']} "
+              f"(while running, up to {report['points_while_running']}); counts over time {report['chart_counts']}")
+        print(f"last point: {report['chart_last_point']}; compare slider built: {report['compare_slider_built']}")
+    print("PASS" if not problems else "FAIL: " + "; ".join(problems))
+
+
+def run(argv=None) -> tuple[dict, list[str]]:
+    args = parse(argv)
+    if args.comfyui is None or not (Path(args.comfyui) / "main.py").is_file():
+        raise SystemExit("point --comfyui or COMFYUI_PATH at a ComfyUI source tree (with main.py)")
+    args.comfyui = Path(args.comfyui).resolve()
+    args.chromium = find_chromium(args.chromium)
+    if args.chromium is None:
+        raise SystemExit("no chromium found; apt-get install chromium, or pass --chromium PATH")
+    workdir = Path(tempfile.mkdtemp(prefix="zerase-browser-"))
+    processes = Processes(workdir)
+    try:
+        report = asyncio.run(check(args, workdir, processes))
+    except BaseException:
+        print(f"--- comfyui log ---\n{processes.log_tail('comfyui')}", file=sys.stderr)
+        raise
+    finally:
+        processes.stop()
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    report["workdir"] = str(workdir) if args.keep else None
+    problems = verdict(report, args.steps)
+    report["problems"] = problems
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+    return report, problems
+
+
+def main(argv=None) -> int:
+    report, problems = run(argv)
+    print_report(report, problems)
+    return 0 if not problems else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,496 @@
+"""Peak RSS of ZEraseTrain inside ComfyUI against the core CLI, for the same erasure run on a random dim-3840 model.
+
+The acceptance item: "on a random dim-3840, 4-joint-layer model, ZEraseTrain's peak RSS is ≤ 1.15× the CLI's for
+the same run (no second copy of the weights in the ComfyUI path)". Every path runs in a FRESH subprocess. Peaks are
+the kernel's high-water mark of the resident set (VmHWM, which `ru_maxrss` reports), read by the child itself: once
+when the run starts training (then reset through /proc/self/clear_refs) and at the end, so each run gives
+- **process peak**: the whole process, loading included;
+- **train peak**: from the start of the training phase to the end. ComfyUI: from the moment ZEraseTrain starts
+  executing (its MODEL already loaded by UNETLoader); CLI: from the moment the trainer is created (the weights
+  already loaded by `load_dit`). Both then build the x_t pool, train, and save the erasure file.
+The parent also samples each child's VmRSS / RssAnon / RssFile every 50 ms (a timeline, and the anon/file split at
+the sampled peak: file-backed pages are the mmapped safetensors file, anon pages are copies).
+
+Runs (--runs, in this order by default):
+- **cli**: `python -m zerase_core erase --base FILE --concept star ...`, i.e. `zerase_core.cli.main(argv)` called
+  from a tiny wrapper that only adds the markers: the core's own loader (`load_dit`, bf16 as stored), the nano text
+  encoder, `EraseTrainer`, bf16 compute.
+- **comfyui**: ComfyUI imported as its server does (`--cpu --bf16-unet`, the built-in extra nodes), the pack loaded
+  by ComfyUI's custom-node loader from a symlink, one prompt run by ComfyUI's own `execution.PromptExecutor` (under
+  its `torch.inference_mode()`, like the server): `UNETLoader` (stock; weight_dtype default) + `LoadSingleStreamDiT`
+  (nano; only its CLIP, the nano text encoder, is used) -> `ZEraseTrain`. `--bf16-unet` keeps the file's bf16
+  weights; on a CPU, ComfyUI still *computes* in fp32 (`unet_manual_cast` -> float32: each Linear casts its bf16
+  weight to an fp32 copy per call).
+- **comfyui-bf16-compute**: the same, with `comfy.model_management.unet_manual_cast` returning None for bf16 weights,
+  i.e. what ComfyUI does on a bf16-capable GPU: bf16 weights and bf16 compute, the CLI's dtype in both. No pack code
+  is changed.
+- **comfyui-cpu-default** (only when asked): no `--bf16-unet`; ComfyUI's CPU default stores the bf16 file as fp32.
+
+Same run everywhere: the file is written with a caption width of 128 (the nano text encoder's), so the same text
+encoder and conditioner (NanoConditioner) serve both; the node gets exactly the CLI's 96 erase prompts and 96
+anchors (`zerase_core.nano.erasure_runs.prompt_set(["star"], None, seed)`) as its `concepts`/`anchors` lines and
+`star` as the keyword; every EraseConfig value is given explicitly on both sides (checked afterwards: the
+`training.config` stored in the erasure files must be equal); 64² (the CLI's only size: latent 8×8), batch 4, rank 8
+on q+k, seed 0, 1 torch thread. What differs by construction: the network that runs (ComfyUI's NextDiT vs the core's
+ZImageDiT, same weights), ComfyUI's imports and executor, and the CLI's loading of the small nano world (codec,
+evaluator), which the node path replaces by LoadSingleStreamDiT's nano model.
+
+    COMFYUI_PATH=/path/to/ComfyUI nice -n 19 /path/to/comfyui-venv/bin/python scripts/comfy_memory_check.py \
+        [--layers 4] [--steps 2] [--trace-saved] [--json memory.json]
+
+The random model (1.44B parameters, 2.69 GiB in bf16 at 4 layers) is written once to --workdir and reused.
+--trace-saved lists, per training step, the tensors autograd saves for the backward (by dtype and shape; weights
+saved as themselves are counted apart from weight-shaped copies).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+GIB = 2 ** 30
+LIMIT = 1.15
+NANO_WIDTH = 128            # the nano text encoder's feature width (NANO_CONFIG.cap_feat_dim)
+CONCEPT = "star"
+RESOLUTION = 64             # `zerase_core erase` trains at the EraseConfig default latent 8×8
+RUNS = ("cli", "comfyui", "comfyui-bf16-compute", "comfyui-cpu-default")
+DEFAULT_RUNS = "cli,comfyui,comfyui-bf16-compute"
+# every training setting, given explicitly to both sides (the node's widget names; the CLI's flags below)
+SETTINGS = {"method": "zerase", "learning_rate": 1e-3, "rank": 8, "targets": "qk", "epsilon": 0.0, "beta": 0.1,
+            "eta": 2.0, "sample_cfg": 3.0, "batch_size": 4}
+
+
+def _status(pid: int | str = "self") -> dict[str, int]:
+    fields = {}
+    try:
+        with open(f"/proc/{pid}/status") as stream:
+            for line in stream:
+                name, _, value = line.partition(":")
+                if name in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
+                    fields[name] = int(value.split()[0])
+    except OSError:
+        pass
+    return fields
+
+
+# ---------------------------------------------------------------- parent
+
+
+def parse(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--comfyui", type=Path, default=os.environ.get("COMFYUI_PATH"),
+                        help="ComfyUI source tree (default: $COMFYUI_PATH)")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/zerase-memory-check"),
+                        help="model file, custom_nodes symlink, erasure files, logs (kept between runs)")
+    parser.add_argument("--model", type=Path, help="a dim-3840 Z-Image file with caption width 128 (default: "
+                                                    "written by make_random_zimage.py into --workdir)")
+    parser.add_argument("--layers", type=int, default=4, help="joint layers of the random model")
+    parser.add_argument("--steps", type=int, default=2, help="training steps")
+    parser.add_argument("--pool-prompts", type=int, default=1, help="x_t trajectories (CLI --pool-prompts)")
+    parser.add_argument("--sample-steps", type=int, default=2, help="sampler steps of the trajectories")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--runs", default=DEFAULT_RUNS, help=f"comma-separated, from {','.join(RUNS)}")
+    parser.add_argument("--trace-saved", action="store_true",
+                        help="diagnosis: report the tensors autograd saves for the backward in each training step")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--child", choices=RUNS, help=argparse.SUPPRESS)
+    parser.add_argument("--spec", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.runs = [run.strip() for run in args.runs.split(",") if run.strip()]
+    unknown = sorted(set(args.runs) - set(RUNS))
+    if unknown:
+        parser.error(f"--runs: unknown {unknown}; choose from {RUNS}")
+    return args
+
+
+def child_env() -> dict:
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+def measured_run(command: list[str], label: str, log: Path) -> dict:
+    """Run `command`, sample its memory every 50 ms; the child's own markers give the peaks."""
+    started = time.monotonic()
+    with open(log, "w") as output:
+        process = subprocess.Popen(command, cwd=REPO, env=child_env(), stdout=output, stderr=subprocess.STDOUT)
+        samples: list[tuple[float, dict]] = []
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                fields = _status(process.pid)
+                if "VmRSS" in fields:
+                    samples.append((time.monotonic() - started, fields))
+                done.wait(0.05)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        _, status, usage = os.wait4(process.pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        done.set()
+        sampler.join()
+    seconds = time.monotonic() - started
+    if code != 0:
+        tail = log.read_text(errors="replace").splitlines()[-30:]
+        raise SystemExit(f"{label} failed with status {code} (log {log}):\n" + "\n".join(tail))
+    markers = _tagged(log, "ZERASE-MEMORY")
+    reset = next((marker for marker in markers if marker.get("reset")), None)
+    if reset is None:
+        raise SystemExit(f"{label}: no training-phase marker in {log}")
+    final = markers[-1]
+    peak_at, peak = max(samples, key=lambda item: item[1]["VmRSS"]) if samples else (None, {})
+    return {
+        "label": label, "seconds": round(seconds, 1),
+        "process_peak_kb": max([usage.ru_maxrss] + [marker["VmHWM"] for marker in markers]),
+        "train_peak_kb": final["VmHWM"],
+        "before_train_kb": reset["VmRSS"],
+        "sampled_peak": {"at_s": round(peak_at, 1) if peak_at is not None else None, **peak},
+        "markers": markers, "saved_for_backward": _tagged(log, "ZERASE-SAVED"), "log": str(log),
+        "timeline": [(round(t, 1), fields["VmRSS"]) for t, fields in samples[::20]],
+    }
+
+
+def _tagged(log: Path, tag: str) -> list[dict]:
+    """The JSON records printed after `tag` (mid-line too: tqdm's progress bar writes without a newline)."""
+    return [json.loads(line.split(tag + " ", 1)[1]) for line in log.read_text(errors="replace").splitlines()
+            if tag + " " in line]
+
+
+def ensure_model(args) -> Path:
+    path = args.model or args.workdir / "diffusion_models" / f"zimage-random-{args.layers}l-cap{NANO_WIDTH}.safetensors"
+    if path.is_file():
+        return path
+    if args.model is not None:
+        raise SystemExit(f"--model {path} does not exist")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    print(f"writing the random model {path} ...", flush=True)
+    subprocess.run([sys.executable, str(REPO / "scripts" / "make_random_zimage.py"), "--out", str(path),
+                    "--layers", str(args.layers), "--cap-feat-dim", str(NANO_WIDTH), "--dtype", "bf16",
+                    "--seed", str(args.seed)], cwd=REPO, env=child_env(), check=True)
+    return path
+
+
+def cli_argv(spec: dict) -> list[str]:
+    """`python -m zerase_core` arguments of the run (every setting explicit, as the node gets them)."""
+    targets = [flag for slice_ in SETTINGS["targets"] for flag in ("--targets", slice_)]
+    return ["erase", "--base", spec["model"], "--concept", CONCEPT, "--method", SETTINGS["method"],
+            "--steps", str(spec["steps"]), "--lr", str(SETTINGS["learning_rate"]), "--rank", str(SETTINGS["rank"]),
+            *targets, "--eta", str(SETTINGS["eta"]), "--beta", str(SETTINGS["beta"]),
+            "--pool-prompts", str(spec["pool_prompts"]), "--sample-steps", str(spec["sample_steps"]),
+            "--seed", str(spec["seed"]), "--no-strength-search", "--out", spec["outputs"]["cli"]]
+
+
+def stored_settings(path: Path) -> dict:
+    sys.path.insert(0, str(REPO))
+    from zerase_core.erasure_file import read_erasure
+    info, _, _ = read_erasure(path)
+    return {"config": info.training.get("config"), "anchors": info.training.get("anchors"),
+            "keywords": list(info.keywords), "base_fingerprint": info.base_fingerprint, "steps": info.steps_done}
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    if args.child:
+        spec = json.loads(args.spec.read_text())
+        return child(spec, args.child)
+    if args.comfyui is None or not (Path(args.comfyui).expanduser() / "comfy" / "model_management.py").is_file():
+        raise SystemExit("point --comfyui or COMFYUI_PATH at a ComfyUI source tree (and run with ComfyUI's python)")
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    model = ensure_model(args)
+    sys.path.insert(0, str(REPO))
+    from zerase_core.nano.erasure_runs import prompt_set
+    prompts = prompt_set([CONCEPT], None, args.seed)
+    outputs = {label: str(args.workdir / "zerase" / f"memcheck-{label}.safetensors") for label in RUNS}
+    spec = {"comfyui": str(Path(args.comfyui).expanduser().resolve()), "workdir": str(args.workdir.resolve()),
+            "model": str(model.resolve()), "steps": args.steps, "pool_prompts": args.pool_prompts,
+            "sample_steps": args.sample_steps, "seed": args.seed, "erase": list(prompts.erase),
+            "anchors": list(prompts.anchors), "keyword": CONCEPT, "resolution": RESOLUTION, "outputs": outputs,
+            "trace_saved": args.trace_saved}
+    spec_path = args.workdir / "spec.json"
+    spec_path.write_text(json.dumps(spec))
+    (args.workdir / "zerase").mkdir(exist_ok=True)
+    results = {}
+    for label in args.runs:
+        Path(outputs[label]).unlink(missing_ok=True)
+        command = [sys.executable, str(Path(__file__).resolve()), "--child", label, "--spec", str(spec_path)]
+        print(f"[{label}] running ...", flush=True)
+        results[label] = measured_run(command, label, args.workdir / f"{label}.log")
+        results[label]["settings"] = stored_settings(Path(outputs[label]))
+        print(f"[{label}] process peak {results[label]['process_peak_kb'] / 2**20:.3f} GiB, train peak "
+              f"{results[label]['train_peak_kb'] / 2**20:.3f} GiB, {results[label]['seconds']:.0f} s", flush=True)
+    report = {"model": spec["model"], "model_gib": model.stat().st_size / GIB, "layers": args.layers,
+              "steps": args.steps, "pool_prompts": args.pool_prompts, "sample_steps": args.sample_steps,
+              "resolution": RESOLUTION, "cli_equivalent": "python -m zerase_core " + " ".join(cli_argv(spec)),
+              "results": results, "limit": LIMIT, "comparisons": {}}
+    if "cli" in results:
+        cli = results["cli"]
+        for label, result in results.items():
+            if label == "cli":
+                continue
+            report["comparisons"][label] = {
+                "process_ratio": result["process_peak_kb"] / cli["process_peak_kb"],
+                "train_ratio": result["train_peak_kb"] / cli["train_peak_kb"],
+                "same_settings": result["settings"] == cli["settings"],
+                "differences": {key: (result["settings"][key], cli["settings"][key]) for key in cli["settings"]
+                                if result["settings"][key] != cli["settings"][key]},
+            }
+    print_table(report)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+        print(f"wrote {args.json}")
+    return 0 if all(c["process_ratio"] <= LIMIT for c in report["comparisons"].values()) else 1
+
+
+def print_table(report: dict) -> None:
+    size = report["model_gib"]
+    print(f"\nmodel: {report['model']} ({size:.2f} GiB, {report['layers']} joint layers + 2+2 refiners, dim 3840, "
+          f"bf16); {report['steps']} steps at {report['resolution']}², pool {report['pool_prompts']}×"
+          f"{report['sample_steps']}, batch {SETTINGS['batch_size']}, rank {SETTINGS['rank']} on q+k")
+    print(f"CLI: {report['cli_equivalent']}")
+    print(f"{'run':<22} {'process peak':>12} {'train peak':>11} {'RSS before':>11} {'sampled peak: anon':>19} "
+          f"{'file':>6} {'seconds':>8}   (GiB)")
+    for label, result in report["results"].items():
+        sampled = result["sampled_peak"]
+        print(f"{label:<22} {result['process_peak_kb'] / 2**20:>12.3f} {result['train_peak_kb'] / 2**20:>11.3f} "
+              f"{result['before_train_kb'] / 2**20:>11.3f} {sampled.get('RssAnon', 0) / 2**20:>19.3f} "
+              f"{sampled.get('RssFile', 0) / 2**20:>6.3f} {result['seconds']:>8.0f}")
+    for label, result in report["results"].items():
+        print(f"{label}:")
+        for marker in result["markers"]:
+            print(f"    {marker['at']:<44} RSS {marker['VmRSS'] / 2**20:6.3f} (anon {marker['RssAnon'] / 2**20:6.3f}, "
+                  f"file {marker['RssFile'] / 2**20:6.3f})  high-water {marker['VmHWM'] / 2**20:6.3f}"
+                  + ("  [high-water reset]" if marker.get("reset") else "")
+                  + (f"  tensors {marker['tensors_gib']}" if marker.get("tensors_gib") else ""))
+        for step in result["saved_for_backward"]:
+            print(f"    saved for backward, step {step['step']}: {step['total_gib']:.3f} GiB in {step['tensors']} "
+                  f"storages; weights saved as themselves {step['weights_gib']:.3f} GiB; weight-shaped copies "
+                  f"{step['weight_copies_gib']:.3f} GiB; other by dtype {step['by_dtype']}")
+            for shape, gib, count in step["top"]:
+                print(f"        {gib:7.3f} GiB  {count:4d} × {shape}")
+    for label, comparison in report["comparisons"].items():
+        verdict = "PASS" if comparison["process_ratio"] <= LIMIT else "FAIL"
+        print(f"{label} / cli: process peak {comparison['process_ratio']:.3f}, train peak "
+              f"{comparison['train_ratio']:.3f} (limit {LIMIT} on the process peak: {verdict}); same stored "
+              f"settings: {comparison['same_settings']}" + (f" {comparison['differences']}"
+                                                           if comparison["differences"] else ""))
+
+
+# ---------------------------------------------------------------- children
+
+
+def tensor_census() -> dict:
+    """GiB held by live tensors (unique storages of at least 1 MiB), by dtype; `inference` = inference tensors."""
+    import gc
+    import warnings
+
+    import torch
+    seen, sizes = set(), {}
+    with warnings.catch_warnings():       # isinstance() on deprecated torch objects warns
+        warnings.simplefilter("ignore")
+        objects = [obj for obj in gc.get_objects() if isinstance(obj, torch.Tensor)]
+    for obj in objects:
+        try:
+            if obj.is_meta or obj.device.type != "cpu":
+                continue
+            storage = obj.untyped_storage()
+            key, size = storage.data_ptr(), storage.nbytes()
+        except Exception:  # noqa: BLE001  (odd tensor subclasses)
+            continue
+        if size < 2 ** 20 or key in seen:
+            continue
+        seen.add(key)
+        name = str(obj.dtype).replace("torch.", "") + (" inference" if obj.is_inference() else "")
+        sizes[name] = sizes.get(name, 0.0) + size / GIB
+    return {name: round(value, 3) for name, value in sorted(sizes.items())}
+
+
+def mark(at: str, census: bool = False, reset: bool = False) -> None:
+    """Print the memory now; `reset`: then restart the high-water mark (the training phase begins)."""
+    record = {"at": at, **_status()}
+    if census:
+        record["tensors_gib"] = tensor_census()
+    if reset:
+        record["reset"] = True
+    print("ZERASE-MEMORY " + json.dumps(record), flush=True)
+    if reset:
+        with open("/proc/self/clear_refs", "w") as stream:
+            stream.write("5")
+
+
+def install_hooks(spec: dict, reset_at_trainer: bool) -> None:
+    """Marks when the EraseTrainer (both paths use it) is created and after each step; optionally the tracer."""
+    import gc
+    import warnings
+
+    import torch
+    from torch import nn
+
+    from zerase_core import trainer as trainer_module
+
+    trainer_class = trainer_module.EraseTrainer
+    original_init, original_step = trainer_class.__init__, trainer_class.train_step
+
+    def init(self, *args, **kwargs):
+        mark("EraseTrainer created (weights loaded)", census=True, reset=reset_at_trainer)
+        original_init(self, *args, **kwargs)
+        mark("x_t pool and teacher cache built")
+
+    def traced_step(self, *args, **kwargs):
+        params = {}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            found = [obj for obj in gc.get_objects() if isinstance(obj, nn.Parameter)]
+        for obj in found:
+            if obj.device.type == "cpu":
+                params[obj.untyped_storage().data_ptr()] = tuple(obj.shape)
+        del found
+        weight_shapes = {shape for shape in params.values() if len(shape) == 2}
+        seen, totals, by_dtype, shapes = set(), {"total": 0, "weights": 0, "copies": 0}, {}, {}
+
+        def pack(tensor):
+            try:
+                storage = tensor.untyped_storage()
+                key, size = storage.data_ptr(), storage.nbytes()
+            except Exception:  # noqa: BLE001
+                return tensor
+            if key in seen:
+                return tensor
+            seen.add(key)
+            totals["total"] += size
+            if key in params:
+                totals["weights"] += size
+                return tensor
+            if tuple(tensor.shape) in weight_shapes:
+                totals["copies"] += size
+            name = str(tensor.dtype).replace("torch.", "")
+            by_dtype[name] = by_dtype.get(name, 0) + size
+            shape = f"{name} {list(tensor.shape)}"
+            count, total = shapes.get(shape, (0, 0))
+            shapes[shape] = (count + 1, total + size)
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            result = original_step(self, *args, **kwargs)
+        top = sorted(shapes.items(), key=lambda item: -item[1][1])[:10]
+        print("ZERASE-SAVED " + json.dumps({
+            "step": self.step, "tensors": len(seen), "total_gib": totals["total"] / GIB,
+            "weights_gib": totals["weights"] / GIB, "weight_copies_gib": totals["copies"] / GIB,
+            "by_dtype": {name: round(size / GIB, 3) for name, size in by_dtype.items()},
+            "top": [(shape, round(size / GIB, 3), count) for shape, (count, size) in top]}), flush=True)
+        return result
+
+    def step(self, *args, **kwargs):
+        result = (traced_step if spec.get("trace_saved") else original_step)(self, *args, **kwargs)
+        mark(f"training step {self.step} done")
+        return result
+
+    trainer_class.__init__, trainer_class.train_step = init, step
+
+
+def child(spec: dict, label: str) -> int:
+    mark("start")
+    if label == "cli":
+        import torch
+        torch.set_num_threads(1)
+        install_hooks(spec, reset_at_trainer=True)
+        from zerase_core.cli import main as cli_main
+        code = cli_main(cli_argv(spec))
+        mark("done", census=True)
+        return code
+    return comfyui_child(spec, label)
+
+
+def comfyui_child(spec: dict, label: str) -> int:
+    import asyncio
+
+    root = spec["comfyui"]
+    sys.path.insert(0, root)
+    flags = ["--cpu"] if label == "comfyui-cpu-default" else ["--cpu", "--bf16-unet"]
+    saved_argv, sys.argv = sys.argv, [sys.argv[0], *flags]
+    import comfy.options
+    comfy.options.enable_args_parsing()
+    import comfy.cli_args  # noqa: F401  (parses the flags)
+    sys.argv = saved_argv
+    import torch
+    torch.set_num_threads(1)
+    import comfy.model_management
+    if label == "comfyui-bf16-compute":
+        stock = comfy.model_management.unet_manual_cast
+
+        def bf16_compute(weight_dtype, inference_device, *args, **kwargs):
+            if weight_dtype == torch.bfloat16:
+                return None                   # compute in the weights' bf16, as on a bf16-capable GPU
+            return stock(weight_dtype, inference_device, *args, **kwargs)
+
+        comfy.model_management.unet_manual_cast = bf16_compute
+    import execution
+    import folder_paths
+    import nodes
+    import server as comfy_server
+
+    install_hooks(spec, reset_at_trainer=False)
+    workdir = Path(spec["workdir"])
+    model = Path(spec["model"])
+    folder_paths.folder_names_and_paths["diffusion_models"] = ([str(model.parent)], {".safetensors"})
+    folder_paths.folder_names_and_paths["zerase"] = ([str(workdir / "zerase")], {".safetensors"})
+    folder_paths.set_output_directory(str(workdir / "output"))
+    folder_paths.set_temp_directory(str(workdir / "temp"))
+    custom = workdir / "custom_nodes"
+    custom.mkdir(exist_ok=True)
+    link = custom / "ComfyUI-ZErase"
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(REPO, target_is_directory=True)
+    prompt = {
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": model.name, "weight_dtype": "default"}},
+        "2": {"class_type": "LoadSingleStreamDiT", "inputs": {"model_name": "nano (bundled)"}},
+        "3": {"class_type": "ZEraseTrain", "inputs": {
+            "model": ["1", 0], "clip": ["2", 1], "concepts": "\n".join(spec["erase"]), "keywords": spec["keyword"],
+            "anchors": "\n".join(spec["anchors"]), "preserve": "", **{k: v for k, v in SETTINGS.items()},
+            "steps": spec["steps"], "seed": spec["seed"], "resolution": spec["resolution"],
+            "save_name": Path(spec["outputs"][label]).stem, "resume_from": "none", "preview_every": 0,
+            "concept_kind": "object", "sample_steps": spec["sample_steps"], "pool_prompts": spec["pool_prompts"]}},
+    }
+
+    class Server:
+        """What PromptExecutor and the nodes need of the server; marks memory when a node starts."""
+
+        client_id = last_node_id = last_prompt_id = None
+
+        def send_sync(self, event, data, sid=None):
+            if event == "executing" and data.get("node") is not None:
+                node = data["node"]
+                kind = prompt[node]["class_type"]
+                mark(f"node {node} ({kind}) starts", census=True, reset=kind == "ZEraseTrain")
+
+        def __getattr__(self, name):
+            return lambda *args, **kwargs: None
+
+    server = Server()
+    comfy_server.PromptServer.instance = server
+    asyncio.run(nodes.init_builtin_extra_nodes())
+    if not asyncio.run(nodes.load_custom_node(str(link))):
+        raise SystemExit("ComfyUI could not load the pack")
+    mark("ComfyUI imported, pack loaded")
+    valid, error, outputs, node_errors = asyncio.run(execution.validate_prompt("memcheck", prompt, None))
+    if not valid:
+        raise SystemExit(f"invalid prompt: {error} {node_errors}")
+    executor = execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC,
+                                        cache_args={"lru": 0, "ram": 0, "ram_inactive": 0})
+    executor.execute(prompt, "memcheck", {"client_id": "memcheck"}, outputs)
+    if not executor.success:
+        raise SystemExit(f"the prompt failed: {executor.status_messages[-1:]}")
+    mark("done", census=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
