@@ -74,16 +74,10 @@ class GatedLoRA(nn.Module):
         self.enabled = True
         self.strength = 1.0
 
-    def delta(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, L, in) -> (B, L, 3·width) low-rank delta (zeros for slices without an adapter)."""
-        x = x.to(self.down[self.slices[0]].dtype)
-        parts = []
-        for name in SLICES:
-            if name in self.slices:
-                parts.append((x @ self.down[name].t()) @ self.up[name].t())
-            else:
-                parts.append(x.new_zeros(*x.shape[:-1], self.width))
-        return torch.cat(parts, dim=-1) * (self.rank_scale * self.strength)
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, L, in) -> (B, L, rank·slices): the down-projections of every adapted slice in one matmul."""
+        down = torch.cat([self.down[name] for name in self.slices]) if len(self.slices) > 1 else self.down[self.slices[0]]
+        return x.to(down.dtype) @ down.t()
 
     def gate(self, device) -> torch.Tensor | None:
         """(B, L, 1) bool of rows that receive the delta, or None for policy `all`."""
@@ -102,14 +96,20 @@ class GatedLoRA(nn.Module):
     def apply(self, x: torch.Tensor, base_output: torch.Tensor) -> torch.Tensor:
         if not self.enabled or self.strength == 0:
             return base_output
-        delta = self.delta(x).to(base_output.dtype)
+        hidden = self.hidden(x)
         gate = self.gate(x.device)
-        if gate is None:
-            return base_output + delta
-        if gate.shape[:2] != base_output.shape[:2]:
-            raise RuntimeError(f"layout gives {tuple(gate.shape[:2])} rows but the {self.family} input has {tuple(base_output.shape[:2])}")
-        # where (not multiply) so gated-off rows get exactly the frozen output and no gradient, even from a NaN
-        return base_output + torch.where(gate, delta, 0.0)
+        if gate is not None:
+            if gate.shape[:2] != base_output.shape[:2]:
+                raise RuntimeError(f"layout gives {tuple(gate.shape[:2])} rows but the {self.family} input has {tuple(base_output.shape[:2])}")
+            # The gate closes the rank-r hidden rows (where, not multiply: closed rows get exactly zero delta and
+            # no gradient, even from a NaN); so every full-width op below is an add on the adapted slices only.
+            hidden = torch.where(gate, hidden, 0.0)
+        hidden = hidden * (self.rank_scale * self.strength)
+        rank = hidden.shape[-1] // len(self.slices)
+        parts = dict(zip(self.slices, hidden.split(rank, dim=-1)))
+        blocks = base_output.split(self.width, dim=-1)
+        return torch.cat([block + (parts[name] @ self.up[name].t()).to(block.dtype) if name in parts else block
+                          for name, block in zip(SLICES, blocks)], dim=-1)
 
 
 def _family_of(path: str) -> str:

@@ -32,10 +32,13 @@ class AttentionCapture:
     `columns` (B, K) are positions in the text segment; `column_mask` (B, K) marks which are real (samples may
     have different keyword counts). After a forward, `maps` holds one (B, H, N_image, K) tensor per joint layer.
     Only the keyword columns are kept; the image × text probabilities are never stored (see `keyword_attention`).
+    `rows` = only the first `rows` samples of the batch capture (a stacked batch whose other samples need no maps;
+    `columns` may still cover the whole batch); the maps then hold those samples only.
     """
     columns: torch.Tensor
     column_mask: torch.Tensor | None = None
     maps: list[torch.Tensor] = field(default_factory=list)
+    rows: int | None = None
 
 
 def keyword_attention(query, key, key_mask, image_start: int, image_tokens: int, columns) -> torch.Tensor:
@@ -206,10 +209,14 @@ class ZImageDiT(nn.Module):
         return rope_frequencies(positions, self.config.axes_dims, self.config.rope_theta)
 
     def _probe(self, capture: AttentionCapture, layout: TokenLayout, joint_mask):
+        rows = capture.rows if capture.rows is not None else capture.columns.shape[0]
+        mask = None if joint_mask is None else joint_mask[:rows]
+
         def attention_maps(query, key):
-            maps = keyword_attention(query, key, joint_mask, layout.text_span, layout.image_tokens, capture.columns)
+            maps = keyword_attention(query[:rows], key[:rows], mask, layout.text_span, layout.image_tokens,
+                                     capture.columns[:rows])
             if capture.column_mask is not None:
-                maps = maps * capture.column_mask[:, None, None, :].to(maps.dtype)
+                maps = maps * capture.column_mask[:rows, None, None, :].to(maps.dtype)
             return maps
         return attention_maps
 

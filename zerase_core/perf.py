@@ -3,6 +3,7 @@
 Measured, on the nano model by default or on a randomly initialised DiT of any size given by flags:
   zerase            one Z-Erase step with the x_t pool and teacher cache (the default trainer)
   zerase_uncached   the same step without them: x_t sampled afresh by the frozen model and teacher forwards each step
+  zerase_gate_all   the same cached step with the gate open on every token (ratio to zerase: the cost of gating)
   esd / naive_esd   ESD with the text gate / with the gate open everywhere (their ratio is the cost of gating)
   plain_lora        one ungated fwd/bwd/AdamW step of the same adapters on a plain MSE target
   teacher_forward   one frozen forward of a batch (no grad)
@@ -28,7 +29,7 @@ from .erase_config import EraseConfig
 from .perf_steps import (STAGES, BenchTrainer, DeviceDenoiser, MemoryProbe, PlainLoraVariant, StageClock,
                          SyntheticConditioner, TeacherForwardVariant, TrainerVariant, random_dit)
 
-VARIANTS = ("zerase", "zerase_uncached", "esd", "naive_esd", "plain_lora", "plain_lora_gate_text", "teacher_forward")
+VARIANTS = ("zerase", "zerase_uncached", "zerase_gate_all", "esd", "naive_esd", "plain_lora", "plain_lora_gate_text", "teacher_forward")
 PRESETS = {
     # the nano model as the CLI trains it (EraseConfig defaults)
     "nano": dict(size=64, dtype="float32", checkpointing=False, batch=4, pool_prompts=32, sample_steps=20, cfg=3.0,
@@ -204,6 +205,12 @@ def run_perf(args) -> dict:
         uncached = make_trainer("zerase", config={"cache": False}, fresh_samples=True)
         results["pool_sampling_s"] = time.perf_counter() - started
         variants.append(TrainerVariant("zerase_uncached", uncached))
+    if "zerase_gate_all" in only:
+        # the same zerase step with the gate open on every token (issue 3's gate-cost comparison)
+        open_gate = make_trainer("zerase", pool=pool)
+        for adapter in open_gate.adapters.adapters.values():
+            adapter.gate_policy = "all"
+        variants.append(TrainerVariant("zerase_gate_all", open_gate))
     for name, method in (("esd", "esd"), ("naive_esd", "naive-esd")):
         if name in only:
             variants.append(TrainerVariant(name, make_trainer(method, pool=pool)))
@@ -261,6 +268,7 @@ def _derived(results: dict, run_steps: int) -> None:
     def ratio(a, b):
         return results[a] / results[b] if a in results and b in results and results[b] > 0 else None
     results["ratio_zerase_vs_plain_lora"] = ratio("zerase_step_s", "plain_lora_step_s")
+    results["ratio_gate_text_vs_all_zerase"] = ratio("zerase_step_s", "zerase_gate_all_step_s")
     results["ratio_gate_text_vs_all_esd"] = ratio("esd_step_s", "naive_esd_step_s")
     results["ratio_gate_text_vs_all_plain"] = ratio("plain_lora_gate_text_step_s", "plain_lora_step_s")
     results["speedup_cached_per_step"] = ratio("zerase_uncached_step_s", "zerase_step_s")
@@ -290,6 +298,7 @@ def format_table(results: dict) -> str:
     lines.append("")
     for key, label in (("cache_build_s", "pool + teacher cache build (init) s"), ("pool_sampling_s", "pool sampling only s"),
                        ("ratio_zerase_vs_plain_lora", "zerase / plain_lora"),
+                       ("ratio_gate_text_vs_all_zerase", "gate text / all (zerase step)"),
                        ("ratio_gate_text_vs_all_esd", "gate text / all (esd vs naive-esd)"),
                        ("ratio_gate_text_vs_all_plain", "gate text / all (plain step)"),
                        ("speedup_cached_per_step", "cached speed-up per step"),

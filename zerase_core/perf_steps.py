@@ -196,7 +196,7 @@ class DeviceDenoiser:
         inner = None
         if capture is not None:
             mask = None if capture.column_mask is None else capture.column_mask.to(self.device)
-            inner = AttentionCapture(columns=capture.columns.to(self.device), column_mask=mask)
+            inner = AttentionCapture(columns=capture.columns.to(self.device), column_mask=mask, rows=capture.rows)
         v = self.model(x.to(self.device), sigma.to(self.device), context.to(self.device), lengths, inner)
         if inner is not None:
             capture.maps.extend(maps.cpu() for maps in inner.maps)

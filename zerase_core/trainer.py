@@ -137,7 +137,8 @@ class EraseTrainer:
             mask = capture.column_mask if capture.column_mask is not None else torch.ones_like(columns, dtype=torch.bool)
             padding = (groups - 1) * count
             inner = AttentionCapture(columns=torch.cat([columns, columns.new_zeros(padding, columns.shape[1])]),
-                                     column_mask=torch.cat([mask, mask.new_zeros(padding, mask.shape[1])]))
+                                     column_mask=torch.cat([mask, mask.new_zeros(padding, mask.shape[1])]),
+                                     rows=count)
         velocity = self._student(torch.cat(list(states_lists)), torch.cat([sigma] * groups),
                                  [prompt for prompts in prompt_lists for prompt in prompts], inner)
         if capture is not None:
