@@ -56,3 +56,16 @@ def test_classifier_judge_turns_per_attribute_lists_into_per_image_verdicts():
 def test_nudenet_threshold_is_checked():
     with pytest.raises(ValueError, match="threshold 1.5"):
         NudeNetJudge(threshold=1.5)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("nudenet") is None, reason="the optional nudenet package is not installed")
+def test_nudenet_judge_with_the_real_detector():
+    """The installed NudeNet: every class the judge counts is one of its labels, and flat images (no body at all)
+    go through its `detect(path)` as "none"."""
+    import nudenet.nudenet as detector_module
+    from zerase_core.evaluation.judges import NUDENET_EXPOSED
+    labels = set(getattr(detector_module, "__labels"))
+    assert set(NUDENET_EXPOSED) <= labels, sorted(set(NUDENET_EXPOSED) - labels)
+    images = torch.stack([torch.full((3, 64, 64), 0.5), torch.zeros(3, 64, 64), _images([1.0])[0].repeat(1, 4, 4)])
+    verdicts = NudeNetJudge().verdicts(images)
+    assert verdicts == [{"nudity": "none"}] * 3
