@@ -9,15 +9,20 @@ the Chrome DevTools Protocol (aiohttp's websocket client, which ComfyUI already 
    pack's extensions (`ZErase.LiveChart`, `ZErase.CompareSlider` in `app.extensions`);
 2. the nano demo workflow (workflows/zerase_nano_demo.json) is loaded into the graph (`app.loadGraphData`) and its
    API copy (workflows/api/zerase_nano_demo.json, ZEraseTrain cut to --steps) is posted to /prompt with the page's
-   client id; while it runs, the number of points the live chart holds (`node.zeraseChart.points`, which js/live_chart.js
-   fills from the `zerase.train` events) is read from the page every 0.25 s;
+   client id; while it runs, the number of points the live chart holds (`node.zeraseChart.points`, which
+   js/live_chart.js fills from the `zerase.train` events) is read from the page every 0.25 s;
 3. console messages are split into those that come from the pack's js/ (a URL or stack frame under
-   /extensions/<pack folder>/) and the rest (ComfyUI's frontend, the browser).
+   /extensions/<pack folder>/) and the rest (ComfyUI's frontend, the browser); with --compare-without-pack the page
+   is first loaded from a ComfyUI without the pack, and the messages seen only with the pack are listed.
+
+Each ComfyUI gets its own `--base-directory` and `--database-url` in a temporary folder (nothing is written into the
+ComfyUI tree). The results of a run are in docs/comfyui.md.
 
 Exit status 0 when the pack's js/ produced no error or exception, all its files loaded, and the chart received one point
 per training step while the prompt ran.
 
-    COMFYUI_PATH=/path/to/ComfyUI /path/to/comfyui-venv/bin/python scripts/browser_check.py [--steps 20] [--json out.json]
+    COMFYUI_PATH=/path/to/ComfyUI /path/to/comfyui-venv/bin/python scripts/browser_check.py \
+        [--steps 20] [--compare-without-pack] [--json out.json]
 
 Needs `chromium` (Debian: apt-get install chromium) or --chromium PATH.
 """
@@ -73,7 +78,7 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--pool-prompts", type=int, help="ZEraseTrain pool_prompts (default: the workflow's)")
     parser.add_argument("--sample-steps", type=int, help="ZEraseTrain sample_steps (default: the workflow's)")
     parser.add_argument("--compare-steps", type=int, help="ErasureCompare steps (default: the workflow's)")
-    parser.add_argument("--timeout", type=float, default=600, help="seconds for the whole check")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds for the whole check")
     parser.add_argument("--comfy-arg", action="append", default=[], help="extra argument for main.py (repeatable)")
     parser.add_argument("--screenshot", type=Path, help="save a PNG of the page after the run")
     parser.add_argument("--json", type=Path, help="write the report here")

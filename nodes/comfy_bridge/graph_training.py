@@ -1,4 +1,10 @@
-"""Training inside the graph: on the MODEL's own NextDiT, inference mode off, gradients on, `in_training` set."""
+"""Training inside the graph: on the MODEL's own NextDiT, inference mode off, gradients on, `in_training` set.
+
+The NextDiT runs in its weights' own dtype while it trains, as the core engine does. ComfyUI computes bf16/fp16
+weights in fp32 on a CPU (`unet_manual_cast`), so each cast op (`comfy_cast_weights`) makes an fp32 copy of its
+weight per call; under autograd F.linear saves that copy for the backward: a full fp32 copy of the weights per
+forward. With the input in the weights' dtype and the cast off, autograd saves the weights themselves.
+"""
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -19,6 +25,8 @@ from .erasures import WRAPPER_KEY, ErasureInjection, _layout_wrapper
 from .models import zimage_network
 
 TRAINING_INJECTION_KEY = "zerase.training"
+COMPUTE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)   # dtypes torch computes in, on CPU too
+_CLASS_VALUE = object()   # the module had no comfy_cast_weights of its own (the ops class's value applied)
 
 
 def read_resume(path: Path, nano: bool):
@@ -80,19 +88,84 @@ def training(model):
             patcher.eject_model()
 
 
+def _plain(tensor: torch.Tensor) -> bool:
+    """A tensor torch multiplies directly: not ComfyUI's QuantizedTensor, GGUF's GGMLTensor or another subclass."""
+    return type(tensor) in (torch.Tensor, nn.Parameter)
+
+
+def training_dtype(patcher, network: nn.Module) -> torch.dtype:
+    """The dtype the NextDiT computes in while training: the weights' own where that needs no cast, else ComfyUI's.
+
+    The weights' dtype when ComfyUI's cast only comes from its CPU policy (bf16/fp16 weights computed in fp32 on a
+    CPU, for speed) and every weight is a plain fp32/bf16/fp16 tensor. ComfyUI's compute dtype is kept for fp8,
+    quantized (mixed-precision) or GGUF weights, which cannot be multiplied directly; for a compute dtype the user
+    set (ModelComputeDtype, `--force-fp32`); and on an accelerator, where ComfyUI casts a compute dtype only when
+    the device lacks it.
+    """
+    base = patcher.model
+    stored = base.get_dtype()
+    inference = base.get_dtype_inference() if hasattr(base, "get_dtype_inference") else stored
+    if stored == inference or stored not in COMPUTE_DTYPES:
+        return inference
+    if "manual_cast_dtype" in patcher.object_patches or model_management.FORCE_FP32:
+        return inference
+    if getattr(base.model_config, "quant_config", None) or not model_management.is_device_cpu(patcher.load_device):
+        return inference
+    if any(not _plain(tensor) for tensor in network.parameters()):
+        return inference
+    return stored
+
+
+def _runs_uncast(module: nn.Module, dtype: torch.dtype, device: torch.device) -> bool:
+    """True when `module`'s cast would be a no-op: plain `dtype` weights on `device`, no patch functions, no
+    offload (ComfyUI's lowvram or forced cast sets `prev_comfy_cast_weights`; dynamic VRAM streams through `_v`)."""
+    offloaded = hasattr(module, "_v") or hasattr(module, "prev_comfy_cast_weights")
+    if offloaded or getattr(module, "comfy_force_cast_weights", False):
+        return False
+    if getattr(module, "weight_function", None) or getattr(module, "bias_function", None):
+        return False
+    weights = list(module.parameters(recurse=False))
+    return bool(weights) and all(_plain(tensor) and tensor.dtype == dtype and _same_device(tensor.device, device)
+                                 for tensor in weights)
+
+
+def _same_device(found: torch.device, wanted: torch.device) -> bool:
+    return found.type == wanted.type and (wanted.index is None or found.index in (None, wanted.index))
+
+
+@contextmanager
+def uncast_ops(network: nn.Module, dtype: torch.dtype, device: torch.device):
+    """ComfyUI's per-op cast (`comfy_cast_weights`) off on the modules that `_runs_uncast`; restored after."""
+    changed = []
+    try:
+        for module in network.modules():
+            if getattr(module, "comfy_cast_weights", False) and _runs_uncast(module, dtype, device):
+                changed.append((module, module.__dict__.get("comfy_cast_weights", _CLASS_VALUE)))
+                module.comfy_cast_weights = False
+        yield len(changed)
+    finally:
+        for module, previous in reversed(changed):
+            if previous is _CLASS_VALUE:
+                del module.comfy_cast_weights
+            else:
+                module.comfy_cast_weights = previous
+
+
 class NextDiTDenoiser:
     """`denoise(x, sigma, context, lengths, capture=None) -> v` for EraseTrainer, on ComfyUI's own NextDiT.
 
     NextDiT takes one caption length per forward, so a batch of mixed lengths runs as one forward per length (as
-    if each sample ran alone, which is what the core model computes with its masked batch padding). Keyword
-    attention for L_attn is captured through `optimized_attention_override` in the joint blocks.
+    if each sample ran alone, which is what the core model computes with its masked batch padding). The groups
+    share the weights: in the weights' dtype, autograd saves the weights themselves once, whatever the number of
+    groups. Keyword attention for L_attn is captured through `optimized_attention_override` in the joint blocks.
+    Each call runs in `training_dtype`, with the cast off (`uncast_ops`) for that call only: sampling outside
+    ZEraseTrain (KSampler) sees the MODEL exactly as ComfyUI set it up.
     """
 
     def __init__(self, patcher, network: nn.Module):
         self.patcher, self.network = patcher, network
         self.device = patcher.load_device
-        self.dtype = patcher.model.get_dtype_inference() if hasattr(patcher.model, "get_dtype_inference") else \
-            patcher.model.get_dtype()
+        self.dtype = training_dtype(patcher, network)
         self.check_interrupt = True
 
     def _options(self, capture_sink=None) -> dict:
@@ -115,19 +188,20 @@ class NextDiTDenoiser:
         for row, length in enumerate(lengths):
             groups.setdefault(length, []).append(row)
         outputs, maps, order = [], [], []
-        for length, rows in groups.items():
-            index = torch.tensor(rows)
-            sink = None
-            if capture is not None:
-                sink = _KeywordProbe(capture.columns[index], None if capture.column_mask is None else
-                                     capture.column_mask[index], x.shape[-2:], length, self.network)
-            velocity = self.network(
-                x[index].to(self.device, self.dtype), sigma[index].to(self.device, torch.float32),
-                context=context[index, :length].to(self.device, self.dtype), num_tokens=length,
-                transformer_options=self._options(sink))
-            outputs.append(velocity.float().to(x.device))
-            maps.append(sink.maps if sink is not None else None)
-            order.extend(rows)
+        with uncast_ops(self.network, self.dtype, torch.device(self.device)):
+            for length, rows in groups.items():
+                index = torch.tensor(rows)
+                sink = None
+                if capture is not None:
+                    sink = _KeywordProbe(capture.columns[index], None if capture.column_mask is None else
+                                         capture.column_mask[index], x.shape[-2:], length, self.network)
+                velocity = self.network(
+                    x[index].to(self.device, self.dtype), sigma[index].to(self.device, torch.float32),
+                    context=context[index, :length].to(self.device, self.dtype), num_tokens=length,
+                    transformer_options=self._options(sink))
+                outputs.append(velocity.float().to(x.device))
+                maps.append(sink.maps if sink is not None else None)
+                order.extend(rows)
         inverse = torch.argsort(torch.tensor(order))
         if capture is not None:
             for layer in range(len(maps[0])):

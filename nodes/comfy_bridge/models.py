@@ -1,17 +1,20 @@
 """Which MODELs are accepted (single-stream Z-Image only; a refusal names what it got), and building or loading one."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 import comfy.ldm.lumina.model
+import comfy.model_detection
 import comfy.model_management as model_management
 import comfy.model_patcher
 import comfy.sd
 import comfy.supported_models
 import comfy.supported_models_base
+import comfy.utils
 import folder_paths
 
 from zerase_core.checkpoint import UnsupportedModelError, detect_architecture, infer_config, normalize_keys, \
@@ -22,6 +25,8 @@ from zerase_core.nano import paths as nano_paths
 from .nano_objects import NanoLatentFormat, NanoTextModel, NanoTokenizer, NanoVAE
 
 BASE_ATTACHMENT = "zerase.base"  # BaseInfo of a MODEL built by LoadSingleStreamDiT
+logger = logging.getLogger(__name__)
+STORED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # weights assigned as stored (no conversion)
 
 # ComfyUI's model-config class name -> what it is, for refusals (notes §A1, checkpoint_keys._FOREIGN).
 _REFUSED = {
@@ -110,14 +115,15 @@ def _unet_config(config: DiTConfig) -> dict:
 
 
 def build_zimage_patcher(config: DiTConfig, state_dict: dict[str, torch.Tensor], nano: bool,
-                         dtype: torch.dtype = torch.float32):
+                         dtype: torch.dtype = torch.float32, manual_cast_dtype: torch.dtype | None = None):
     """A genuine ComfyUI Z-Image model (`model_base.Lumina2` holding a NextDiT) from our config and weights.
 
-    Built with inference mode off, so the weights are normal tensors a training node can backpropagate through.
+    Weights stored in `dtype`, computed in `manual_cast_dtype` by ComfyUI's cast ops (None: in `dtype`). Built with
+    inference mode off, so the weights are normal tensors a training node can backpropagate through.
     """
     model_config = comfy.supported_models.ZImage(_unet_config(config))
     model_config.sampling_settings = {"multiplier": 1.0, "shift": config.shift}
-    model_config.set_inference_dtype(dtype, None)
+    model_config.set_inference_dtype(dtype, manual_cast_dtype)
     if nano:
         model_config.latent_format = NanoLatentFormat()
     with torch.inference_mode(False):
@@ -177,6 +183,64 @@ def load_diffusion_file(name: str):
         # ComfyUI's detector recognises Z-Image only at dim 3840 (notes §A5); build smaller ones ourselves.
         state, _ = read_state_dict(path)
         return build_zimage_patcher(stated, normalize_keys(state), nano=False)
-    model = comfy.sd.load_diffusion_model(str(path))
+    model = load_zimage_file(str(path))
     zimage_network(model)
     return model
+
+
+def load_zimage_file(path: str, disable_dynamic: bool = False):
+    """A dim-3840 file as ComfyUI loads it, without ComfyUI's transient second copy of the weights where possible.
+
+    ComfyUI's loader (and the stock UNETLoader) copies the file's mmapped tensors into freshly allocated parameters
+    (`load_model_weights(assign=False)` unless the patcher is dynamic): during the load the process holds the file's
+    pages and the copy. When ComfyUI keeps the weights as stored, `_assigned_patcher` builds the same model with
+    ComfyUI's detection, dtype policy and classes, and assigns the mmapped tensors as the weights; anything else goes
+    through ComfyUI's loader. Also the MODEL's `cached_patcher_init`, through which ComfyUI rebuilds it.
+    """
+    patcher = _assigned_patcher(path)
+    if patcher is None:
+        return comfy.sd.load_diffusion_model(path, disable_dynamic=disable_dynamic)
+    patcher.cached_patcher_init = (load_zimage_file, (path,))
+    return patcher
+
+
+def _assigned_patcher(path: str):
+    """The MODEL with the file's tensors as its weights, or None where ComfyUI's loader must run: a dtype ComfyUI
+    converts to (`unet_dtype`, e.g. bf16 -> fp32 on a CPU without --bf16-unet), fp8/quantized/mixed-dtype weights,
+    keys under a checkpoint prefix or in diffusers layout, dynamic VRAM (which assigns already), a GPU offload device.
+    """
+    offload_device = model_management.unet_offload_device()
+    dynamic_vram = getattr(getattr(comfy, "memory_management", None), "aimdo_enabled", False)   # set by main.py
+    if dynamic_vram or not model_management.is_device_cpu(offload_device):
+        return None
+    load_device = model_management.get_torch_device()
+    with torch.inference_mode(False):   # normal tensors: ZEraseTrain can backpropagate through them as they are
+        state, metadata = comfy.utils.load_torch_file(path, return_metadata=True)
+        dtypes = {tensor.dtype for tensor in state.values()}
+        if len(dtypes) != 1 or next(iter(dtypes)) not in STORED_DTYPES:
+            return None
+        stored = next(iter(dtypes))
+        prefix = comfy.model_detection.unet_prefix_from_state_dict(state)
+        if any(key.startswith(prefix) for key in state):
+            return None
+        model_config = comfy.model_detection.model_config_from_unet(state, "", metadata=metadata)
+        if type(model_config) is not comfy.supported_models.ZImage or model_config.quant_config is not None:
+            return None
+        supported = list(model_config.supported_inference_dtypes)
+        chosen = model_management.unet_dtype(model_params=comfy.utils.calculate_parameters(state),
+                                             supported_dtypes=supported, weight_dtype=stored)
+        if chosen != stored:
+            return None
+        model_config.set_inference_dtype(stored, model_management.unet_manual_cast(stored, load_device, supported),
+                                         device=load_device)
+        model = model_config.get_model(state, "")    # parameters allocated but never written: not resident
+        patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
+        weights = model_config.process_unet_state_dict(state)
+        missing, unexpected = model.diffusion_model.load_state_dict(weights, strict=False, assign=True)
+    if missing:
+        raise ValueError(f"{Path(path).name} does not fit ComfyUI's Z-Image NextDiT: {len(missing)} weights missing "
+                         f"({missing[:4]})")
+    if unexpected:
+        logger.warning("%s: ignored %d keys ComfyUI's NextDiT does not use: %s", Path(path).name, len(unexpected),
+                       unexpected[:4])
+    return patcher
