@@ -37,3 +37,17 @@ def test_multi_concept_prompt_sets_never_show_another_erased_value():
         assert not anchor_words & (words_of["star"] | words_of["red"])
     with pytest.raises(ValueError, match="every colour value"):
         training_prompt_set(list(ATTRIBUTES["colour"]))
+
+
+def test_colours_are_attributes_and_adapt_v_by_default():
+    from zerase_core.erase_config import DEFAULT_SLICES, EPSILON_PRESETS, EraseConfig
+    from zerase_core.nano.erasure_runs import concept_kind
+    assert concept_kind(["red"]) == concept_kind(["star", "orange"]) == "attribute"
+    assert concept_kind(["star"]) == "object" and concept_kind(["red", "striped"]) == "style"
+    attribute = EraseConfig().with_kind("attribute")
+    assert attribute.slices == ("q", "k", "v") and attribute.epsilon_value == EPSILON_PRESETS["attribute"]
+    assert attribute.adapter_config().slices == ("q", "k", "v")
+    assert EraseConfig().with_kind("object").slices == DEFAULT_SLICES
+    # slices set to anything but the default are the caller's choice; ε set explicitly stays too
+    chosen = EraseConfig(slices=("q", "v"), epsilon=0.005).with_kind("attribute")
+    assert chosen.slices == ("q", "v") and chosen.epsilon_value == 0.005

@@ -158,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     erase.add_argument("--steps", type=int)
     erase.add_argument("--lr", type=float)
     erase.add_argument("--rank", type=int)
-    erase.add_argument("--targets", choices=["q", "k", "v"], action="append", help="qkv slices (default q and k)")
+    erase.add_argument("--targets", choices=["q", "k", "v"], action="append",
+                       help="qkv slices (default q and k; q, k and v for colours)")
     erase.add_argument("--eta", type=float, help="negative guidance η (default 2)")
     erase.add_argument("--epsilon", type=float, help="ε tolerance (default: preset of the concept kind)")
     erase.add_argument("--beta", type=float, help="λ step size β (default 1; the paper: 0.1 over 1,000 steps)")

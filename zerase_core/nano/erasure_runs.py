@@ -20,12 +20,17 @@ from .prompts import NanoConditioner, attribute_of, training_prompt_set
 from .scoring import recommend_strength
 from .world import NanoWorld
 
-CONCEPT_KINDS = {"shape": "object", "colour": "abstract", "pattern": "style", "background": "abstract"}
+CONCEPT_KINDS = {"shape": "object", "colour": "attribute", "pattern": "style", "background": "abstract"}
 
 
 def concept_kind(concepts: list[str]) -> str:
+    """The kind of a (joint) erasure: style if any concept is a pattern, else attribute if any is a colour (its
+    slices preset, Q+K+V, then covers every concept of the file), else object / abstract."""
     kinds = {CONCEPT_KINDS[attribute_of(concept)[0]] for concept in concepts}
-    return "style" if "style" in kinds else sorted(kinds)[0]
+    for kind in ("style", "attribute"):
+        if kind in kinds:
+            return kind
+    return sorted(kinds)[0]
 
 
 def prompt_set(concepts: list[str], anchors: list[str] | None, seed: int) -> PromptSet:
@@ -66,7 +71,7 @@ def erase(world: NanoWorld, concepts: list[str], config: EraseConfig, out: Path,
     for concept in concepts:
         attribute_of(concept)
     if config.concept_kind == "object" and resume is None:
-        config = replace(config, concept_kind=concept_kind(concepts))
+        config = config.with_kind(concept_kind(concepts))     # the kind's ε and slices presets (colours: Q+K+V)
     prompts = prompt_set(concepts, anchors, config.seed)
     conditioner = NanoConditioner(world.text_encoder)
     trainer = EraseTrainer(world.dit, conditioner, prompts, config, in_channels=world.dit.config.in_channels,
