@@ -51,3 +51,17 @@ def test_colours_are_attributes_and_adapt_v_by_default():
     # slices set to anything but the default are the caller's choice; ε set explicitly stays too
     chosen = EraseConfig(slices=("q", "v"), epsilon=0.005).with_kind("attribute")
     assert chosen.slices == ("q", "v") and chosen.epsilon_value == 0.005
+
+
+def test_held_out_keep_prompts_leave_out_the_other_erased_values():
+    from zerase_core.nano.scoring import held_out_sets
+    from zerase_core.nano.vocab import ATTRIBUTES, VOCABULARY
+    alone_erase, alone_keep = held_out_sets("star")
+    erase, keep = held_out_sets("star", erased=("star", "crimson"))
+    assert erase == alone_erase and len(keep) == len(alone_keep)
+    assert any(expected["colour"] == "red" for _, expected in alone_keep)
+    red_words = set(ATTRIBUTES["colour"]["red"])
+    assert all(expected["colour"] != "red" and not set(VOCABULARY.split(prompt)) & red_words for prompt, expected in keep)
+    # the same attribute: erasing red and green together keeps neither in red's keep prompts
+    _, keep = held_out_sets("red", erased=("red", "green"))
+    assert {expected["colour"] for _, expected in keep} == set(ATTRIBUTES["colour"]) - {"red", "green"}

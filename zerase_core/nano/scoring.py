@@ -51,9 +51,12 @@ def score(world: NanoWorld, concept: str, model=None, seed: int = EVALUATION_SEE
     return _score(world, concept, erase_items, keep_items, seed, model)
 
 
-def held_out_sets(concept: str, count: int = 48):
-    """Prompts for strength selection: templates 1.. (the evaluation set uses template 0)."""
+def held_out_sets(concept: str, count: int = 48, erased: tuple[str, ...] = ()):
+    """Prompts for strength selection: templates 1.. (the evaluation set uses template 0). Keep prompts that show a
+    value of another concept in `erased` (erased by the same edit) are left out: losing it there is the goal."""
     erase_items, keep_items = evaluation_sets(concept)
+    others = [attribute_of(other) for other in erased if attribute_of(other) != attribute_of(concept)]
+    keep_items = [item for item in keep_items if all(item[1][name] != value for name, value in others)]
     def rewrite(items, offset):
         rewritten = []
         for index, (_, expected) in enumerate(items[offset::max(1, len(items) // count)][:count]):
@@ -73,6 +76,7 @@ def recommend_strength(world: NanoWorld, edit, concepts: list[str],
                        keep_ratio: float = 0.95, margin: float = 0.5) -> tuple[float, list[dict]]:
     """A strength for `edit`, chosen on held-out prompts (other templates and seeds than the evaluation sets).
 
+    With several concepts each one's keep prompts leave out the other erased values (their loss is wanted, not damage).
     In order of preference: the smallest strength whose held-out Acc_e ≤ margin × target with Acc_ir ≥ keep_ratio ×
     base (the margin absorbs the held-out set's sampling noise: 48 images); else the smallest with Acc_e ≤ target;
     else the best mean H. Strengths are tried in increasing order and the search stops at the first that passes or
@@ -80,11 +84,12 @@ def recommend_strength(world: NanoWorld, edit, concepts: list[str],
     attached to `world.dit`; strength 0 gives the base model.
     """
     table = []
+    sets = {concept: held_out_sets(concept, erased=tuple(concepts)) for concept in concepts}
     edit.set_strength(0.0)
-    base = {concept: _score(world, concept, *held_out_sets(concept), HELD_OUT_SEED) for concept in concepts}
+    base = {concept: _score(world, concept, *sets[concept], HELD_OUT_SEED) for concept in concepts}
     for strength in strengths:
         edit.set_strength(strength)
-        scores = [_score(world, concept, *held_out_sets(concept), HELD_OUT_SEED) for concept in concepts]
+        scores = [_score(world, concept, *sets[concept], HELD_OUT_SEED) for concept in concepts]
         acc_e = max(s.acc_e for s in scores)
         ratio = min(s.acc_ir / max(base[c].acc_ir, 1e-6) for s, c in zip(scores, concepts))
         h = sum(s.h for s in scores) / len(scores)
