@@ -36,8 +36,10 @@ def _inputs() -> list:
         io.Float.Input("learning_rate", default=1e-3, min=1e-7, max=1.0, step=1e-5, round=1e-7,
                        tooltip="AdamW learning rate of the adapter weights."),
         io.Int.Input("rank", default=8, min=1, max=256, tooltip="Rank of each low-rank adapter (alpha = rank)."),
-        io.Combo.Input("targets", options=list(training.TARGETS), default="qk",
-                       tooltip="Rows of each joint layer's fused attention.qkv that get an adapter (paper: q and k)."),
+        io.Combo.Input("targets", options=list(training.TARGETS), default="auto",
+                       tooltip="Rows of each joint layer's fused attention.qkv that get an adapter. auto: the concept "
+                               "kind's rows (q and k, the paper's released checkpoint; q, k and v for colours and "
+                               "other attributes, which Q+K alone erased weakly on the nano world)."),
         io.Float.Input("epsilon", default=0.0, min=0.0, max=1.0, step=1e-4, round=1e-6,
                        tooltip="ε of the λ update (preservation slack). 0 = the preset of the concept kind "
                                "(1e-3 style/nudity, 1e-2 object)."),

@@ -20,7 +20,7 @@ from torch import nn
 
 from zerase_core.adapters import TARGET_PRESETS, AdapterSet
 from zerase_core.checkpoint import fingerprint
-from zerase_core.erase_config import EPSILON_PRESETS, METHODS, EraseConfig
+from zerase_core.erase_config import DEFAULT_SLICES, EPSILON_PRESETS, METHODS, EraseConfig
 from zerase_core.erasure_file import ErasureFileError, ErasureInfo, adapter_dict, read_erasure, save_erasure
 from zerase_core.prompts import PromptSet
 from zerase_core.trainer import EraseTrainer, StepRecord
@@ -28,7 +28,7 @@ from zerase_core.trainer import EraseTrainer, StepRecord
 from .parsing import lines, words_list
 
 CONCEPT_KINDS = ("auto", *EPSILON_PRESETS)
-TARGETS = tuple(TARGET_PRESETS)
+TARGETS = ("auto", *TARGET_PRESETS)   # auto: the concept kind's rows (Q+K; colours/attributes Q+K+V)
 LATENT_FACTOR = 8                    # Z-Image's VAE (and the nano codec) downsample 8×
 
 
@@ -43,7 +43,7 @@ class TrainInputs:
     steps: int = 200
     learning_rate: float = 1e-3
     rank: int = 8
-    targets: str = "qk"
+    targets: str = "auto"
     epsilon: float = 0.0             # 0 = the preset of the concept kind
     beta: float = EraseConfig.beta
     eta: float = 2.0
@@ -70,20 +70,23 @@ class TrainInputs:
 
 
 def erase_config(inputs: TrainInputs, nano: bool) -> EraseConfig:
-    """The EraseConfig of a run; for nano exactly what `zerase_core erase` builds from the same values."""
+    """The EraseConfig of a run; for nano exactly what `zerase_core erase` builds from the same values. Targets
+    `auto` take the concept kind's qkv rows (`EraseConfig.with_kind`); a named preset is kept as chosen."""
     latent = inputs.resolution // LATENT_FACTOR
+    slices = DEFAULT_SLICES if inputs.targets == "auto" else TARGET_PRESETS[inputs.targets]
     config = EraseConfig(
         method=inputs.method, seed=inputs.seed, steps=inputs.steps, learning_rate=inputs.learning_rate,
         rank=inputs.rank, eta=inputs.eta, epsilon=inputs.epsilon or None, beta=inputs.beta,
-        slices=TARGET_PRESETS[inputs.targets], latent_size=(latent, latent), sample_steps=inputs.sample_steps,
+        slices=slices, latent_size=(latent, latent), sample_steps=inputs.sample_steps,
         sample_cfg=inputs.sample_cfg, batch_size=inputs.batch_size, pool_prompts=inputs.pool_prompts,
     )
-    if inputs.concept_kind != "auto":
-        return replace(config, concept_kind=inputs.concept_kind)
-    if nano:
+    kind = inputs.concept_kind
+    if kind == "auto":
+        if not nano:
+            return config
         from zerase_core.nano.erasure_runs import concept_kind
-        return replace(config, concept_kind=concept_kind(list(lines(inputs.concepts))))
-    return config
+        kind = concept_kind(list(lines(inputs.concepts)))
+    return config.with_kind(kind) if inputs.targets == "auto" else replace(config, concept_kind=kind)
 
 
 def _without(prompt: str, keywords: tuple[str, ...]) -> str:

@@ -31,6 +31,18 @@ def test_nano_inputs_give_the_cli_config_and_prompts():
                                                                       ["a red square on a white background"], 0)
 
 
+def test_auto_targets_follow_the_concept_kind_as_the_cli_does():
+    colour = training.TrainInputs(concepts="red", steps=20, seed=3)
+    cli = EraseConfig(method="zerase", seed=3, steps=20).with_kind(concept_kind(["red"]))
+    node = training.erase_config(colour, nano=True)
+    assert node == cli and node.slices == ("q", "k", "v") and node.concept_kind == "attribute"
+    chosen = training.erase_config(replace(colour, targets="qk"), nano=True)
+    assert chosen.slices == ("q", "k") and chosen.concept_kind == "attribute"     # a named preset is kept
+    generic = training.erase_config(training.TrainInputs(concepts="a red car", concept_kind="attribute"), nano=False)
+    assert generic.slices == ("q", "k", "v")
+    assert training.erase_config(training.TrainInputs(concepts="a red car"), nano=False).slices == ("q", "k")
+
+
 def test_generic_prompts_default_keywords_and_anchors():
     inputs = training.TrainInputs(concepts="a painting by Van Gogh\nVan Gogh starry night", keywords="Van Gogh",
                                   preserve="a photo of a cat")

@@ -25,8 +25,8 @@ NANO_LOADER = {"class_type": "LoadSingleStreamDiT", "inputs": {"model_name": "na
 
 def train(model, clip, vae, **overrides) -> dict:
     inputs = {"model": model, "clip": clip, "vae": vae, "concepts": "star", "keywords": "", "anchors": "",
-              "preserve": "", "method": "zerase", "steps": 100, "learning_rate": 1e-3, "rank": 8, "targets": "qk",
-              "epsilon": 0.0, "beta": 0.1, "eta": 2.0, "seed": 0, "resolution": 64, "save_name": "nano-star",
+              "preserve": "", "method": "zerase", "steps": 100, "learning_rate": 1e-3, "rank": 8, "targets": "auto",
+              "epsilon": 0.0, "beta": 1.0, "eta": 2.0, "seed": 0, "resolution": 64, "save_name": "nano-star",
               "resume_from": "none", "preview_every": 25, "concept_kind": "auto", "sample_steps": 20, "sample_cfg": 3.0,
               "batch_size": 4, "pool_prompts": 32}
     return {"class_type": "ZEraseTrain", "inputs": {**inputs, **overrides}}
