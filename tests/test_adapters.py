@@ -188,6 +188,22 @@ def test_gate_all_changes_text_and_image_rows():
         assert moved[kinds == kind].all(), kind
 
 
+def test_set_gate_switches_every_adapter():
+    model, adapters = attached("text")
+    train(model, adapters)
+    inputs = make_inputs()
+    path = "layers.0.attention.qkv"
+    kinds = row_kinds(model, adapters, path, inputs)
+    for policy, image_moves in (("text", False), ("all", True), ("text", False)):
+        adapters.set_gate(policy)
+        x, output = record_qkv(model, adapters, inputs)[path]
+        moved = (output != F.linear(x, model.get_submodule(path).weight)).any(dim=-1)
+        assert bool(moved[kinds == IMAGE].any()) == image_moves, policy
+        assert moved[kinds == TEXT].all(), policy
+    with pytest.raises(ValueError, match="gate 'half'"):
+        adapters.set_gate("half")
+
+
 @pytest.mark.parametrize("gate", GATES)
 def test_detach_restores_the_original_forward(gate):
     model, adapters = attached(gate)

@@ -195,6 +195,13 @@ class AdapterSet(nn.Module):
         for adapter in self.adapters.values():
             adapter.enabled = enabled
 
+    def set_gate(self, policy: str) -> None:
+        """The gate policy of every adapter (`text`, `image` or `all`); the benchmark compares them on one step."""
+        if policy not in GATES:
+            raise ValueError(f"gate {policy!r} must be one of {GATES}")
+        for adapter in self.adapters.values():
+            adapter.gate_policy = policy
+
     def set_strength(self, strength: float) -> None:
         for adapter in self.adapters.values():
             adapter.strength = float(strength)

@@ -208,8 +208,7 @@ def run_perf(args) -> dict:
     if "zerase_gate_all" in only:
         # the same zerase step with the gate open on every token (issue 3's gate-cost comparison)
         open_gate = make_trainer("zerase", pool=pool)
-        for adapter in open_gate.adapters.adapters.values():
-            adapter.gate_policy = "all"
+        open_gate.adapters.set_gate("all")
         variants.append(TrainerVariant("zerase_gate_all", open_gate))
     for name, method in (("esd", "esd"), ("naive_esd", "naive-esd")):
         if name in only:
