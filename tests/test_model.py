@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from zerase_fixtures import TINY_CONFIG, fresh_dit
+from zerase_fixtures import TINY_CONFIG, fresh_dit, randomized_dit
 from zerase_core.closed_form import keyword_suppression
 from zerase_core.config import DiTConfig
 from zerase_core.layers import apply_rope
@@ -239,3 +239,20 @@ def test_suppression_removes_the_key_from_image_attention(word_conditioner):
     with torch.no_grad():
         model(x, sigma, context, lengths, capture=capture, suppress_keys=mask)
     assert all((maps == 0).all() for maps in capture.maps)
+
+
+def test_a_kept_prefix_gives_the_forward_of_the_current_joint_layers():
+    model = randomized_dit(TINY_CONFIG)
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(2, TINY_CONFIG.in_channels, 4, 4, generator=generator)
+    sigma = torch.tensor([0.3, 0.8])
+    context = torch.randn(2, 5, TINY_CONFIG.cap_feat_dim, generator=generator)
+    with torch.no_grad():
+        kept = model.prefix(x, sigma, context, torch.tensor([5, 3]))
+        before = model.joint(kept)
+        torch.testing.assert_close(before, model(x, sigma, context, torch.tensor([5, 3])), rtol=0, atol=0)
+        for block in model.layers:
+            block.attention.qkv.weight.mul_(1.5)
+        changed = model(x, sigma, context, torch.tensor([5, 3]))
+        torch.testing.assert_close(model.joint(kept), changed, rtol=0, atol=0)
+    assert not torch.allclose(before, changed)

@@ -262,6 +262,24 @@ def test_g_tilde_compares_the_same_probe_before_and_after_the_step(lagrangian_al
     assert after > 0            # the probe did move: the check compares real numbers
 
 
+@pytest.mark.parametrize("families", [("layers",), ("layers", "context_refiner")])
+def test_the_probe_keeps_its_refiner_prefix_only_while_the_refiners_are_not_adapted(families, word_conditioner):
+    dit = fresh_dit(dataclasses.replace(TINY_CONFIG, n_layers=2, n_refiner_layers=1))
+    trainer = EraseTrainer(dit, word_conditioner, PROMPTS, make_config(method="zerase", steps=3, families=families))
+    with torch.no_grad():
+        for adapter in trainer.adapters.adapters.values():       # non-zero deltas from the start, refiners included
+            for up in adapter.up.values():
+                up.normal_(0.0, 0.5)
+    for _ in range(3):
+        probed = trainer.probe()
+        with torch.no_grad():
+            uncached = trainer.preservation_loss(trainer.probe_picks).item()   # the full forwards, every time
+        assert probed == pytest.approx(uncached, rel=1e-5, abs=1e-9)
+        trainer.train_step()
+    assert probed > 0
+    assert (trainer._probe_prefix is not None) == (families == ("layers",))
+
+
 def test_anchor_trajectories_measure_the_anchor_term_on_the_anchors_own_states(word_conditioner):
     trainer = make_trainer(word_conditioner, method="zerase", anchor_trajectories=True, sample_cfg=2.0)
     pool = trainer.pool

@@ -41,6 +41,19 @@ class AttentionCapture:
     rows: int | None = None
 
 
+@dataclass
+class JointInput:
+    """The input of the joint layers (`ZImageDiT.prefix`): the [text | image] sequence after the refiners, with
+    its position tables, timestep embedding, key mask and layout, and the latent size of the output."""
+    hidden: torch.Tensor                # (B, text_span + image_span, dim)
+    cos: torch.Tensor                   # (B, L, 1, D/2)
+    sin: torch.Tensor
+    adaln: torch.Tensor                 # (B, adaln width)
+    key_mask: torch.Tensor | None       # (B, L) bool, None when nothing is masked
+    layout: TokenLayout
+    size: tuple[int, int]               # latent (H, W)
+
+
 def keyword_attention(query, key, key_mask, image_start: int, image_tokens: int, columns) -> torch.Tensor:
     """Softmax attention of image queries to the keyword columns: (B, H, N_image, K), in float32.
 
@@ -126,41 +139,50 @@ class ZImageDiT(nn.Module):
         `suppress_keys` (B, L_text) bool removes those text tokens from every joint layer's keys (token zeroing,
         the paper's brittle inference-time baseline).
         """
+        return self.joint(self.prefix(x, timesteps, context, context_lengths, suppress_keys), capture)
+
+    def prefix(self, x, timesteps, context, context_lengths=None, suppress_keys=None) -> JointInput:
+        """Everything before the first joint layer: embeddings, refiners, position tables, masks. It depends on the
+        refiners' weights only: a caller whose adapters leave the refiners alone may keep and reuse it (the λ probe
+        of `EraseTrainer`, whose inputs never change)."""
         if x.dim() != 4 or context.dim() != 3 or context.shape[0] != x.shape[0]:
             raise ValueError(f"expected x (B,C,H,W) and context (B,L,D) with equal B, got {tuple(x.shape)}, {tuple(context.shape)}")
         layout = self.layout_for(x, context, context_lengths)
-        with active_layout(layout):
-            return self._forward(x, timesteps, context, layout, capture, suppress_keys)
-
-    def _forward(self, x, timesteps, context, layout: TokenLayout, capture, suppress_keys=None):
-        batch, _, height, width = x.shape
+        height, width = x.shape[-2:]
         dtype = self.dtype
-        patch = self.config.patch_size
-        x = _pad_to_patch(x.to(dtype), patch)
-        adaln_input = self.t_embedder((1.0 - timesteps.float()) * self.config.time_scale, dtype)
+        x = _pad_to_patch(x.to(dtype), self.config.patch_size)
+        with active_layout(layout):
+            adaln_input = self.t_embedder((1.0 - timesteps.float()) * self.config.time_scale, dtype)
+            text_kinds = layout.kinds("context_refiner", x.device)
+            text = self._embed_text(context.to(dtype), text_kinds)
+            text_cos, text_sin = self._text_rope(layout, text_kinds, x.device)
+            text_mask = layout.key_mask("context_refiner", x.device)
+            for block in self.context_refiner:
+                text = self._run(block, text, text_cos, text_sin, None, text_mask)
 
-        text_kinds = layout.kinds("context_refiner", x.device)
-        text = self._embed_text(context.to(dtype), text_kinds)
-        text_cos, text_sin = self._text_rope(layout, text_kinds, x.device)
-        text_mask = layout.key_mask("context_refiner", x.device)
-        for block in self.context_refiner:
-            text = self._run(block, text, text_cos, text_sin, None, text_mask)
+            image = self._embed_image(x, layout)
+            image_cos, image_sin = self._image_rope(layout, x.device)
+            for block in self.noise_refiner:
+                image = self._run(block, image, image_cos, image_sin, adaln_input, None)
 
-        image = self._embed_image(x, layout)
-        image_cos, image_sin = self._image_rope(layout, x.device)
-        for block in self.noise_refiner:
-            image = self._run(block, image, image_cos, image_sin, adaln_input, None)
-
-        joint = torch.cat([text, image], dim=1)
-        cos, sin = torch.cat([text_cos, image_cos], dim=1), torch.cat([text_sin, image_sin], dim=1)
         joint_mask = layout.key_mask("layers", x.device)
         if suppress_keys is not None:
             joint_mask = _suppressed(joint_mask, suppress_keys, layout, x.device)
-        for block in self.layers:
-            maps = self._probe(capture, layout, joint_mask) if capture is not None else None
-            joint = self._run(block, joint, cos, sin, adaln_input, joint_mask, maps, capture)
+        return JointInput(torch.cat([text, image], dim=1), torch.cat([text_cos, image_cos], dim=1),
+                          torch.cat([text_sin, image_sin], dim=1), adaln_input, joint_mask, layout, (height, width))
 
-        output = self.final_layer(joint, adaln_input)
+    def joint(self, inputs: JointInput, capture: AttentionCapture | None = None) -> torch.Tensor:
+        """The joint layers and the output head on a `prefix` result -> velocity (B, C, H, W)."""
+        layout = inputs.layout
+        joint = inputs.hidden
+        with active_layout(layout):
+            for block in self.layers:
+                maps = self._probe(capture, layout, inputs.key_mask) if capture is not None else None
+                joint = self._run(block, joint, inputs.cos, inputs.sin, inputs.adaln, inputs.key_mask, maps, capture)
+            output = self.final_layer(joint, inputs.adaln)
+        batch = output.shape[0]
+        patch = self.config.patch_size
+        height, width = inputs.size
         start = layout.text_span
         rows, columns = layout.grid
         tokens = output[:, start:start + layout.image_tokens]
@@ -269,4 +291,4 @@ def count_parameters(model: nn.Module) -> int:
     return sum(parameter.numel() for parameter in model.parameters())
 
 
-__all__ = ["ZImageDiT", "AttentionCapture", "keyword_attention", "count_parameters"]
+__all__ = ["ZImageDiT", "AttentionCapture", "JointInput", "keyword_attention", "count_parameters"]
