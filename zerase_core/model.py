@@ -122,15 +122,18 @@ class ZImageDiT(nn.Module):
             nn.init.zeros_(self.final_layer.linear.bias)
 
     def layout_for(self, x: torch.Tensor, context: torch.Tensor, context_lengths=None) -> TokenLayout:
+        return self._layout(context, context_lengths, x.shape[-2:])
+
+    def _layout(self, context: torch.Tensor, context_lengths, latent_hw) -> TokenLayout:
         if context_lengths is None:
-            lengths = [context.shape[1]] * x.shape[0]
+            lengths = [context.shape[1]] * context.shape[0]
         else:
             lengths = [int(n) for n in torch.as_tensor(context_lengths).tolist()]
-            if len(lengths) != x.shape[0] or max(lengths) > context.shape[1] or min(lengths) < 1:
+            if len(lengths) != context.shape[0] or max(lengths) > context.shape[1] or min(lengths) < 1:
                 raise ValueError(
-                    f"context_lengths {lengths} must give 1..{context.shape[1]} tokens for each of {x.shape[0]} samples"
+                    f"context_lengths {lengths} must give 1..{context.shape[1]} tokens for each of {context.shape[0]} samples"
                 )
-        return TokenLayout.from_shapes(lengths, x.shape[-2:], self.config.patch_size, self.config.pad_tokens_multiple)
+        return TokenLayout.from_shapes(lengths, latent_hw, self.config.patch_size, self.config.pad_tokens_multiple)
 
     def forward(self, x, timesteps, context, context_lengths=None, capture: AttentionCapture | None = None,
                 suppress_keys: torch.Tensor | None = None):
@@ -143,33 +146,73 @@ class ZImageDiT(nn.Module):
 
     def prefix(self, x, timesteps, context, context_lengths=None, suppress_keys=None) -> JointInput:
         """Everything before the first joint layer: embeddings, refiners, position tables, masks. It depends on the
-        refiners' weights only: a caller whose adapters leave the refiners alone may keep and reuse it (the λ probe
-        of `EraseTrainer`, whose inputs never change)."""
+        refiners' weights only: a caller whose adapters leave the refiners alone may keep it, or its text and image
+        segments, and reuse them (`EraseTrainer` does, for its fixed prompts, x_t pool and λ probe)."""
+        self._check_inputs(x, context)
+        layout = self.layout_for(x, context, context_lengths)
+        with active_layout(layout):
+            adaln_input = self._adaln(timesteps)
+            rope = self._rope(layout, x.device)
+            text = self._text_segment(context, layout, rope)
+            image = self._image_segment(x, adaln_input, layout, rope)
+            return self._assemble(text, image, adaln_input, layout, rope, tuple(x.shape[-2:]), suppress_keys)
+
+    def text_segment(self, context, context_lengths, latent_hw) -> torch.Tensor:
+        """Captions -> the text segment after the context refiner, (B, text_span, dim); rows past a caption's own
+        padded length are batch-padding filler (masked everywhere downstream)."""
+        layout = self._layout(context, context_lengths, latent_hw)
+        with active_layout(layout):
+            return self._text_segment(context, layout, self._rope(layout, context.device))
+
+    def image_segment(self, x, timesteps, context_lengths) -> torch.Tensor:
+        """Latents -> the image segment after the noise refiner, (B, image_span, dim). Image position ids start
+        after each caption's padded text, so the segment depends on the caption's padded length, not its words."""
+        layout = TokenLayout.from_shapes(context_lengths, x.shape[-2:], self.config.patch_size,
+                                         self.config.pad_tokens_multiple)
+        with active_layout(layout):
+            return self._image_segment(x, self._adaln(timesteps), layout, self._rope(layout, x.device))
+
+    def joint_input(self, text, image, timesteps, context_lengths, latent_hw) -> JointInput:
+        """A `prefix` result from kept segments: `text` (B, ≥ text_span, dim) — rows past a caption's padded length
+        are ignored — and `image` (B, image_span, dim) computed for the same captions' padded lengths."""
+        layout = TokenLayout.from_shapes(context_lengths, latent_hw, self.config.patch_size,
+                                         self.config.pad_tokens_multiple)
+        rope = self._rope(layout, image.device)
+        return self._assemble(text[:, :layout.text_span], image, self._adaln(timesteps), layout, rope,
+                              tuple(latent_hw))
+
+    def _check_inputs(self, x, context) -> None:
         if x.dim() != 4 or context.dim() != 3 or context.shape[0] != x.shape[0]:
             raise ValueError(f"expected x (B,C,H,W) and context (B,L,D) with equal B, got {tuple(x.shape)}, {tuple(context.shape)}")
-        layout = self.layout_for(x, context, context_lengths)
-        height, width = x.shape[-2:]
-        dtype = self.dtype
-        x = _pad_to_patch(x.to(dtype), self.config.patch_size)
-        with active_layout(layout):
-            adaln_input = self.t_embedder((1.0 - timesteps.float()) * self.config.time_scale, dtype)
-            text_kinds = layout.kinds("context_refiner", x.device)
-            text = self._embed_text(context.to(dtype), text_kinds)
-            text_cos, text_sin = self._text_rope(layout, text_kinds, x.device)
-            text_mask = layout.key_mask("context_refiner", x.device)
-            for block in self.context_refiner:
-                text = self._run(block, text, text_cos, text_sin, None, text_mask)
 
-            image = self._embed_image(x, layout)
-            image_cos, image_sin = self._image_rope(layout, x.device)
-            for block in self.noise_refiner:
-                image = self._run(block, image, image_cos, image_sin, adaln_input, None)
+    def _adaln(self, timesteps):
+        return self.t_embedder((1.0 - timesteps.float()) * self.config.time_scale, self.dtype)
 
-        joint_mask = layout.key_mask("layers", x.device)
+    def _rope(self, layout: TokenLayout, device):
+        """(text cos, text sin, image cos, image sin) position tables of the layout."""
+        text_cos, text_sin = self._text_rope(layout, layout.kinds("context_refiner", device), device)
+        return (text_cos, text_sin, *self._image_rope(layout, device))
+
+    def _text_segment(self, context, layout: TokenLayout, rope):
+        text = self._embed_text(context.to(self.dtype), layout.kinds("context_refiner", context.device))
+        mask = layout.key_mask("context_refiner", context.device)
+        for block in self.context_refiner:
+            text = self._run(block, text, rope[0], rope[1], None, mask)
+        return text
+
+    def _image_segment(self, x, adaln_input, layout: TokenLayout, rope):
+        image = self._embed_image(_pad_to_patch(x.to(self.dtype), self.config.patch_size), layout)
+        for block in self.noise_refiner:
+            image = self._run(block, image, rope[2], rope[3], adaln_input, None)
+        return image
+
+    def _assemble(self, text, image, adaln_input, layout: TokenLayout, rope, latent_hw, suppress_keys=None):
+        joint_mask = layout.key_mask("layers", image.device)
         if suppress_keys is not None:
-            joint_mask = _suppressed(joint_mask, suppress_keys, layout, x.device)
+            joint_mask = _suppressed(joint_mask, suppress_keys, layout, image.device)
+        text_cos, text_sin, image_cos, image_sin = rope
         return JointInput(torch.cat([text, image], dim=1), torch.cat([text_cos, image_cos], dim=1),
-                          torch.cat([text_sin, image_sin], dim=1), adaln_input, joint_mask, layout, (height, width))
+                          torch.cat([text_sin, image_sin], dim=1), adaln_input, joint_mask, layout, latent_hw)
 
     def joint(self, inputs: JointInput, capture: AttentionCapture | None = None) -> torch.Tensor:
         """The joint layers and the output head on a `prefix` result -> velocity (B, C, H, W)."""

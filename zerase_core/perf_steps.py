@@ -238,6 +238,10 @@ class BenchTrainer(EraseTrainer):
         with self.clock.stage("student_forward"):
             return super()._student(states, sigma, prompts, capture)
 
+    def _student_rows(self, picks, prompts, kinds, capture=None):
+        with self.clock.stage("student_forward"):
+            return super()._student_rows(picks, prompts, kinds, capture)
+
     def probe(self) -> float:
         with self.clock.stage("probe"):
             return super().probe()

@@ -28,6 +28,7 @@ from .erase_config import EraseConfig
 from .model import AttentionCapture, ZImageDiT
 from .objectives import attention_suppression, esd_target, preservation, velocity_mse
 from .prompts import PromptSet, TextConditioner, keyword_columns, shuffle_words
+from .segments import SegmentCache
 from .trajectory import TrajectoryPool, sample_pool, teacher_velocities
 
 StepCallback = Callable[[int, int, dict], None]
@@ -96,11 +97,17 @@ class EraseTrainer:
                                config.anchor_trajectories)
             if config.cache:
                 # Every teacher velocity in a fixed batch order: training and a resumed run see identical numbers.
+                # Where the refiners stay frozen, their outputs are kept too (segments.py).
+                if self._reuses_prefix():
+                    pool.segments = SegmentCache(config.latent_size)
                 picks = [(p, k) for p in range(pool.size) for k in range(pool.steps)]
                 for start in range(0, len(picks), self.cache_batch):
                     chunk = picks[start:start + self.cache_batch]
                     for kind, texts in self._teacher_prompts(pool, chunk).items():
-                        teacher_velocities(pool, chunk, kind, texts, self._velocity, self.conditioner)
+                        if pool.segments is not None:
+                            pool.segments.fill(self.model, pool, chunk, kind, texts, self.conditioner)
+                        else:
+                            teacher_velocities(pool, chunk, kind, texts, self._velocity, self.conditioner)
                 pool.hits = pool.misses = 0
         return pool
 
@@ -124,14 +131,13 @@ class EraseTrainer:
             return self.fuse_forwards
         return not getattr(self.model, "gradient_checkpointing", False)
 
-    def _students(self, states, sigma, prompt_lists, capture=None) -> list[torch.Tensor]:
-        """Student velocities for each prompt list at `states` (one tensor, or one per list); `capture` belongs to
-        the first list."""
-        states_lists = states if isinstance(states, (list, tuple)) else [states] * len(prompt_lists)
+    def _students(self, picks, prompt_lists, kinds, capture=None) -> list[torch.Tensor]:
+        """Student velocities at the pool states of `picks` for each prompt list, each list on the states of its
+        kind ("erase" or "anchor" trajectories); `capture` belongs to the first list."""
         if len(prompt_lists) == 1 or not self._fused():
-            return [self._student(list_states, sigma, prompts, capture if index == 0 else None)
-                    for index, (list_states, prompts) in enumerate(zip(states_lists, prompt_lists))]
-        count, groups = len(states_lists[0]), len(prompt_lists)
+            return [self._student_rows(picks, prompts, [kind] * len(picks), capture if index == 0 else None)
+                    for index, (prompts, kind) in enumerate(zip(prompt_lists, kinds))]
+        count, groups = len(picks), len(prompt_lists)
         inner = None
         if capture is not None:
             # the other lists' rows capture nothing: their columns are masked, and their maps are dropped below
@@ -141,11 +147,20 @@ class EraseTrainer:
             inner = AttentionCapture(columns=torch.cat([columns, columns.new_zeros(padding, columns.shape[1])]),
                                      column_mask=torch.cat([mask, mask.new_zeros(padding, mask.shape[1])]),
                                      rows=count)
-        velocity = self._student(torch.cat(list(states_lists)), torch.cat([sigma] * groups),
-                                 [prompt for prompts in prompt_lists for prompt in prompts], inner)
+        velocity = self._student_rows(list(picks) * groups, [prompt for prompts in prompt_lists for prompt in prompts],
+                                      [kind for kind in kinds for _ in picks], inner)
         if capture is not None:
             capture.maps.extend(maps[:count] for maps in inner.maps)
         return list(velocity.split(count))
+
+    def _student_rows(self, picks, prompts, kinds, capture=None) -> torch.Tensor:
+        """One student forward over rows (pick, prompt, state kind): from the kept refiner outputs when there are."""
+        if self._keeps_segments():
+            inputs = self.pool.segments.joint_input(self.model, self.conditioner, self.pool, picks, prompts, kinds)
+            return self.model.joint(inputs, capture)
+        states = torch.stack([self.pool.state(kind, p, k) for (p, k), kind in zip(picks, kinds)])
+        sigma = torch.stack([self.pool.sigmas[k] for _, k in picks])
+        return self._student(states, sigma, prompts, capture)
 
     def _batch(self, picks, kind: str = "erase"):
         states = torch.stack([self.pool.state(kind, p, k) for p, k in picks])
@@ -154,9 +169,8 @@ class EraseTrainer:
 
     def preservation_loss(self, picks, teacher=None) -> torch.Tensor:
         teacher = teacher or self._teacher(picks)
-        states, sigma = self._batch(picks)
         anchors = [self.pool.anchors[p] for p, _ in picks]
-        empty, anchor = self._students([states, self._batch(picks, "anchor")[0]], sigma, [[""] * len(picks), anchors])
+        empty, anchor = self._students(picks, [[""] * len(picks), anchors], ["erase", "anchor"])
         return preservation(empty, teacher["empty"], anchor, teacher["anchor"])
 
     def _erase_losses(self, picks, teacher, shuffle: bool, preserve: bool = False) -> dict[str, torch.Tensor]:
@@ -176,11 +190,11 @@ class EraseTrainer:
         if config.method in ("zerase", "eraseanything") and config.attention_weight > 0:
             columns, mask = keyword_columns(self.conditioner, prompts, keywords)
             capture = AttentionCapture(columns=columns, column_mask=mask)
-        prompt_lists, states_lists = [prompts], [states]
+        prompt_lists, kinds = [prompts], ["erase"]
         if preserve:
             prompt_lists += [[""] * len(picks), [self.pool.anchors[p] for p, _ in picks]]
-            states_lists += [states, self._batch(picks, "anchor")[0]]
-        predictions = self._students(states_lists, sigma, prompt_lists, capture)
+            kinds += ["erase", "anchor"]
+        predictions = self._students(picks, prompt_lists, kinds, capture)
         losses = {"erase": velocity_mse(predictions[0], target)}
         if capture is not None:
             losses["attention"] = attention_suppression(capture.maps)
@@ -221,6 +235,10 @@ class EraseTrainer:
         """Whether the student is the core model itself with adapters on the joint layers only."""
         return (isinstance(self.model, ZImageDiT) and self.denoise is self.model
                 and set(self.adapters.config.families) == {"layers"})
+
+    def _keeps_segments(self) -> bool:
+        """Whether student forwards start from the pool's kept refiner outputs (not while its states are replaced)."""
+        return self.pool.segments is not None and self.config.cache and self._reuses_prefix()
 
     def train_step(self) -> dict[str, float]:
         config = self.config

@@ -23,6 +23,7 @@ class TrajectoryPool:
     # (P, K, C, h, w) or None: the same seeds sampled with the anchor prompts, where L_pr's anchor term is measured
     anchor_states: torch.Tensor | None = None
     teacher: dict[tuple[int, int, str], torch.Tensor] = field(default_factory=dict)
+    segments: object | None = None  # a `segments.SegmentCache` when the trainer keeps the refiners' outputs
     hits: int = 0
     misses: int = 0
 
@@ -34,9 +35,13 @@ class TrajectoryPool:
     def steps(self) -> int:
         return self.states.shape[1]
 
+    def source(self, kind: str) -> str:
+        """Which trajectories a velocity of `kind` is taken on: anchor prompts on their own when sampled."""
+        return "anchor" if kind == "anchor" and self.anchor_states is not None else "erase"
+
     def state(self, kind: str, trajectory: int, step: int) -> torch.Tensor:
-        """x_t where a velocity of `kind` is taken: anchor prompts on their own trajectories when sampled."""
-        states = self.anchor_states if kind == "anchor" and self.anchor_states is not None else self.states
+        """x_t where a velocity of `kind` is taken."""
+        states = self.anchor_states if self.source(kind) == "anchor" else self.states
         return states[trajectory, step]
 
 
