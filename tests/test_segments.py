@@ -90,3 +90,14 @@ def test_no_segments_are_kept_where_they_would_be_wrong(overrides, word_conditio
     trainer = make_trainer(word_conditioner, **overrides)
     assert trainer.pool.segments is None
     assert all(torch.isfinite(torch.tensor(list(trainer.train_step().values()))))
+
+
+def test_kept_segments_under_gradient_checkpointing_give_the_same_step(word_conditioner):
+    plain, checkpointed = make_trainer(word_conditioner), make_trainer(word_conditioner)
+    checkpointed.model.gradient_checkpointing = True               # separate forwards per prompt list, recomputed
+    first, second = plain.train_step(), checkpointed.train_step()
+    assert first.keys() == second.keys()
+    for name in first:
+        assert second[name] == pytest.approx(first[name], rel=1e-4, abs=1e-9)
+    for name, tensor in plain.adapters.state_dict().items():
+        torch.testing.assert_close(checkpointed.adapters.state_dict()[name], tensor, rtol=1e-4, atol=1e-6)

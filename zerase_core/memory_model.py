@@ -1,13 +1,15 @@
 """Peak memory of an erasure step from the architecture and measured per-block numbers (docs/performance.md).
 
-    peak_step  = R0 + R1 + W + A + C + Σ_f H_f + X          peak_build = R0 + R1 + W + C + b·L·ν
+    peak_step  = R0 + R1 + W + A + C + S + Σ_f H_f + X      peak_build = R0 + R1 + W + C + S + b·L·ν
 
 R0   the process before the model: on the CPU python + torch RSS (measured at start); on a GPU 0 (the CUDA context,
      ~0.5 GiB, is outside the allocator's count)
 R1   CPU only: oneDNN/allocator working set after the first large forward, 0.11 GiB measured at width 3840
 W    weights: parameters × bytes of the weight dtype (6.155e9 × 2 B = 11.46 GiB for Z-Image-Turbo in bf16)
 A    adapters: trainable parameters × 4 B × 5 (fp32 value, gradient, AdamW m and v, the trainer's last-finite copy)
-C    x_t pool + teacher cache, P·K·(1 + 3·cache)·C·h·w·4 B, in CPU memory (on a GPU the engine keeps them on the CPU)
+C    x_t pool (erase and anchor trajectories) + teacher cache, P·K·(2 + 3·cache)·C·h·w·4 B, in CPU memory (on a GPU
+     the engine keeps them on the CPU)
+S    CPU, core model, cache on: the kept refiner outputs, (P·K·(2 or 3)·image span + (2P + 1)·text span)·d·a
 H_f  activations of student forward f kept until the backward (zerase: the erase forward with attention capture, ∅
      and the anchor; plain LoRA / esd: one forward), per joint layer and sample:
        no checkpointing   σ(L) (+ κ(L) for the erase forward)
@@ -116,18 +118,31 @@ def predict(problem: Problem) -> dict[str, float]:
     adapters = config.n_layers * problem.slices * problem.rank * 2 * config.dim * 4 * 5
     latent = config.in_channels * (problem.image_size // 8) ** 2 * 4
     trajectories, steps = problem.pool
-    cache = trajectories * steps * (1 + 3 * problem.cache) * latent if problem.device == "cpu" else 0.0
+    on_cpu = problem.device == "cpu"
+    # x_t of the erase and the anchor trajectories, three teacher velocities per state
+    cache = trajectories * steps * (2 + 3 * problem.cache) * latent if on_cpu else 0.0
+    segments = _segment_bytes(config, counts, trajectories, steps, a) if on_cpu and problem.cache else 0.0
     weights = parameter_count(config) * problem.weight_bytes
     build = problem.build_batch * counts["caption"] * (3 * a * config.ffn_hidden + 55 * config.dim)
     runtime = (problem.runtime_gb + (CPU_LIBRARY_GB if problem.device == "cpu" else 0.0)) * GB
-    parts = {"runtime": runtime, "weights": weights, "adapters": adapters, "cache": cache, "activations": held,
-             "backward_transient": transient}
+    parts = {"runtime": runtime, "weights": weights, "adapters": adapters, "cache": cache, "segments": segments,
+             "activations": held, "backward_transient": transient}
     result = {name: value / GB for name, value in parts.items()}
     result["step_peak_gb"] = sum(parts.values()) / GB
-    result["build_peak_gb"] = (runtime + weights + cache + build) / GB
+    result["build_peak_gb"] = (runtime + weights + cache + segments + build) / GB
     result["peak_gb"] = max(result["step_peak_gb"], result["build_peak_gb"])
     result["tokens"] = counts["caption"]
     return result
+
+
+def _segment_bytes(config: DiTConfig, counts: dict, trajectories: int, steps: int, activation_bytes: int) -> float:
+    """S: the kept refiner outputs (segments.py) — per pool state an image segment for each padded caption length
+    it is used with (∅ and the caption on the erase trajectories, the anchor on its own), and per prompt
+    (P erase, P anchor, ∅) a text segment."""
+    image_span = _round_up(counts["image"], config.pad_tokens_multiple)
+    text = counts["caption"] - image_span
+    images = 2 if counts["empty"] == counts["caption"] else 3
+    return (trajectories * steps * images * image_span + (2 * trajectories + 1) * text) * config.dim * activation_bytes
 
 
 def predict_run(config: DiTConfig, settings: dict, rank: int, device_type: str, runtime_gb: float) -> dict:
