@@ -68,6 +68,11 @@ def _inputs() -> list:
                      tooltip="Pool states per training step."),
         io.Int.Input("pool_prompts", default=32, min=1, max=100_000, advanced=True,
                      tooltip="Trajectories sampled once with the frozen model (at most 4 per erase prompt)."),
+        # optional, so that its value comes after `preserve` in saved workflows: older ones keep loading unchanged
+        io.Int.Input("shuffle_bank", default=0, min=0, max=4096, optional=True, advanced=True,
+                     tooltip="0: a fresh word order of the erase prompt every step (the paper), so the text encoder "
+                             "runs while training. K: K orders per erase prompt are encoded before training and the "
+                             "steps pick among them: Qwen3 stays out of the training loop (try 16 on small GPUs)."),
     ]
 
 
@@ -85,12 +90,13 @@ class ZEraseTrain(io.ComfyNode):
     @classmethod
     def execute(cls, model, clip, concepts, keywords, anchors, method, steps, learning_rate, rank, targets, epsilon,
                 beta, eta, seed, resolution, save_name, resume_from, preview_every, preserve="", vae=None,
-                concept_kind="auto", sample_steps=20, sample_cfg=3.0, batch_size=4, pool_prompts=32) -> io.NodeOutput:
+                concept_kind="auto", sample_steps=20, sample_cfg=3.0, batch_size=4, pool_prompts=32,
+                shuffle_bank=0) -> io.NodeOutput:
         request = training.TrainInputs(
             concepts=concepts, keywords=keywords, anchors=anchors, preserve=preserve or "", method=method, steps=steps,
             learning_rate=learning_rate, rank=rank, targets=targets, epsilon=epsilon, beta=beta, eta=eta, seed=seed,
             resolution=resolution, concept_kind=concept_kind, sample_steps=sample_steps, sample_cfg=sample_cfg,
-            batch_size=batch_size, pool_prompts=pool_prompts)
+            batch_size=batch_size, pool_prompts=pool_prompts, shuffle_bank=shuffle_bank)
         base = comfy_bridge.base_info(model)
         out = comfy_bridge.save_path(save_name)
         resume = None

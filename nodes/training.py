@@ -54,6 +54,7 @@ class TrainInputs:
     sample_cfg: float = 3.0
     batch_size: int = 4
     pool_prompts: int = 32
+    shuffle_bank: int = 0
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -79,6 +80,7 @@ def erase_config(inputs: TrainInputs, nano: bool) -> EraseConfig:
         rank=inputs.rank, eta=inputs.eta, epsilon=inputs.epsilon or None, beta=inputs.beta,
         slices=slices, latent_size=(latent, latent), sample_steps=inputs.sample_steps,
         sample_cfg=inputs.sample_cfg, batch_size=inputs.batch_size, pool_prompts=inputs.pool_prompts,
+        shuffle_bank=inputs.shuffle_bank,
     )
     kind = inputs.concept_kind
     if kind == "auto":

@@ -27,11 +27,11 @@ from zerase_core.nano.world import NanoWorld
 from zerase_core.nano.vocab import SHAPES, COLOURS
 
 
-def run_erase(words: list[str], out: Path, method: str, seed: int, threads: int) -> float:
+def run_erase(words: list[str], out: Path, method: str, seed: int, threads: int, extra: tuple[str, ...] = ()) -> float:
     started = time.monotonic()
     concepts = [argument for word in words for argument in ("--concept", word)]
     subprocess.run([sys.executable, "-m", "zerase_core", "erase", *concepts, "--method", method,
-                    "--seed", str(seed), "--out", str(out)], check=True, stdout=subprocess.DEVNULL,
+                    "--seed", str(seed), "--out", str(out), *extra], check=True, stdout=subprocess.DEVNULL,
                    env={**os.environ, "OMP_NUM_THREADS": str(threads)})
     return time.monotonic() - started
 
@@ -55,7 +55,9 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, default=Path("runs/acceptance"))
     parser.add_argument("--json", type=Path, default=Path("runs/acceptance.json"))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--shuffle-bank", type=int, help="passed to `erase` (word orders encoded before training)")
     args = parser.parse_args()
+    extra = ("--shuffle-bank", str(args.shuffle_bank)) if args.shuffle_bank is not None else ()
     torch.set_num_threads(args.threads)
     args.folder.mkdir(parents=True, exist_ok=True)
     world = NanoWorld.load()
@@ -69,7 +71,7 @@ def main() -> None:
             if key not in results:
                 path = args.folder / f"{method}-{word}.safetensors"
                 repeats = args.repeats if method == "zerase" else 1      # naive-esd: the damage, not its timing
-                times = [run_erase([word], path, method, 0, args.threads) for _ in range(repeats)]
+                times = [run_erase([word], path, method, 0, args.threads, extra) for _ in range(repeats)]
                 base = score(world, word)
                 at_rec, info = scored(world, word, path)
                 at_one = at_rec if info.recommended_strength == 1.0 else scored(world, word, path, 1.0)[0]
@@ -96,7 +98,7 @@ def main() -> None:
             atomic_write_json(results, args.json)
         joint_path = args.folder / f"zerase-{first}+{second}.safetensors"
         if not joint_path.exists():
-            results[f"joint-seconds:{first}+{second}"] = run_erase([first, second], joint_path, "zerase", 0, args.threads)
+            results[f"joint-seconds:{first}+{second}"] = run_erase([first, second], joint_path, "zerase", 0, args.threads, extra)
         # joint: one file trained on both; stacked 1/N: the paper's merge of two files; stacked 1: each file at its
         # own recommended strength
         for variant in ("joint", "stacked 1/N", "stacked 1"):

@@ -76,6 +76,7 @@ def assert_one_line_error(result, *fragments):
     (["--concept", "star", "--beta", "-1"], ["beta=-1.0"]),
     (["--concept", "star", "--rank", "0"], ["rank=0"]),
     (["--concept", "star", "--steps", "0"], ["steps=0"]),
+    (["--concept", "star", "--shuffle-bank", "-1"], ["shuffle_bank=-1"]),
 ])
 def test_bad_erase_settings_exit_2_and_write_nothing(tmp_path, world_folder, arguments, fragments):
     out = tmp_path / "out.safetensors"

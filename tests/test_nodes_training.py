@@ -31,6 +31,14 @@ def test_nano_inputs_give_the_cli_config_and_prompts():
                                                                       ["a red square on a white background"], 0)
 
 
+def test_the_shuffle_bank_input_reaches_the_config_as_the_cli_flag_does():
+    inputs = training.TrainInputs(concepts="star", shuffle_bank=16)
+    cli = replace(EraseConfig(method="zerase", shuffle_bank=16), concept_kind=concept_kind(["star"]))
+    assert training.erase_config(inputs, nano=True) == cli
+    with pytest.raises(ValueError, match="shuffle_bank=-2"):
+        training.erase_config(replace(inputs, shuffle_bank=-2), nano=True)
+
+
 def test_auto_targets_follow_the_concept_kind_as_the_cli_does():
     colour = training.TrainInputs(concepts="red", steps=20, seed=3)
     cli = EraseConfig(method="zerase", seed=3, steps=20).with_kind(concept_kind(["red"]))

@@ -93,7 +93,7 @@ def command_erase(args) -> None:
         overrides = {name: value for name, value in (
             ("steps", args.steps), ("learning_rate", args.lr), ("rank", args.rank), ("eta", args.eta),
             ("epsilon", args.epsilon), ("beta", args.beta), ("pool_prompts", args.pool_prompts),
-            ("sample_steps", args.sample_steps)) if value is not None}
+            ("sample_steps", args.sample_steps), ("shuffle_bank", args.shuffle_bank)) if value is not None}
         if args.targets:
             overrides["slices"] = tuple(args.targets)
         config = EraseConfig(method=args.method, seed=args.seed, **overrides)
@@ -165,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     erase.add_argument("--beta", type=float, help="λ step size β (default 1; the paper: 0.1 over 1,000 steps)")
     erase.add_argument("--pool-prompts", type=int, help="x_t trajectories sampled once and reused (default 32)")
     erase.add_argument("--sample-steps", type=int, help="sampler steps of those trajectories (default 20)")
+    erase.add_argument("--shuffle-bank", type=int, metavar="K",
+                       help="encode K word orders of each erase prompt before training instead of a fresh order "
+                            "every step; the text encoder is then not used while training (default 0)")
     erase.add_argument("--seed", type=int, default=0)
     erase.add_argument("--out", type=Path, required=True, help="erasure file to write (.safetensors)")
     erase.add_argument("--resume", type=Path, help="partial erasure file to continue (settings come from it)")

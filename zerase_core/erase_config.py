@@ -51,6 +51,10 @@ class EraseConfig:
     fixed_lambda: float = 0.0
     lambda_max: float = 100.0            # the theory assumes bounded λ ∈ [0, D]
     shuffle_probability: float = 0.9
+    # 0: every step draws a fresh word order (the paper), so the text encoder runs during training. K > 0: K orders
+    # of each erase prompt are drawn and encoded once, before training; the steps pick among them and the trainer
+    # keeps no text encoder (shuffle_bank.py). At Z-Image scale that keeps Qwen3-4B out of the training loop.
+    shuffle_bank: int = 0
     batch_size: int = 4
     probe_size: int = 2                  # fixed (x_t, prompt) pairs of the λ probe, measured before/after each step
     pool_prompts: int = 32               # trajectories in the x_t pool
@@ -78,6 +82,10 @@ class EraseConfig:
         _check_range("epsilon", self.epsilon_value, 0.0, 1.0, " (ε presets: 1e-3 … 1e-2)")
         _check_range("attention_weight", self.attention_weight, 0.0, 1000.0)
         _check_range("shuffle_probability", self.shuffle_probability, 0.0, 1.0)
+        if isinstance(self.shuffle_bank, bool) or not isinstance(self.shuffle_bank, int):
+            raise ValueError(f"shuffle_bank={self.shuffle_bank!r} must be a whole number of word orders (0 = none)")
+        _check_range("shuffle_bank", self.shuffle_bank, 0, 4096, " (word orders encoded per erase prompt before "
+                     "training; 0 = a fresh order every step)")
         _check_range("batch_size", self.batch_size, 1, 1024)
         _check_range("probe_size", self.probe_size, 1, 1024)
         _check_range("pool_prompts", self.pool_prompts, 1, 100_000)

@@ -43,6 +43,12 @@ class SegmentCache:
             self.image.setdefault((pool.source(kind), p, k, padded), inputs.hidden[row, layout.text_span:].clone())
             self.text.setdefault(text, (layout.text_lengths[row], inputs.hidden[row, :padded].clone()))
 
+    @torch.no_grad()
+    def add_texts(self, model: ZImageDiT, conditioner, prompts: list[str]) -> None:
+        """Keep the text segments of more prompts (before training: the shuffle bank's word orders)."""
+        for prompt, text in zip(prompts, self._texts(model, conditioner, prompts)):
+            self.text.setdefault(prompt, (text[0], text[1].clone()))
+
     def joint_input(self, model: ZImageDiT, conditioner, pool: TrajectoryPool, picks, prompts: list[str],
                     kinds: list[str]) -> JointInput:
         """The joint layers' input for rows (pick, prompt, state kind): kept segments where the cache has them,

@@ -29,9 +29,11 @@ from .model import AttentionCapture, ZImageDiT
 from .objectives import attention_suppression, esd_target, preservation, velocity_mse
 from .prompts import PromptSet, TextConditioner, keyword_columns, shuffle_words
 from .segments import SegmentCache
+from .shuffle_bank import PreparedConditioner, ShuffleBank
 from .trajectory import TrajectoryPool, sample_pool, teacher_velocities
 
 StepCallback = Callable[[int, int, dict], None]
+SHUFFLING_METHODS = ("zerase", "eraseanything")     # the methods that train on word-shuffled erase prompts
 
 
 class TrainingDiverged(RuntimeError):
@@ -80,6 +82,9 @@ class EraseTrainer:
         self._last_finite: dict[str, torch.Tensor] | None = None
         self.pool = self._build_pool(in_channels, shift)
         self.probe_picks = [(index % self.pool.size, self.pool.steps // 2) for index in range(config.probe_size)]
+        self.bank = None
+        if config.shuffle_bank and config.method in SHUFFLING_METHODS:
+            self._prepare_bank()
 
     # -- setup -------------------------------------------------------------------------------------------------
     def _velocity(self, x, sigma, context, lengths, capture=None):
@@ -110,6 +115,21 @@ class EraseTrainer:
                             teacher_velocities(pool, chunk, kind, texts, self._velocity, self.conditioner)
                 pool.hits = pool.misses = 0
         return pool
+
+    def _prepare_bank(self) -> None:
+        """Draw and encode the erase prompts' word orders now; from here on the trainer has no text encoder."""
+        self.bank = ShuffleBank(self.prompts, self.pool.prompts, self.config.shuffle_bank, self.config.seed)
+        prompts = [*self.pool.prompts, *self.pool.anchors, "", *self.bank.prompts()]
+        self.conditioner = PreparedConditioner(self.conditioner, prompts, self.prompts.keywords)
+        if self.pool.segments is not None:
+            orders = self.bank.prompts()
+            for start in range(0, len(orders), self.cache_batch):
+                self.pool.segments.add_texts(self.model, self.conditioner, orders[start:start + self.cache_batch])
+
+    def _shuffled(self, prompt: str, keywords: list[str]) -> str:
+        if self.bank is not None:
+            return self.bank.pick(prompt, self.rng, self.config.shuffle_probability)
+        return shuffle_words(prompt, keywords, self.rng, self.config.shuffle_probability)
 
     @staticmethod
     def _teacher_prompts(pool: TrajectoryPool, picks) -> dict[str, list[str]]:
@@ -180,8 +200,7 @@ class EraseTrainer:
         prompts = [self.pool.prompts[p] for p, _ in picks]
         keywords = [self.prompts.keywords_in(prompt) for prompt in prompts]
         if shuffle:
-            prompts = [shuffle_words(prompt, words, self.rng, config.shuffle_probability)
-                       for prompt, words in zip(prompts, keywords)]
+            prompts = [self._shuffled(prompt, words) for prompt, words in zip(prompts, keywords)]
         target = esd_target(teacher["empty"], teacher["erase"], config.eta)
         if config.method == "ac":
             with torch.no_grad():
@@ -210,7 +229,7 @@ class EraseTrainer:
         if method == "eraseanything" and self.step % 2 == 1:
             parts = {"preserve": self.preservation_loss(picks, teacher)}
             return parts["preserve"], None, parts
-        parts = self._erase_losses(picks, teacher, shuffle=method in ("zerase", "eraseanything"),
+        parts = self._erase_losses(picks, teacher, shuffle=method in SHUFFLING_METHODS,
                                    preserve=method == "zerase")
         erase_total = parts["erase"] + config.attention_weight * parts.get("attention", 0.0)
         return erase_total, parts.get("preserve"), parts

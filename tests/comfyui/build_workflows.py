@@ -28,7 +28,7 @@ def train(model, clip, vae, **overrides) -> dict:
               "preserve": "", "method": "zerase", "steps": 100, "learning_rate": 1e-3, "rank": 8, "targets": "auto",
               "epsilon": 0.0, "beta": 1.0, "eta": 2.0, "seed": 0, "resolution": 64, "save_name": "nano-star",
               "resume_from": "none", "preview_every": 25, "concept_kind": "auto", "sample_steps": 20, "sample_cfg": 3.0,
-              "batch_size": 4, "pool_prompts": 32}
+              "batch_size": 4, "pool_prompts": 32, "shuffle_bank": 0}
     return {"class_type": "ZEraseTrain", "inputs": {**inputs, **overrides}}
 
 
