@@ -69,13 +69,17 @@ def test_stock_nodes_reproduce_the_core_sampler(nano):
     assert (image - reference).abs().mean().item() < 1 / 255
 
 
-def test_train_agrees_with_the_core_cli_path(pack, nano, tmp_path):
+@pytest.mark.parametrize("bank", [0, 4])
+def test_train_agrees_with_the_core_cli_path(pack, nano, tmp_path, bank):
+    """With a shuffle bank too: the CLIP encodes the bank before training, the trainer never calls it after."""
     from zerase_core.nano.erasure_runs import erase
     from zerase_core.nano.world import NanoWorld
     model, clip, _ = nano
-    train(pack, model, clip, save_name="agree")
-    erase(NanoWorld.load(), ["star"], EraseConfig(steps=4, seed=0), tmp_path / "cli.safetensors", choose_strength=False)
-    node_info, node_tensors, _ = read_erasure(pack["erasures"] / "agree.safetensors")
+    train(pack, model, clip, save_name=f"agree-{bank}", shuffle_bank=bank)
+    erase(NanoWorld.load(), ["star"], EraseConfig(steps=4, seed=0, shuffle_bank=bank), tmp_path / "cli.safetensors",
+          choose_strength=False)
+    node_info, node_tensors, _ = read_erasure(pack["erasures"] / f"agree-{bank}.safetensors")
+    assert node_info.training["config"]["shuffle_bank"] == bank
     cli_info, cli_tensors, _ = read_erasure(tmp_path / "cli.safetensors")
     assert node_info.base_fingerprint == cli_info.base_fingerprint and node_info.base_config == cli_info.base_config
     for key, value in cli_tensors.items():
