@@ -146,6 +146,23 @@ def test_fused_student_forwards_give_the_losses_and_gradients_of_separate_forwar
         torch.testing.assert_close(fused_tensors[key], separate_tensors[key], rtol=1e-4, atol=1e-6)
 
 
+def test_a_device_denoiser_trains_what_the_model_itself_trains(word_conditioner):
+    """Through `DeviceDenoiser` (what `--device cuda` uses) the trainer takes the whole-forward path, with no kept
+    refiner outputs or probe prefix; on the CPU it must give the steps of the model used directly."""
+    from zerase_core.perf_steps import DeviceDenoiser
+    direct = small_trainer(word_conditioner)
+    model = fresh_dit(TRAINER_DIT)
+    through = EraseTrainer(model, word_conditioner, PROMPTS, direct.config,
+                           denoise=DeviceDenoiser(model, torch.device("cpu")))
+    assert direct.pool.segments is not None and through.pool.segments is None
+    for _ in range(3):
+        ours, theirs = through.train_step(), direct.train_step()
+        for key in theirs:
+            if key != "g_tilde":
+                assert ours[key] == pytest.approx(theirs[key], rel=1e-4, abs=1e-7), key
+    assert through._probe_prefix is None and direct._probe_prefix is not None
+
+
 def test_forwards_stay_separate_under_gradient_checkpointing(word_conditioner):
     trainer = small_trainer(word_conditioner)
     assert trainer._fused()
