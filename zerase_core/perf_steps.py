@@ -342,8 +342,7 @@ class PlainLoraVariant:
         try:
             picks = self._picks(self.rng)
             target = torch.stack([self.pool.teacher[key] for key in self._keys(picks)])
-            states = torch.stack([self.pool.states[p, k] for p, k in picks])
-            sigma = torch.stack([self.pool.sigmas[k] for _, k in picks])
+            states, sigma = self.pool.batch(picks)
             with self.clock.stage("student_forward"):
                 context, lengths = self.conditioner.encode([self.pool.prompts[p] for p, _ in picks])
                 loss = velocity_mse(self.velocity(states, sigma, context, lengths), target)
@@ -374,7 +373,6 @@ class TeacherForwardVariant:
         self.clock.begin_step()
         with self.clock.stage("teacher"):
             context, lengths = self.conditioner.encode([self.pool.prompts[p] for p, _ in picks])
-            states = torch.stack([self.pool.states[p, k] for p, k in picks])
-            sigma = torch.stack([self.pool.sigmas[k] for _, k in picks])
+            states, sigma = self.pool.batch(picks)
             self.velocity(states, sigma, context, lengths)
         return self.clock.end_step()

@@ -31,8 +31,7 @@ class SegmentCache:
     def fill(self, model: ZImageDiT, pool: TrajectoryPool, picks, kind: str, texts: list[str], conditioner) -> None:
         """Teacher velocities of `picks` for one prompt kind into `pool.teacher` (the same numbers as
         `teacher_velocities`: one forward, split at the first joint layer), keeping the forward's segments."""
-        states = torch.stack([pool.state(kind, p, k) for p, k in picks])
-        sigma = torch.stack([pool.sigmas[k] for _, k in picks])
+        states, sigma = pool.batch(picks, kind)
         context, lengths = conditioner.encode(texts)
         inputs = model.prefix(states, sigma, context, lengths)
         velocities = model.joint(inputs).float()
@@ -61,7 +60,7 @@ class SegmentCache:
         missing = [row for row, key in enumerate(keys) if key not in self.image]
         computed = {}
         if missing:
-            states = torch.stack([pool.state(kinds[row], *picks[row]) for row in missing])
+            states, _ = pool.batch([picks[row] for row in missing], [kinds[row] for row in missing])
             fresh = model.image_segment(states, sigma[missing], [lengths[row] for row in missing])
             computed = dict(zip(missing, fresh))
         image = torch.stack([computed[row] if row in computed else self.image[key] for row, key in enumerate(keys)])

@@ -39,17 +39,15 @@ class ShuffleBank:
 class PreparedConditioner:
     """A `TextConditioner` for a fixed set of prompts, encoded one by one by another conditioner it does not keep."""
 
-    def __init__(self, conditioner, prompts: Iterable[str], keywords: Iterable[str]):
+    def __init__(self, conditioner, prompts: Iterable[str], prompt_set: PromptSet):
+        """Features of every prompt, and token rows of the keywords each contains (`prompt_set.keywords_in`)."""
         self._features: dict[str, torch.Tensor] = {}
         self._positions: dict[tuple[str, str], list[int]] = {}
-        keywords = list(keywords)
         for prompt in dict.fromkeys(prompts):
             context, lengths = conditioner.encode([prompt])
             self._features[prompt] = context[0, :int(lengths[0])].detach().clone()
-            for keyword in keywords:
-                positions = list(conditioner.keyword_positions(prompt, keyword))
-                if positions:
-                    self._positions[(prompt, keyword)] = positions
+            for keyword in prompt_set.keywords_in(prompt):
+                self._positions[(prompt, keyword)] = list(conditioner.keyword_positions(prompt, keyword))
 
     def __len__(self) -> int:
         return len(self._features)

@@ -120,7 +120,7 @@ class EraseTrainer:
         """Draw and encode the erase prompts' word orders now; from here on the trainer has no text encoder."""
         self.bank = ShuffleBank(self.prompts, self.pool.prompts, self.config.shuffle_bank, self.config.seed)
         prompts = [*self.pool.prompts, *self.pool.anchors, "", *self.bank.prompts()]
-        self.conditioner = PreparedConditioner(self.conditioner, prompts, self.prompts.keywords)
+        self.conditioner = PreparedConditioner(self.conditioner, prompts, self.prompts)
         if self.pool.segments is not None:
             orders = self.bank.prompts()
             for start in range(0, len(orders), self.cache_batch):
@@ -178,14 +178,8 @@ class EraseTrainer:
         if self._keeps_segments():
             inputs = self.pool.segments.joint_input(self.model, self.conditioner, self.pool, picks, prompts, kinds)
             return self.model.joint(inputs, capture)
-        states = torch.stack([self.pool.state(kind, p, k) for (p, k), kind in zip(picks, kinds)])
-        sigma = torch.stack([self.pool.sigmas[k] for _, k in picks])
+        states, sigma = self.pool.batch(picks, kinds)
         return self._student(states, sigma, prompts, capture)
-
-    def _batch(self, picks, kind: str = "erase"):
-        states = torch.stack([self.pool.state(kind, p, k) for p, k in picks])
-        sigma = torch.stack([self.pool.sigmas[k] for _, k in picks])
-        return states, sigma
 
     def preservation_loss(self, picks, teacher=None) -> torch.Tensor:
         teacher = teacher or self._teacher(picks)
@@ -196,7 +190,7 @@ class EraseTrainer:
     def _erase_losses(self, picks, teacher, shuffle: bool, preserve: bool = False) -> dict[str, torch.Tensor]:
         """L_erase (+ L_attn), and with `preserve` L_pr on the same states (its forwards after the erase one)."""
         config = self.config
-        states, sigma = self._batch(picks)
+        states, sigma = self.pool.batch(picks)
         prompts = [self.pool.prompts[p] for p, _ in picks]
         keywords = [self.prompts.keywords_in(prompt) for prompt in prompts]
         if shuffle:
@@ -242,8 +236,7 @@ class EraseTrainer:
         # refiners, position tables) is computed once and only the joint layers run at each probe.
         picks = self.probe_picks
         if self._probe_prefix is None:
-            states = torch.cat([self._batch(picks)[0], self._batch(picks, "anchor")[0]])
-            sigma = self._batch(picks)[1].repeat(2)
+            states, sigma = self.pool.batch(picks * 2, ["erase"] * len(picks) + ["anchor"] * len(picks))
             context, lengths = self.conditioner.encode([""] * len(picks) + [self.pool.anchors[p] for p, _ in picks])
             self._probe_prefix = self.model.prefix(states, sigma, context, lengths)
         empty, anchor = self.model.joint(self._probe_prefix).split(len(picks))

@@ -44,6 +44,12 @@ class TrajectoryPool:
         states = self.anchor_states if self.source(kind) == "anchor" else self.states
         return states[trajectory, step]
 
+    def batch(self, picks, kinds: str | list[str] = "erase") -> tuple[torch.Tensor, torch.Tensor]:
+        """(x_t, sigma) of the picks [(trajectory, k)], for one kind or a kind per pick."""
+        kinds = [kinds] * len(picks) if isinstance(kinds, str) else kinds
+        states = torch.stack([self.state(kind, p, k) for (p, k), kind in zip(picks, kinds)])
+        return states, torch.stack([self.sigmas[k] for _, k in picks])
+
 
 @torch.no_grad()
 def sample_trajectories(velocity_of, conditioner, prompts: list[str], seeds: list[int], latent_hw: tuple[int, int],
@@ -89,8 +95,7 @@ def teacher_velocities(pool: TrajectoryPool, picks: list[tuple[int, int]], kind:
     pool.hits += len(picks) - len(missing)
     pool.misses += len(missing)
     if missing:
-        states = torch.stack([pool.state(kind, *picks[row]) for row in missing])
-        sigma = torch.stack([pool.sigmas[picks[row][1]] for row in missing])
+        states, sigma = pool.batch([picks[row] for row in missing], kind)
         context, lengths = conditioner.encode([prompts[row] for row in missing])
         velocities = velocity_of(states, sigma, context, lengths).float()
         if not use_cache:
