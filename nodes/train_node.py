@@ -97,6 +97,8 @@ class ZEraseTrain(io.ComfyNode):
             learning_rate=learning_rate, rank=rank, targets=targets, epsilon=epsilon, beta=beta, eta=eta, seed=seed,
             resolution=resolution, concept_kind=concept_kind, sample_steps=sample_steps, sample_cfg=sample_cfg,
             batch_size=batch_size, pool_prompts=pool_prompts, shuffle_bank=shuffle_bank)
+        reporter = comfy_bridge.StepReporter(getattr(cls.hidden, "unique_id", None), request.steps)
+        reporter.progress("load", 0, 1)          # the page shows the node working from the first second
         base = comfy_bridge.base_info(model)
         out = comfy_bridge.save_path(save_name)
         resume = None
@@ -107,16 +109,17 @@ class ZEraseTrain(io.ComfyNode):
         concept_names = resume.concepts if resume else lines(concepts)
         conditioner = comfy_bridge.conditioner_for(clip, base.config)
         with comfy_bridge.training(model) as context:
-            preview = None
+            reporter.progress("load", 1, 1)
             if vae is not None and preview_every:
-                preview = comfy_bridge.preview_sampler(context.denoiser, conditioner, vae, prompts.erase[0],
-                                                       config.latent_size, config.sample_steps, config.sample_cfg,
-                                                       base.config.shift)
+                reporter.preview = comfy_bridge.preview_sampler(context.denoiser, conditioner, vae, prompts.erase[0],
+                                                                config.latent_size, config.sample_steps,
+                                                                config.sample_cfg, base.config.shift)
+                reporter.preview_every = preview_every
             result = training.run_erasure(
                 context.network, conditioner, prompts, config, out=out, base_config=base.config.to_dict(),
                 concepts=concept_names, denoise=context.denoiser, in_channels=base.config.in_channels,
-                shift=base.config.shift, resume=resume, attach=context.attached,
-                on_step=comfy_bridge.StepReporter(getattr(cls.hidden, "unique_id", None), config.steps, preview, preview_every),
+                shift=base.config.shift, resume=resume, attach=context.attached, on_step=reporter,
+                progress=reporter.progress,
                 on_ready=lambda trainer: setattr(context.denoiser, "check_interrupt", False))
         erasure = comfy_bridge.ErasureData(result.info, result.tensors, out)
         erased = comfy_bridge.with_erasures(model, [comfy_bridge.ErasureEntry(erasure, 1.0)])

@@ -22,6 +22,7 @@ from zerase_core.adapters import TARGET_PRESETS, AdapterSet
 from zerase_core.checkpoint import fingerprint
 from zerase_core.erase_config import DEFAULT_SLICES, EPSILON_PRESETS, METHODS, EraseConfig
 from zerase_core.erasure_file import ErasureFileError, ErasureInfo, adapter_dict, read_erasure, save_erasure
+from zerase_core.progress import Progress
 from zerase_core.prompts import PromptSet
 from zerase_core.trainer import EraseTrainer, StepRecord
 
@@ -172,15 +173,17 @@ def _info(trainer: EraseTrainer, concepts, prompts: PromptSet, config: EraseConf
 def run_erasure(model: nn.Module, conditioner, prompts: PromptSet, config: EraseConfig, *, out: Path,
                 base_config: dict, concepts, denoise=None, in_channels: int = 16, shift: float = 3.0,
                 resume: ResumeState | None = None, on_step=None, attach: Attach | None = None,
-                on_ready: Callable[[EraseTrainer], None] | None = None) -> TrainResult:
+                on_ready: Callable[[EraseTrainer], None] | None = None,
+                progress: Progress | None = None) -> TrainResult:
     """Train, save the erasure file to `out`; on any exception save a partial file there first, then re-raise.
 
     `attach(adapters)` is a context manager that attaches the adapters for the run (the bridge's PatcherInjection);
-    without it the trainer attaches them to `model` itself.
+    without it the trainer attaches them to `model` itself. `progress(phase, done, total)` follows the work before
+    the first step (x_t pool, teacher cache, shuffle bank; zerase_core.progress); `on_step` the steps.
     """
     base_fingerprint = fingerprint(model)
     trainer = EraseTrainer(model, conditioner, prompts, config, denoise=denoise, in_channels=in_channels,
-                           shift=shift, attach=attach is None)
+                           shift=shift, attach=attach is None, progress=progress)
     attached = attach(trainer.adapters) if attach is not None else nullcontext()
     try:
         with attached:

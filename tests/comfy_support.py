@@ -1,10 +1,14 @@
 """Test helpers that run a real ComfyUI next to `zerase_core`.
 
 ComfyUI is found through the environment variable `COMFYUI_PATH` (the source tree containing `comfy/`). Without it,
-or when `comfy` cannot be imported by the running interpreter (the project venv's torch has no torchaudio/torchvision
-matching ComfyUI), the calling test is skipped with the reason. Run such tests with ComfyUI's own python:
+or when `comfy` cannot be imported by the running interpreter (the project venv has no torchvision, which ComfyUI
+imports), the calling test is skipped with the reason and the commands that run it (`HOW_TO_RUN`). Every such test
+is marked `comfyui` (tests/conftest.py fails one that is not); with ComfyUI's own python they all run:
 
-    COMFYUI_PATH=/path/to/ComfyUI /path/to/comfyui-venv/bin/python -m pytest -k parity -s -q
+    export COMFYUI_PATH=../shared/comfyui          # a ComfyUI source tree
+    "$(bash .ci/comfyui_env.sh)" -m pytest -m comfyui    # builds or reuses ComfyUI's venv; slow tests included
+
+`.ci/run` does this too, and fails if any of them is skipped.
 
 Nothing here copies ComfyUI code: models are built by ComfyUI's own classes from a `DiTConfig`.
 """
@@ -22,6 +26,10 @@ import torch
 
 ENV_VAR = "COMFYUI_PATH"
 REPO_ROOT = Path(__file__).resolve().parents[1]
+SKIP_PREFIX = "needs ComfyUI"
+HOW_TO_RUN = (f"run the ComfyUI tests with ComfyUI's python: export {ENV_VAR}=../shared/comfyui (a ComfyUI source "
+              f"tree), then \"$(bash .ci/comfyui_env.sh)\" -m pytest -m comfyui  (the script builds or reuses "
+              f"ComfyUI's venv in ~/.cache/zerase-ci and prints its python; .ci/run runs them all)")
 
 # ComfyUI's python must import `zerase_core` from this checkout, whatever the working directory.
 if str(REPO_ROOT) not in sys.path:
@@ -64,16 +72,21 @@ def _import_comfy_once() -> None:
         sys.argv = saved_argv
 
 
+def skip_without_comfy(reason: str):
+    """Skip the calling test for want of ComfyUI (or of something a ComfyUI test needs), saying how to run it."""
+    pytest.skip(f"{SKIP_PREFIX}: {reason}; {HOW_TO_RUN}")
+
+
 def require_comfy(*modules: str) -> ModuleType:
     """Import ComfyUI (CPU mode) plus `modules`, or `pytest.skip` with the reason. Returns the `comfy` package."""
     _import_comfy_once()
     if _import_error is not None:
-        pytest.skip(_import_error)
+        skip_without_comfy(_import_error)
     for name in _BASE_MODULES + tuple(modules):
         try:
             importlib.import_module(name)
         except Exception as error:  # noqa: BLE001
-            pytest.skip(f"cannot import {name} from ComfyUI: {type(error).__name__}: {error}")
+            skip_without_comfy(f"cannot import {name} from ComfyUI: {type(error).__name__}: {error}")
     import comfy
 
     return comfy
@@ -145,8 +158,11 @@ def nextdit_velocity(nextdit, x: torch.Tensor, sigma: torch.Tensor, context: tor
 
 __all__ = [
     "ENV_VAR",
+    "HOW_TO_RUN",
     "REPO_ROOT",
+    "SKIP_PREFIX",
     "require_comfy",
+    "skip_without_comfy",
     "nextdit_unet_config",
     "build_comfy_zimage",
     "build_nextdit",

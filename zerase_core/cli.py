@@ -14,6 +14,12 @@ import torch
 from .nano.world import DEFAULT_CFG, DEFAULT_STEPS, IMAGE_SIZE
 
 
+# tqdm's unit per progress phase (zerase_core.progress): sampler steps of a batch, cached chunks, optimizer steps,
+# scored (strength, concept) pairs
+PHASE_UNITS = {"x_t pool": "sampler step", "teacher cache": "chunk", "shuffle bank": "chunk", "train": "step",
+               "strength search": "score", "compare": "part"}
+
+
 class UsageError(ValueError):
     """Bad input: reported as one line, exit status 2."""
 
@@ -79,10 +85,10 @@ def _load_world(args):
 
 
 def command_erase(args) -> None:
-    from tqdm import tqdm
     from .erase_config import EraseConfig
     from .nano.erasure_runs import erase, erase_uce
     from .nano.prompts import NanoConditioner, attribute_of
+    from .progress import PhaseBars
     from .trainer import TrainingDiverged
     if args.out.suffix != ".safetensors":
         raise UsageError(f"--out {args.out} must end in .safetensors")
@@ -99,30 +105,32 @@ def command_erase(args) -> None:
         config = EraseConfig(method=args.method, seed=args.seed, **overrides)
     world = _load_world(args)
     started = time.monotonic()
+    bars = PhaseBars(units=PHASE_UNITS)
     if config is None:
-        path = erase_uce(world, args.concept, args.out, args.anchor, args.seed, not args.no_strength_search)
+        try:
+            path = erase_uce(world, args.concept, args.out, args.anchor, args.seed, not args.no_strength_search,
+                             progress=bars)
+        finally:
+            bars.close()
     else:
         for anchor in args.anchor or []:
             NanoConditioner(world.text_encoder).encode([anchor])
-        bar = tqdm(total=config.steps, desc=f"erase {' + '.join(args.concept or [])}", unit="step")
 
         def on_step(step, total, metrics):
-            bar.n = step
-            bar.set_postfix(L_er=f"{metrics.get('loss_erase', 0):.4f}", L_pr=f"{metrics.get('loss_preserve', 0):.4f}",
-                            lam=f"{metrics['lambda']:.3f}", refresh=False)
-            bar.update(0)
+            bars.set_postfix(L_er=f"{metrics.get('loss_erase', 0):.4f}", L_pr=f"{metrics.get('loss_preserve', 0):.4f}",
+                             lam=f"{metrics['lambda']:.3f}")
 
         try:
             path = erase(world, args.concept or [], config, args.out, args.anchor, args.resume, on_step,
-                         choose_strength=not args.no_strength_search)
+                         choose_strength=not args.no_strength_search, progress=bars)
         except KeyboardInterrupt:
-            bar.close()
+            bars.close()
             print(f"interrupted: partial erasure saved to {args.out}; continue with --resume {args.out}", file=sys.stderr)
             raise
         except TrainingDiverged as error:
-            bar.close()
+            bars.close()
             raise UsageError(f"{error}; partial file with the last finite adapters saved to {args.out}") from None
-        bar.close()
+        bars.close()
     print(f"wrote {path} ({time.monotonic() - started:.1f} s)")
 
 
@@ -133,7 +141,12 @@ def command_export_lora(args) -> None:
 
 def command_demo(args) -> None:
     from .demo import run_demo
-    path, seconds = run_demo(args.out, args.erasure_out, args.concept, args.seed)
+    from .progress import PhaseBars
+    bars = PhaseBars(units=PHASE_UNITS)
+    try:
+        path, seconds = run_demo(args.out, args.erasure_out, args.concept, args.seed, progress=bars)
+    finally:
+        bars.close()
     print(f"wrote {path} and {args.erasure_out} ({seconds:.0f} s)")
 
 

@@ -27,10 +27,11 @@ from .adapters import AdapterSet
 from .erase_config import EraseConfig
 from .model import AttentionCapture, ZImageDiT
 from .objectives import attention_suppression, esd_target, preservation, velocity_mse
+from .progress import PhaseCounter, Progress
 from .prompts import PromptSet, TextConditioner, keyword_columns, shuffle_words
 from .segments import SegmentCache
 from .shuffle_bank import PreparedConditioner, ShuffleBank
-from .trajectory import TrajectoryPool, sample_pool, teacher_velocities
+from .trajectory import TrajectoryPool, pool_ticks, sample_pool, teacher_velocities
 
 StepCallback = Callable[[int, int, dict], None]
 SHUFFLING_METHODS = ("zerase", "eraseanything")     # the methods that train on word-shuffled erase prompts
@@ -59,9 +60,11 @@ class EraseTrainer:
 
     def __init__(self, diffusion_model: nn.Module, conditioner: TextConditioner, prompts: PromptSet,
                  config: EraseConfig, denoise: Callable | None = None, in_channels: int = 16, shift: float = 3.0,
-                 attach: bool = True):
+                 attach: bool = True, progress: Progress | None = None):
         """`attach=False` leaves attaching `self.adapters` to the caller (the ComfyUI bridge does it from a
-        PatcherInjection); the x_t pool is built before that, which is the same as with the adapters disabled."""
+        PatcherInjection); the x_t pool is built before that, which is the same as with the adapters disabled.
+        `progress(phase, done, total)` follows the work done here, before the first step: phases "x_t pool",
+        "teacher cache" and (with a shuffle bank) "shuffle bank" (zerase_core.progress)."""
         self.model, self.conditioner, self.prompts, self.config = diffusion_model, conditioner, prompts, config
         # denoise(x, sigma, context, lengths, capture=None) -> v; ZImageDiT.forward has this signature
         self.denoise = denoise or diffusion_model
@@ -80,6 +83,7 @@ class EraseTrainer:
         self._probe_loss: float | None = None
         self._probe_prefix = None
         self._last_finite: dict[str, torch.Tensor] | None = None
+        self.progress = progress
         self.pool = self._build_pool(in_channels, shift)
         self.probe_picks = [(index % self.pool.size, self.pool.steps // 2) for index in range(config.probe_size)]
         self.bank = None
@@ -97,15 +101,18 @@ class EraseTrainer:
         anchors = [self.prompts.anchors[index % len(self.prompts.anchors)] for index in range(count)]
         seeds = [config.seed * 100_003 + index for index in range(count)]
         with self.adapters.disabled():
+            sampling = PhaseCounter(self.progress, "x_t pool", pool_ticks(count, config.sample_steps, self.sample_batch,
+                                                                            config.anchor_trajectories))
             pool = sample_pool(self._velocity, self.conditioner, prompts, anchors, seeds, config.latent_size,
                                in_channels, config.sample_steps, shift, config.sample_cfg, self.sample_batch,
-                               config.anchor_trajectories)
+                               config.anchor_trajectories, sampling.advance)
             if config.cache:
                 # Every teacher velocity in a fixed batch order: training and a resumed run see identical numbers.
                 # Where the refiners stay frozen, their outputs are kept too (segments.py).
                 if self._reuses_prefix():
                     pool.segments = SegmentCache(config.latent_size)
                 picks = [(p, k) for p in range(pool.size) for k in range(pool.steps)]
+                caching = PhaseCounter(self.progress, "teacher cache", -(-len(picks) // self.cache_batch))
                 for start in range(0, len(picks), self.cache_batch):
                     chunk = picks[start:start + self.cache_batch]
                     for kind, texts in self._teacher_prompts(pool, chunk).items():
@@ -113,6 +120,7 @@ class EraseTrainer:
                             pool.segments.fill(self.model, pool, chunk, kind, texts, self.conditioner)
                         else:
                             teacher_velocities(pool, chunk, kind, texts, self._velocity, self.conditioner)
+                    caching.advance()
                 pool.hits = pool.misses = 0
         return pool
 
@@ -120,11 +128,13 @@ class EraseTrainer:
         """Draw and encode the erase prompts' word orders now; from here on the trainer has no text encoder."""
         self.bank = ShuffleBank(self.prompts, self.pool.prompts, self.config.shuffle_bank, self.config.seed)
         prompts = [*self.pool.prompts, *self.pool.anchors, "", *self.bank.prompts()]
+        orders = self.bank.prompts() if self.pool.segments is not None else []
+        counter = PhaseCounter(self.progress, "shuffle bank", 1 + -(-len(orders) // self.cache_batch))
         self.conditioner = PreparedConditioner(self.conditioner, prompts, self.prompts)
-        if self.pool.segments is not None:
-            orders = self.bank.prompts()
-            for start in range(0, len(orders), self.cache_batch):
-                self.pool.segments.add_texts(self.model, self.conditioner, orders[start:start + self.cache_batch])
+        counter.advance()
+        for start in range(0, len(orders), self.cache_batch):
+            self.pool.segments.add_texts(self.model, self.conditioner, orders[start:start + self.cache_batch])
+            counter.advance()
 
     def _shuffled(self, prompt: str, keywords: list[str]) -> str:
         if self.bank is not None:

@@ -8,6 +8,7 @@ are pure functions of (state, prompt), so they are cached too.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -53,8 +54,10 @@ class TrajectoryPool:
 
 @torch.no_grad()
 def sample_trajectories(velocity_of, conditioner, prompts: list[str], seeds: list[int], latent_hw: tuple[int, int],
-                        channels: int, sigmas: torch.Tensor, cfg: float, batch_size: int = 32) -> torch.Tensor:
-    """Run the frozen model from noise with each prompt, keeping every state: (P, K, C, h, w)."""
+                        channels: int, sigmas: torch.Tensor, cfg: float, batch_size: int = 32,
+                        tick: Callable[[], None] | None = None) -> torch.Tensor:
+    """Run the frozen model from noise with each prompt, keeping every state: (P, K, C, h, w). `tick()` is called
+    after each sampler step of each batch (ceil(P / batch_size) · K calls)."""
     all_states = []
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start:start + batch_size]
@@ -71,20 +74,30 @@ def sample_trajectories(velocity_of, conditioner, prompts: list[str], seeds: lis
                 v_empty = velocity_of(x, sigma, empty, empty_lengths).float()
                 v = v_empty + cfg * (v - v_empty)
             x = x + (sigmas[index + 1] - sigmas[index]) * v
+            if tick is not None:
+                tick()
         all_states.append(torch.stack(states, dim=1))
     return torch.cat(all_states)
 
 
 def sample_pool(velocity_of, conditioner, prompts: list[str], anchors: list[str], seeds: list[int],
                 latent_hw: tuple[int, int], channels: int, steps: int, shift: float, cfg: float,
-                batch_size: int = 32, anchor_trajectories: bool = False) -> TrajectoryPool:
+                batch_size: int = 32, anchor_trajectories: bool = False,
+                tick: Callable[[], None] | None = None) -> TrajectoryPool:
     """The x_t pool of the erase prompts (and, with `anchor_trajectories`, of the anchors from the same seeds).
-    `velocity_of(x, sigma, ctx, lengths)` is the frozen model."""
+    `velocity_of(x, sigma, ctx, lengths)` is the frozen model; `tick()` after each sampler step of each batch
+    (`pool_ticks` calls in all)."""
     sigmas = shifted_sigmas(steps, shift)
     def sample(texts: list[str]) -> torch.Tensor:
-        return sample_trajectories(velocity_of, conditioner, texts, seeds, latent_hw, channels, sigmas, cfg, batch_size)
+        return sample_trajectories(velocity_of, conditioner, texts, seeds, latent_hw, channels, sigmas, cfg, batch_size,
+                                   tick)
     return TrajectoryPool(sample(prompts), sigmas, list(prompts), list(anchors),
                           sample(anchors) if anchor_trajectories else None)
+
+
+def pool_ticks(count: int, steps: int, batch_size: int, anchor_trajectories: bool) -> int:
+    """How many times `sample_pool` calls `tick` for `count` prompts."""
+    return -(-count // batch_size) * steps * (2 if anchor_trajectories else 1)
 
 
 @torch.no_grad()

@@ -14,12 +14,24 @@ from .graph_training import NextDiTDenoiser
 
 
 class StepReporter:
-    """`on_step` for the trainer: progress bar (with a preview every N steps), server event, interrupt check."""
+    """`on_step` for the trainer: progress bar (with a preview every N steps), server event, interrupt check.
+
+    `progress(phase, done, total)` (zerase_core.progress) shows the work before the first step (loading, x_t pool,
+    teacher cache, shuffle bank) on the node's bar, a fresh bar per phase (ComfyUI's bar drops an update that is
+    lower than the last one sent), and checks for an interrupt at each report.
+    """
 
     def __init__(self, node_id, total: int, preview: Callable[[int], object] | None = None, preview_every: int = 0):
         self.node_id, self.total = node_id, total
         self.bar = comfy.utils.ProgressBar(total, node_id=node_id)
         self.preview, self.preview_every = preview, preview_every
+        self.phase, self.phase_bar = None, None
+
+    def progress(self, phase: str, done: int, total: int) -> None:
+        if phase != self.phase:
+            self.phase, self.phase_bar = phase, comfy.utils.ProgressBar(total, node_id=self.node_id)
+        self.phase_bar.update_absolute(done, total)
+        model_management.throw_exception_if_processing_interrupted()
 
     def __call__(self, step: int, total: int, metrics: dict) -> None:
         image = None

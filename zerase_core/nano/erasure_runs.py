@@ -14,6 +14,7 @@ from ..checkpoint import fingerprint
 from ..closed_form import uce_text
 from ..erase_config import EraseConfig
 from ..erasure_file import UCE_DELTA_KEY, ErasureFileError, ErasureInfo, adapter_dict, read_erasure, save_erasure
+from ..progress import PhaseCounter, Progress
 from ..prompts import PromptSet
 from ..trainer import EraseTrainer
 from .prompts import NanoConditioner, attribute_of, training_prompt_set
@@ -61,8 +62,10 @@ def _resume_state(path: Path):
 
 
 def erase(world: NanoWorld, concepts: list[str], config: EraseConfig, out: Path, anchors: list[str] | None = None,
-          resume: Path | None = None, on_step: Callable | None = None, choose_strength: bool = True) -> Path:
-    """Train `config.method` on the nano DiT and write the erasure file to `out`."""
+          resume: Path | None = None, on_step: Callable | None = None, choose_strength: bool = True,
+          progress: Progress | None = None) -> Path:
+    """Train `config.method` on the nano DiT and write the erasure file to `out`. `progress(phase, done, total)`
+    follows every phase: x_t pool, teacher cache (shuffle bank), train, strength search."""
     resume_info = None
     if resume is not None:
         resume_info, adapter_tensors, state_tensors = _resume_state(resume)
@@ -75,13 +78,13 @@ def erase(world: NanoWorld, concepts: list[str], config: EraseConfig, out: Path,
     prompts = prompt_set(concepts, anchors, config.seed)
     conditioner = NanoConditioner(world.text_encoder)
     trainer = EraseTrainer(world.dit, conditioner, prompts, config, in_channels=world.dit.config.in_channels,
-                           shift=world.dit.config.shift)
+                           shift=world.dit.config.shift, progress=progress)
     try:
         if resume_info is not None:
             trainer.restore(adapter_tensors, state_tensors, resume_info.training["state"])
         started = time.monotonic()
         try:
-            trainer.run(on_step)
+            trainer.run(_reporting(on_step, progress, trainer.step, config.steps))
         except BaseException:
             save_erasure(out, trainer.adapters, _info(world, trainer, concepts, prompts, config, 1.0, True),
                          extra_tensors=trainer.state_tensors())
@@ -89,15 +92,30 @@ def erase(world: NanoWorld, concepts: list[str], config: EraseConfig, out: Path,
         train_seconds = time.monotonic() - started
         strength, table = (1.0, [])
         if choose_strength:
-            strength, table = recommend_strength(world, trainer.adapters, concepts)
+            strength, table = recommend_strength(world, trainer.adapters, concepts, progress=progress)
         summary = {"train_seconds": train_seconds, "strength_table": table}
         return save_erasure(out, trainer.adapters, _info(world, trainer, concepts, prompts, config, strength, False, summary))
     finally:
         trainer.adapters.detach()
 
 
+def _reporting(on_step: Callable | None, progress: Progress | None, done: int, total: int) -> Callable | None:
+    """`on_step` that also reports the "train" phase to `progress`."""
+    if progress is None:
+        return on_step
+    counter = PhaseCounter(progress, "train", total)
+    counter.advance(done)
+
+    def report(step: int, steps: int, metrics: dict) -> None:
+        counter.advance(step - counter.done)
+        if on_step is not None:
+            on_step(step, steps, metrics)
+
+    return report
+
+
 def erase_uce(world: NanoWorld, concepts: list[str], out: Path, anchors: list[str] | None = None, seed: int = 0,
-              choose_strength: bool = True) -> Path:
+              choose_strength: bool = True, progress: Progress | None = None) -> Path:
     """uce-text: the closed-form edit of `cap_embedder.1` (seconds, no sampling)."""
     prompts = prompt_set(concepts, anchors, seed)
     started = time.monotonic()
@@ -107,7 +125,7 @@ def erase_uce(world: NanoWorld, concepts: list[str], out: Path, anchors: list[st
     try:
         strength, table = (1.0, [])
         if choose_strength:
-            strength, table = recommend_strength(world, delta, concepts)
+            strength, table = recommend_strength(world, delta, concepts, progress=progress)
     finally:
         delta.detach()
     info = ErasureInfo(method="uce-text", concepts=tuple(concepts), keywords=prompts.keywords,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from ..evaluate import verdicts
+from ..progress import PhaseCounter, Progress
 from .prompts import attribute_of, evaluation_sets
 from .vocab import ATTRIBUTES, TEMPLATES
 from .world import NanoWorld
@@ -73,7 +74,8 @@ def held_out_sets(concept: str, count: int = 48, erased: tuple[str, ...] = ()):
 @torch.no_grad()
 def recommend_strength(world: NanoWorld, edit, concepts: list[str],
                        strengths=(0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0), target_acc_e: float = 0.1,
-                       keep_ratio: float = 0.95, margin: float = 0.5) -> tuple[float, list[dict]]:
+                       keep_ratio: float = 0.95, margin: float = 0.5,
+                       progress: Progress | None = None) -> tuple[float, list[dict]]:
     """A strength for `edit`, chosen on held-out prompts (other templates and seeds than the evaluation sets).
 
     With several concepts each one's keep prompts leave out the other erased values (their loss is wanted, not damage).
@@ -81,21 +83,30 @@ def recommend_strength(world: NanoWorld, edit, concepts: list[str],
     base (the margin absorbs the held-out set's sampling noise: 48 images); else the smallest with Acc_e ≤ target;
     else the best mean H. Strengths are tried in increasing order and the search stops at the first that passes or
     that breaks the keep ratio (stronger ones only damage more). `edit` (adapters or a closed-form delta) must be
-    attached to `world.dit`; strength 0 gives the base model.
+    attached to `world.dit`; strength 0 gives the base model. `progress` gets the "strength search" phase, one unit
+    per (strength, concept) scored.
     """
     table = []
+    counter = PhaseCounter(progress, "strength search", len(concepts) * (1 + len(strengths)))
     sets = {concept: held_out_sets(concept, erased=tuple(concepts)) for concept in concepts}
+
+    def scored(concept: str) -> ErasureScore:
+        result = _score(world, concept, *sets[concept], HELD_OUT_SEED)
+        counter.advance()
+        return result
+
     edit.set_strength(0.0)
-    base = {concept: _score(world, concept, *sets[concept], HELD_OUT_SEED) for concept in concepts}
+    base = {concept: scored(concept) for concept in concepts}
     for strength in strengths:
         edit.set_strength(strength)
-        scores = [_score(world, concept, *sets[concept], HELD_OUT_SEED) for concept in concepts]
+        scores = [scored(concept) for concept in concepts]
         acc_e = max(s.acc_e for s in scores)
         ratio = min(s.acc_ir / max(base[c].acc_ir, 1e-6) for s, c in zip(scores, concepts))
         h = sum(s.h for s in scores) / len(scores)
         table.append({"strength": strength, "acc_e": acc_e, "keep_ratio": ratio, "h": h})
         if ratio < keep_ratio or acc_e <= margin * target_acc_e:
             break
+    counter.finish()
     strength = choose_strength(table, target_acc_e, keep_ratio, margin)
     edit.set_strength(strength)
     return strength, table
