@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import traceback
@@ -83,7 +84,7 @@ class Progress:
     def __init__(self, place: Launch, out_dir: Path, entries: list[ConceptEntry], mine: list, every: float):
         self.place, self.out_dir, self.entries, self.mine, self.every = place, out_dir, entries, mine, every
         self.last = 0.0
-        self.state = {"rank": place.rank, "world": place.world, "assigned": [entry.name for entry in mine],
+        self.state = {"rank": place.rank, "pid": os.getpid(), "world": place.world, "assigned": [entry.name for entry in mine],
                       "finished": 0, "failed": 0, "current": None, "step": 0, "steps": 0}
 
     def _write(self) -> None:
