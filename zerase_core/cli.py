@@ -84,8 +84,21 @@ def _load_world(args):
     return world
 
 
-def command_erase(args) -> None:
+def erase_config_from_args(args):
+    """The EraseConfig of `erase`'s training options (None for uce-text); `erase-many` shares them."""
     from .erase_config import EraseConfig
+    if args.method == "uce-text":
+        return None
+    overrides = {name: value for name, value in (
+        ("steps", args.steps), ("learning_rate", args.lr), ("rank", args.rank), ("eta", args.eta),
+        ("epsilon", args.epsilon), ("beta", args.beta), ("pool_prompts", args.pool_prompts),
+        ("sample_steps", args.sample_steps), ("shuffle_bank", args.shuffle_bank)) if value is not None}
+    if args.targets:
+        overrides["slices"] = tuple(args.targets)
+    return EraseConfig(method=args.method, seed=args.seed, **overrides)
+
+
+def command_erase(args) -> None:
     from .nano.erasure_runs import erase, erase_uce
     from .nano.prompts import NanoConditioner, attribute_of
     from .progress import PhaseBars
@@ -94,15 +107,7 @@ def command_erase(args) -> None:
         raise UsageError(f"--out {args.out} must end in .safetensors")
     for concept in args.concept or []:
         attribute_of(concept)       # unknown or non-attribute words fail here, before anything is loaded
-    config = None
-    if args.method != "uce-text":
-        overrides = {name: value for name, value in (
-            ("steps", args.steps), ("learning_rate", args.lr), ("rank", args.rank), ("eta", args.eta),
-            ("epsilon", args.epsilon), ("beta", args.beta), ("pool_prompts", args.pool_prompts),
-            ("sample_steps", args.sample_steps), ("shuffle_bank", args.shuffle_bank)) if value is not None}
-        if args.targets:
-            overrides["slices"] = tuple(args.targets)
-        config = EraseConfig(method=args.method, seed=args.seed, **overrides)
+    config = erase_config_from_args(args)
     world = _load_world(args)
     started = time.monotonic()
     bars = PhaseBars(units=PHASE_UNITS)
@@ -188,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     erase.add_argument("--no-strength-search", action="store_true",
                        help="skip choosing the recommended strength on held-out prompts (it is then 1.0)")
     erase.set_defaults(run=command_erase)
+    from .many import add_erase_many_command
+    add_erase_many_command(commands, erase)       # erase's options (model and training) + the list and the folder
     export = commands.add_parser("export-lora", help="write a stock-loadable LoRA for stream-pure erasures only")
     export.add_argument("file", type=Path)
     export.add_argument("--out", type=Path)

@@ -37,6 +37,27 @@ StepCallback = Callable[[int, int, dict], None]
 SHUFFLING_METHODS = ("zerase", "eraseanything")     # the methods that train on word-shuffled erase prompts
 
 
+class SingleProcess:
+    """The trainer's data-parallel hooks for one process: every row is local and nothing is communicated.
+    `distributed.DataParallel` implements the same hooks over torch.distributed (DDP over the adapters only)."""
+    world = 1
+
+    def local(self, rows):
+        return list(rows)
+
+    def losses(self, function, picks, sync: bool = True):
+        return function(picks)
+
+    def gradient_scale(self, local: int, total: int) -> float:
+        return 1.0
+
+    def batch_mean(self, values: dict[str, torch.Tensor], local: int, total: int) -> dict[str, torch.Tensor]:
+        return values
+
+    def average_gradients(self, params) -> None:
+        pass
+
+
 class TrainingDiverged(RuntimeError):
     """A non-finite loss: the adapters were restored to the last finite state."""
 
@@ -60,14 +81,19 @@ class EraseTrainer:
 
     def __init__(self, diffusion_model: nn.Module, conditioner: TextConditioner, prompts: PromptSet,
                  config: EraseConfig, denoise: Callable | None = None, in_channels: int = 16, shift: float = 3.0,
-                 attach: bool = True, progress: Progress | None = None):
-        """`attach=False` leaves attaching `self.adapters` to the caller (the ComfyUI bridge does it from a
+                 attach: bool = True, progress: Progress | None = None, parallel=None):
+        """`parallel` (distributed.DataParallel) splits each step's batch across processes; default one process.
+        `attach=False` leaves attaching `self.adapters` to the caller (the ComfyUI bridge does it from a
         PatcherInjection); the x_t pool is built before that, which is the same as with the adapters disabled.
         `progress(phase, done, total)` follows the work done here, before the first step: phases "x_t pool",
         "teacher cache" and (with a shuffle bank) "shuffle bank" (zerase_core.progress)."""
         self.model, self.conditioner, self.prompts, self.config = diffusion_model, conditioner, prompts, config
         # denoise(x, sigma, context, lengths, capture=None) -> v; ZImageDiT.forward has this signature
         self.denoise = denoise or diffusion_model
+        self.parallel = parallel or SingleProcess()
+        if config.batch_size < self.parallel.world:
+            raise ValueError(f"batch_size {config.batch_size} is smaller than the {self.parallel.world} processes "
+                             f"it is split across; use a batch of at least {self.parallel.world}")
         for keyword in prompts.keywords:
             conditioner.check_keyword(keyword)
         diffusion_model.requires_grad_(False)
@@ -200,11 +226,13 @@ class EraseTrainer:
     def _erase_losses(self, picks, teacher, shuffle: bool, preserve: bool = False) -> dict[str, torch.Tensor]:
         """L_erase (+ L_attn), and with `preserve` L_pr on the same states (its forwards after the erase one)."""
         config = self.config
-        states, sigma = self.pool.batch(picks)
         prompts = [self.pool.prompts[p] for p, _ in picks]
         keywords = [self.prompts.keywords_in(prompt) for prompt in prompts]
-        if shuffle:
+        if shuffle:      # every row's word order is drawn in every process: the RNG stays in step
             prompts = [self._shuffled(prompt, words) for prompt, words in zip(prompts, keywords)]
+        rows = self.parallel.local(range(len(picks)))     # `teacher` holds these rows only
+        picks, prompts, keywords = ([items[row] for row in rows] for items in (picks, prompts, keywords))
+        states, sigma = self.pool.batch(picks)
         target = esd_target(teacher["empty"], teacher["erase"], config.eta)
         if config.method == "ac":
             with torch.no_grad():
@@ -226,12 +254,13 @@ class EraseTrainer:
         return losses
 
     def _losses(self, picks) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
-        """(L_er, L_pr or None, parts) for this step's method."""
+        """(L_er, L_pr or None, parts) for this step's method, as means over this process's rows of `picks`."""
         config = self.config
-        teacher = self._teacher(picks)
+        local = self.parallel.local(picks)
+        teacher = self._teacher(local)
         method = config.method
         if method == "eraseanything" and self.step % 2 == 1:
-            parts = {"preserve": self.preservation_loss(picks, teacher)}
+            parts = {"preserve": self.preservation_loss(local, teacher)}
             return parts["preserve"], None, parts
         parts = self._erase_losses(picks, teacher, shuffle=method in SHUFFLING_METHODS,
                                    preserve=method == "zerase")
@@ -240,11 +269,20 @@ class EraseTrainer:
 
     @torch.no_grad()
     def probe(self) -> float:
+        # split across processes when each gets a row, else every process measures the whole probe
+        picks = self.parallel.local(self.probe_picks) if len(self.probe_picks) >= self.parallel.world else self.probe_picks
+        value = self._probe(picks)
+        if len(picks) == len(self.probe_picks):
+            return value
+        mean = self.parallel.batch_mean({"probe": torch.tensor(value, dtype=torch.float64)}, len(picks),
+                                        len(self.probe_picks))
+        return float(mean["probe"])
+
+    def _probe(self, picks) -> float:
         if not self._reuses_prefix():
-            return self.preservation_loss(self.probe_picks).item()
+            return self.preservation_loss(picks).item()
         # The probe's (x_t, prompt) pairs never change and the refiners are not adapted: their prefix (embeddings,
         # refiners, position tables) is computed once and only the joint layers run at each probe.
-        picks = self.probe_picks
         if self._probe_prefix is None:
             states, sigma = self.pool.batch(picks * 2, ["erase"] * len(picks) + ["anchor"] * len(picks))
             context, lengths = self.conditioner.encode([""] * len(picks) + [self.pool.anchors[p] for p, _ in picks])
@@ -269,9 +307,15 @@ class EraseTrainer:
         adaptive = config.method == "zerase" and config.lambda_mode == "adaptive"
         if adaptive and self._probe_loss is None:
             self._probe_loss = self.probe()
-        erase_total, preserve, parts = self._losses(picks)
+        stationarity = (config.method == "zerase" and config.stationarity_every
+                        and (self.step + 1) % config.stationarity_every == 0)
+        erase_total, preserve, parts = self.parallel.losses(self._losses, picks, sync=not stationarity)
         total = erase_total if preserve is None else erase_total + self.lam * preserve
-        if not torch.isfinite(total):
+        local = len(self.parallel.local(range(len(picks))))
+        scale = self.parallel.gradient_scale(local, len(picks))   # DDP averages; rows may split unevenly
+        reported = self.parallel.batch_mean({**{f"loss_{name}": value.detach() for name, value in parts.items()},
+                                             "loss_total": total.detach()}, local, len(picks))
+        if not torch.isfinite(reported["loss_total"]):
             if self._last_finite is not None:
                 self.adapters.load_state_dict(self._last_finite)
             raise TrainingDiverged(f"non-finite loss at step {self.step + 1}; adapters restored to the state of "
@@ -279,25 +323,23 @@ class EraseTrainer:
         params = list(self.adapters.parameters())
         self.optimizer.zero_grad(set_to_none=True)
         residual = None
-        if preserve is not None and config.stationarity_every and (self.step + 1) % config.stationarity_every == 0:
-            grad_erase = torch.autograd.grad(erase_total, params, retain_graph=True, allow_unused=True)
-            grad_preserve = torch.autograd.grad(preserve, params, allow_unused=True)
-            squared = 0.0
+        if preserve is not None and stationarity:
+            grad_erase = torch.autograd.grad(erase_total * scale, params, retain_graph=True, allow_unused=True)
+            grad_preserve = torch.autograd.grad(preserve * scale, params, allow_unused=True)
             for param, g_er, g_pr in zip(params, grad_erase, grad_preserve):
                 g_er = torch.zeros_like(param) if g_er is None else g_er
                 g_pr = torch.zeros_like(param) if g_pr is None else g_pr
                 param.grad = g_er + self.lam * g_pr
-                squared += float(param.grad.square().sum())
-            residual = math.sqrt(squared)
+            self.parallel.average_gradients(params)     # autograd.grad bypasses DDP's hooks
+            residual = math.sqrt(sum(float(param.grad.square().sum()) for param in params))
         else:
-            total.backward()
+            (total * scale if scale != 1.0 else total).backward()
         self._last_finite = {name: tensor.detach().clone() for name, tensor in self.adapters.state_dict().items()}
         self.optimizer.step()
         if not all(torch.isfinite(param).all() for param in params):
             self.adapters.load_state_dict(self._last_finite)
             raise TrainingDiverged(f"non-finite adapter weights after step {self.step + 1}; restored the last finite state")
-        metrics = {f"loss_{name}": float(value.detach()) for name, value in parts.items()}
-        metrics["loss_total"] = float(total.detach())
+        metrics = {name: float(value) for name, value in reported.items()}
         metrics["lambda"] = self.lam
         if adaptive:
             after = self.probe()

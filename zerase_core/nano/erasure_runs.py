@@ -63,9 +63,15 @@ def _resume_state(path: Path):
 
 def erase(world: NanoWorld, concepts: list[str], config: EraseConfig, out: Path, anchors: list[str] | None = None,
           resume: Path | None = None, on_step: Callable | None = None, choose_strength: bool = True,
-          progress: Progress | None = None) -> Path:
+          progress: Progress | None = None, parallel=None, checkpoint_every: int = 0) -> Path:
     """Train `config.method` on the nano DiT and write the erasure file to `out`. `progress(phase, done, total)`
-    follows every phase: x_t pool, teacher cache (shuffle bank), train, strength search."""
+    follows every phase: x_t pool, teacher cache (shuffle bank), train, strength search.
+
+    `parallel` (distributed.DataParallel) splits each step's batch across processes; only its rank 0 writes files
+    and chooses the strength. `checkpoint_every` > 0 saves a partial file every that many steps, so a killed process
+    loses at most that many steps (`resume=` continues from it).
+    """
+    writes = parallel is None or parallel.rank == 0
     resume_info = None
     if resume is not None:
         resume_info, adapter_tensors, state_tensors = _resume_state(resume)
@@ -78,22 +84,35 @@ def erase(world: NanoWorld, concepts: list[str], config: EraseConfig, out: Path,
     prompts = prompt_set(concepts, anchors, config.seed)
     conditioner = NanoConditioner(world.text_encoder)
     trainer = EraseTrainer(world.dit, conditioner, prompts, config, in_channels=world.dit.config.in_channels,
-                           shift=world.dit.config.shift, progress=progress)
+                           shift=world.dit.config.shift, progress=progress, parallel=parallel)
+
+    def save_partial():
+        if writes:
+            save_erasure(out, trainer.adapters, _info(world, trainer, concepts, prompts, config, 1.0, True),
+                         extra_tensors=trainer.state_tensors())
+
+    def step_done(step, total, metrics):
+        if checkpoint_every and step % checkpoint_every == 0 and step < total:
+            save_partial()
+        if on_step is not None:
+            on_step(step, total, metrics)
     try:
         if resume_info is not None:
             trainer.restore(adapter_tensors, state_tensors, resume_info.training["state"])
         started = time.monotonic()
         try:
-            trainer.run(_reporting(on_step, progress, trainer.step, config.steps))
+            trainer.run(_reporting(step_done if checkpoint_every or on_step is not None else None, progress,
+                                   trainer.step, config.steps))
         except BaseException:
-            save_erasure(out, trainer.adapters, _info(world, trainer, concepts, prompts, config, 1.0, True),
-                         extra_tensors=trainer.state_tensors())
+            save_partial()
             raise
         train_seconds = time.monotonic() - started
         strength, table = (1.0, [])
-        if choose_strength:
+        if choose_strength and writes:
             strength, table = recommend_strength(world, trainer.adapters, concepts, progress=progress)
         summary = {"train_seconds": train_seconds, "strength_table": table}
+        if not writes:
+            return out
         return save_erasure(out, trainer.adapters, _info(world, trainer, concepts, prompts, config, strength, False, summary))
     finally:
         trainer.adapters.detach()
