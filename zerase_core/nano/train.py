@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-PARTS = ("codec", "evaluator", "dit")
+PARTS = ("codec", "evaluator", "judge2", "dit")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,71 @@
+"""Training of the second judge (`second_judge.py`); needs the trained codec weights.
+
+Independent of the evaluator's training: its own seed, 1/5 `none` renders, codec round trips with latent noise up to
+0.3 on 60 % of each batch, pixel noise up to 0.05 and a random brightness factor in [0.9, 1.1] (the evaluator: 1/8,
+half, 0.2, 0.03, none). Renders and codec reconstructions only, never DiT samples.
+
+    python -m zerase_core.nano.train judge2 --seconds 600
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from zerase_core.nano.codec import DEFAULT_CODEC_PATH, LatentCodec
+from zerase_core.nano.evaluator import CLASSES
+from zerase_core.nano.render import render_mixed
+from zerase_core.nano.second_judge import DEFAULT_JUDGE2_PATH, SecondJudge
+from zerase_core.nano.training import (LoopSettings, TrainingState, add_common_arguments, add_threads_argument, run_loop,
+                                       seed_torch, start_training)
+from zerase_core.nano.training.evaluator import held_out_accuracy, label_tensor, reconstruct
+
+BATCH = 48
+NONE_FRACTION = 1 / 5
+RECONSTRUCTED = 0.6
+MAX_LATENT_NOISE = 0.3
+MAX_PIXEL_NOISE = 0.05
+BRIGHTNESS = 0.1
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_arguments(parser, "judge2", steps=3000, seconds=600.0, export=DEFAULT_JUDGE2_PATH)
+    parser.set_defaults(seed=7)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    add_threads_argument(parser)
+    parser.add_argument("--codec", type=Path, default=DEFAULT_CODEC_PATH, help="trained codec weights")
+
+
+def training_batch(codec: LatentCodec, state: TrainingState):
+    images, labels = render_mixed(state.numpy_rng, BATCH, 64, none_fraction=NONE_FRACTION)
+    start = BATCH - int(BATCH * RECONSTRUCTED)
+    images[start:] = reconstruct(codec, images[start:], state.torch_rng, MAX_LATENT_NOISE)
+    gain = 1 + BRIGHTNESS * (2 * torch.rand(BATCH, 1, 1, 1, generator=state.torch_rng) - 1)
+    sigma = torch.rand(BATCH, 1, 1, 1, generator=state.torch_rng) * MAX_PIXEL_NOISE
+    images = (images * gain + sigma * torch.randn(images.shape, generator=state.torch_rng)).clamp(0, 1)
+    return images, label_tensor(labels)
+
+
+def run(args: argparse.Namespace) -> SecondJudge:
+    seed_torch(args.seed, args.threads)
+    codec = LatentCodec.load(args.codec)
+    judge = SecondJudge()
+    optimizer, state = start_training(args.out, judge, args.seed, args.resume, lr=args.lr, weight_decay=1e-4)
+
+    def loss_of_batch(current: TrainingState) -> torch.Tensor:
+        images, targets = training_batch(codec, current)
+        logits = judge.logits(images)
+        return sum(torch.nn.functional.cross_entropy(logits[name], targets[name]) for name in CLASSES)
+
+    run_loop(LoopSettings(total_steps=args.steps, seconds=args.seconds, base_lr=args.lr, warmup=100),
+             args.out, judge, optimizer, state, loss_of_batch)
+    report = held_out_accuracy(judge, codec)
+    for source, values in report.items():
+        print(f"{source}: " + "  ".join(f"{name} {100 * value:.1f}%" for name, value in values.items()), flush=True)
+    if state.step >= args.steps:
+        judge.save(args.export)
+        print(f"wrote {args.export}", flush=True)
+    else:
+        print(f"step {state.step}/{args.steps}: continue with --resume", flush=True)
+    return judge
