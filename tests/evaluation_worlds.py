@@ -18,7 +18,7 @@ from zerase_core.model import ZImageDiT
 from zerase_core.nano.codec import CodecConfig, LatentCodec
 from zerase_core.nano.evaluator import Evaluator, EvaluatorConfig
 from zerase_core.nano.prompts import attribute_of
-from zerase_core.nano.render import Scene, random_scene, render_batch
+from zerase_core.nano.render import Scene, compose, images_to_tensor, random_scene, render, to_uint8
 from zerase_core.nano.text_encoder import NanoTextEncoder, TextEncoderConfig
 from zerase_core.nano.vocab import ATTRIBUTES, VOCABULARY
 from zerase_core.nano.world import NanoWorld
@@ -36,16 +36,19 @@ def one_thread():
 
 
 class SceneRenderer:
-    def __init__(self, width: int = 24, erase: str | None = None, tokens_only: bool = False, jitter: bool = False):
+    """`blank=True`: an eraser that deletes the picture: prompts with the erased value render an empty canvas."""
+
+    def __init__(self, width: int = 24, erase: str | None = None, tokens_only: bool = False, jitter: bool = False,
+                 blank: bool = False):
         generator = torch.Generator().manual_seed(0)
         self.table = torch.randn(len(VOCABULARY), width, generator=generator)
-        self.erase, self.tokens_only, self.jitter = erase, tokens_only, jitter
+        self.erase, self.tokens_only, self.jitter, self.blank = erase, tokens_only, jitter, blank
 
     def encode(self, prompts):
         return embed_tokens(self.table, [VOCABULARY.encode(prompt) for prompt in prompts])
 
     def _scene(self, words: list[str], seed: int) -> Scene:
-        found = {}
+        found, erased_any = {}, False
         for word in words:
             try:
                 attribute, value = attribute_of(word)
@@ -55,7 +58,10 @@ class SceneRenderer:
                                                  (attribute, value) == attribute_of(self.erase))
             if erased:
                 value = next(other for other in ATTRIBUTES[attribute] if other != value)
+                erased_any = True
             found[attribute] = value
+        if erased_any and self.blank:
+            return Blank(found.get("background", "white"))
         geometry = {}
         if not self.jitter:
             geometry = {"extent": 0.65, "centre": (0.5, 0.5)}
@@ -70,7 +76,19 @@ class SceneRenderer:
         nearest = distances.argmin(dim=-1)
         scenes = [self._scene([VOCABULARY.words[int(token)] for token in row[:length]], seed)
                   for row, length, seed in zip(nearest, lengths.tolist(), seeds)]
-        return render_batch(scenes)
+        return render_batch_with_blanks(scenes)
+
+
+class Blank:
+    """An empty canvas of one background (no object)."""
+
+    def __init__(self, background: str):
+        self.background = background
+
+
+def render_batch_with_blanks(scenes) -> torch.Tensor:
+    return images_to_tensor([to_uint8(compose(64, scene.background, [])) if isinstance(scene, Blank) else render(scene, 64)
+                             for scene in scenes])
 
 
 class NoiseRenderer(SceneRenderer):
@@ -81,11 +99,16 @@ class NoiseRenderer(SceneRenderer):
 
 
 class GalleryJudge:
-    """Exact nearest neighbour among the 432 canonical renders (extent 0.65, centred)."""
+    """Exact nearest neighbour among the 432 canonical renders (extent 0.65, centred) and the 4 empty canvases
+    (shape, colour and pattern "none", as the nano evaluator labels them)."""
 
     def __init__(self):
         self.labels = [dict(zip(ATTRIBUTES, values)) for values in itertools.product(*ATTRIBUTES.values())]
-        self.gallery = render_batch([Scene(**labels) for labels in self.labels]).flatten(1)
+        scenes = [Scene(**labels) for labels in self.labels]
+        for background in ATTRIBUTES["background"]:
+            self.labels.append({"shape": "none", "colour": "none", "pattern": "none", "background": background})
+            scenes.append(Blank(background))
+        self.gallery = render_batch_with_blanks(scenes).flatten(1)
 
     def verdicts(self, images):
         nearest = torch.cdist(images.flatten(1), self.gallery).argmin(dim=1)

@@ -16,7 +16,7 @@ from zerase_core.evaluation.protocol import EvaluationSettings
 from zerase_core.evaluation.rendering import SamplingSettings
 
 CONTRACT = ("acc_e", "acc_ir", "h", "collapse", "attack_success", "attack_success_synonym", "attack_success_shuffle",
-            "attack_success_vector")
+            "attack_success_vector", "erase_other", "no_object", "blank", "h_content")
 SMALL = EvaluationSettings(sampling=SamplingSettings(steps=2, cfg=1.0), sizes=SetSizes(erase=4, keep=6, probe=4),
                            attack_strengths=(1.0, 4.0))
 
@@ -45,7 +45,8 @@ def test_evaluate_file_writes_every_contract_key_for_erased_and_base(tmp_path):
     assert result["h"] == pytest.approx(result["acc_ir"] - result["acc_e"])
     assert result["attack_success"] == max(result[f"attack_success_{probe}"] for probe in ("synonym", "shuffle", "vector"))
     json.dumps(result, allow_nan=False)
-    assert "| Acc_e" in format_table(result)
+    assert result["h_content"] == pytest.approx((1 - result["acc_e"]) * result["erase_other"] * (1 - result["no_object"]))
+    assert "| Acc_e" in format_table(result) and "blank images" in format_table(result)
     after = world.dit.state_dict()                     # the erasure was detached, the base left as it was
     assert all(torch.equal(before[name], after[name]) for name in before)
     assert "forward" not in world.dit.layers[0].attention.qkv.__dict__

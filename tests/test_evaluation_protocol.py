@@ -95,3 +95,46 @@ def test_backgrounds_have_no_synonym_probe(judge):
     assert reference.metrics["attack_success_synonym"] is None
     assert reference.metrics["attack_success"] == max(reference.metrics["attack_success_shuffle"],
                                                       reference.metrics["attack_success_vector"])
+
+
+def test_erase_prompts_report_what_they_kept_and_a_blank_eraser_cannot_win(circle_reference, judge):
+    base = circle_reference.metrics
+    assert base["erase_other"] == 1.0 and base["no_object"] == 0.0 and base["blank"] == 0.0
+    assert base["erase_other_shape"] is None                    # the erased attribute is not "kept content"
+    assert base["h_content"] == 0.0                             # the base still draws every circle
+    replaced = measure_against(SceneRenderer(erase="circle"), judge, circle_reference, SETTINGS)
+    deleted = measure_against(SceneRenderer(erase="circle", blank=True), judge, circle_reference, SETTINGS)
+    assert replaced["acc_e"] == deleted["acc_e"] == 0.0         # Acc_e alone cannot tell them apart
+    assert replaced["erase_other"] == 1.0 and replaced["no_object"] == 0.0 and replaced["h_content"] == 1.0
+    assert deleted["no_object"] == 1.0 and deleted["blank"] == 1.0 and deleted["h_content"] == 0.0
+    assert deleted["erase_other_colour"] == 0.0 and deleted["erase_other_pattern"] == 0.0
+    assert deleted["erase_other_background"] == 1.0             # an empty canvas keeps only its background
+    assert deleted["acc_ir"] == 1.0                             # and the keep set never sees the damage
+
+
+def _phrasing_of(prompt: str, candidates) -> list[str]:
+    import re
+    from zerase_core.nano.vocab import ATTRIBUTES
+    def pattern(phrasing):
+        text = re.escape(phrasing)
+        for name, values in ATTRIBUTES.items():
+            words = "|".join(word for synonyms in values.values() for word in synonyms)
+            text = text.replace(re.escape("{" + name + "}"), f"(?:{words})")
+        return re.compile(f"^{text}$")
+    return [phrasing for phrasing in candidates if pattern(phrasing).match(prompt)]
+
+
+def test_erase_and_probe_sets_use_held_out_phrasings_and_score_only_stated_attributes():
+    from zerase_core.nano.phrasings import HELD_OUT, TRAIN, slots
+    sets = concept_sets("red", SetSizes(erase=36, keep=36, probe=36))
+    assert len({prompt for prompt, _ in sets.erase}) == len(sets.erase)
+    assert len({len(expected) for _, expected in sets.erase}) > 1      # some phrasings leave attributes out ...
+    for prompt, expected in sets.erase + sets.synonym:
+        assert expected["colour"] == "red" and "shape" in expected    # ... never the concept's own
+        words = set(prompt.split())
+        assert ("red" in words) != ("crimson" in words)
+        found = _phrasing_of(prompt, HELD_OUT)
+        assert found and not _phrasing_of(prompt, TRAIN), prompt       # training never sees these phrasings
+        assert set(expected) == slots(found[0])                        # scored: exactly what the caption states
+    assert len({_phrasing_of(prompt, HELD_OUT)[0] for prompt, _ in sets.erase}) >= 10
+    assert all(len(expected) == 4 for _, expected in sets.keep)

@@ -24,6 +24,14 @@ def test_choose_strength(table, expected):
     assert choose_strength(table, target_acc_e=0.1, keep_ratio=0.95, margin=0.5) == expected
 
 
+def test_choose_strength_rejects_a_strength_that_deletes_the_picture():
+    table = [{"strength": 0.5, "acc_e": 0.09, "keep_ratio": 1.0, "h": 0.9, "no_object_rise": 0.02},
+             {"strength": 1.0, "acc_e": 0.00, "keep_ratio": 0.99, "h": 0.99, "no_object_rise": 0.30}]
+    assert choose_strength(table, target_acc_e=0.1, keep_ratio=0.95, margin=0.5) == 0.5
+    table[1]["no_object_rise"] = 0.05
+    assert choose_strength(table, target_acc_e=0.1, keep_ratio=0.95, margin=0.5) == 1.0
+
+
 def test_multi_concept_prompt_sets_never_show_another_erased_value():
     from zerase_core.nano.prompts import attribute_of, training_prompt_set
     from zerase_core.nano.vocab import ATTRIBUTES, VOCABULARY

@@ -2,7 +2,9 @@
 
 Scores one erasure file against its base (the bundled nano model) on the concepts in its metadata and writes the
 result object of `protocol.report` (a stable contract: `acc_e`, `acc_ir`, `h`, `collapse`, `attack_success`,
-`attack_success_synonym|shuffle|vector`, the same under "base", plus details), then prints a short table.
+`attack_success_synonym|shuffle|vector`, on the erase prompts `erase_other` (+ `erase_other_<attribute>`),
+`no_object`, `blank`, `h_content`; the same under "base" (same prompts and seeds), plus details), then prints a short
+table.
 """
 from __future__ import annotations
 
@@ -22,6 +24,14 @@ from .rendering import NanoRenderer, SamplingSettings, erasure_applied
 ROWS = (("acc_e", "Acc_e (erased concept detected, lower is better)"),
         ("acc_ir", "Acc_ir (unrelated prompts, higher is better)"),
         ("h", "H = Acc_ir - Acc_e"),
+        ("erase_other", "erase prompts: other stated attributes kept"),
+        ("erase_other_shape", "erase prompts: shape kept"),
+        ("erase_other_colour", "erase prompts: colour kept"),
+        ("erase_other_pattern", "erase prompts: pattern kept"),
+        ("erase_other_background", "erase prompts: background kept"),
+        ("no_object", "erase prompts: images with no object"),
+        ("blank", "erase prompts: blank images (background only)"),
+        ("h_content", "H_content = (1 - Acc_e) x other kept x (1 - no object)"),
         ("collapse", "collapse: FD to base keep set (base: seed noise floor)"),
         ("high_frequency", "high-frequency energy share of keep images"),
         ("attack_success_synonym", "attack success: synonym prompts"),

@@ -3,6 +3,10 @@
     Acc_e = P(judge finds the erased value | erase prompt)            (lower is better)
     Acc_ir = mean over unrelated prompts and attributes of [verdict == asked]   (higher is better)
     H = Acc_ir − Acc_e
+  On erase prompts (the erasure must replace the concept, not delete the picture):
+    other[a] = P(verdict a == asked | erase prompt states a), for every stated attribute a except the erased one
+    no_object = P(the judge finds no object: shape "none");  blank = P(no object, colour and pattern: an empty canvas)
+    H_content = (1 − Acc_e) · other · (1 − no_object)   (0 for a blank image, whatever it erased)
     FD(a, b) = ‖μ_a − μ_b‖² + Tr(Σ_a + Σ_b − 2 (Σ_a^½ Σ_b Σ_a^½)^½)    (Fréchet distance of Gaussian fits)
     high-frequency energy = share of an image's luminance spectrum (mean removed) above `cutoff` × Nyquist
 """
@@ -96,3 +100,45 @@ def thumbnail_features(images: torch.Tensor, side: int = 4) -> torch.Tensor:
     if images.dim() != 4:
         raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
     return F.adaptive_avg_pool2d(images.float(), side).flatten(1)
+
+
+NONE = "none"
+OBJECT_ATTRIBUTES = ("shape", "colour", "pattern")   # what an empty canvas lacks; its background stays
+
+
+def stated_accuracy(verdicts: list[dict[str, str]], expected: list[dict[str, str]],
+                    skip: str) -> tuple[float | None, dict[str, float | None]]:
+    """(mean, per attribute) accuracy of the attributes each prompt states other than `skip` (the erased one):
+    the content an erasure should keep on its own erase prompts. None where no prompt states an attribute."""
+    if len(verdicts) != len(expected):
+        raise ValueError(f"stated_accuracy needs one expected dict per verdict, got {len(verdicts)} and {len(expected)}")
+    hits: dict[str, list[bool]] = {}
+    for verdict, wanted in zip(verdicts, expected):
+        for name, value in wanted.items():
+            if name != skip:
+                hits.setdefault(name, []).append(verdict.get(name) == value)
+    per_attribute = {name: sum(found) / len(found) for name, found in hits.items()}
+    every = [hit for found in hits.values() for hit in found]
+    return (sum(every) / len(every) if every else None), per_attribute
+
+
+def no_object_rate(verdicts: list[dict[str, str]]) -> float | None:
+    """Share of images in which the judge finds no object (shape "none"); None for a judge without shapes."""
+    if not verdicts or any("shape" not in verdict for verdict in verdicts):
+        return None
+    return sum(verdict["shape"] == NONE for verdict in verdicts) / len(verdicts)
+
+
+def blank_rate(verdicts: list[dict[str, str]]) -> float | None:
+    """Share of empty canvases: no shape, no colour and no pattern found (only a background)."""
+    if not verdicts or any(any(name not in verdict for name in OBJECT_ATTRIBUTES) for verdict in verdicts):
+        return None
+    return sum(all(verdict[name] == NONE for name in OBJECT_ATTRIBUTES) for verdict in verdicts) / len(verdicts)
+
+
+def content_score(acc_e: float, other: float | None, no_object: float | None) -> float | None:
+    """H_content = (1 − Acc_e) · other · (1 − no_object): high only when the concept is gone AND the rest of the
+    asked picture is there; an empty canvas scores 0 (no object), a copy of the base scores ≈ 0 (Acc_e ≈ 1)."""
+    if other is None:
+        return None
+    return (1.0 - acc_e) * other * (1.0 - (no_object or 0.0))

@@ -1,6 +1,8 @@
 """The evaluation protocol: score a base model once per concept (the reference), then any erased model against it.
 
-Per model and concept: Acc_e (erase set), Acc_ir (keep set, every attribute), H = Acc_ir − Acc_e, the collapse
+Per model and concept: Acc_e (erase set), on the same erase images the accuracy of every other stated attribute
+(`erase_other`, and per attribute `erase_other_<name>`), the no-object and blank shares and H_content (a blank
+image cannot win it; see metrics.py), Acc_ir (keep set, every attribute), H = Acc_ir − Acc_e, the collapse
 score (Fréchet distance of judge features between the base's and this model's keep-set images, same prompts and
 seeds), the keep set's high-frequency energy, and the attack success of each probe (synonym, shuffled order,
 concept vector at the strength calibrated on the base). For the base itself, `collapse` is the distance between
@@ -16,13 +18,17 @@ import torch
 from ..nano.scoring import EVALUATION_SEED
 from .concept_sets import ConceptSets, SetSizes, concept_sets
 from .judges import Judge
-from .metrics import attribute_accuracy, detection_rate, frechet_distance, high_frequency_energy
+from .metrics import (attribute_accuracy, blank_rate, content_score, detection_rate, frechet_distance,
+                      high_frequency_energy, no_object_rate, stated_accuracy)
 from .probes import CALIBRATION_TARGET, DEFAULT_STRENGTHS, Calibration, attack_rate, calibrate, concept_vector
 from .rendering import Renderer, SamplingSettings
 
 PROBES = ("synonym", "shuffle", "vector")
+CONTENT_ATTRIBUTES = ("shape", "colour", "pattern", "background")
 METRIC_KEYS = ("acc_e", "acc_ir", "h", "collapse", "high_frequency", "attack_success",
-               *(f"attack_success_{probe}" for probe in PROBES))
+               *(f"attack_success_{probe}" for probe in PROBES),
+               "erase_other", *(f"erase_other_{name}" for name in CONTENT_ATTRIBUTES), "no_object", "blank",
+               "h_content")
 SEED_STRIDE = 100_000                      # seeds of repeat r of a set: first + r·stride + index
 SET_OFFSETS = {"erase": 0, "keep": 10_000, "synonym": 20_000, "shuffle": 30_000, "free": 40_000, "reference": 5_000_000}
 
@@ -75,7 +81,10 @@ def _detected(renderer, judge, items, settings, kind, sets: ConceptSets) -> floa
 def _measure(renderer: Renderer, judge: Judge, sets: ConceptSets, settings: EvaluationSettings,
              vector: torch.Tensor | None, strength: float | None, known_vector_rate: float | None = None):
     """(metrics without `collapse`, keep-set features)."""
-    metrics: dict[str, float | None] = {"acc_e": _detected(renderer, judge, sets.erase, settings, "erase", sets)}
+    erase_verdicts = judge.verdicts(_render(renderer, sets.erase, settings, "erase"))
+    metrics: dict[str, float | None] = {"acc_e": detection_rate(erase_verdicts, sets.attribute, sets.value)}
+    metrics.update(content_metrics(erase_verdicts, [wanted for _ in range(settings.seeds) for _, wanted in sets.erase],
+                                   sets.attribute, metrics["acc_e"]))
     keep_images = _render(renderer, sets.keep, settings, "keep")
     expected = [wanted for _ in range(settings.seeds) for _, wanted in sets.keep]
     metrics["acc_ir"] = attribute_accuracy(judge.verdicts(keep_images), expected)
@@ -95,6 +104,15 @@ def _measure(renderer: Renderer, judge: Judge, sets: ConceptSets, settings: Eval
                                                            sets.attribute, sets.value)
     metrics["attack_success"] = _max_probe(metrics)
     return metrics, judge.features(keep_images)
+
+
+def content_metrics(verdicts, expected, erased_attribute: str, acc_e: float) -> dict[str, float | None]:
+    """What the erase images kept: other stated attributes (mean and each), no-object and blank shares, H_content."""
+    other, per_attribute = stated_accuracy(verdicts, expected, erased_attribute)
+    no_object = no_object_rate(verdicts)
+    return {"erase_other": other,
+            **{f"erase_other_{name}": per_attribute.get(name) for name in CONTENT_ATTRIBUTES},
+            "no_object": no_object, "blank": blank_rate(verdicts), "h_content": content_score(acc_e, other, no_object)}
 
 
 def _max_probe(metrics: dict) -> float | None:

@@ -18,6 +18,12 @@ def _ratio(row: dict) -> float | None:
     return row["collapse"] / floor if floor else None
 
 
+def _kept_ratio(row: dict) -> float | None:
+    """Other stated attributes on erase prompts, as a multiple of the base's on the same prompts and seeds."""
+    base = (row.get("base") or {}).get("erase_other")
+    return row["erase_other"] / base if row.get("erase_other") is not None and base else None
+
+
 def _grouped(rows: list[dict], key) -> dict:
     groups: dict = defaultdict(list)
     for row in rows:
@@ -25,36 +31,45 @@ def _grouped(rows: list[dict], key) -> dict:
     return groups
 
 
+def _content(metrics: dict) -> str:
+    return " / ".join(_cell(metrics.get(key), 2) for key in ("erase_other", "no_object", "blank"))
+
+
 def method_concept_table(rows: list[dict], bases: dict[str, dict]) -> str:
     """One line per (method, concept), means over seeds; the base model first for each concept."""
-    lines = ["| method | concept | seeds | Acc_e | Acc_ir | H | collapse (FD) | attack success | train s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| method | concept | seeds | Acc_e | Acc_ir | H | erase prompts: other kept / no object / blank | "
+             "H_content | collapse (FD) | attack success | train s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for concept, base in bases.items():
         lines.append(f"| base | {concept} | – | {_cell(base['acc_e'])} | {_cell(base['acc_ir'])} | {_cell(base['h'])} | "
+                     f"{_content(base)} | {_cell(base.get('h_content'))} | "
                      f"{_cell(base['collapse'], 4)} (seed floor) | {_cell(base['attack_success'])} | – |")
     for (method, concept), group in _grouped(rows, lambda row: (row["method"], row["concept"])).items():
         mean = {key: _mean(row.get(key) for row in group)
-                for key in ("acc_e", "acc_ir", "h", "collapse", "attack_success", "train_seconds")}
+                for key in ("acc_e", "acc_ir", "h", "collapse", "attack_success", "train_seconds", "erase_other",
+                            "no_object", "blank", "h_content")}
         diverged = sum(bool(row.get("diverged")) for row in group)
         name = f"{method} (diverged in {diverged})" if diverged else method
         lines.append(f"| {name} | {concept} | {len(group)} | {_cell(mean['acc_e'])} | {_cell(mean['acc_ir'])} | "
-                     f"{_cell(mean['h'])} | {_cell(mean['collapse'], 4)} | {_cell(mean['attack_success'])} | "
+                     f"{_cell(mean['h'])} | {_content(mean)} | {_cell(mean['h_content'])} | "
+                     f"{_cell(mean['collapse'], 4)} | {_cell(mean['attack_success'])} | "
                      f"{_cell(mean['train_seconds'], 0)} |")
     return "\n".join(lines)
 
 
 def method_table(rows: list[dict]) -> str:
     """One line per method, means over concepts and seeds; collapse also as a multiple of the base seed floor."""
-    lines = ["| method | cells | Acc_e | Acc_ir | H | collapse ÷ seed floor | attack: synonym / shuffle / vector / max | "
-             "train s |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| method | cells | Acc_e | Acc_ir | H | other kept ÷ base | no object | H_content | collapse ÷ seed floor | "
+             "attack: synonym / shuffle / vector / max | train s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for method, group in _grouped(rows, lambda row: row["method"]).items():
         mean = {key: _mean(row.get(key) for row in group) for key in
                 ("acc_e", "acc_ir", "h", "attack_success_synonym", "attack_success_shuffle", "attack_success_vector",
-                 "attack_success", "train_seconds")}
+                 "attack_success", "train_seconds", "no_object", "h_content")}
         attacks = " / ".join(_cell(mean[f"attack_success{suffix}"], 2)
                              for suffix in ("_synonym", "_shuffle", "_vector", ""))
         lines.append(f"| {method} | {len(group)} | {_cell(mean['acc_e'])} | {_cell(mean['acc_ir'])} | {_cell(mean['h'])} | "
-                     f"{_cell(_mean(_ratio(row) for row in group), 2)} | {attacks} | {_cell(mean['train_seconds'], 0)} |")
+                     f"{_cell(_mean(_kept_ratio(row) for row in group), 2)} | {_cell(mean['no_object'], 2)} | "
+                     f"{_cell(mean['h_content'])} | {_cell(_mean(_ratio(row) for row in group), 2)} | {attacks} | {_cell(mean['train_seconds'], 0)} |")
     return "\n".join(lines)
 
 

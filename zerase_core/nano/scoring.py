@@ -21,10 +21,14 @@ EVALUATION_SEED = 1000
 HELD_OUT_SEED = 500_000
 
 
+MAX_NO_OBJECT_RISE = 0.05   # a strength may add at most 5 points of no-object erase images to the base's
+
+
 @dataclass(frozen=True)
 class ErasureScore:
     acc_e: float       # how often the erased value is still detected on erase prompts (lower is better)
     acc_ir: float      # mean attribute accuracy on keep prompts (higher is better)
+    no_object: float = 0.0   # share of erase-prompt images with no object (the judge's shape "none")
 
     @property
     def h(self) -> float:
@@ -41,7 +45,8 @@ def _score(world: NanoWorld, concept: str, erase_items, keep_items, seed: int, m
     erase_found, keep_found = found[:len(erase_items)], found[len(erase_items):]
     acc_e = sum(v[attribute] == value for v in erase_found) / len(erase_found)
     hits = [v[name] == expected[name] for v, (_, expected) in zip(keep_found, keep_items) for name in ATTRIBUTES]
-    return ErasureScore(acc_e=acc_e, acc_ir=sum(hits) / len(hits))
+    no_object = sum(v["shape"] == "none" for v in erase_found) / len(erase_found)
+    return ErasureScore(acc_e=acc_e, acc_ir=sum(hits) / len(hits), no_object=no_object)
 
 
 def score(world: NanoWorld, concept: str, model=None, seed: int = EVALUATION_SEED, keep_limit: int | None = None) -> ErasureScore:
@@ -75,14 +80,17 @@ def held_out_sets(concept: str, count: int = 48, erased: tuple[str, ...] = ()):
 def recommend_strength(world: NanoWorld, edit, concepts: list[str],
                        strengths=(0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0), target_acc_e: float = 0.1,
                        keep_ratio: float = 0.95, margin: float = 0.5,
-                       progress: Progress | None = None) -> tuple[float, list[dict]]:
+                       progress: Progress | None = None,
+                       max_no_object_rise: float = MAX_NO_OBJECT_RISE) -> tuple[float, list[dict]]:
     """A strength for `edit`, chosen on held-out prompts (other templates and seeds than the evaluation sets).
 
     With several concepts each one's keep prompts leave out the other erased values (their loss is wanted, not damage).
     In order of preference: the smallest strength whose held-out Acc_e ≤ margin × target with Acc_ir ≥ keep_ratio ×
     base (the margin absorbs the held-out set's sampling noise: 48 images); else the smallest with Acc_e ≤ target;
-    else the best mean H. Strengths are tried in increasing order and the search stops at the first that passes or
-    that breaks the keep ratio (stronger ones only damage more). `edit` (adapters or a closed-form delta) must be
+    else the best mean H. A strength whose erase prompts show `max_no_object_rise` more no-object images than the
+    base's (the erasure deletes the picture instead of replacing the concept) counts as breaking the keep ratio.
+    Strengths are tried in increasing order and the search stops at the first that passes or that breaks the keep
+    ratio (stronger ones only damage more). `edit` (adapters or a closed-form delta) must be
     attached to `world.dit`; strength 0 gives the base model. `progress` gets the "strength search" phase, one unit
     per (strength, concept) scored.
     """
@@ -103,18 +111,22 @@ def recommend_strength(world: NanoWorld, edit, concepts: list[str],
         acc_e = max(s.acc_e for s in scores)
         ratio = min(s.acc_ir / max(base[c].acc_ir, 1e-6) for s, c in zip(scores, concepts))
         h = sum(s.h for s in scores) / len(scores)
-        table.append({"strength": strength, "acc_e": acc_e, "keep_ratio": ratio, "h": h})
-        if ratio < keep_ratio or acc_e <= margin * target_acc_e:
+        rise = max(s.no_object - base[c].no_object for s, c in zip(scores, concepts))
+        table.append({"strength": strength, "acc_e": acc_e, "keep_ratio": ratio, "h": h, "no_object_rise": rise})
+        if ratio < keep_ratio or rise > max_no_object_rise or acc_e <= margin * target_acc_e:
             break
     counter.finish()
-    strength = choose_strength(table, target_acc_e, keep_ratio, margin)
+    strength = choose_strength(table, target_acc_e, keep_ratio, margin, max_no_object_rise)
     edit.set_strength(strength)
     return strength, table
 
 
-def choose_strength(table: list[dict], target_acc_e: float, keep_ratio: float, margin: float) -> float:
-    """The rule of `recommend_strength` over its table rows ({strength, acc_e, keep_ratio, h}, increasing)."""
-    kept = [row for row in table if row["keep_ratio"] >= keep_ratio]
+def choose_strength(table: list[dict], target_acc_e: float, keep_ratio: float, margin: float,
+                    max_no_object_rise: float = MAX_NO_OBJECT_RISE) -> float:
+    """The rule of `recommend_strength` over its table rows ({strength, acc_e, keep_ratio, h, no_object_rise},
+    increasing). Rows without `no_object_rise` (older tables) count as adding none."""
+    kept = [row for row in table if row["keep_ratio"] >= keep_ratio
+            and row.get("no_object_rise", 0.0) <= max_no_object_rise]
     for bound in (margin * target_acc_e, target_acc_e):
         passing = [row for row in kept if row["acc_e"] <= bound]
         if passing:
