@@ -29,6 +29,7 @@ from .model import AttentionCapture, ZImageDiT
 from .objectives import attention_suppression, esd_target, preservation, velocity_mse
 from .progress import PhaseCounter, Progress
 from .prompts import PromptSet, TextConditioner, keyword_columns, shuffle_words
+from .resume_state import StepSnapshot
 from .segments import SegmentCache
 from .shuffle_bank import PreparedConditioner, ShuffleBank
 from .trajectory import TrajectoryPool, pool_ticks, sample_pool, teacher_velocities
@@ -301,6 +302,19 @@ class EraseTrainer:
         return self.pool.segments is not None and self.config.cache and self._reuses_prefix()
 
     def train_step(self) -> dict[str, float]:
+        """One optimizer step (and λ update). An exception inside it, Ctrl-C included, leaves the trainer as it was
+        before the step (resume_state.StepSnapshot), so a partial file saved then resumes bit-identically;
+        TrainingDiverged instead restores the last finite adapters, as its message says."""
+        snapshot = StepSnapshot(self)
+        try:
+            return self._train_step()
+        except TrainingDiverged:
+            raise
+        except BaseException:
+            snapshot.restore()
+            raise
+
+    def _train_step(self) -> dict[str, float]:
         config = self.config
         picks = [(int(self.rng.integers(self.pool.size)), int(self.rng.integers(self.pool.steps)))
                  for _ in range(config.batch_size)]

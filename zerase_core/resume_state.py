@@ -1,0 +1,45 @@
+"""What a training step changes, snapshot before it and put back if the step does not finish.
+
+Resume is bit-identical only if a partial file holds the state of a step boundary. A Ctrl-C (or any exception) can
+land anywhere inside `EraseTrainer.train_step`: after the word orders were drawn (the numpy generator moved), inside
+`optimizer.step()` (some moments updated), or in the λ probe after the adapters moved. `StepSnapshot` records, at
+the start of a step, everything the next step depends on that the step changes in place: the adapter weights, the
+optimizer state (moments and step counts), the numpy generator (which also drives the shuffle bank's picks and the
+pool position draws), λ, the probe loss, the step counter and the history length. `restore()` puts them back, so
+the trainer is exactly as it was before the step and the partial file saved next continues like an uninterrupted run.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+
+
+def _clone_optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
+    return {parameter: {name: value.detach().clone() if torch.is_tensor(value) else copy.deepcopy(value)
+                        for name, value in values.items()}
+            for parameter, values in optimizer.state.items()}
+
+
+class StepSnapshot:
+    """The trainer's step-dependent state at the start of one step (a copy of the adapters and optimizer moments)."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+        self.adapters = {name: tensor.detach().clone() for name, tensor in trainer.adapters.state_dict().items()}
+        self.optimizer = _clone_optimizer_state(trainer.optimizer)
+        self.rng = copy.deepcopy(trainer.rng.bit_generator.state)
+        self.lam, self.probe_loss = trainer.lam, trainer._probe_loss
+        self.step, self.history = trainer.step, len(trainer.history)
+
+    def restore(self) -> None:
+        trainer = self.trainer
+        with torch.no_grad():
+            trainer.adapters.load_state_dict(self.adapters)
+        trainer.optimizer.state.clear()
+        trainer.optimizer.state.update(self.optimizer)
+        trainer.optimizer.zero_grad(set_to_none=True)
+        trainer.rng.bit_generator.state = self.rng
+        trainer.lam, trainer._probe_loss = self.lam, self.probe_loss
+        trainer.step = self.step
+        del trainer.history[self.history:]
