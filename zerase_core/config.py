@@ -32,6 +32,10 @@ class DiTConfig:
     ffn_dim_multiplier: float = 8 / 3
     pad_tokens_multiple: int = 32        # text and image streams are each padded to a multiple of this
     shift: float = 3.0                   # flow-matching sigma shift used by the sampler
+    qk_norm_eps: float | None = None     # eps of the per-head Q/K RMSNorms: None = torch's default, as ComfyUI;
+                                         # diffusers' ZImageTransformer2DModel uses 1e-5
+    time_hidden: int | None = None       # width of the timestep MLP's hidden layer: None = min(dim, 1024), as
+                                         # ComfyUI; diffusers always uses 1024 (the same from dim 1024 up)
 
     def __post_init__(self) -> None:
         positive = ("dim", "n_heads", "cap_feat_dim", "in_channels", "patch_size", "pad_tokens_multiple")
@@ -61,6 +65,10 @@ class DiTConfig:
     def ffn_hidden(self) -> int:
         hidden = int(self.ffn_dim_multiplier * self.dim)
         return self.ffn_multiple_of * ((hidden + self.ffn_multiple_of - 1) // self.ffn_multiple_of)
+
+    @property
+    def time_width(self) -> int:
+        return self.time_hidden if self.time_hidden is not None else min(self.dim, 1024)
 
     @property
     def adaln_width(self) -> int:

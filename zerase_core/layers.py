@@ -68,9 +68,9 @@ class JointAttention(nn.Module):
         self.head_dim = config.head_dim
         self.qkv = nn.Linear(config.dim, 3 * config.dim, bias=False, device=device, dtype=dtype)
         self.out = nn.Linear(config.dim, config.dim, bias=False, device=device, dtype=dtype)
-        # Created without eps, like ComfyUI's NextDiT (torch then uses the dtype's machine epsilon).
-        self.q_norm = nn.RMSNorm(self.head_dim, device=device, dtype=dtype)
-        self.k_norm = nn.RMSNorm(self.head_dim, device=device, dtype=dtype)
+        # eps None by default, like ComfyUI's NextDiT (torch then uses the dtype's machine epsilon).
+        self.q_norm = nn.RMSNorm(self.head_dim, eps=config.qk_norm_eps, device=device, dtype=dtype)
+        self.k_norm = nn.RMSNorm(self.head_dim, eps=config.qk_norm_eps, device=device, dtype=dtype)
 
     def forward(self, x, cos, sin, key_mask=None, probe: AttentionProbe | None = None):
         """x (B, L, dim); cos/sin (B, L, 1, D/2); key_mask (B, L) bool of attendable keys or None."""

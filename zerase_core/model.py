@@ -88,7 +88,7 @@ class ZImageDiT(nn.Module):
             JointTransformerBlock(config, modulation=False, device=device, dtype=dtype)
             for _ in range(config.n_refiner_layers)
         )
-        self.t_embedder = TimestepEmbedder(min(dim, 1024), 256, device=device, dtype=dtype)
+        self.t_embedder = TimestepEmbedder(config.time_width, 256, device=device, dtype=dtype)
         self.cap_embedder = nn.Sequential(
             nn.RMSNorm(config.cap_feat_dim, eps=config.norm_eps, device=device, dtype=dtype),
             nn.Linear(config.cap_feat_dim, dim, device=device, dtype=dtype),
