@@ -11,7 +11,7 @@ from zerase_core.checkpoint import load_dit
 from zerase_core.model import ZImageDiT
 from zerase_core.real.diffusers_format import config_from_diffusers, diffusers_config, diffusers_state_dict
 
-diffusers = pytest.importorskip("diffusers")
+diffusers = pytest.importorskip("diffusers", reason="diffusers is not installed; the real-model parity tests need the `real` extra: pip install -e \".[real]\"")
 
 # head dim 128 (axes 32/48/48 as Z-Image), dim 256: the smallest shape family both implementations share
 TINY = dict(dim=256, n_layers=2, n_refiner_layers=1, n_heads=2, n_kv_heads=2, cap_feat_dim=32, in_channels=4,

@@ -10,6 +10,7 @@ from safetensors.torch import save_file
 
 from zerase_core.checkpoint import save_dit
 from zerase_core.checkpoint_keys import CheckpointError, UnsupportedModelError
+from zerase_core.real.mapped import read_header
 from zerase_core.real.sources import component_kind, find_model, load_transformer
 from zerase_fixtures import dit_output, randomized_dit
 from zerase_core.config import DiTConfig
@@ -38,9 +39,14 @@ def test_comfy_single_file_loads_memory_mapped_in_each_dtype(tmp_path, dtype):
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value.to(dtype).to(expected_dtype)), key
     if dtype != torch.float8_e4m3fn:
-        # same dtype as the file: the weights are views of one memory map of the whole file, not copies
-        storage = loaded.layers[0].attention.qkv.weight.untyped_storage()
-        assert storage.nbytes() == path.stat().st_size
+        # same dtype as the file: the weights are views of one memory map of the file, not copies: every
+        # tensor lies at its own file offset from the first one
+        header, _, _ = read_header(path)
+        loaded_tensors = loaded.state_dict()
+        first = "model.diffusion_model.x_embedder.weight"
+        for key in ("layers.0.attention.qkv.weight", "final_layer.linear.weight", "cap_pad_token"):
+            distance = header[f"model.diffusion_model.{key}"]["data_offsets"][0] - header[first]["data_offsets"][0]
+            assert loaded_tensors[key].data_ptr() - loaded_tensors["x_embedder.weight"].data_ptr() == distance, key
 
 
 def test_bf16_file_gives_the_models_output_in_bf16(tmp_path):
@@ -50,7 +56,7 @@ def test_bf16_file_gives_the_models_output_in_bf16(tmp_path):
 
 
 def test_diffusers_transformer_folder_and_pipeline_folder(tmp_path):
-    diffusers = pytest.importorskip("diffusers")
+    diffusers = pytest.importorskip("diffusers", reason="diffusers is not installed (pip install -e \".[real]\")")
     from zerase_core.real.diffusers_format import config_from_diffusers
     torch.manual_seed(0)
     transformer = diffusers.ZImageTransformer2DModel(dim=256, n_layers=1, n_refiner_layers=1, n_heads=2,

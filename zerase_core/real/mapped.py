@@ -27,13 +27,20 @@ def read_header(path: Path) -> tuple[dict[str, dict], dict[str, str], int]:
         if len(head) < 8:
             raise CheckpointError(f"{path} is not a safetensors file (only {len(head)} bytes)")
         (length,) = struct.unpack("<Q", head)
-        if length > 100_000_000:
-            raise CheckpointError(f"{path} is not a safetensors file (header length {length}); ZErase reads"
-                                  f" .safetensors only, never pickled .pt/.ckpt/.bin")
-        try:
-            header = json.loads(handle.read(length))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise CheckpointError(f"{path} has a damaged safetensors header ({error})") from None
+        header = None
+        if length <= 100_000_000:
+            try:
+                header = json.loads(handle.read(length))
+            except (json.JSONDecodeError, UnicodeDecodeError) as error:
+                problem = f"a damaged safetensors header ({error})"
+        else:
+            problem = f"no safetensors header (header length {length})"
+    if not isinstance(header, dict):
+        if head[:1] == b"\x80" or head[:2] == b"PK":            # pickle protocol 2+ / torch.save's zip
+            raise CheckpointError(f"{path} is a pickled (torch.save / .pt / .ckpt / .bin) file; ZErase reads"
+                                  f" .safetensors only, never pickled files")
+        raise CheckpointError(f"{path} has {problem if header is None else 'a header that is not a JSON object'};"
+                              f" ZErase reads .safetensors only")
     metadata = header.pop("__metadata__", None) or {}
     return header, metadata, 8 + length
 
