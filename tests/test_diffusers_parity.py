@@ -18,9 +18,9 @@ TINY = dict(dim=256, n_layers=2, n_refiner_layers=1, n_heads=2, n_kv_heads=2, ca
             axes_dims=[32, 48, 48], axes_lens=[256, 64, 64])
 
 
-def random_diffusers(seed: int = 0):
+def random_diffusers(seed: int = 0, **overrides):
     torch.manual_seed(seed)
-    model = diffusers.ZImageTransformer2DModel(**TINY)
+    model = diffusers.ZImageTransformer2DModel(**{**TINY, **overrides})
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             parameter.normal_(0.0, 0.05)

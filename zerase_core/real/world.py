@@ -1,0 +1,118 @@
+"""A real model's parts as the CLI uses them: where they are (`parts`), and text-to-image with them (`RealWorld`).
+
+Sampling is the core's: Euler on ComfyUI's `simple` shifted sigmas, cfg in ComfyUI's convention (1 = the
+conditional prediction alone, as Turbo). diffusers' ZImagePipeline computes the same for guidance_scale = cfg − 1
+and sigmas = the unshifted schedule (`unshifted_sigmas`), which the parity test passes it.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from ..model import ZImageDiT
+from ..sampling import euler_sample, guided_velocity, initial_noise, shifted_sigmas
+from .sources import ModelSource, find_model
+from .text_encoder import COMFY_TEMPLATE, QwenConditioner, load_qwen3, load_tokenizer
+from .vae import decode, load_vae
+
+TURBO = {"steps": 8, "cfg": 1.0}          # Z-Image-Turbo: 8 steps, no guidance
+BASE = {"steps": 50, "cfg": 5.0}          # Z-Image (base): diffusers' guidance_scale 4 = cfg 5
+
+
+def unshifted_sigmas(steps: int) -> list[float]:
+    """The schedule before the shift: what to pass a diffusers flow-match scheduler as `sigmas` to get
+    `shifted_sigmas(steps)`."""
+    return [(1000 - int(index * 1000 / steps)) / 1000 for index in range(steps)]
+
+
+def comfy_tokenizer() -> Path | None:
+    """ComfyUI's Qwen tokenizer folder (comfy/text_encoders/qwen25_tokenizer) under $COMFYUI_PATH, if there."""
+    root = os.environ.get("COMFYUI_PATH")
+    folder = Path(root) / "comfy" / "text_encoders" / "qwen25_tokenizer" if root else None
+    return folder if folder is not None and folder.is_dir() else None
+
+
+def parts(model: str | Path | None = None, dit: str | Path | None = None, text_encoder: str | Path | None = None,
+          vae: str | Path | None = None, tokenizer: str | Path | None = None) -> ModelSource:
+    """Every part of one real model: `model` (a diffusers folder or a DiT file), the others override or add."""
+    if model is None and dit is None:
+        raise ValueError("give --model (a diffusers folder or a DiT .safetensors) or --dit with --text-encoder and"
+                         " --vae")
+    source = find_model(model if model is not None else dit)
+    if model is not None and dit is not None:
+        source = replace(source, dit=find_model(dit).dit)
+    overrides = {name: Path(value) for name, value in
+                 (("text_encoder", text_encoder), ("vae", vae), ("tokenizer", tokenizer)) if value is not None}
+    source = replace(source, **overrides)
+    if source.tokenizer is None:
+        source = replace(source, tokenizer=comfy_tokenizer())
+    return source
+
+
+def missing_parts(source: ModelSource, needed: tuple[str, ...]) -> None:
+    hints = {"text_encoder": "--text-encoder (e.g. qwen_3_4b.safetensors)", "vae": "--vae (e.g. ae.safetensors)",
+             "tokenizer": "--tokenizer (a diffusers tokenizer/ folder or ComfyUI's comfy/text_encoders/"
+                          "qwen25_tokenizer; or set COMFYUI_PATH)"}
+    absent = [hints[name] for name in needed if getattr(source, name) is None]
+    if absent:
+        raise ValueError(f"{source.dit} needs {' and '.join(absent)}")
+
+
+def conditioner(source: ModelSource, dtype: torch.dtype | None = None) -> QwenConditioner:
+    """The text encoder of `source` (loaded now) with its tokenizer: a diffusers folder's tokenizer brings its chat
+    template; ComfyUI's tokenizer folder gets ComfyUI's Z-Image template."""
+    missing_parts(source, ("text_encoder", "tokenizer"))
+    tokenizer = load_tokenizer(source.tokenizer)
+    own_template = source.folder is not None and source.tokenizer == source.folder / "tokenizer" \
+        and getattr(tokenizer, "chat_template", None)
+    return QwenConditioner(tokenizer, load_qwen3(source.text_encoder, dtype), None if own_template else COMFY_TEMPLATE)
+
+
+@dataclass
+class RealWorld:
+    dit: ZImageDiT
+    conditioner: object                 # a TextConditioner
+    vae: object | None = None
+
+    @property
+    def latent_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1) if self.vae is not None else 8
+
+    def noise(self, seeds: list[int], height: int, width: int) -> torch.Tensor:
+        factor = 2 * self.latent_factor
+        if height % factor or width % factor:
+            raise ValueError(f"image size {height}x{width} must be a multiple of {factor} (VAE {self.latent_factor}x,"
+                             f" patch 2)")
+        shape = (1, self.dit.config.in_channels, height // self.latent_factor, width // self.latent_factor)
+        return torch.cat([initial_noise(shape, seed) for seed in seeds])
+
+    @torch.no_grad()
+    def sample_latents(self, prompts: list[str], seeds: list[int], steps: int, cfg: float, height: int, width: int,
+                       model: torch.nn.Module | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+        if len(prompts) != len(seeds):
+            raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds; give one seed per prompt")
+        context, lengths = self.conditioner.encode(prompts)
+        uncond, uncond_lengths = self.conditioner.encode([""] * len(prompts)) if cfg != 1.0 else (None, None)
+        velocity = guided_velocity(model or self.dit, context, lengths, cfg, uncond, uncond_lengths)
+        start = self.noise(seeds, height, width) if noise is None else noise
+        return euler_sample(velocity, start, shifted_sigmas(steps, self.dit.config.shift))
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], seeds: list[int], steps: int, cfg: float, height: int, width: int,
+                 model: torch.nn.Module | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Images (B, 3, H, W) in [0, 1]; `model` overrides the DiT (e.g. one carrying erasure adapters)."""
+        if self.vae is None:
+            raise ValueError("this model has no VAE; give --vae (e.g. ae.safetensors)")
+        return decode(self.vae, self.sample_latents(prompts, seeds, steps, cfg, height, width, model, noise))
+
+
+def load_vae_of(source: ModelSource):
+    missing_parts(source, ("vae",))
+    return load_vae(source.vae)
+
+
+__all__ = ["TURBO", "BASE", "RealWorld", "parts", "conditioner", "load_vae_of", "unshifted_sigmas",
+           "comfy_tokenizer", "missing_parts"]
