@@ -34,9 +34,19 @@ function drawSeries(ctx, points, key, color, box) {
   return values[values.length - 1];
 }
 
-function drawChart(node, ctx) {
-  const chart = node.zeraseChart;
-  const box = { x: 10, y: node.size[1] - CHART_HEIGHT + 4, w: node.size[0] - 20, h: CHART_HEIGHT - 26 };
+function drawChart(chart) {
+  const canvas = chart.canvas;
+  const scale = window.devicePixelRatio || 1;
+  const width = Math.max(1, canvas.clientWidth);
+  const height = Math.max(1, canvas.clientHeight);
+  if (canvas.width !== Math.round(width * scale) || canvas.height !== Math.round(height * scale)) {
+    canvas.width = Math.round(width * scale);
+    canvas.height = Math.round(height * scale);
+  }
+  const ctx = canvas.getContext("2d");
+  ctx.setTransform(scale, 0, 0, scale, 0, 0);
+  ctx.clearRect(0, 0, width, height);
+  const box = { x: 0, y: 0, w: width, h: height - 20 };
   ctx.save();
   ctx.fillStyle = "#1b1b1b";
   ctx.fillRect(box.x, box.y, box.w, box.h);
@@ -62,35 +72,44 @@ function drawChart(node, ctx) {
   ctx.restore();
 }
 
+// The chart is a DOM widget of its own (not serialised): the node's layout reserves its height below the inputs.
+function buildChart() {
+  const canvas = document.createElement("canvas");
+  canvas.style.cssText = `width:100%;height:${CHART_HEIGHT}px;display:block;`;
+  return { canvas, points: [] };
+}
+
 app.registerExtension({
   name: "ZErase.LiveChart",
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (nodeData.name !== NODE_IDS.TRAIN) return;
 
     chainCallback(nodeType.prototype, "onNodeCreated", function () {
-      this.zeraseChart = { points: [] };
+      this.zeraseChart = buildChart();
+      this.addDOMWidget("zerase_chart", "zerase_chart", this.zeraseChart.canvas, {
+        serialize: false,
+        getMinHeight: () => CHART_HEIGHT,
+        getMaxHeight: () => CHART_HEIGHT,
+      });
       this.zeraseChartListener = (event) => {
         const data = event.detail;
         if (!data || String(data.node) !== String(this.id)) return;
-        if (data.step <= 1 || (this.zeraseChart.points.length && data.step <= this.zeraseChart.points.at(-1).step)) {
-          this.zeraseChart.points = [];
-        }
-        this.zeraseChart.points.push(data);
-        if (this.zeraseChart.points.length > MAX_POINTS) this.zeraseChart.points.shift();
-        this.setDirtyCanvas(true, false);
+        const chart = this.zeraseChart;
+        if (data.step <= 1 || (chart.points.length && data.step <= chart.points.at(-1).step)) chart.points = [];
+        chart.points.push(data);
+        if (chart.points.length > MAX_POINTS) chart.points.shift();
+        drawChart(chart);
       };
       api.addEventListener(EVENTS.TRAIN, this.zeraseChartListener);
-      this.setSize([Math.max(this.size[0], 360), this.size[1] + CHART_HEIGHT]);
+      const chart = this.zeraseChart;
+      chart.observer = new ResizeObserver(() => drawChart(chart));   // node resized: redraw at the new size
+      chart.observer.observe(chart.canvas);
     });
 
     chainCallback(nodeType.prototype, "onRemoved", function () {
       if (this.zeraseChartListener) api.removeEventListener(EVENTS.TRAIN, this.zeraseChartListener);
       this.zeraseChartListener = null;
-    });
-
-    chainCallback(nodeType.prototype, "onDrawForeground", function (ctx) {
-      if (this.flags?.collapsed || !this.zeraseChart) return;
-      drawChart(this, ctx);
+      this.zeraseChart?.observer?.disconnect();
     });
   },
 });

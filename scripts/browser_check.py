@@ -7,8 +7,8 @@ the Chrome DevTools Protocol (aiohttp's websocket client, which ComfyUI already 
 1. page load: every `Runtime.consoleAPICalled`, `Runtime.exceptionThrown` and `Log.entryAdded`, and every network
    response for `/extensions/<pack folder>/...` (the files of js/) is recorded; the page must have registered the
    pack's extensions (`ZErase.LiveChart`, `ZErase.CompareSlider` in `app.extensions`);
-2. the nano demo workflow (workflows/zerase_nano_demo.json) is loaded into the graph (`app.loadGraphData`) and its
-   API copy (workflows/api/zerase_nano_demo.json, ZEraseTrain cut to --steps) is posted to /prompt with the page's
+2. the nano demo workflow (workflows/ZErase nano demo, ...json) is loaded into the graph (`app.loadGraphData`) and its
+   API copy (in workflows/api/, ZEraseTrain cut to --steps) is posted to /prompt with the page's
    client id; while it runs, the number of points the live chart holds (`node.zeraseChart.points`, which
    js/live_chart.js fills from the `zerase.train` events) is read from the page every 0.25 s;
 3. console messages are split into those that come from the pack's js/ (a URL or stack frame under
@@ -30,45 +30,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import aiohttp
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from browser_cdp import CDP, messages, network, normalised  # noqa: E402  (beside this script)
+from browser_cdp import messages, normalised  # noqa: E402  (beside this script)
+from comfy_page import EXTENSIONS, PACK_MARKER, ComfyPage, find_chromium  # noqa: E402
+from page_graph import close_dialogs  # noqa: E402
+from workflow_sources import NANO_DEMO  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
-PACK_FOLDER = "ComfyUI-ZErase"
-EXTENSIONS = ("ZErase.LiveChart", "ZErase.CompareSlider")
-JS_FILES = tuple(sorted(path.name for path in (REPO / "js").glob("*.js")))
 TRAIN, COMPARE = "ZEraseTrain", "ErasureCompare"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def find_chromium(given: str | None) -> str | None:
-    if given:
-        return given
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -91,60 +67,11 @@ def parse(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-# ---------------------------------------------------------------- processes
-
-
-class Processes:
-    """ComfyUI and Chromium, each in its own process group, ended (that group only) on exit."""
-
-    def __init__(self, workdir: Path):
-        self.workdir, self.started = workdir, []
-
-    def start(self, name: str, command: list[str], cwd: Path | None = None, env: dict | None = None):
-        log = open(self.workdir / f"{name}.log", "w")
-        process = subprocess.Popen(["nice", "-n", "19", *command], cwd=cwd, env=env, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-        self.started.append((name, process, log))
-        return process
-
-    def stop(self, only: str | None = None) -> None:
-        for name, process, log in reversed(self.started):
-            if only is not None and name != only:
-                continue
-            if process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(15)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(process.pid, signal.SIGKILL)
-                    process.wait(5)
-            log.close()
-
-    def log_tail(self, name: str, lines: int = 30) -> str:
-        path = self.workdir / f"{name}.log"
-        text = path.read_text(errors="replace").splitlines() if path.is_file() else ["(no log)"]
-        return "\n".join(text[-lines:])
-
-
-async def wait_http(session: aiohttp.ClientSession, url: str, process, label: str, deadline: float):
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{label} exited with status {process.returncode}")
-        with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
-            async with session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as response:
-                if response.status == 200:
-                    return await response.json(content_type=None)
-        await asyncio.sleep(0.5)
-    raise TimeoutError(f"{label} did not answer {url}")
-
-
 # ---------------------------------------------------------------- the check
 
 
 def demo_prompt(args) -> dict:
-    prompt = json.loads((REPO / "workflows" / "api" / "zerase_nano_demo.json").read_text())
+    prompt = json.loads(NANO_DEMO.api_path.read_text())
     for node in prompt.values():
         inputs = node["inputs"]
         if node["class_type"] == TRAIN:
@@ -159,148 +86,81 @@ def demo_prompt(args) -> dict:
     return prompt
 
 
-async def start_comfyui(args, processes: Processes, session, name: str, base: Path, deadline: float) -> str:
-    port = free_port()
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    command = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-               "--base-directory", str(base), "--database-url", f"sqlite:///{base / 'comfyui.db'}",
-               "--disable-auto-launch", *args.comfy_arg]
-    process = processes.start(name, command, cwd=args.comfyui, env=env)
-    url = f"http://127.0.0.1:{port}"
-    await wait_http(session, f"{url}/system_stats", process, "ComfyUI", deadline)
-    return url, " ".join(command)
+async def check(args, workdir: Path) -> dict:
+    async with ComfyPage(args.comfyui, args.chromium, workdir, timeout=args.timeout, comfy_args=args.comfy_arg,
+                         without_pack_first=args.compare_without_pack) as page:
+        cdp, url, session, report = page.cdp, page.url, page.http, page.report
+        async with session.get(f"{url}/object_info/{TRAIN}") as response:
+            if TRAIN not in await response.json(content_type=None):
+                raise RuntimeError(f"ComfyUI does not list {TRAIN}; the pack did not load")
+        if "without_pack" in report:
+            bare = [normalised(message) for message in report["without_pack"]["load_messages"]]
+            only = []
+            for message in report["load_messages"]:
+                key = normalised(message)
+                if key in bare:
+                    bare.remove(key)
+                else:
+                    only.append(message)
+            report["load_messages_only_with_pack"] = only
+        marker, deadline = PACK_MARKER, page.deadline
 
-
-async def load_page(cdp: CDP, url: str, with_pack: bool, deadline: float) -> dict:
-    """Navigate, wait for the app (and the pack's extensions), let late output arrive; what the load produced."""
-    marker = f"/extensions/{PACK_FOLDER}/"
-    started = time.monotonic()
-    await cdp.send("Page.navigate", url=url + "/")
-    # `app.graph` is a plain getter (`app.rootGraph` would log an error of its own before initialisation)
-    await cdp.wait_for("document.readyState === 'complete' && !!(window.app && window.app.graph)",
-                       deadline - time.monotonic(), "the ComfyUI app")
-    expected = json.dumps(list(EXTENSIONS)) if with_pack else "[]"
-    names = await cdp.wait_for(
-        "(() => { const names = (window.app.extensions || []).map((e) => e.name);"
-        f" return names.length > 0 && {expected}.every((n) => names.includes(n)) && names; }})()",
-        deadline - time.monotonic(), "the extensions")
-    await asyncio.sleep(3)            # late console output of the page load
-    ended = time.monotonic()
-    responses = [item for item in network(cdp.events, marker) if item["url"].startswith(url)]
-    loaded = {Path(item["url"].split("?")[0]).name for item in responses if item["status"] == 200}
-    return {"page_load_s": round(ended - started, 1), "extension_count": len(names),
-            "registered_extensions": [name for name in names if name.startswith("ZErase.")],
-            "js_responses": responses, "js_missing": [name for name in JS_FILES if name not in loaded],
-            "load_messages": messages(cdp.events, started, ended, marker)}
-
-
-async def check(args, workdir: Path, processes: Processes) -> dict:
-    deadline = time.monotonic() + args.timeout
-    base = workdir / "base"
-    (base / "custom_nodes").mkdir(parents=True)
-    (base / "custom_nodes" / PACK_FOLDER).symlink_to(REPO, target_is_directory=True)
-    debug_port = free_port()
-    report: dict = {"js_files": list(JS_FILES)}
-    async with aiohttp.ClientSession() as session:
-        browser = processes.start("chromium", [
-            args.chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-            "--no-first-run", "--no-default-browser-check", "--remote-allow-origins=*", "--window-size=1600,1000",
-            f"--user-data-dir={workdir / 'chromium-profile'}", f"--remote-debugging-port={debug_port}", "about:blank"])
-        version = await wait_http(session, f"http://127.0.0.1:{debug_port}/json/version", browser, "Chromium",
-                                  deadline)
-        report["browser"] = version.get("Browser")
-        targets = await wait_http(session, f"http://127.0.0.1:{debug_port}/json/list", browser, "Chromium", deadline)
-        page = next(target for target in targets if target.get("type") == "page")
-        async with session.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=0) as socket_:
-            cdp = CDP(socket_)
-            for domain in ("Runtime", "Log", "Network", "Page"):
-                await cdp.send(f"{domain}.enable")
-            if args.compare_without_pack:
-                # the same page from a ComfyUI without the pack: which messages are ComfyUI's own
-                bare = workdir / "base-without-pack"
-                (bare / "custom_nodes").mkdir(parents=True)
-                url, _ = await start_comfyui(args, processes, session, "comfyui-without-pack", bare, deadline)
-                report["without_pack"] = await load_page(cdp, url, False, deadline)
-                processes.stop("comfyui-without-pack")
-            started = time.monotonic()
-            url, report["comfyui_command"] = await start_comfyui(args, processes, session, "comfyui", base, deadline)
-            report["comfyui_start_s"] = round(time.monotonic() - started, 1)
-            async with session.get(f"{url}/object_info/{TRAIN}") as response:
-                if TRAIN not in await response.json(content_type=None):
-                    raise RuntimeError(f"ComfyUI does not list {TRAIN}; the pack did not load")
-            report.update(await load_page(cdp, url, True, deadline))
-            if "without_pack" in report:
-                bare = [normalised(message) for message in report["without_pack"]["load_messages"]]
-                only = []
-                for message in report["load_messages"]:
-                    key = normalised(message)
-                    if key in bare:
-                        bare.remove(key)
-                    else:
-                        only.append(message)
-                report["load_messages_only_with_pack"] = only
-            marker = f"/extensions/{PACK_FOLDER}/"
-
-            # the editor workflow in the graph, then its API copy queued from here with the page's client id
-            workflow = (REPO / "workflows" / "zerase_nano_demo.json").read_text()
-            await cdp.evaluate(f"window.app.loadGraphData({workflow})")
-            prompt = demo_prompt(args)
-            train_id = next(node for node, value in prompt.items() if value["class_type"] == TRAIN)
-            compare_id = next(node for node, value in prompt.items() if value["class_type"] == COMPARE)
-            chart = f"window.app.graph.getNodeById({int(train_id)})?.zeraseChart"
-            if not await cdp.evaluate(f"!!{chart} && Array.isArray({chart}.points)"):
-                raise RuntimeError(f"node {train_id} ({TRAIN}) has no zeraseChart after loadGraphData")
-            client_id = await cdp.evaluate(
-                "window.app.api?.clientId || window.comfyAPI?.api?.api?.clientId || sessionStorage.getItem('clientId')")
-            report["client_id"] = client_id
-            run_started = time.monotonic()
-            async with session.post(f"{url}/prompt", json={"prompt": prompt, "client_id": client_id}) as r:
-                body = await r.json(content_type=None)
-                if r.status != 200:
-                    raise RuntimeError(f"POST /prompt: {r.status} {body}")
-            prompt_id = body["prompt_id"]
-            counts, status = [], None
-            while time.monotonic() < deadline:
-                count = await cdp.evaluate(f"({chart}?.points || []).length")
-                if not counts or counts[-1][1] != count:
-                    counts.append((round(time.monotonic() - run_started, 2), count))
-                async with session.get(f"{url}/history/{prompt_id}") as r:
-                    history = await r.json(content_type=None)
-                if prompt_id in history:
-                    status = history[prompt_id].get("status", {})
-                    break
-                await asyncio.sleep(0.25)
-            else:
-                raise TimeoutError("the prompt did not finish in time")
-            await asyncio.sleep(1)        # the last websocket events, then the final state of the chart
-            final = await cdp.evaluate(
-                f"(() => {{ const c = {chart}; const p = c ? c.points : []; return {{count: p.length,"
-                f" first: p[0] || null, last: p[p.length - 1] || null,"
-                f" slider: !!window.app.graph.getNodeById({int(compare_id)})?.zeraseSlider }}; }})()")
-            run_ended = time.monotonic()
-            report["prompt_status"] = status.get("status_str")
-            report["prompt_messages"] = [m[0] for m in status.get("messages", [])]
-            report["run_s"] = round(run_ended - run_started, 1)
-            report["chart_counts"] = counts
-            report["chart_points"] = final["count"]
-            report["chart_first_point"], report["chart_last_point"] = final["first"], final["last"]
-            report["points_while_running"] = max((count for _, count in counts), default=0)
-            report["compare_slider_built"] = final["slider"]
-            report["run_messages"] = messages(cdp.events, run_started, run_ended, marker)
-            if args.screenshot:
-                # close the first-run templates dialog, bring the chart into view, then capture
-                for kind in ("keyDown", "keyUp"):
-                    await cdp.send("Input.dispatchKeyEvent", type=kind, key="Escape", code="Escape",
-                                   windowsVirtualKeyCode=27)
-                await cdp.evaluate(f"(() => {{ const node = window.app.graph.getNodeById({int(train_id)});"
-                                   " window.app.canvas.centerOnNode?.(node); window.app.canvas.setDirty(true, true);"
-                                   " return true; })()")
-                await asyncio.sleep(1)
-                shot = await cdp.send("Page.captureScreenshot", format="png")
-                args.screenshot.write_bytes(base64.b64decode(shot["data"]))
-                report["screenshot"] = str(args.screenshot)
-            cdp.reader.cancel()
-    return report
+        # the editor workflow in the graph, then its API copy queued from here with the page's client id
+        workflow = NANO_DEMO.ui_path.read_text()
+        await cdp.evaluate(f"window.app.loadGraphData({workflow})")
+        prompt = demo_prompt(args)
+        train_id = next(node for node, value in prompt.items() if value["class_type"] == TRAIN)
+        compare_id = next(node for node, value in prompt.items() if value["class_type"] == COMPARE)
+        chart = f"window.app.graph.getNodeById({int(train_id)})?.zeraseChart"
+        if not await cdp.evaluate(f"!!{chart} && Array.isArray({chart}.points)"):
+            raise RuntimeError(f"node {train_id} ({TRAIN}) has no zeraseChart after loadGraphData")
+        client_id = await cdp.evaluate(
+            "window.app.api?.clientId || window.comfyAPI?.api?.api?.clientId || sessionStorage.getItem('clientId')")
+        report["client_id"] = client_id
+        run_started = time.monotonic()
+        async with session.post(f"{url}/prompt", json={"prompt": prompt, "client_id": client_id}) as r:
+            body = await r.json(content_type=None)
+            if r.status != 200:
+                raise RuntimeError(f"POST /prompt: {r.status} {body}")
+        prompt_id = body["prompt_id"]
+        counts, status = [], None
+        while time.monotonic() < deadline:
+            count = await cdp.evaluate(f"({chart}?.points || []).length")
+            if not counts or counts[-1][1] != count:
+                counts.append((round(time.monotonic() - run_started, 2), count))
+            async with session.get(f"{url}/history/{prompt_id}") as r:
+                history = await r.json(content_type=None)
+            if prompt_id in history:
+                status = history[prompt_id].get("status", {})
+                break
+            await asyncio.sleep(0.25)
+        else:
+            raise TimeoutError("the prompt did not finish in time")
+        await asyncio.sleep(1)        # the last websocket events, then the final state of the chart
+        final = await cdp.evaluate(
+            f"(() => {{ const c = {chart}; const p = c ? c.points : []; return {{count: p.length,"
+            f" first: p[0] || null, last: p[p.length - 1] || null,"
+            f" slider: !!window.app.graph.getNodeById({int(compare_id)})?.zeraseSlider }}; }})()")
+        run_ended = time.monotonic()
+        report["prompt_status"] = status.get("status_str")
+        report["prompt_messages"] = [m[0] for m in status.get("messages", [])]
+        report["run_s"] = round(run_ended - run_started, 1)
+        report["chart_counts"] = counts
+        report["chart_points"] = final["count"]
+        report["chart_first_point"], report["chart_last_point"] = final["first"], final["last"]
+        report["points_while_running"] = max((count for _, count in counts), default=0)
+        report["compare_slider_built"] = final["slider"]
+        report["run_messages"] = messages(cdp.events, run_started, run_ended, marker)
+        if args.screenshot:
+            # close the first-run templates dialog, bring the chart into view, then capture
+            await close_dialogs(page)
+            await cdp.evaluate(f"(() => {{ const node = window.app.graph.getNodeById({int(train_id)});"
+                               " window.app.canvas.centerOnNode?.(node); window.app.canvas.setDirty(true, true);"
+                               " return true; })()")
+            await asyncio.sleep(1)
+            await page.screenshot(args.screenshot)
+            report["screenshot"] = str(args.screenshot)
+        return report
 
 
 def verdict(report: dict, steps: int) -> list[str]:
@@ -359,14 +219,9 @@ def run(argv=None) -> tuple[dict, list[str]]:
     if args.chromium is None:
         raise SystemExit("no chromium found; apt-get install chromium, or pass --chromium PATH")
     workdir = Path(tempfile.mkdtemp(prefix="zerase-browser-"))
-    processes = Processes(workdir)
     try:
-        report = asyncio.run(check(args, workdir, processes))
-    except BaseException:
-        print(f"--- comfyui log ---\n{processes.log_tail('comfyui')}", file=sys.stderr)
-        raise
+        report = asyncio.run(check(args, workdir))
     finally:
-        processes.stop()
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     report["workdir"] = str(workdir) if args.keep else None

@@ -23,15 +23,18 @@ import aiohttp
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+from workflow_sources import SLUGS  # noqa: E402
+
 OUR_NODES = ("LoadSingleStreamDiT", "ZEraseTrain", "ApplyErasedWeights", "ErasureCompare")
 
 
-def workflow(name: str) -> dict:
-    return json.loads((REPO / "workflows" / "api" / f"{name}.json").read_text())
+def workflow(slug: str) -> dict:
+    return json.loads(SLUGS[slug].api_path.read_text())
 
 
 def training_only(**inputs) -> dict:
-    prompt = workflow("zerase_nano_demo")
+    prompt = workflow("nano-demo")
     del prompt["3"], prompt["4"]
     prompt["2"]["inputs"].update(inputs)
     return prompt
@@ -96,7 +99,7 @@ async def main(args) -> None:
                             if not (len(spec) > 1 and spec[1].get("tooltip"))]
         print(f"inputs without tooltip: {missing_tooltips or 'none'}")
 
-        demo = workflow("zerase_nano_demo")
+        demo = workflow("nano-demo")
         if args.steps:
             demo["2"]["inputs"]["steps"] = args.steps
         points = []
