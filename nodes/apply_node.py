@@ -25,7 +25,7 @@ class ApplyErasedWeights(io.ComfyNode):
                 Erasure.Input("erasure", optional=True, tooltip="An ERASURE from ZEraseTrain."),
                 *[io.Combo.Input(f"erasure_file_{slot}", options=files, default=NONE,
                                  tooltip="An erasure file from models/zerase.") for slot in range(1, FILE_SLOTS + 1)],
-                io.Float.Input("strength", default=1.0, min=-10.0, max=10.0, step=0.05,
+                io.Float.Input("strength", default=1.0, min=0.0, max=10.0, step=0.05,
                                tooltip="Multiplier of each erasure's recommended strength; with N erasures each "
                                        "gets 1/N of it (the paper's merge: summing over-erases)."),
                 io.String.Input("strengths", default="", advanced=True,

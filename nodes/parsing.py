@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import re
 
+from zerase_core.limits import check_strength
+
 
 def lines(text: str) -> tuple[str, ...]:
     """Non-empty stripped lines of a multiline input."""
@@ -26,9 +28,10 @@ def parse_strengths(text: str, count: int) -> list[float | None]:
             values.append(None)
             continue
         try:
-            values.append(float(part))
+            number = float(part)
         except ValueError:
             raise ValueError(f"strength {part!r} in {text!r} is not a number; write e.g. '1.0, auto, 0.5'") from None
+        values.append(check_strength(number, f"strength {part!r} in strengths {text!r}"))
     return values + [None] * (count - len(values))
 
 
@@ -38,8 +41,9 @@ def parse_sweep(text: str) -> list[float]:
     for part in (text or "").replace(";", ",").split(","):
         if part.strip():
             try:
-                values.append(float(part))
+                number = float(part)
             except ValueError:
                 raise ValueError(f"strength sweep {text!r}: {part.strip()!r} is not a number; write e.g. '0.5, 2'") \
                     from None
+            values.append(check_strength(number, f"multiplier {part.strip()!r} in strength sweep {text!r}"))
     return values
