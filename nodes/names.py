@@ -48,6 +48,12 @@ def check_name(name: str, what: str = "file name") -> str:
     return text
 
 
+def output_inside(folder: str | os.PathLike, name: str, what: str = "save_name") -> Path:
+    """`resolve_inside` for a file to write: the folder must also exist and be writable (checked before training)."""
+    from zerase_core.files import check_output
+    return check_output(resolve_inside(folder, name, what), what)
+
+
 def resolve_inside(folder: str | os.PathLike, name: str, what: str = "file name", must_exist: bool = False) -> Path:
     """`folder/name` after `check_name`, refusing anything that resolves (symlinks followed) outside `folder`."""
     root = Path(folder).resolve()
