@@ -4,7 +4,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from . import comfy_bridge
-from .parsing import parse_strengths
+from .parsing import erasure_strengths
 from .ids import APPLY, CATEGORY, ERASURE_TYPE, display_name
 
 Erasure = io.Custom(ERASURE_TYPE)
@@ -47,8 +47,6 @@ class ApplyErasedWeights(io.ComfyNode):
                 erasures.append(comfy_bridge.ErasureData.from_file(path))
         if not erasures:
             raise ValueError("no erasure given: connect an ERASURE or pick an erasure file")
-        explicit = parse_strengths(strengths, len(erasures))
-        entries = [comfy_bridge.ErasureEntry(data, value if value is not None else
-                                             strength * data.info.recommended_strength / len(erasures))
-                   for data, value in zip(erasures, explicit)]
+        values = erasure_strengths(strengths, strength, [data.info.recommended_strength for data in erasures])
+        entries = [comfy_bridge.ErasureEntry(data, value) for data, value in zip(erasures, values)]
         return io.NodeOutput(comfy_bridge.with_erasures(model, entries, allow_other_base))

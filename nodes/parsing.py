@@ -35,6 +35,16 @@ def parse_strengths(text: str, count: int) -> list[float | None]:
     return values + [None] * (count - len(values))
 
 
+def erasure_strengths(text: str, multiplier: float, recommended: list[float]) -> list[float]:
+    """ApplyErasedWeights' strength per erasure: the explicit one from `text`, else multiplier × the file's
+    recommended strength / N (the paper's 1/N merge); each checked against the core's range."""
+    explicit = parse_strengths(text, len(recommended))
+    check_strength(multiplier, "strength multiplier")
+    return [check_strength(value if value is not None else multiplier * own / len(recommended),
+                           f"strength of erasure {index + 1} ({multiplier:g} × recommended {own:g} / {len(recommended)})")
+            for index, (value, own) in enumerate(zip(explicit, recommended))]
+
+
 def parse_sweep(text: str) -> list[float]:
     """Strength multipliers for extra compare columns ("0.5, 2")."""
     values = []

@@ -39,21 +39,10 @@ def _positive(kind):
     return parse
 
 
-def _checked(check, what: str):
-    """An argparse type: a float passed through one of the core's range checks (zerase_core.limits)."""
-    def parse(text: str) -> float:
-        try:
-            return check(float(text), what)
-        except ValueError as error:
-            raise argparse.ArgumentTypeError(str(error)) from None
-    return parse
-
-
 def _sampling_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the first image (next ones: seed+1, ...)")
     parser.add_argument("--steps", type=_positive(int), default=DEFAULT_STEPS, help="Euler steps")
-    parser.add_argument("--cfg", type=_checked(check_cfg, "--cfg"), default=DEFAULT_CFG,
-                        help="guidance (1 = none, as Turbo)")
+    parser.add_argument("--cfg", type=float, default=DEFAULT_CFG, help="guidance (1 = none, as Turbo)")
     parser.add_argument("--size", type=_positive(int), default=IMAGE_SIZE, help="image side in pixels")
 
 
@@ -61,7 +50,8 @@ def command_generate(args) -> None:
     from .grid import labelled_grid, save_png
     from .nano.erasure_runs import attach_file
     check_output(args.out, "--out")
-    strengths = args.strength or []
+    strengths = [check_strength(value, "--strength") for value in args.strength or []]
+    check_cfg(args.cfg, "--cfg")
     if len(strengths) > len(args.erasure or []):
         raise UsageError(f"{len(strengths)} --strength values for {len(args.erasure or [])} --erasure files")
     world = _load_world(args)
@@ -189,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--prompt", action="append", required=True, help="repeat for several images")
     generate.add_argument("--out", type=Path, default=Path("generate.png"))
     generate.add_argument("--erasure", type=Path, action="append", help="erasure file(s) to apply (repeatable)")
-    generate.add_argument("--strength", type=_checked(check_strength, "--strength"), action="append",
+    generate.add_argument("--strength", type=float, action="append",
                           help="strength per --erasure, in order (default: the file's recommended one; 1/N each for N files)")
     generate.add_argument("--allow-other-base", action="store_true", help="apply a file made for another base model")
     generate.add_argument("--allow-partial", action="store_true",
