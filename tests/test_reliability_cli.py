@@ -19,6 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from test_cli import _random_world, assert_one_line_error, run_cli
+from zerase_fixtures import unwritable_folder  # noqa: F401 (fixture)
 from zerase_core.erasure_info import METADATA_KEY
 from zerase_core.erasure_file import read_erasure
 from zerase_core.files import PARTIAL_SUFFIX
@@ -49,33 +50,6 @@ def adapter_file(tmp_path_factory, world):
     result = run_cli("erase", "--concept", "star", *QUICK, "--out", out, world=world)
     assert result.returncode == 0, result.stderr
     return out
-
-
-def _can_create_in(folder: Path) -> bool:
-    probe = folder / ".zerase-write-probe"
-    try:
-        probe.write_bytes(b"")
-    except OSError:
-        return False
-    probe.unlink()
-    return True
-
-
-@pytest.fixture
-def unwritable_folder(tmp_path):
-    """A folder this process cannot write: mode 0500, or for root (who ignores modes) sysfs, which refuses new files
-    to everyone."""
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o500)
-    try:
-        found = next((folder for folder in (locked, Path("/sys/kernel")) if folder.is_dir()
-                      and not _can_create_in(folder)), None)
-        if found is None:
-            pytest.skip("no unwritable folder on this machine (root without sysfs)")
-        yield found
-    finally:
-        locked.chmod(0o700)
 
 
 def _output_commands(uce_file):
