@@ -23,7 +23,7 @@ def parse_strengths(text: str, count: int) -> list[float | None]:
         raise ValueError(f"strengths {text!r} gives {len(parts)} values for {count} erasure(s); give at most one per "
                          f"erasure, in order (ERASURE input first, then the files)")
     values: list[float | None] = []
-    for part in parts:
+    for index, part in enumerate(parts):
         if part in ("", "auto"):
             values.append(None)
             continue
@@ -31,7 +31,7 @@ def parse_strengths(text: str, count: int) -> list[float | None]:
             number = float(part)
         except ValueError:
             raise ValueError(f"strength {part!r} in {text!r} is not a number; write e.g. '1.0, auto, 0.5'") from None
-        values.append(check_strength(number, f"strength {part!r} in strengths {text!r}"))
+        values.append(check_strength(number, f"strength {index + 1} of strengths {text!r}"))
     return values + [None] * (count - len(values))
 
 
@@ -41,13 +41,13 @@ def erasure_strengths(text: str, multiplier: float, recommended: list[float]) ->
     explicit = parse_strengths(text, len(recommended))
     check_strength(multiplier, "strength multiplier")
     return [check_strength(value if value is not None else multiplier * own / len(recommended),
-                           f"strength of erasure {index + 1} ({multiplier:g} × recommended {own:g} / {len(recommended)})")
+                           f"strength of erasure {index + 1} = {multiplier:g} × recommended {own:g} / {len(recommended)}")
             for index, (value, own) in enumerate(zip(explicit, recommended))]
 
 
 def parse_sweep(text: str) -> list[float]:
     """Strength multipliers for extra compare columns ("0.5, 2")."""
-    values = []
+    values: list[float] = []
     for part in (text or "").replace(";", ",").split(","):
         if part.strip():
             try:
@@ -55,5 +55,5 @@ def parse_sweep(text: str) -> list[float]:
             except ValueError:
                 raise ValueError(f"strength sweep {text!r}: {part.strip()!r} is not a number; write e.g. '0.5, 2'") \
                     from None
-            values.append(check_strength(number, f"multiplier {part.strip()!r} in strength sweep {text!r}"))
+            values.append(check_strength(number, f"multiplier {len(values) + 1} of strength sweep {text!r}"))
     return values

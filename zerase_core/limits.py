@@ -24,12 +24,14 @@ def check_range(name: str, value: object, low: float, high: float, hint: str = "
 
     The message names the setting, the value and the allowed range, then `hint` (what the value means or the fix).
     """
+    # a setting's name reads `eta=nan`, `--cfg=inf`; a longer description reads `strength 2 of '1, nan' (nan)`
+    named = f"{name}={value!r}" if name.lstrip("-").replace("-", "_").isidentifier() else f"{name} ({value!r})"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name}={value!r} is not a number; give a number in {_interval(low, high, low_open)}{hint}")
+        raise ValueError(f"{named} is not a number; give a number in {_interval(low, high, low_open)}{hint}")
     number = float(value)
     inside = math.isfinite(number) and (low < number if low_open else low <= number) and number <= high
     if not inside:
-        raise ValueError(f"{name}={value!r} is out of range {_interval(low, high, low_open)}{hint}")
+        raise ValueError(f"{named} is out of range {_interval(low, high, low_open)}{hint}")
     return number
 
 
