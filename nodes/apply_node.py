@@ -4,7 +4,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from . import comfy_bridge
-from .parsing import parse_strengths
+from .parsing import erasure_strengths
 from .ids import APPLY, CATEGORY, ERASURE_TYPE, display_name
 
 Erasure = io.Custom(ERASURE_TYPE)
@@ -25,7 +25,7 @@ class ApplyErasedWeights(io.ComfyNode):
                 Erasure.Input("erasure", optional=True, tooltip="An ERASURE from ZEraseTrain."),
                 *[io.Combo.Input(f"erasure_file_{slot}", options=files, default=NONE,
                                  tooltip="An erasure file from models/zerase.") for slot in range(1, FILE_SLOTS + 1)],
-                io.Float.Input("strength", default=1.0, min=-10.0, max=10.0, step=0.05,
+                io.Float.Input("strength", default=1.0, min=0.0, max=10.0, step=0.05,
                                tooltip="Multiplier of each erasure's recommended strength; with N erasures each "
                                        "gets 1/N of it (the paper's merge: summing over-erases)."),
                 io.String.Input("strengths", default="", advanced=True,
@@ -47,8 +47,6 @@ class ApplyErasedWeights(io.ComfyNode):
                 erasures.append(comfy_bridge.ErasureData.from_file(path))
         if not erasures:
             raise ValueError("no erasure given: connect an ERASURE or pick an erasure file")
-        explicit = parse_strengths(strengths, len(erasures))
-        entries = [comfy_bridge.ErasureEntry(data, value if value is not None else
-                                             strength * data.info.recommended_strength / len(erasures))
-                   for data, value in zip(erasures, explicit)]
+        values = erasure_strengths(strengths, strength, [data.info.recommended_strength for data in erasures])
+        entries = [comfy_bridge.ErasureEntry(data, value) for data, value in zip(erasures, values)]
         return io.NodeOutput(comfy_bridge.with_erasures(model, entries, allow_other_base))

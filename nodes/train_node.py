@@ -6,7 +6,6 @@ from comfy_api.latest import io
 from zerase_core.erase_config import METHODS, EraseConfig
 
 from . import comfy_bridge, training
-from .parsing import lines
 from .ids import CATEGORY, ERASURE_TYPE, TRAIN, display_name
 
 Erasure = io.Custom(ERASURE_TYPE)
@@ -106,7 +105,7 @@ class ZEraseTrain(io.ComfyNode):
             resume = comfy_bridge.read_resume(comfy_bridge.existing_erasure(resume_from, "resume_from"), base.nano)
         config = resume.config if resume else training.erase_config(request, base.nano)
         prompts = resume.prompts if resume else training.prompt_set(request, base.nano)
-        concept_names = resume.concepts if resume else lines(concepts)
+        concept_names = resume.concepts if resume else training.concept_list(request, base.nano)
         conditioner = comfy_bridge.conditioner_for(clip, base.config)
         with comfy_bridge.training(model) as context:
             reporter.progress("load", 1, 1)

@@ -71,6 +71,15 @@ class TrainInputs:
             raise ValueError("concepts is empty: give the concept word(s) (nano) or erase prompt(s), one per line")
 
 
+def concept_list(inputs: TrainInputs, nano: bool) -> tuple[str, ...]:
+    """The concepts, one a line, each once; on the nano model its lower-case caption words (`Star` is `star`), as the
+    CLI's `--concept`."""
+    if nano:
+        from zerase_core.nano.prompts import concept_words
+        return tuple(concept_words(lines(inputs.concepts)))
+    return tuple(dict.fromkeys(lines(inputs.concepts)))
+
+
 def erase_config(inputs: TrainInputs, nano: bool) -> EraseConfig:
     """The EraseConfig of a run; for nano exactly what `zerase_core erase` builds from the same values. Targets
     `auto` take the concept kind's qkv rows (`EraseConfig.with_kind`); a named preset is kept as chosen."""
@@ -88,7 +97,7 @@ def erase_config(inputs: TrainInputs, nano: bool) -> EraseConfig:
         if not nano:
             return config
         from zerase_core.nano.erasure_runs import concept_kind
-        kind = concept_kind(list(lines(inputs.concepts)))
+        kind = concept_kind(list(concept_list(inputs, nano)))
     return config.with_kind(kind) if inputs.targets == "auto" else replace(config, concept_kind=kind)
 
 
@@ -100,11 +109,11 @@ def _without(prompt: str, keywords: tuple[str, ...]) -> str:
 
 
 def prompt_set(inputs: TrainInputs, nano: bool) -> PromptSet:
-    concepts = lines(inputs.concepts)
+    concepts = concept_list(inputs, nano)
     anchors = lines(inputs.anchors) + lines(inputs.preserve)
     if nano:
         from zerase_core.nano.erasure_runs import prompt_set as nano_prompt_set
-        keywords = words_list(inputs.keywords)
+        keywords = tuple(dict.fromkeys(word.lower() for word in words_list(inputs.keywords)))
         if keywords and set(keywords) != set(concepts):
             raise ValueError(f"keywords {list(keywords)} differ from the concepts {list(concepts)}: on the nano model "
                              f"the concept words are the keywords; leave keywords empty")

@@ -1,6 +1,7 @@
 """Shared fixtures: tiny real models built in code (never mocks of zerase_core)."""
 import copy
 import functools
+from pathlib import Path
 
 import pytest
 import torch
@@ -86,3 +87,31 @@ def _built_dit(config: DiTConfig, seed: int, std: float) -> ZImageDiT:
 def fresh_dit(config: DiTConfig = TINY_CONFIG, seed: int = 0, std: float = 0.05) -> ZImageDiT:
     """`randomized_dit(...)`, built once per arguments and handed out as a deep copy (tests may attach and train)."""
     return copy.deepcopy(_built_dit(config, seed, std))
+
+
+def can_create_in(folder: Path) -> bool:
+    """Whether this process can create a file in `folder` (tried for real: root ignores permission bits)."""
+    probe = folder / ".zerase-write-probe"
+    try:
+        probe.write_bytes(b"")
+    except OSError:
+        return False
+    probe.unlink()
+    return True
+
+
+@pytest.fixture
+def unwritable_folder(tmp_path):
+    """A folder this process cannot write: mode 0500, or for root (who ignores modes) sysfs, which refuses new files
+    to everyone."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        found = next((folder for folder in (locked, Path("/sys/kernel")) if folder.is_dir()
+                      and not can_create_in(folder)), None)
+        if found is None:
+            pytest.skip("no unwritable folder on this machine (root without sysfs)")
+        yield found
+    finally:
+        locked.chmod(0o700)

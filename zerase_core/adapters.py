@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .layout import FAMILIES, current_layout
+from .limits import check_alpha, check_strength
 
 GATES = ("text", "image", "all")
 SLICES = ("q", "k", "v")
@@ -41,8 +42,7 @@ class AdapterConfig:
     def __post_init__(self) -> None:
         if not 1 <= self.rank <= 256:
             raise ValueError(f"rank must be in 1..256, got {self.rank}")
-        if not self.alpha > 0:
-            raise ValueError(f"alpha must be > 0, got {self.alpha}")
+        check_alpha(self.alpha)
         if not self.slices or any(s not in SLICES for s in self.slices):
             raise ValueError(f"slices {self.slices} must be a non-empty subset of {SLICES}")
         if not self.families or any(f not in FAMILIES for f in self.families):
@@ -203,8 +203,9 @@ class AdapterSet(nn.Module):
             adapter.gate_policy = policy
 
     def set_strength(self, strength: float) -> None:
+        strength = check_strength(strength)
         for adapter in self.adapters.values():
-            adapter.strength = float(strength)
+            adapter.strength = strength
 
     @contextmanager
     def disabled(self):

@@ -1,6 +1,7 @@
 """`python -m zerase_core ...`: the core without ComfyUI.
 
-Bad input exits with status 2 and a one-line message (no traceback).
+Bad input exits with status 2 and a one-line message (no traceback): a bad number or name, an unreadable input file,
+an output that cannot be written (checked before any work) and any other I/O error. docs/safety.md lists the checks.
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from .files import check_output
+from .limits import check_cfg, check_strength
 from .nano.world import DEFAULT_CFG, DEFAULT_STEPS, IMAGE_SIZE
 
 
@@ -46,16 +49,18 @@ def _sampling_arguments(parser: argparse.ArgumentParser) -> None:
 def command_generate(args) -> None:
     from .grid import labelled_grid, save_png
     from .nano.erasure_runs import attach_file
+    check_output(args.out, "--out")
+    strengths = [check_strength(value, "--strength") for value in args.strength or []]
+    check_cfg(args.cfg, "--cfg")
+    if len(strengths) > len(args.erasure or []):
+        raise UsageError(f"{len(strengths)} --strength values for {len(args.erasure or [])} --erasure files")
     world = _load_world(args)
     seeds = [args.seed + index for index in range(len(args.prompt))]
     edits = []
-    strengths = args.strength or []
-    if len(strengths) > len(args.erasure or []):
-        raise UsageError(f"{len(strengths)} --strength values for {len(args.erasure or [])} --erasure files")
     try:
         for index, path in enumerate(args.erasure or []):
             strength = strengths[index] if index < len(strengths) else None
-            edit, info = attach_file(world, path, strength, args.allow_other_base)
+            edit, info = attach_file(world, path, strength, args.allow_other_base, args.allow_partial)
             edits.append((edit, info))
         if len(edits) > 1:   # several erasures: 1/N of each file's own strength unless given (paper §2.9)
             for index, (edit, info) in enumerate(edits):
@@ -99,18 +104,26 @@ def erase_config_from_args(args):
 
 
 def command_erase(args) -> None:
-    from .nano.erasure_runs import erase, erase_uce
-    from .nano.prompts import NanoConditioner, attribute_of
+    from .nano.erasure_runs import erase, erase_uce, read_resume
+    from .nano.prompts import NanoConditioner, concept_words
     from .progress import PhaseBars
     from .trainer import TrainingDiverged
     if args.out.suffix != ".safetensors":
         raise UsageError(f"--out {args.out} must end in .safetensors")
-    for concept in args.concept or []:
-        attribute_of(concept)       # unknown or non-attribute words fail here, before anything is loaded
+    check_output(args.out, "--out")
+    # unknown or non-attribute words fail here, before anything is loaded; `Star` is `star`, repeats count once
+    args.concept = concept_words(args.concept or [])
+    concepts, heading = args.concept, f"({args.method})"
+    if args.resume is not None:
+        info = read_resume(args.resume)[0]       # a finished or damaged file fails here, before any work
+        concepts = list(info.concepts)
+        heading = f"(resuming {args.resume} at step {info.steps_done} of {info.steps_total})"
     config = erase_config_from_args(args)
     world = _load_world(args)
     started = time.monotonic()
-    bars = PhaseBars(units=PHASE_UNITS)
+    label = ", ".join(concepts)
+    print(f"erasing {label} {heading}", file=sys.stderr)
+    bars = PhaseBars(units=PHASE_UNITS, label=label)
     if config is None:
         try:
             path = erase_uce(world, args.concept, args.out, args.anchor, args.seed, not args.no_strength_search,
@@ -141,13 +154,17 @@ def command_erase(args) -> None:
 
 def command_export_lora(args) -> None:
     from .erasure_file import export_stock_lora
-    print(f"wrote {export_stock_lora(args.file, args.out)}")
+    from .stock_export import stock_path
+    out = check_output(stock_path(args.file, args.out), "--out")
+    print(f"wrote {export_stock_lora(args.file, out)}")
 
 
 def command_demo(args) -> None:
     from .demo import run_demo
     from .progress import PhaseBars
-    bars = PhaseBars(units=PHASE_UNITS)
+    check_output(args.out, "--out")
+    check_output(args.erasure_out, "--erasure-out")
+    bars = PhaseBars(units=PHASE_UNITS, label=args.concept)
     try:
         path, seconds = run_demo(args.out, args.erasure_out, args.concept, args.seed, progress=bars)
     finally:
@@ -165,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--strength", type=float, action="append",
                           help="strength per --erasure, in order (default: the file's recommended one; 1/N each for N files)")
     generate.add_argument("--allow-other-base", action="store_true", help="apply a file made for another base model")
+    generate.add_argument("--allow-partial", action="store_true",
+                          help="apply a partial file (an interrupted erase) anyway; refused by default")
     generate.add_argument("--base", type=Path, help="a nano-compatible DiT checkpoint to use instead of the bundled one")
     _sampling_arguments(generate)
     generate.set_defaults(run=command_generate)
@@ -222,6 +241,10 @@ def main(argv: list[str] | None = None) -> int:
         args.run(args)
     except (UsageError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:      # disk full, permissions changed while running, ...: one line, not a traceback
+        where = f": {error.filename}" if error.filename else ""
+        print(f"error: cannot read or write a file{where}: {error.strerror or error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

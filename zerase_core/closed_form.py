@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .adapters import KEY_PREFIX, unwrap_forwards, wrap_forward
+from .limits import check_strength
 from .prompts import PromptSet, TextConditioner
 
 UCE_TARGET = "cap_embedder.1"
@@ -42,7 +43,7 @@ class WeightDelta(nn.Module):
         self._attached = []
 
     def set_strength(self, strength: float) -> None:
-        self.strength = float(strength)
+        self.strength = check_strength(strength)
 
     def export_tensors(self) -> dict[str, torch.Tensor]:
         return {f"{KEY_PREFIX}{self.path}.delta": self.delta.detach().cpu()}

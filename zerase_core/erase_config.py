@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from .adapters import SLICES, AdapterConfig
 from .dataclass_dicts import config_from_dict
+from .limits import CFG_RANGE, check_range
 
 METHODS = ("zerase", "esd", "ac", "eraseanything", "naive-esd")
 INFERENCE_METHODS = ("token-zeroing", "uce-text")
@@ -24,8 +25,7 @@ LAMBDA_MODES = ("adaptive", "fixed")
 
 
 def _check_range(name: str, value: float, low: float, high: float, hint: str = "") -> None:
-    if not low <= value <= high:
-        raise ValueError(f"{name}={value} is out of range [{low}, {high}]{hint}")
+    check_range(name, value, low, high, hint)
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,7 @@ class EraseConfig:
         _check_range("epsilon", self.epsilon_value, 0.0, 1.0, " (ε presets: 1e-3 … 1e-2)")
         _check_range("attention_weight", self.attention_weight, 0.0, 1000.0)
         _check_range("shuffle_probability", self.shuffle_probability, 0.0, 1.0)
+        _check_range("sample_cfg", self.sample_cfg, *CFG_RANGE, " (guidance of the x_t sampler; 1 = none)")
         if isinstance(self.shuffle_bank, bool) or not isinstance(self.shuffle_bank, int):
             raise ValueError(f"shuffle_bank={self.shuffle_bank!r} must be a whole number of word orders (0 = none)")
         _check_range("shuffle_bank", self.shuffle_bank, 0, 4096, " (word orders encoded per erase prompt before "

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,6 +32,7 @@ from .erasure_info import (ERASURE_FORMAT_VERSION, METADATA_KEY, UCE_DELTA_KEY, 
                            ErasureInfo, adapter_dict)
 from .files import atomic_save_safetensors, read_safetensors
 from .layout import FAMILIES
+from .limits import check_strength
 from .stock_export import STOCK_SUFFIX, stock_lora_tensors, stock_path  # noqa: F401 (STOCK_SUFFIX re-exported)
 
 logger = logging.getLogger(__name__)
@@ -208,10 +208,9 @@ class ErasureStack:
         count = len(entries)
         self.sets = [adapters for adapters, _ in entries]
         self._previous = [_strength_of(adapters) for adapters in self.sets]
-        self.strengths = [previous / count if strength is None else float(strength)
-                          for previous, (_, strength) in zip(self._previous, entries)]
-        if not all(math.isfinite(strength) for strength in self.strengths):
-            raise ValueError(f"erasure strengths must be finite, got {self.strengths}")
+        self.strengths = [check_strength(previous / count if strength is None else strength,
+                                         f"strength of erasure {index + 1}")
+                          for index, (previous, (_, strength)) in enumerate(zip(self._previous, entries))]
         attached: list[AdapterSet] = []
         try:
             for adapters, strength in zip(self.sets, self.strengths):

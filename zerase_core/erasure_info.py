@@ -17,6 +17,7 @@ from typing import Any
 
 from .adapters import KEY_PREFIX, AdapterConfig
 from .config import DiTConfig
+from .limits import check_alpha, check_strength
 
 ERASURE_FORMAT_VERSION = 1
 METADATA_KEY = "zerase.erasure"
@@ -91,9 +92,11 @@ class ErasureInfo:
             if not _is_strings(value):
                 raise _field_error(name, value, "a list of strings")
             object.__setattr__(self, name, tuple(value))
-        if not _is_number(self.recommended_strength):
-            raise _field_error("recommended_strength", self.recommended_strength, "a finite number")
-        object.__setattr__(self, "recommended_strength", float(self.recommended_strength))
+        try:
+            object.__setattr__(self, "recommended_strength",
+                               check_strength(self.recommended_strength, "erasure metadata field 'recommended_strength'"))
+        except ValueError as error:
+            raise ErasureFileError(str(error)) from None
         for name in ("steps_done", "steps_total", "seed"):
             if not _is_int(getattr(self, name)) or getattr(self, name) < 0:
                 raise _field_error(name, getattr(self, name), "an integer ≥ 0")
@@ -191,6 +194,10 @@ def _checked_adapter(method: str, value: object) -> dict[str, Any]:
     for name, (ok, expected) in checks.items():
         if not ok:
             raise _field_error(f"adapter.{name}", value[name], expected)
+    try:
+        check_alpha(value["alpha"], "erasure metadata field 'adapter.alpha'")
+    except ValueError as error:
+        raise ErasureFileError(str(error)) from None
     values = {name: tuple(item) if isinstance(item, (list, tuple)) else item for name, item in value.items()}
     try:
         return adapter_dict(AdapterConfig(**values))

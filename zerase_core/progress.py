@@ -35,12 +35,13 @@ class PhaseCounter:
 
 
 class PhaseBars:
-    """A `Progress` that draws one tqdm bar (with rate and ETA) per phase, on stderr; `set_postfix` labels the
-    current bar (e.g. the losses of the training step)."""
+    """A `Progress` that draws one tqdm bar (with rate and ETA) per phase, on stderr, titled `label: phase`;
+    `set_postfix` labels the current bar (e.g. the losses of the training step)."""
 
-    def __init__(self, file=None, units: dict[str, str] | None = None):
+    def __init__(self, file=None, units: dict[str, str] | None = None, label: str = ""):
         self.file = file or sys.stderr
         self.units = units or {}
+        self.label = label            # what the work is about (the erased concepts), shown before each phase
         self.phase: str | None = None
         self.bar = None
 
@@ -49,7 +50,8 @@ class PhaseBars:
         if phase != self.phase:
             self.close()
             self.phase = phase
-            self.bar = tqdm(total=total, initial=done, desc=phase, unit=self.units.get(phase, "it"), file=self.file,
+            title = f"{self.label}: {phase}" if self.label else phase
+            self.bar = tqdm(total=total, initial=done, desc=title, unit=self.units.get(phase, "it"), file=self.file,
                             dynamic_ncols=True)
             return
         if total != self.bar.total:

@@ -11,6 +11,8 @@ from typing import Callable
 
 import torch
 
+from .limits import check_cfg
+
 
 def time_shift(t: torch.Tensor, shift: float) -> torch.Tensor:
     return shift * t / (1 + (shift - 1) * t)
@@ -37,6 +39,7 @@ VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 def guided_velocity(model, context, context_lengths=None, cfg: float = 1.0, uncond=None, uncond_lengths=None) -> VelocityFn:
     """A function (x, sigma (B,)) -> v for a DiT, with optional classifier-free guidance against `uncond`."""
+    cfg = check_cfg(cfg)
     if cfg != 1.0 and uncond is None:
         raise ValueError(f"cfg={cfg} needs an unconditional context (the empty prompt's features)")
 

@@ -17,6 +17,7 @@ from zerase_core.adapters import AdapterSet
 from zerase_core.checkpoint import fingerprint
 from zerase_core.erasure_file import ErasureFileError, ErasureInfo, read_erasure
 from zerase_core.layout import TokenLayout, active_layout
+from zerase_core.limits import check_strength
 
 from .models import zimage_network
 
@@ -48,6 +49,10 @@ class ErasureData:
 class ErasureEntry:
     erasure: ErasureData
     strength: float
+
+    def __post_init__(self) -> None:      # the core's range check, before any MODEL is cloned
+        label = self.erasure.path.name if self.erasure.path is not None else "the ERASURE input"
+        object.__setattr__(self, "strength", check_strength(self.strength, f"strength of {label}"))
 
 
 def _adapters_for(network: nn.Module, entry: ErasureEntry, allow_other_base: bool) -> AdapterSet:

@@ -26,7 +26,7 @@ def erasure_files() -> list[str]:
 
 def save_path(name: str) -> Path:
     register_folders()
-    return names.resolve_inside(folder_paths.get_folder_paths(MODELS_FOLDER)[0], name, "save_name")
+    return names.output_inside(folder_paths.get_folder_paths(MODELS_FOLDER)[0], name, "save_name")
 
 
 def existing_erasure(name: str, what: str) -> Path:

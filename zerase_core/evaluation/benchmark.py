@@ -158,7 +158,7 @@ def run_cell(world, renderer: NanoRenderer, judge, reference: Reference, plan: B
     else:
         path = folder / f"{cell.name}.safetensors"
         info, seconds, diverged = _trained_file(world, plan, cell, path, on_event)
-        with erasure_applied(world, path) as (_, strength):
+        with erasure_applied(world, path, allow_partial=diverged is not None) as (_, strength):
             metrics = measure_against(renderer, judge, reference, settings)
         # train_seconds: wall time of making the file here (x_t pool, teacher cache, steps, strength search);
         # for a file resumed or made by an earlier run, the optimisation-loop time the file records

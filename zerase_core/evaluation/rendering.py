@@ -101,10 +101,12 @@ class NanoRenderer:
 
 
 @contextmanager
-def erasure_applied(world: NanoWorld, path: str | Path, strength: float | None = None, allow_other_base: bool = False):
-    """Attach an erasure file to `world.dit` for the `with` block; yields (info, strength used)."""
+def erasure_applied(world: NanoWorld, path: str | Path, strength: float | None = None, allow_other_base: bool = False,
+                    allow_partial: bool = False):
+    """Attach an erasure file to `world.dit` for the `with` block; yields (info, strength used). A partial file is
+    refused unless `allow_partial` (the benchmark scores a diverged run's last finite adapters)."""
     from ..nano.erasure_runs import attach_file
-    edit, info = attach_file(world, Path(path), strength, allow_other_base)
+    edit, info = attach_file(world, Path(path), strength, allow_other_base, allow_partial)
     try:
         yield info, info.recommended_strength if strength is None else float(strength)
     finally:

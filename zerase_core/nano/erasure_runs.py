@@ -17,7 +17,7 @@ from ..erasure_file import UCE_DELTA_KEY, ErasureFileError, ErasureInfo, adapter
 from ..progress import PhaseCounter, Progress
 from ..prompts import PromptSet
 from ..trainer import EraseTrainer
-from .prompts import NanoConditioner, attribute_of, training_prompt_set
+from .prompts import NanoConditioner, attribute_of, concept_words, training_prompt_set
 from .scoring import recommend_strength
 from .world import NanoWorld
 
@@ -51,7 +51,8 @@ def _info(world: NanoWorld, trainer: EraseTrainer, concepts, prompts: PromptSet,
     )
 
 
-def _resume_state(path: Path):
+def read_resume(path: Path):
+    """(info, adapter tensors, resume state) of a partial erasure file; ErasureFileError for any other file."""
     info, adapter_tensors, state_tensors = read_erasure(path)
     if not info.partial:
         raise ErasureFileError(f"{path} is a finished erasure ({info.steps_done}/{info.steps_total} steps); "
@@ -74,11 +75,10 @@ def erase(world: NanoWorld, concepts: list[str], config: EraseConfig, out: Path,
     writes = parallel is None or parallel.rank == 0
     resume_info = None
     if resume is not None:
-        resume_info, adapter_tensors, state_tensors = _resume_state(resume)
+        resume_info, adapter_tensors, state_tensors = read_resume(resume)
         config = EraseConfig.from_dict(resume_info.training["config"])
         concepts, anchors = list(resume_info.concepts), resume_info.training["anchors"]
-    for concept in concepts:
-        attribute_of(concept)
+    concepts = concept_words(concepts)
     if config.concept_kind == "object" and resume is None:
         config = config.with_kind(concept_kind(concepts))     # the kind's ε and slices presets (colours: Q+K+V)
     prompts = prompt_set(concepts, anchors, config.seed)
@@ -136,6 +136,7 @@ def _reporting(on_step: Callable | None, progress: Progress | None, done: int, t
 def erase_uce(world: NanoWorld, concepts: list[str], out: Path, anchors: list[str] | None = None, seed: int = 0,
               choose_strength: bool = True, progress: Progress | None = None) -> Path:
     """uce-text: the closed-form edit of `cap_embedder.1` (seconds, no sampling)."""
+    concepts = concept_words(concepts)
     prompts = prompt_set(concepts, anchors, seed)
     started = time.monotonic()
     delta = uce_text(world.dit, NanoConditioner(world.text_encoder), prompts)
@@ -154,11 +155,18 @@ def erase_uce(world: NanoWorld, concepts: list[str], out: Path, anchors: list[st
     return save_erasure(out, {UCE_DELTA_KEY: delta.delta.detach()}, info)
 
 
-def attach_file(world: NanoWorld, path: Path, strength: float | None = None, allow_other_base: bool = False):
-    """Attach an erasure file to the nano DiT; returns (edit, info) — call `edit.detach()` when done."""
+def attach_file(world: NanoWorld, path: Path, strength: float | None = None, allow_other_base: bool = False,
+                allow_partial: bool = False):
+    """Attach an erasure file to the nano DiT; returns (edit, info) — call `edit.detach()` when done.
+
+    A partial file (an interrupted run) is refused unless `allow_partial`, as ApplyErasedWeights refuses it.
+    """
     from ..closed_form import UCE_TARGET, WeightDelta
     from ..erasure_file import load_erasure
     info, tensors, _ = read_erasure(path)
+    if info.partial and not allow_partial:
+        raise ErasureFileError(f"{path} is a partial erasure ({info.steps_done}/{info.steps_total} steps); finish it "
+                               f"with `erase --resume {path}`, or pass --allow-partial to look at it anyway")
     if info.method == "uce-text":
         if info.base_fingerprint != fingerprint(world.dit) and not allow_other_base:
             raise ErasureFileError(f"{path} was made for another base model (fingerprint {info.base_fingerprint})")

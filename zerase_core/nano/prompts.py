@@ -53,6 +53,18 @@ def attribute_of(word: str) -> tuple[str, str]:
     raise ValueError(f"{word!r} is not an attribute word (shape, colour, pattern or background) of the nano world")
 
 
+def concept_words(words) -> list[str]:
+    """The concepts to erase as nano caption words: stripped, lower-cased (the vocabulary is lower-case, so `Star`
+    means `star`), repeats dropped in order; each checked by `attribute_of`."""
+    found: list[str] = []
+    for word in words:
+        word = str(word).strip().lower()
+        attribute_of(word)
+        if word not in found:
+            found.append(word)
+    return found
+
+
 def _fill(template: str, words: dict[str, str]) -> str:
     return template.format(**words)
 
