@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import page_graph  # noqa: E402
 from comfy_page import ComfyPage, find_chromium  # noqa: E402
-from workflow_sources import REPO, WORKFLOWS, Workflow  # noqa: E402
+from workflow_sources import NANO_DEMO, REPO, WORKFLOWS, Workflow  # noqa: E402
 
 IMAGES = REPO / "docs" / "images"
 
@@ -63,6 +63,20 @@ async def screenshot(page: ComfyPage, workflow: Workflow, path: Path) -> None:
     await page.screenshot(path)
 
 
+async def result_screenshot(page: ComfyPage, path: Path) -> dict:
+    """The nano demo run from the page at its defaults (as a new user presses Run); the page afterwards."""
+    await page_graph.load_ui(page, json.loads(NANO_DEMO.ui_path.read_text()), NANO_DEMO.name)
+    await page_graph.close_dialogs(page)
+    entry = await page_graph.run_queued(page, timeout=page.remaining())
+    if entry["status"]["status_str"] != "success":
+        raise RuntimeError(f"the nano demo failed from the page: {entry['status']}")
+    await page_graph.fit_view(page)
+    await page_graph.tidy_for_screenshot(page)
+    await asyncio.sleep(1.0)
+    await page.screenshot(path)
+    return entry
+
+
 def thumbnail(png: Path, jpg: Path) -> None:
     from PIL import Image
     with Image.open(png) as image:
@@ -95,6 +109,11 @@ async def main_async(args) -> None:
                     await screenshot(page, workflow, png)
                     thumbnail(png, workflow.thumbnail_path)
                     print("wrote", png.relative_to(REPO), "and", workflow.thumbnail_path.relative_to(REPO))
+            if args.result:
+                png = IMAGES / "comfyui-demo-result.png"
+                entry = await result_screenshot(page, png)
+                print("wrote", png.relative_to(REPO), "after the nano demo ran from the page:",
+                      entry["status"]["status_str"])
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -106,7 +125,10 @@ def main(argv=None) -> None:
     parser.add_argument("--chromium", default=None, help="browser binary (default: chromium on PATH)")
     parser.add_argument("--no-screenshots", dest="screenshots", action="store_false",
                         help="skip docs/images/workflow-*.png and the thumbnails")
-    parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--result", action="store_true",
+                        help="also run the nano demo from the page at its defaults and capture "
+                             "docs/images/comfyui-demo-result.png (minutes on a CPU)")
+    parser.add_argument("--timeout", type=float, default=1800)
     args = parser.parse_args(argv)
     if args.comfyui is None or not (Path(args.comfyui) / "main.py").is_file():
         raise SystemExit("point --comfyui or COMFYUI_PATH at a ComfyUI source tree (with main.py)")

@@ -203,3 +203,19 @@ async def templates_dialog(page, module: str) -> list[str]:
     text = await page.evaluate("[...document.querySelectorAll('[role=dialog]')].map((e) => e.innerText).join('\\n')")
     await close_dialogs(page)
     return text.splitlines()
+
+
+async def run_queued(page, timeout: float = 600) -> dict:
+    """Press Run as the page does (`app.queuePrompt(0, 1)`); the prompt's finished /history entry."""
+    await page.evaluate(RECORD_EVENTS)
+    _, before = await page.get_json("/history")
+    await page.evaluate("(async () => { await window.app.queuePrompt(0, 1); return 1; })()")
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        _, history = await page.get_json("/history")
+        new = [entry for key, entry in history.items() if key not in before]
+        if new and new[0].get("status", {}).get("status_str") in ("success", "error"):
+            await asyncio.sleep(1.5)          # the last websocket events reach the page
+            return new[0]
+        await asyncio.sleep(0.5)
+    raise TimeoutError("the queued prompt did not finish in time")

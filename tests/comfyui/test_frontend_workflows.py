@@ -16,7 +16,6 @@ import asyncio
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -122,19 +121,7 @@ def run_from_page(page: Page, slug: str, widgets: dict[str, dict[str, object]]) 
     for node_id, values in widgets.items():
         for name, value in values.items():
             page(page_graph.set_widget(page.page, node_id, name, value))
-    page.evaluate(page_graph.RECORD_EVENTS)
-    status, before = page(page.page.get_json("/history"))
-    page.evaluate("(async () => { await window.app.queuePrompt(0, 1); return 1; })()")
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        status, history = page(page.page.get_json("/history"))
-        new = [entry for key, entry in history.items() if key not in before]
-        if new and new[0].get("status", {}).get("completed") is not None:
-            if new[0]["status"]["status_str"] in ("success", "error"):
-                page(asyncio.sleep(1.5))      # the last websocket events reach the page
-                return new[0]
-        page(asyncio.sleep(0.5))
-    raise TimeoutError(f"{workflow.name} did not finish from the page")
+    return page(page_graph.run_queued(page.page))
 
 
 def test_the_nano_workflows_run_from_the_page(page):
