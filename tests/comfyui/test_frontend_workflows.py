@@ -19,7 +19,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from comfy_support import REPO_ROOT, skip_without_comfy
+from comfy_support import HOW_TO_RUN, REPO_ROOT, SKIP_PREFIX, skip_without_comfy
+
+try:
+    import aiohttp  # noqa: F401  (a ComfyUI dependency: the page is driven over its websocket client)
+except ImportError:
+    pytest.skip(f"{SKIP_PREFIX}: aiohttp is not installed (run with ComfyUI's python); {HOW_TO_RUN}",
+                allow_module_level=True)
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 import page_graph  # noqa: E402
