@@ -48,6 +48,8 @@ async def build(page: ComfyPage, workflow: Workflow) -> tuple[dict, dict]:
     problems = page_graph.prompt_differences(queued, workflow.prompt)
     if problems:
         raise RuntimeError(f"{workflow.name}: the built file queues other values: {problems}")
+    if await page_graph.note_text(page) != workflow.note:
+        raise RuntimeError(f"{workflow.name}: the note's text did not survive serialize + load")
     overlapping = page_graph.overlaps(await page_graph.boxes(page))
     if overlapping:
         raise RuntimeError(f"{workflow.name}: nodes overlap: {overlapping}")

@@ -121,14 +121,23 @@ async def place(page, positions: dict[str, list[float]]) -> None:
         " window.app.canvas.setDirty(true, true); return 1; })()")
 
 
-async def add_note(page, title: str, text: str, box: list[float]) -> None:
+async def add_note(page, title: str, text: str, box: list[float]) -> str:
     """A MarkdownNote (the frontend's own node type) with `text`, its title bar's top-left at box[0], box[1]."""
-    await page.evaluate(
+    node_id = await page.evaluate(
         f"(() => {{ const node = window.LiteGraph.createNode('MarkdownNote'); node.title = {js(title)};"
-        f" node.widgets[0].value = {js(text)}; window.app.graph.add(node);"
+        " window.app.graph.add(node);"
         f" node.size = [{box[2]}, {box[3]}];"
         f" node.pos = [{box[0]}, {box[1]} + (node.pos[1] - node.getBounding()[1])];"
         " window.app.canvas.setDirty(true, true); return String(node.id); })()")
+    await set_widget(page, node_id, "text", text)
+    return node_id
+
+
+async def note_text(page) -> str | None:
+    """The text of the graph's MarkdownNote, as the page holds it."""
+    return await page.evaluate(
+        "(() => { const node = window.app.graph.nodes.find((n) => n.type === 'MarkdownNote');"
+        " return node ? node.widgets[0].value : null; })()")
 
 
 async def fit_view(page) -> dict:

@@ -107,6 +107,7 @@ def test_no_nodes_overlap_and_the_note_heads_the_loaders(page, path):
     below = min(item["box"][1] - (note["box"][1] + note["box"][3]) for item in first_column)
     assert 0 < below <= 2 * page_graph.GAP, f"the note is {below} units above the first loader"
     assert all(abs(item["box"][0] - note["box"][0]) < 1 for item in first_column)
+    assert page(page_graph.note_text(page.page)) == next(w.note for w in WORKFLOWS if w.ui_path == path)
 
 
 def test_the_templates_are_listed_under_the_pack(page):
