@@ -23,8 +23,10 @@ import sys
 from dataclasses import replace
 
 import torch
+import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves, tree_map_only
+from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
 from .erase_config import EraseConfig
@@ -42,7 +44,20 @@ class MetaTensors(TorchDispatchMode):
     """Shapes only: an op that touches a meta tensor runs on meta copies of all its tensors (so CPU inputs such as
     noise, sigmas and captions meet meta weights), and a meta result stays meta even when moved to the CPU. A value
     read from a meta tensor (`.item()`, `bool()`) is 1 / True: losses count as finite, so the step takes its normal
-    path. Tensors that never meet a meta tensor (caption lengths, keyword columns) are computed for real."""
+    path. Tensors that never meet a meta tensor (caption lengths, keyword columns) are computed for real. Attention
+    takes the fused kernel it takes on a CPU or GPU (`FusedAttention`), not the math fallback that meta tensors
+    would get, whose backward keeps the probabilities instead of recomputing them."""
+
+    def __enter__(self):
+        self._attention = FusedAttention()
+        self._attention.__enter__()
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        try:
+            return super().__exit__(*exc)
+        finally:
+            self._attention.__exit__(*exc)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -55,6 +70,36 @@ class MetaTensors(TorchDispatchMode):
             if kwargs.get("device") is not None:
                 kwargs["device"] = META
         return func(*args, **kwargs)
+
+
+class FusedAttention:
+    """While entered, `F.scaled_dot_product_attention` on meta tensors is the fused (flash) kernel that real CPUs run,
+    with a boolean key mask made the additive float mask, as torch makes it; other tensors take torch's own function.
+    Its FLOPs are those of the GPU kernels. (A function attribute, not a TorchFunctionMode: the checkpointed blocks'
+    recomputation in the backward must see it too.)"""
+
+    def __enter__(self):
+        self._original = F.scaled_dot_product_attention
+        original = self._original
+
+        def attention(query, *args, **kwargs):
+            return _flash(query, *args, **kwargs) if query.is_meta else original(query, *args, **kwargs)
+        F.scaled_dot_product_attention = attention
+        return self
+
+    def __exit__(self, *exc):
+        F.scaled_dot_product_attention = self._original
+
+
+def _flash(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+    if enable_gqa and key.shape[-3] != query.shape[-3]:
+        repeat = query.shape[-3] // key.shape[-3]
+        key, value = key.repeat_interleave(repeat, -3), value.repeat_interleave(repeat, -3)
+    if attn_mask is not None and attn_mask.dtype == torch.bool:
+        attn_mask = torch.zeros(attn_mask.shape, dtype=query.dtype, device=META).masked_fill(~attn_mask.to(META),
+                                                                                           float("-inf"))
+    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, key, value, dropout_p, is_causal,
+                                                                      attn_mask=attn_mask, scale=scale)[0]
 
 
 def to_meta(module: torch.nn.Module) -> None:
@@ -79,11 +124,25 @@ class FlopTrainer(BenchTrainer):
             return EraseTrainer._student_rows(self, picks, prompts, kinds, capture)
 
 
+def _cpu_attention(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return flop_counter.sdpa_flop_count(query, key, value)
+
+
+def _cpu_attention_backward(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return flop_counter.sdpa_backward_flop_count(grad_out, query, key, value)
+
+
+# torch's counter has no formula for the CPU's fused attention kernel (meta tensors take the math path, counted as
+# its matmuls): the same formulas as the GPU kernels', so a step on real CPU tensors counts the same FLOPs.
+CPU_ATTENTION = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention,
+                 torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_attention_backward}
+
+
 class Counter:
     """A FlopCounterMode that can be read while it runs."""
 
     def __init__(self):
-        self.mode = FlopCounterMode(display=False)
+        self.mode = FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION)
 
     def total(self) -> int:
         return int(self.mode.get_total_flops())
@@ -100,7 +159,7 @@ def count_step(make_trainer, warmup: int = 1) -> dict:
     with counter.mode:
         trainer.train_step()
     stages = {stage: int(trainer.step_stages.get(stage, 0)) for stage in FLOP_STAGES}
-    return {"stages": stages, "step": counter.total(), "trainer": trainer}
+    return {"stages": stages, "step": counter.total(), "trainer": trainer, "fused": trainer._fused()}
 
 
 def erase_config(settings: dict, size: int, rank: int) -> EraseConfig:
@@ -188,7 +247,7 @@ def run_flops(args) -> dict:
     if args.json:
         from .files import atomic_write_json
         atomic_write_json(results, args.json)
-        print(f"wrote {args.json}")
+        print(f"wrote {args.json}", file=sys.stderr)      # the final line of stdout stays the count
     return results
 
 
@@ -204,7 +263,7 @@ def _in_forwards(counts: dict) -> dict:
     for name, counted in counts.items():
         if name not in PATHS:
             continue
-        entry = {"step_flops": counted["step"], "stages_flops": counted["stages"],
+        entry = {"step_flops": counted["step"], "stages_flops": counted["stages"], "fused": counted["fused"],
                  "step_forwards": counted["step"] / forward,
                  "stages_forwards": {stage: value / forward for stage, value in counted["stages"].items()}}
         if "own_forward" in counted:
@@ -230,7 +289,10 @@ def format_flops(results: dict) -> str:
                 continue
             entry = per_size[name]
             lines.append(f"{size + '²':>6} {name:<9}{entry['step_forwards']:>8.2f}"
-                         + "".join(f"{entry['stages_forwards'][stage]:>12.2f}" for stage in shown))
+                         + "".join(f"{entry['stages_forwards'][stage]:>12.2f}" for stage in shown)
+                         + ("   (fused: one stacked forward)" if entry["fused"] else ""))
+            if "own_forward_forwards" in entry:
+                lines.append(f"{'':>6} {name}: its own frozen forward = {entry['own_forward_forwards']:.3f}")
         lines.append(f"{'':>6} frozen forward = {per_size['forward_flops'] / 1e12:.3f} TFLOP")
     for name, why in results["skipped"].items():
         lines.append(f"{name}: not counted ({why})")
