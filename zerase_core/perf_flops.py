@@ -293,7 +293,7 @@ def format_flops(results: dict) -> str:
                          + ("   (fused: one stacked forward)" if entry["fused"] else ""))
             if "own_forward_forwards" in entry:
                 lines.append(f"{'':>6} {name}: its own frozen forward = {entry['own_forward_forwards']:.3f}")
-        lines.append(f"{'':>6} frozen forward = {per_size['forward_flops'] / 1e12:.3f} TFLOP")
+        lines.append(f"{'':>6} frozen forward = {per_size['forward_flops'] / 1e9:,.1f} GFLOP")
     for name, why in results["skipped"].items():
         lines.append(f"{name}: not counted ({why})")
     lines += ["", "largest over the paths and sizes above:",
