@@ -44,8 +44,9 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 def add_perf_arguments(parser: argparse.ArgumentParser) -> None:
     size = parser.add_argument_group("model and problem size (defaults: the preset's)")
-    size.add_argument("--preset", choices=sorted(PRESETS), default="nano",
-                      help="nano: the bundled model's shape; turbo: Z-Image-Turbo (30 layers, dim 3840, 6.15B)")
+    size.add_argument("--preset", choices=sorted(PRESETS),
+                      help="nano: the bundled model's shape; turbo: Z-Image-Turbo (30 layers, dim 3840, 6.15B); "
+                           "default nano for --perf, turbo for --flops")
     size.add_argument("--dim", type=int, help="hidden width (heads keep head dim 128 for turbo, 32 for nano)")
     size.add_argument("--heads", type=int, help="attention heads")
     size.add_argument("--layers", type=int, help="joint layers")
@@ -69,6 +70,11 @@ def add_perf_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--random-weights", action="store_true", help="nano: random weights even if trained ones exist")
     run.add_argument("--threads", type=int, help="torch CPU threads")
     run.add_argument("--json", help="also write the results to this JSON file (atomically)")
+    flops = parser.add_argument_group("--flops: FLOPs of one step per stage and path, on meta tensors (perf_flops)")
+    flops.add_argument("--flops", action="store_true", help="count FLOPs instead of timing (no weights in memory)")
+    flops.add_argument("--sizes", type=int, nargs="+", help="image sides to count (turbo default: 512 1024)")
+    flops.add_argument("--paths", help="comma-separated subset of cli,device,comfyui (default: all; comfyui needs "
+                                       "ComfyUI: COMFYUI_PATH and ComfyUI's python)")
 
 
 def _axes_for(head_dim: int) -> tuple[int, int, int]:
@@ -155,6 +161,7 @@ def run_perf(args) -> dict:
     """Run the benchmark described by parsed `add_perf_arguments` flags; print the table; return the results."""
     if args.threads:
         torch.set_num_threads(args.threads)
+    args.preset = args.preset or "nano"
     settings = _settings(args)
     device = _device(args.device)
     config = dit_config(args)
@@ -318,7 +325,11 @@ def main(argv: list[str] | None = None) -> int:
     add_perf_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        run_perf(args)
+        if args.flops:
+            from .perf_flops import run_flops
+            run_flops(args)
+        else:
+            run_perf(args)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

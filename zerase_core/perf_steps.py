@@ -30,15 +30,16 @@ class StageClock:
     """Wall time per stage of one step; nested stages count only for the innermost, and all work done inside the
     λ probe counts as `probe`. `other` is the rest of the step (prompt shuffle, keyword columns, bookkeeping)."""
 
-    def __init__(self, synchronize=None):
-        self.synchronize = synchronize or (lambda: None)
+    def __init__(self, synchronize=None, reading=time.perf_counter):
+        """`reading()` is the running quantity split into stages: wall time, or a FLOP counter's total."""
+        self.synchronize, self.reading = synchronize or (lambda: None), reading
         self.totals: dict[str, float] = {}
         self._stack: list[str] = []
         self._mark = 0.0
 
     def _tick(self) -> None:
         self.synchronize()
-        now = time.perf_counter()
+        now = self.reading()
         if self._stack:
             self.totals[self._stack[-1]] = self.totals.get(self._stack[-1], 0.0) + now - self._mark
         self._mark = now
@@ -68,7 +69,7 @@ class StageClock:
         self.totals = {}
         self.synchronize()
         self._stack = ["other"]
-        self._mark = time.perf_counter()
+        self._mark = self.reading()
 
     def end_step(self) -> dict[str, float]:
         self._tick()

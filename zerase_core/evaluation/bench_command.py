@@ -60,6 +60,12 @@ def sweep_plot(state: dict, plan: BenchPlan, path: Path) -> Path:
 
 
 def command_bench(args) -> None:
+    if getattr(args, "flops", False):
+        if args.perf_missing:
+            raise ValueError(f"bench --flops is unavailable: {args.perf_missing}")
+        from ..perf_flops import run_flops
+        run_flops(args)
+        return
     if args.perf:
         if args.perf_missing:
             raise ValueError(f"bench --perf is unavailable: {args.perf_missing}")

@@ -1,0 +1,39 @@
+"""Issue 16, item 1: `bench --flops` counts ZEraseTrain's step on ComfyUI's own NextDiT (comfy_bridge.training, the
+trainer's NextDiTDenoiser, adapters through the PatcherInjection), with meta weights. Skipped without ComfyUI."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from zerase_core.config import DiTConfig
+from zerase_core.nano.prompts import training_prompt_set
+
+CONFIG = dataclasses.replace(DiTConfig.turbo(), dim=256, n_heads=2, n_layers=2, n_refiner_layers=1)
+SETTINGS = dict(batch=1, dtype="bfloat16", checkpointing=True, pool_prompts=1, sample_steps=2, cfg=1.0,
+                caption_tokens=16, build_batch=2)
+
+
+@pytest.fixture(scope="module")
+def bridge(comfy):
+    from zerase_core.perf_flops_comfy import comfy_available
+    module, why = comfy_available()
+    assert module is not None, why
+    return module
+
+
+def test_comfyui_step_is_counted_on_comfyuis_nextdit(bridge):
+    from zerase_core.perf_flops import core_path_counts
+    from zerase_core.perf_flops_comfy import comfy_path_counts
+    prompts = training_prompt_set(["star"])
+    core = core_path_counts(CONFIG, SETTINGS, 64, 8, ("cli",), prompts)
+    counted = comfy_path_counts(bridge, CONFIG, SETTINGS, 64, 8, prompts)["comfyui"]
+    forward, stages = core["forward"], counted["stages"]
+    assert counted["own_forward"] == forward            # NextDiT's frozen forward: the core model's matmuls exactly
+    assert sum(stages.values()) == counted["step"]
+    assert counted["fused"]                              # NextDiT has no checkpointing: one stacked student forward
+    assert stages["student_forward"] > 2 * forward      # erase, ∅ and anchor rows (∅ with its own short caption)
+    assert stages["backward"] > forward and stages["probe"] > forward
+    assert stages["teacher"] == 0                        # teacher velocities from the cache
+    # no kept segments or probe prefix on this path: its probe costs more than the CLI's
+    assert stages["probe"] > core["cli"]["stages"]["probe"]

@@ -1,0 +1,147 @@
+"""Issue 16, item 1: `bench --flops` counts the FLOPs of the real training step on meta tensors. Tiny real models:
+the counted forward is the analytic matmul count, the meta count is the count on real tensors, and the step's
+stages add up to what the trainer does."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from zerase_fixtures import TINY_CONFIG, fresh_dit
+from zerase_core.cli import main as cli_main
+from zerase_core.erase_config import EraseConfig
+from zerase_core.model import ZImageDiT
+from zerase_core.perf_flops import (FLOP_STAGES, META, FlopTrainer, MetaTensors, count_step, reference_forward_flops,
+                                    to_meta)
+from zerase_core.perf_steps import DeviceDenoiser, SyntheticConditioner
+from zerase_core.prompts import PromptSet
+
+PROMPTS = PromptSet(erase=("a red circle on white background", "a red star on black background"), keywords=("red",),
+                    anchors=("a circle on white background", "a star on black background"))
+CAPTION = 8          # SyntheticConditioner tokens: one pad multiple of TINY_CONFIG
+SIZE = 64            # latent 8×8 -> 16 image tokens (2×2 patches), two pad multiples
+TINY_FLAGS = ["--dim", "256", "--heads", "2", "--layers", "2", "--refiners", "1", "--caption-tokens", "16",
+              "--pool-prompts", "1", "--sample-steps", "2", "--threads", "1"]
+
+
+def analytic_forward_flops(config, caption: int, size: int) -> int:
+    """2·m·k·n per matmul of one batch-1 forward, attention as 4·L²·dim per block (Q·Kᵀ and P·V)."""
+    d, f, adaln = config.dim, config.ffn_hidden, config.adaln_width
+    multiple, patch_features = config.pad_tokens_multiple, config.patch_size ** 2 * config.in_channels
+    image = (size // 8 // config.patch_size) ** 2
+    text_span = -(-caption // multiple) * multiple
+    image_span = -(-image // multiple) * multiple
+
+    def block(length: int, modulated: bool) -> int:
+        linear = 2 * length * d * (3 * d + d) + 3 * 2 * length * d * f
+        return linear + 4 * length * length * d + (2 * adaln * 4 * d if modulated else 0)
+
+    time = 2 * 256 * config.time_width + 2 * config.time_width * 256
+    embed = 2 * caption * config.cap_feat_dim * d + 2 * image * patch_features * d
+    refiners = config.n_refiner_layers * (block(text_span, False) + block(image_span, True))
+    joint = config.n_layers * block(text_span + image_span, True)
+    final = 2 * adaln * d + 2 * (text_span + image_span) * d * patch_features
+    return time + embed + refiners + joint + final
+
+
+def erase_settings(**overrides) -> EraseConfig:
+    settings = dict(steps=10, batch_size=2, pool_prompts=2, sample_steps=2, sample_cfg=1.0,
+                    latent_size=(SIZE // 8, SIZE // 8), rank=2, stationarity_every=0)
+    settings.update(overrides)
+    return EraseConfig(**settings)
+
+
+def count(model, erase: EraseConfig, device_path: bool = False, meta: bool = False) -> dict:
+    conditioner = SyntheticConditioner(model.config.cap_feat_dim, CAPTION)
+
+    def make(clock):
+        trainer = FlopTrainer(model, conditioner, PROMPTS, erase, clock=clock, in_channels=model.config.in_channels,
+                              denoise=DeviceDenoiser(model, META if meta else torch.device("cpu")) if device_path
+                              else model)
+        if meta:
+            to_meta(trainer.adapters)
+        return trainer
+    counted = count_step(make)
+    counted["trainer"].adapters.detach()
+    return counted
+
+
+def meta_dit(config=TINY_CONFIG) -> ZImageDiT:
+    return ZImageDiT(config, device=META).eval().requires_grad_(False)
+
+
+def test_counted_forward_is_the_analytic_matmul_count():
+    with MetaTensors():
+        model = meta_dit()
+        conditioner = SyntheticConditioner(TINY_CONFIG.cap_feat_dim, CAPTION)
+        counted = reference_forward_flops(model, conditioner, SIZE, PROMPTS.erase[0])
+    assert counted == analytic_forward_flops(TINY_CONFIG, CAPTION, SIZE)
+    wider = dataclasses.replace(TINY_CONFIG, n_layers=3)        # one more joint block: exactly one more block's count
+    with MetaTensors():
+        more = reference_forward_flops(meta_dit(wider), conditioner, SIZE, PROMPTS.erase[0])
+    assert more == analytic_forward_flops(wider, CAPTION, SIZE) > counted
+
+
+def test_meta_count_is_the_count_on_real_tensors():
+    erase = erase_settings()
+    real = count(fresh_dit(TINY_CONFIG), erase)
+    with MetaTensors():
+        meta = count(meta_dit(), erase, meta=True)
+    assert meta["stages"] == real["stages"] and meta["step"] == real["step"] > 0
+    assert sum(real["stages"].values()) == real["step"]           # the stages add up to the whole step
+
+
+def test_zerase_step_stages_and_the_cached_paths():
+    with MetaTensors():
+        model = meta_dit()
+        model.gradient_checkpointing = True                        # separate forwards: preserve is its own stage
+        conditioner = SyntheticConditioner(TINY_CONFIG.cap_feat_dim, CAPTION)
+        forward = reference_forward_flops(model, conditioner, SIZE, PROMPTS.erase[0])
+        erase = erase_settings()
+        cli = count(model, erase, meta=True)
+        device = count(model, erase, device_path=True, meta=True)
+        uncached = count(model, erase_settings(cache=False), meta=True)
+    batch = erase.batch_size
+    for counted in (cli, device, uncached):
+        stages = counted["stages"]
+        assert set(stages) == set(FLOP_STAGES) and not counted["fused"]
+        assert counted["step"] >= stages["student_forward"] > 0
+        assert stages["backward"] > stages["student_forward"]      # checkpoint recomputation + input gradients
+        assert stages["preserve"] > 0 and stages["probe"] > 0
+    # the device path runs every forward from the embeddings: its student forward is a full forward per sample
+    assert device["stages"]["student_forward"] >= batch * forward
+    # kept refiner segments and probe prefix: the CLI path counts fewer FLOPs in the same stages
+    assert cli["stages"]["preserve"] < device["stages"]["preserve"]
+    assert cli["stages"]["probe"] < device["stages"]["probe"]
+    assert cli["step"] < device["step"]
+    # cached teacher velocities: nothing to compute; uncached, three frozen forwards per sample (∅, c_er, c_pr)
+    assert cli["stages"]["teacher"] == device["stages"]["teacher"] == 0
+    assert uncached["stages"]["teacher"] >= 2 * batch * forward
+    assert uncached["step"] > cli["step"]
+
+
+def test_bench_flops_prints_the_table_the_final_line_and_the_json(tmp_path, capsys):
+    out = tmp_path / "flops.json"
+    assert cli_main(["bench", "--flops", *TINY_FLAGS, "--sizes", "32", "64", "--paths", "cli,device",
+                     "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    results = json.loads(out.read_text())
+    assert set(results["sizes"]) == {"32", "64"}
+    worst = 0.0
+    for per_size in results["sizes"].values():
+        assert set(per_size) == {"forward_flops", "cli", "device"}
+        for path in ("cli", "device"):
+            entry = per_size[path]
+            assert entry["step_forwards"] == pytest.approx(entry["step_flops"] / per_size["forward_flops"])
+            assert sum(entry["stages_flops"].values()) == entry["step_flops"]
+            worst = max(worst, entry["step_forwards"])
+        assert per_size["cli"]["step_flops"] < per_size["device"]["step_flops"]
+    assert results["forward_equivalents_per_zerase_step"] == pytest.approx(worst)
+    assert printed.strip().splitlines()[-1] == f"forward-equivalents per zerase step: {worst:.2f}"
+
+
+def test_bench_flops_refuses_an_unknown_path(capsys):
+    assert cli_main(["bench", "--flops", *TINY_FLAGS, "--sizes", "32", "--paths", "cli,gpu"]) == 2
+    assert "unknown paths ['gpu']" in capsys.readouterr().err
