@@ -73,8 +73,8 @@ def add_perf_arguments(parser: argparse.ArgumentParser) -> None:
     flops = parser.add_argument_group("--flops: FLOPs of one step per stage and path, on meta tensors (perf_flops)")
     flops.add_argument("--flops", action="store_true", help="count FLOPs instead of timing (no weights in memory)")
     flops.add_argument("--sizes", type=int, nargs="+", help="image sides to count (turbo default: 512 1024)")
-    flops.add_argument("--paths", help="comma-separated subset of cli,device,comfyui (default: all; comfyui needs "
-                                       "ComfyUI: COMFYUI_PATH and ComfyUI's python)")
+    flops.add_argument("--paths", help="comma-separated subset of cli,device,comfyui (default: all; the comfyui path "
+                                       "is counted by scripts/comfy_flops.py with ComfyUI's python)")
 
 
 def _axes_for(head_dim: int) -> tuple[int, int, int]:

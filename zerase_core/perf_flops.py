@@ -20,7 +20,6 @@ at the same size with batch 1. The first step (which runs the probe twice and fi
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -208,8 +207,12 @@ def reference_forward_flops(denoise, conditioner, size: int, prompt: str, in_cha
     return counter.total()
 
 
-def run_flops(args) -> dict:
-    """Count every requested path at every size; print the table and the final line; return the results."""
+def run_flops(args, comfyui=None) -> dict:
+    """Count every requested path at every size; print the table and the final line; return the results.
+
+    `comfyui(config, settings, size, rank, prompts)` counts the comfyui path; the core never imports ComfyUI, so it
+    is given by scripts/comfy_flops.py (run with ComfyUI's python) and the path is reported as skipped otherwise.
+    """
     from .nano.prompts import training_prompt_set
     from .perf import _settings, dit_config
     if args.threads:
@@ -225,20 +228,16 @@ def run_flops(args) -> dict:
     results = {"preset": args.preset, "dit": config.to_dict(), "torch": torch.__version__, "rank": args.rank,
                "counted": "matmul and attention FLOPs (torch.utils.flop_counter), one steady-state train_step",
                "sizes": {}, "skipped": {}}
-    comfy = None
-    if "comfyui" in paths:
-        from .perf_flops_comfy import comfy_available
-        comfy, why = comfy_available()
-        if comfy is None:
-            results["skipped"]["comfyui"] = why
+    if "comfyui" in paths and comfyui is None:
+        results["skipped"]["comfyui"] = ("counted by scripts/comfy_flops.py with ComfyUI's python "
+                                         "(zerase_core never imports ComfyUI)")
     for size in sizes:
         settings = _settings(_with_size(args, size))
         results["settings"] = {key: settings[key] for key in ("batch", "dtype", "checkpointing", "pool_prompts",
                                                               "sample_steps", "cfg", "caption_tokens")}
         counts = core_path_counts(config, settings, size, args.rank, paths, prompts)
-        if comfy is not None:
-            from .perf_flops_comfy import comfy_path_counts
-            counts.update(comfy_path_counts(comfy, config, settings, size, args.rank, prompts))
+        if "comfyui" in paths and comfyui is not None:
+            counts.update(comfyui(config, settings, size, args.rank, prompts))
         results["sizes"][str(size)] = _in_forwards(counts)
     worst = max(entry["step_forwards"] for per_size in results["sizes"].values() for name, entry in per_size.items()
                 if name in PATHS)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
+import sys
+
 import pytest
+from comfy_support import REPO_ROOT
 
 from zerase_core.config import DiTConfig
 from zerase_core.nano.prompts import training_prompt_set
@@ -16,7 +19,8 @@ SETTINGS = dict(batch=1, dtype="bfloat16", checkpointing=True, pool_prompts=1, s
 
 @pytest.fixture(scope="module")
 def bridge(comfy):
-    from zerase_core.perf_flops_comfy import comfy_available
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    from comfy_flops import comfy_available
     module, why = comfy_available()
     assert module is not None, why
     return module
@@ -24,7 +28,7 @@ def bridge(comfy):
 
 def test_comfyui_step_is_counted_on_comfyuis_nextdit(bridge):
     from zerase_core.perf_flops import core_path_counts
-    from zerase_core.perf_flops_comfy import comfy_path_counts
+    from comfy_flops import comfy_path_counts
     prompts = training_prompt_set(["star"])
     core = core_path_counts(CONFIG, SETTINGS, 64, 8, ("cli",), prompts)
     counted = comfy_path_counts(bridge, CONFIG, SETTINGS, 64, 8, prompts)["comfyui"]

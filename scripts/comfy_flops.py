@@ -1,7 +1,9 @@
-"""The `comfyui` path of `bench --flops`: ZEraseTrain's training on ComfyUI's own NextDiT, through nodes/comfy_bridge.
+"""`bench --flops` with the `comfyui` path: ZEraseTrain's training on ComfyUI's own NextDiT, through nodes/comfy_bridge.
 
-Imported only when that path is asked for; it needs a ComfyUI source tree (`COMFYUI_PATH`) importable by the running
-python (ComfyUI's venv). The pack's `nodes` package is loaded under its own name, as ComfyUI loads a custom node, so
+    COMFYUI_PATH=../shared/comfyui "$(bash .ci/comfyui_env.sh)" scripts/comfy_flops.py [bench --flops options]
+
+A script, not part of zerase_core (which never imports ComfyUI): it needs a ComfyUI source tree (`COMFYUI_PATH`)
+importable by the running python (ComfyUI's venv) and prints the table of `bench --flops` with the comfyui rows. The pack's `nodes` package is loaded under its own name, as ComfyUI loads a custom node, so
 it does not meet ComfyUI's top-level `nodes` module.
 """
 from __future__ import annotations
@@ -14,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 PACK_ROOT = Path(__file__).resolve().parent.parent
+if str(PACK_ROOT) not in sys.path:
+    sys.path.insert(0, str(PACK_ROOT))
 PACK_NAME = "zerase_pack_flops"
 
 
@@ -72,7 +76,7 @@ def comfy_patcher(bridge, config, dtype):
     import comfy.model_management as model_management
     import comfy.model_patcher
     import comfy.supported_models
-    from .perf_flops import META
+    from zerase_core.perf_flops import META
     models = importlib.import_module(f"{PACK_NAME}.comfy_bridge.models")
     model_config = comfy.supported_models.ZImage(models._unet_config(config))
     model_config.sampling_settings = {"multiplier": 1.0, "shift": config.shift}
@@ -87,9 +91,9 @@ def comfy_patcher(bridge, config, dtype):
 def comfy_path_counts(bridge, config, settings: dict, size: int, rank: int, prompts) -> dict:
     """{"comfyui": counts} of one ZEraseTrain step: `comfy_bridge.training` on a meta MODEL, the trainer's denoiser
     its `NextDiTDenoiser`, the adapters attached through its PatcherInjection (as nodes/train_node.py runs it)."""
-    from .perf import DTYPES
-    from .perf_flops import FlopTrainer, MetaTensors, count_step, erase_config, reference_forward_flops, to_meta
-    from .perf_steps import SyntheticConditioner
+    from zerase_core.perf import DTYPES
+    from zerase_core.perf_flops import FlopTrainer, MetaTensors, count_step, erase_config, reference_forward_flops, to_meta
+    from zerase_core.perf_steps import SyntheticConditioner
     with MetaTensors(), gpu_attention():
         patcher = comfy_patcher(bridge, config, DTYPES[settings["dtype"]])
         conditioner = SyntheticConditioner(config.cap_feat_dim, settings["caption_tokens"] or 16)
@@ -114,3 +118,31 @@ def comfy_path_counts(bridge, config, settings: dict, size: int, rank: int, prom
     counted.pop("trainer")
     counted["own_forward"] = own_forward
     return {"comfyui": counted}
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    from zerase_core.perf import add_perf_arguments
+    from zerase_core.perf_flops import run_flops
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_perf_arguments(parser)
+    args = parser.parse_args(argv)
+    bridge, why = comfy_available()
+    if bridge is None:
+        print(f"error: {why}", file=sys.stderr)
+        return 2
+
+    def comfyui(config, settings, size, rank, prompts):
+        return comfy_path_counts(bridge, config, settings, size, rank, prompts)
+
+    try:
+        run_flops(args, comfyui=comfyui)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
