@@ -121,13 +121,7 @@ def comfy_path_counts(bridge, config, settings: dict, size: int, rank: int, prom
 
 
 def main(argv=None) -> int:
-    import argparse
-
-    from zerase_core.perf import add_perf_arguments
-    from zerase_core.perf_flops import run_flops
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_perf_arguments(parser)
-    args = parser.parse_args(argv)
+    from zerase_core import perf_flops
     bridge, why = comfy_available()
     if bridge is None:
         print(f"error: {why}", file=sys.stderr)
@@ -136,12 +130,7 @@ def main(argv=None) -> int:
     def comfyui(config, settings, size, rank, prompts):
         return comfy_path_counts(bridge, config, settings, size, rank, prompts)
 
-    try:
-        run_flops(args, comfyui=comfyui)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return perf_flops.main(argv, comfyui=comfyui, prog="scripts/comfy_flops.py")
 
 
 if __name__ == "__main__":

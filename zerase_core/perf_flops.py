@@ -300,14 +300,14 @@ def format_flops(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
+def main(argv=None, comfyui=None, prog: str = "python -m zerase_core.perf_flops") -> int:
     import argparse
     from .perf import add_perf_arguments
-    parser = argparse.ArgumentParser(prog="python -m zerase_core.perf_flops", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     add_perf_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        run_flops(args)
+        run_flops(args, comfyui=comfyui)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
