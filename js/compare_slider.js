@@ -8,11 +8,14 @@ function imageUrl(image) {
   return api.apiURL(`/view?${query.toString()}`);
 }
 
+const FRAME_MIN_HEIGHT = 260; // the before/after frame; the node keeps room for it and its controls
+const SLIDER_HEIGHT = FRAME_MIN_HEIGHT + 30;
+
 function buildSlider() {
   const root = document.createElement("div");
-  root.style.cssText = "display:flex;flex-direction:column;gap:4px;width:100%;";
+  root.style.cssText = "display:flex;flex-direction:column;gap:4px;width:100%;height:100%;";
   const frame = document.createElement("div");
-  frame.style.cssText = "position:relative;width:100%;aspect-ratio:1;background:#111;overflow:hidden;";
+  frame.style.cssText = `position:relative;width:100%;flex:1;min-height:${FRAME_MIN_HEIGHT}px;background:#111;overflow:hidden;`;
   const before = document.createElement("img");
   const after = document.createElement("img");
   for (const image of [before, after]) {
@@ -54,7 +57,11 @@ app.registerExtension({
       if (!befores.length || befores.length !== afters.length) return;
       if (!this.zeraseSlider) {
         this.zeraseSlider = buildSlider();
-        this.addDOMWidget("zerase_slider", "zerase_slider", this.zeraseSlider.root, { serialize: false });
+        this.addDOMWidget("zerase_slider", "zerase_slider", this.zeraseSlider.root, {
+          serialize: false,
+          getMinHeight: () => SLIDER_HEIGHT,
+        });
+        this.setSize([this.size[0], Math.max(this.size[1], this.computeSize()[1])]);
         this.zeraseSlider.row.addEventListener("change", () => this.zeraseShowRow(Number(this.zeraseSlider.row.value)));
       }
       this.zeraseRows = befores.map((image, index) => [image, afters[index]]);

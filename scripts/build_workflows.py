@@ -72,8 +72,11 @@ async def result_screenshot(page: ComfyPage, path: Path) -> dict:
     entry = await page_graph.run_queued(page, timeout=page.remaining())
     if entry["status"]["status_str"] != "success":
         raise RuntimeError(f"the nano demo failed from the page: {entry['status']}")
-    await page_graph.fit_view(page)
+    overlapping = page_graph.overlaps(await page_graph.boxes(page))
+    if overlapping:
+        raise RuntimeError(f"after the run (images shown), nodes overlap: {overlapping}")
     await page_graph.tidy_for_screenshot(page)
+    await page_graph.fit_view(page)
     await asyncio.sleep(1.0)
     await page.screenshot(path)
     return entry

@@ -11,6 +11,8 @@ import json
 
 GAP = 60                     # between columns and between nodes of a column, in graph units
 NOTE_WIDTH = 440
+# Nodes that grow when they show their images after a run: the room kept free below them (graph units).
+ROOM_AFTER_RUN = {"ErasureCompare": 760, "PreviewImage": 300, "SaveImage": 300, "LossGraphNode": 340}
 
 
 def js(value) -> str:
@@ -27,9 +29,12 @@ async def close_dialogs(page) -> None:
 
 
 async def tidy_for_screenshot(page) -> None:
-    """No minimap, no error toast (a missing model file's toast would hide the nodes on the right)."""
+    """No minimap, no error toast (a missing model file's toast would hide the nodes on the right), and text drawn
+    at any zoom (the frontend draws nodes without text below a font-size threshold)."""
     await page.evaluate(
-        "(async () => { await window.app.extensionManager.setting.set('Comfy.Minimap.Visible', false);"
+        "(async () => { const settings = window.app.extensionManager.setting;"
+        " await settings.set('Comfy.Minimap.Visible', false);"
+        " await settings.set('LiteGraph.Canvas.MinFontSizeForLOD', 1);"
         " for (const details of [...document.querySelectorAll('button')].filter((b) => b.innerText.trim() === 'View details'))"
         " details.parentElement.parentElement.querySelector('button[aria-label=Close]')?.click(); return 1; })()")
 
@@ -109,7 +114,7 @@ def arrange(prompt: dict, measured: list[dict], note_height: float) -> tuple[dic
             item = by_id[node_id]
             title = item["pos"][1] - item["box"][1]          # the title bar above `pos`
             positions[node_id] = [x, y + title]
-            y += item["box"][3] + GAP
+            y += item["box"][3] + ROOM_AFTER_RUN.get(item["type"], 0) + GAP
         x += widths[column] + GAP
     return positions, note
 
@@ -140,10 +145,13 @@ async def note_text(page) -> str | None:
         " return node ? node.widgets[0].value : null; })()")
 
 
-async def fit_view(page) -> dict:
-    """The frontend's own "Zoom to fit" (every node in view), kept in the graph (`extra.ds`) for the next load."""
-    await page.evaluate("(async () => { window.app.canvas.deselectAll?.();"
-                        " await window.app.extensionManager.command.execute('Comfy.Canvas.FitView'); return 1; })()")
+async def fit_view(page, node_id: str | None = None) -> dict:
+    """The frontend's own "Zoom to fit" (every node, or only `node_id`, in view), kept in the graph (`extra.ds`)."""
+    select = (f" window.app.canvas.selectNode(window.app.graph.getNodeById({js(node_id)}) ||"
+              f" window.app.graph.getNodeById(Number({js(node_id)})));" if node_id else "")
+    await page.evaluate("(async () => { window.app.canvas.deselectAll?.();" + select +
+                        " await window.app.extensionManager.command.execute('Comfy.Canvas.FitView');"
+                        " window.app.canvas.deselectAll?.(); return 1; })()")
     await asyncio.sleep(1.0)                  # the zoom is animated
     return await page.evaluate(
         "(() => { const ds = window.app.canvas.ds; const view = {scale: ds.scale, offset: [...ds.offset]};"
