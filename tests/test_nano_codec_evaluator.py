@@ -1,6 +1,5 @@
 """Latent codec, evaluator and their training checkpoints."""
 
-import argparse
 
 import numpy
 import pytest

@@ -93,7 +93,7 @@ class GatedLoRA(nn.Module):
             return layout.text_mask(self.family, device).unsqueeze(-1)
         return layout.image_mask(self.family, device).unsqueeze(-1)
 
-    def apply(self, x: torch.Tensor, base_output: torch.Tensor) -> torch.Tensor:
+    def add_delta(self, x: torch.Tensor, base_output: torch.Tensor) -> torch.Tensor:
         if not self.enabled or self.strength == 0:
             return base_output
         hidden = self.hidden(x)
@@ -179,7 +179,7 @@ class AdapterSet(nn.Module):
         for path in self.paths:
             adapter = self.adapter(path)
             self._attached.append(wrap_forward(model.get_submodule(path),
-                                               lambda original, _adapter=adapter: lambda x: _adapter.apply(x, original(x))))
+                                               lambda original, _adapter=adapter: lambda x: _adapter.add_delta(x, original(x))))
         return self
 
     def detach(self) -> None:

@@ -19,14 +19,14 @@ from .graph_training import TRAINING_INJECTION_KEY, NextDiTDenoiser, TrainingCon
 from .models import BASE_ATTACHMENT, BaseInfo, base_info, build_zimage_patcher, describe_layout, is_nano, \
     load_diffusion_file, load_nano, zimage_network
 from .nano_objects import NanoFirstStage, NanoLatentFormat, NanoTextModel, NanoTokenizer, NanoVAE
-from .progress import StepReporter, check_interrupt, preview_sampler, progress_bar, send_event
+from .progress import StepReporter, preview_sampler, progress_bar, send_event
 from .sampling import encode_prompt, sample_images
 
 __all__ = [
     "BASE_ATTACHMENT", "ERASURES_ATTACHMENT", "INJECTION_KEY", "TRAINING_INJECTION_KEY", "WRAPPER_KEY",
     "BaseInfo", "ClipConditioner", "ErasureData", "ErasureEntry", "ErasureInjection", "NanoFirstStage",
     "NanoLatentFormat", "NanoTextModel", "NanoTokenizer", "NanoVAE", "NextDiTDenoiser", "StepReporter",
-    "TrainingContext", "base_info", "build_zimage_patcher", "check_interrupt", "conditioner_for", "describe_layout",
+    "TrainingContext", "base_info", "build_zimage_patcher", "conditioner_for", "describe_layout",
     "diffusion_model_files", "encode_prompt", "erasure_files", "erasures_of", "existing_erasure", "is_nano",
     "load_diffusion_file", "load_nano", "preview_sampler", "progress_bar", "read_resume", "register_folders",
     "sample_images", "save_path", "send_event", "training", "with_erasures", "with_strength_scale", "zimage_network",

@@ -78,9 +78,5 @@ def preview_sampler(denoiser: NextDiTDenoiser, conditioner, vae, prompt: str, la
     return render
 
 
-def check_interrupt() -> None:
-    model_management.throw_exception_if_processing_interrupted()
-
-
 def progress_bar(total: int, node_id=None):
     return comfy.utils.ProgressBar(total, node_id=node_id)

@@ -71,12 +71,6 @@ class NanoTextEncoder(nn.Module):
         ids, lengths = self.tokenize(prompts)
         return self(ids), lengths
 
-    def token_positions(self, prompt: str, word: str) -> list[int]:
-        """Positions of `word` in the encoded prompt (every occurrence)."""
-        ids = VOCABULARY.encode(prompt)
-        target = VOCABULARY.word_id(word)
-        return [index for index, token in enumerate(ids) if token == target]
-
     def save(self, path: str | Path) -> None:
         from ..files import atomic_save_safetensors
         state = {name: tensor.detach().contiguous() for name, tensor in self.state_dict().items()}
