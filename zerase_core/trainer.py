@@ -133,6 +133,8 @@ class EraseTrainer:
             pool = sample_pool(self._velocity, self.conditioner, prompts, anchors, seeds, config.latent_size,
                                in_channels, config.sample_steps, shift, config.sample_cfg, self.sample_batch,
                                config.anchor_trajectories, sampling.advance)
+            if config.erase_target_value == "anchor":
+                pool.targets = [self.prompts.target_of(index % len(self.prompts.erase)) for index in range(count)]
             if config.cache:
                 # Every teacher velocity in a fixed batch order: training and a resumed run see identical numbers.
                 # Where the refiners stay frozen, their outputs are kept too (segments.py).
@@ -170,8 +172,11 @@ class EraseTrainer:
 
     @staticmethod
     def _teacher_prompts(pool: TrajectoryPool, picks) -> dict[str, list[str]]:
-        return {"empty": [""] * len(picks), "erase": [pool.prompts[p] for p, _ in picks],
-                "anchor": [pool.anchors[p] for p, _ in picks]}
+        prompts = {"empty": [""] * len(picks), "erase": [pool.prompts[p] for p, _ in picks],
+                   "anchor": [pool.anchors[p] for p, _ in picks]}
+        if pool.targets is not None:     # the mapped prompts, on the erase states (TrajectoryPool.source)
+            prompts["target"] = [pool.targets[p] for p, _ in picks]
+        return prompts
 
     # -- one step ----------------------------------------------------------------------------------------------
     def _teacher(self, picks):
@@ -234,7 +239,10 @@ class EraseTrainer:
         rows = self.parallel.local(range(len(picks)))     # `teacher` holds these rows only
         picks, prompts, keywords = ([items[row] for row in rows] for items in (picks, prompts, keywords))
         states, sigma = self.pool.batch(picks)
-        target = esd_target(teacher["empty"], teacher["erase"], config.eta)
+        if config.erase_target_value == "anchor":
+            target = esd_target(teacher["target"], teacher["erase"], config.target_eta_value)
+        else:
+            target = esd_target(teacher["empty"], teacher["erase"], config.eta)
         if config.method == "ac":
             with torch.no_grad():
                 target = self._student(states, sigma, [self.pool.anchors[p] for p, _ in picks]).float()

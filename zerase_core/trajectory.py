@@ -25,6 +25,8 @@ class TrajectoryPool:
     anchor_states: torch.Tensor | None = None
     teacher: dict[tuple[int, int, str], torch.Tensor] = field(default_factory=dict)
     segments: object | None = None  # a `segments.SegmentCache` when the trainer keeps the refiners' outputs
+    # the mapped prompt of each trajectory (the "anchor" erase target's reference, taken on the erase states)
+    targets: list[str] | None = None
     hits: int = 0
     misses: int = 0
 
