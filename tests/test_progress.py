@@ -66,8 +66,10 @@ def test_trainer_reports_pool_cache_and_bank_while_it_builds_them(word_condition
     assert recorder.phases() == ["x_t pool", "teacher cache"] + (["shuffle bank"] if bank else [])
     count = min(config.pool_prompts, len(PROMPTS.erase) * 4)
     pool = recorder.of("x_t pool")
-    check_phase(pool, pool_ticks(count, config.sample_steps, SmallBatches.sample_batch, config.anchor_trajectories))
-    assert pool[-1][1] == 3 * 3 * 2 and len(pool) == 1 + pool[-1][1]    # 3 batches · 3 steps · (erase, anchor)
+    check_phase(pool, pool_ticks(count, config.sample_steps, SmallBatches.sample_batch, config.anchor_trajectories,
+                                 targets=True))
+    # 3 batches · 3 steps · (erase, anchor, mapped target: zerase's anchor erase target samples the mapped prompts)
+    assert pool[-1][1] == 3 * 3 * 3 and len(pool) == 1 + pool[-1][1]
     check_phase(recorder.of("teacher cache"), -(-trainer.pool.size * trainer.pool.steps // SmallBatches.cache_batch))
     if bank:
         check_phase(recorder.of("shuffle bank"))

@@ -374,15 +374,20 @@ def test_the_erase_loss_regresses_onto_the_chosen_target_on_the_erase_states(tar
                            shuffle_probability=0.0, attention_weight=0.0)
     pool = trainer.pool
     assert (pool.targets == ["a blue circle on white background", "a blue star on black background"]) == (target == "anchor")
+    assert (pool.target_states is not None) == (target == "anchor")
+    # the anchor target is taken on the mapped prompt's own trajectory (same seed), the ESD target on the erase one's
+    states = pool.target_states if target == "anchor" else pool.states
+    assert not torch.equal(pool.states[1, 1], (pool.target_states if target == "anchor" else pool.anchor_states)[1, 1])
     picks = [(1, 1)]
     with torch.no_grad(), trainer.adapters.disabled():
         def velocity(prompt):
             context, lengths = word_conditioner.encode([prompt])
-            return trainer.model(pool.states[1, 1][None], pool.sigmas[1][None], context, lengths).float()
+            return trainer.model(states[1, 1][None], pool.sigmas[1][None], context, lengths).float()
         concept, reference = velocity(pool.prompts[1]), velocity(MAPPED.targets[1] if target == "anchor" else "")
     teacher = trainer._teacher(picks)
-    if target == "anchor":    # the mapped prompt on the erase trajectory's state, not the anchor's own
+    if target == "anchor":
         torch.testing.assert_close(teacher["target"], reference, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(teacher["concept"], concept, rtol=1e-4, atol=1e-5)
     # adapters start as a zero delta, so the student is the teacher: L_erase = (1 + η)²·‖v(c) − v(reference)‖²
     loss = trainer._erase_losses(picks, teacher, shuffle=False)["erase"]
     expected = (1 + eta) ** 2 * torch.nn.functional.mse_loss(concept, reference)

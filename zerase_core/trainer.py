@@ -127,14 +127,15 @@ class EraseTrainer:
         prompts = [self.prompts.erase[index % len(self.prompts.erase)] for index in range(count)]
         anchors = [self.prompts.anchors[index % len(self.prompts.anchors)] for index in range(count)]
         seeds = [config.seed * 100_003 + index for index in range(count)]
+        targets = None
+        if config.erase_target_value == "anchor":
+            targets = [self.prompts.target_of(index % len(self.prompts.erase)) for index in range(count)]
         with self.adapters.disabled():
             sampling = PhaseCounter(self.progress, "x_t pool", pool_ticks(count, config.sample_steps, self.sample_batch,
-                                                                            config.anchor_trajectories))
+                                                                            config.anchor_trajectories, bool(targets)))
             pool = sample_pool(self._velocity, self.conditioner, prompts, anchors, seeds, config.latent_size,
                                in_channels, config.sample_steps, shift, config.sample_cfg, self.sample_batch,
-                               config.anchor_trajectories, sampling.advance)
-            if config.erase_target_value == "anchor":
-                pool.targets = [self.prompts.target_of(index % len(self.prompts.erase)) for index in range(count)]
+                               config.anchor_trajectories, sampling.advance, targets)
             if config.cache:
                 # Every teacher velocity in a fixed batch order: training and a resumed run see identical numbers.
                 # Where the refiners stay frozen, their outputs are kept too (segments.py).
@@ -174,8 +175,9 @@ class EraseTrainer:
     def _teacher_prompts(pool: TrajectoryPool, picks) -> dict[str, list[str]]:
         prompts = {"empty": [""] * len(picks), "erase": [pool.prompts[p] for p, _ in picks],
                    "anchor": [pool.anchors[p] for p, _ in picks]}
-        if pool.targets is not None:     # the mapped prompts, on the erase states (TrajectoryPool.source)
+        if pool.targets is not None:     # the mapped and the erase prompt on the mapped prompt's own trajectory
             prompts["target"] = [pool.targets[p] for p, _ in picks]
+            prompts["concept"] = prompts["erase"]
         return prompts
 
     # -- one step ----------------------------------------------------------------------------------------------
@@ -238,9 +240,13 @@ class EraseTrainer:
             prompts = [self._shuffled(prompt, words) for prompt, words in zip(prompts, keywords)]
         rows = self.parallel.local(range(len(picks)))     # `teacher` holds these rows only
         picks, prompts, keywords = ([items[row] for row in rows] for items in (picks, prompts, keywords))
-        states, sigma = self.pool.batch(picks)
-        if config.erase_target_value == "anchor":
-            target = esd_target(teacher["target"], teacher["erase"], config.target_eta_value)
+        # the "anchor" target is taken where the mapped prompt samples (concept ablation's x_t): there the erased model
+        # follows the mapped trajectory; on the erase prompt's own late states the mapped prompt would repaint the
+        # object (nano red → blue, 2026-12-06: 96 % empty canvases at strength 0.5)
+        erase_kind = "target" if config.erase_target_value == "anchor" else "erase"
+        states, sigma = self.pool.batch(picks, erase_kind)
+        if erase_kind == "target":
+            target = esd_target(teacher["target"], teacher["concept"], config.target_eta_value)
         else:
             target = esd_target(teacher["empty"], teacher["erase"], config.eta)
         if config.method == "ac":
@@ -250,7 +256,7 @@ class EraseTrainer:
         if config.method in ("zerase", "eraseanything") and config.attention_weight > 0:
             columns, mask = keyword_columns(self.conditioner, prompts, keywords)
             capture = AttentionCapture(columns=columns, column_mask=mask)
-        prompt_lists, kinds = [prompts], ["erase"]
+        prompt_lists, kinds = [prompts], [erase_kind]
         if preserve:
             prompt_lists += [[""] * len(picks), [self.pool.anchors[p] for p, _ in picks]]
             kinds += ["erase", "anchor"]
