@@ -60,7 +60,7 @@ class SmallBatches(EraseTrainer):
 def test_trainer_reports_pool_cache_and_bank_while_it_builds_them(word_conditioner, bank):
     recorder = Recorder()
     config = EraseConfig(steps=2, pool_prompts=5, sample_steps=3, batch_size=1, sample_cfg=2.0, latent_size=(4, 4),
-                         rank=2, shuffle_bank=bank, anchor_trajectories=True)
+                         rank=2, shuffle_bank=bank, anchor_trajectories=True, target_states="mapped")
     trainer = SmallBatches(randomized_dit(dataclasses.replace(TINY_CONFIG, n_refiner_layers=0)), word_conditioner,
                            PROMPTS, config, progress=recorder)
     assert recorder.phases() == ["x_t pool", "teacher cache"] + (["shuffle bank"] if bank else [])

@@ -360,6 +360,14 @@ MAPPED = dataclasses.replace(PROMPTS, targets=("a blue circle on white backgroun
 
 def test_erase_target_defaults_per_method_and_old_configs_keep_the_empty_target():
     assert make_config().erase_target_value == "anchor"
+    assert make_config().target_states_value == "mapped"
+    # under the anchor target shapes ("object") drop L_attn; other kinds, the ESD target and a chosen weight keep it
+    assert make_config().with_kind("object").attention_weight == 0.0
+    assert make_config().with_kind("attribute").attention_weight == 1.0
+    assert make_config(erase_target="empty").with_kind("object").attention_weight == 1.0
+    assert make_config(attention_weight=2.0).with_kind("object").attention_weight == 2.0
+    with pytest.raises(ValueError, match="target_states"):
+        make_config(target_states="anchor")
     assert make_config(method="esd").erase_target_value == "empty"
     assert make_config(method="zerase", erase_target="empty").erase_target_value == "empty"
     old = {key: value for key, value in make_config().to_dict().items() if key not in ("erase_target", "target_eta")}
@@ -368,16 +376,20 @@ def test_erase_target_defaults_per_method_and_old_configs_keep_the_empty_target(
         make_config(erase_target="blank")
 
 
-@pytest.mark.parametrize("target, eta", [("anchor", 1.0), ("anchor", 0.0), ("empty", 2.0)])
-def test_the_erase_loss_regresses_onto_the_chosen_target_on_the_erase_states(target, eta, word_conditioner):
-    trainer = make_trainer(word_conditioner, MAPPED, erase_target=target, target_eta=eta, eta=eta,
+@pytest.mark.parametrize("target, eta, states", [("anchor", 1.0, "mapped"), ("anchor", 0.0, "mapped"),
+                                                 ("anchor", 1.0, "erase"), ("empty", 2.0, "mapped")])
+def test_the_erase_loss_regresses_onto_the_chosen_target_on_the_chosen_states(target, eta, states, word_conditioner):
+    trainer = make_trainer(word_conditioner, MAPPED, erase_target=target, target_eta=eta, eta=eta, target_states=states,
                            shuffle_probability=0.0, attention_weight=0.0)
     pool = trainer.pool
     assert (pool.targets == ["a blue circle on white background", "a blue star on black background"]) == (target == "anchor")
-    assert (pool.target_states is not None) == (target == "anchor")
-    # the anchor target is taken on the mapped prompt's own trajectory (same seed), the ESD target on the erase one's
-    states = pool.target_states if target == "anchor" else pool.states
-    assert not torch.equal(pool.states[1, 1], (pool.target_states if target == "anchor" else pool.anchor_states)[1, 1])
+    mapped = target == "anchor" and states == "mapped"
+    assert (pool.target_states is not None) == mapped
+    # "mapped": the anchor target on the mapped prompt's own trajectory (same seed); else on the erase prompt's
+    states = pool.target_states if mapped else pool.states
+    assert not torch.equal(pool.states[1, 1], pool.anchor_states[1, 1])
+    if mapped:
+        assert not torch.equal(pool.states[1, 1], pool.target_states[1, 1])
     picks = [(1, 1)]
     with torch.no_grad(), trainer.adapters.disabled():
         def velocity(prompt):

@@ -31,6 +31,16 @@ LAMBDA_MODES = ("adaptive", "fixed")
 # None = "anchor" for zerase, "empty" for the baselines (their papers' targets).
 ERASE_TARGETS = ("empty", "anchor")
 ANCHOR_ETA = 1.0
+# Where the "anchor" target is taken: "mapped", the mapped prompt's trajectory from the same seed (concept ablation's
+# x_t; the default), or "erase", the erase prompt's own. Nano, 2026-12-06, 24 evaluation prompts (nano evaluator): red
+# → blue on the erase states lost the object (42 % no-object images at strength 0.5; base 6 %), on the mapped states
+# it turned blue with 8 % at 0.75; square → circle kept more shapes on the mapped states (at 0.75: 29 % no object and
+# 12 % still square, against 33 % and 50 % on the erase states).
+TARGET_STATES = ("erase", "mapped")
+# L_attn (suppress image→keyword attention) per kind under the anchor target, where it differs from the config's:
+# shapes drop it, because the keyword must keep its attention to carry the mapped shape (square → circle at 0.75:
+# 29 % no object and 12 % square without it; the bench with it: 67 % no object, judge2).
+ANCHOR_ATTENTION_PRESETS = {"object": 0.0}
 
 
 def _check_range(name: str, value: float, low: float, high: float, hint: str = "") -> None:
@@ -51,6 +61,7 @@ class EraseConfig:
     eta: float = 2.0                     # negative guidance of the ESD target
     erase_target: str | None = None      # ERASE_TARGETS; None = per method (zerase: anchor)
     target_eta: float | None = None      # η of the "anchor" target; None = ANCHOR_ETA
+    target_states: str | None = None     # TARGET_STATES: where the anchor target is taken; None = "mapped"
     attention_weight: float = 1.0        # L_er = L_erase + w·L_attn (the paper: unweighted)
     concept_kind: str = "object"
     epsilon: float | None = None         # None = the preset of concept_kind
@@ -86,6 +97,8 @@ class EraseConfig:
             raise ValueError(f"unknown concept kind {self.concept_kind!r}; expected one of {list(EPSILON_PRESETS)}")
         if self.erase_target is not None and self.erase_target not in ERASE_TARGETS:
             raise ValueError(f"erase_target {self.erase_target!r} must be one of {ERASE_TARGETS}")
+        if self.target_states is not None and self.target_states not in TARGET_STATES:
+            raise ValueError(f"target_states {self.target_states!r} must be one of {TARGET_STATES}")
         if self.target_eta is not None:
             _check_range("target_eta", self.target_eta, 0.0, 50.0, " (η of the anchor-mapped target)")
         if self.lambda_mode not in LAMBDA_MODES:
@@ -130,6 +143,12 @@ class EraseConfig:
         return "anchor" if self.method == "zerase" else "empty"
 
     @property
+    def target_states_value(self) -> str:
+        if self.target_states is not None:
+            return self.target_states
+        return "mapped"
+
+    @property
     def target_eta_value(self) -> float:
         return ANCHOR_ETA if self.target_eta is None else self.target_eta
 
@@ -147,9 +166,13 @@ class EraseConfig:
 
     def with_kind(self, kind: str) -> "EraseConfig":
         """This config for a concept of `kind`: its ε preset (unless `epsilon` is set) and its qkv slices preset
-        (unless `slices` differ from the default Q+K)."""
+        (unless `slices` differ from the default Q+K), and under the anchor target its L_attn weight
+        (ANCHOR_ATTENTION_PRESETS, unless `attention_weight` differs from the default)."""
         slices = SLICE_PRESETS.get(kind, self.slices) if self.slices == DEFAULT_SLICES else self.slices
-        return dataclasses.replace(self, concept_kind=kind, slices=slices)
+        attention = self.attention_weight
+        if self.erase_target_value == "anchor" and attention == EraseConfig.attention_weight:
+            attention = ANCHOR_ATTENTION_PRESETS.get(kind, attention)
+        return dataclasses.replace(self, concept_kind=kind, slices=slices, attention_weight=attention)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -132,10 +132,15 @@ class EraseTrainer:
             targets = [self.prompts.target_of(index % len(self.prompts.erase)) for index in range(count)]
         with self.adapters.disabled():
             sampling = PhaseCounter(self.progress, "x_t pool", pool_ticks(count, config.sample_steps, self.sample_batch,
-                                                                            config.anchor_trajectories, bool(targets)))
+                                                                            config.anchor_trajectories,
+                                                                            config.target_states_value == "mapped"
+                                                                            and targets is not None))
             pool = sample_pool(self._velocity, self.conditioner, prompts, anchors, seeds, config.latent_size,
                                in_channels, config.sample_steps, shift, config.sample_cfg, self.sample_batch,
-                               config.anchor_trajectories, sampling.advance, targets)
+                               config.anchor_trajectories, sampling.advance,
+                               targets if config.target_states_value == "mapped" else None)
+            if targets is not None:
+                pool.targets = targets
             if config.cache:
                 # Every teacher velocity in a fixed batch order: training and a resumed run see identical numbers.
                 # Where the refiners stay frozen, their outputs are kept too (segments.py).
@@ -240,9 +245,8 @@ class EraseTrainer:
             prompts = [self._shuffled(prompt, words) for prompt, words in zip(prompts, keywords)]
         rows = self.parallel.local(range(len(picks)))     # `teacher` holds these rows only
         picks, prompts, keywords = ([items[row] for row in rows] for items in (picks, prompts, keywords))
-        # the "anchor" target is taken where the mapped prompt samples (concept ablation's x_t): there the erased model
-        # follows the mapped trajectory; on the erase prompt's own late states the mapped prompt would repaint the
-        # object (nano red → blue, 2026-12-06: 96 % empty canvases at strength 0.5)
+        # the "anchor" target: its states are the pool's "target" source (TrajectoryPool.source: the mapped prompt's
+        # own trajectory when EraseConfig.target_states is "mapped", else the erase prompt's)
         erase_kind = "target" if config.erase_target_value == "anchor" else "erase"
         states, sigma = self.pool.batch(picks, erase_kind)
         if erase_kind == "target":
