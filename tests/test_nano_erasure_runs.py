@@ -103,3 +103,16 @@ def test_training_prompts_use_only_train_phrasings_and_map_the_concept_to_its_an
     assert anchor_value("red", {("colour", "red")}, "emerald") == "emerald"                  # the user's anchor word
     with pytest.raises(ValueError, match="colour word"):
         anchor_value("red", {("colour", "red")}, "circle")
+
+
+def test_the_strength_search_goes_on_past_a_no_object_rise_but_not_past_a_broken_keep_ratio():
+    from zerase_core.nano.scoring import stops_search
+    transition = {"strength": 0.5, "acc_e": 0.6, "keep_ratio": 1.0, "h": 0.4, "no_object_rise": 0.17}
+    assert not stops_search(transition, target_acc_e=0.1, keep_ratio=0.95, margin=0.5)
+    assert not stops_search({**transition, "acc_e": 0.0}, target_acc_e=0.1, keep_ratio=0.95, margin=0.5)
+    assert stops_search({**transition, "acc_e": 0.0, "no_object_rise": 0.0}, target_acc_e=0.1, keep_ratio=0.95,
+                        margin=0.5)
+    assert stops_search({**transition, "keep_ratio": 0.9}, target_acc_e=0.1, keep_ratio=0.95, margin=0.5)
+    # and the choice then takes the stronger, clean strength over the transition
+    table = [transition, {"strength": 0.75, "acc_e": 0.0, "keep_ratio": 0.99, "h": 0.99, "no_object_rise": 0.0}]
+    assert choose_strength(table, target_acc_e=0.1, keep_ratio=0.95, margin=0.5) == 0.75
