@@ -75,12 +75,6 @@ def _inputs() -> list:
                      tooltip="0: a fresh word order of the erase prompt every step (the paper), so the text encoder "
                              "runs while training. K: K orders per erase prompt are encoded before training and the "
                              "steps pick among them: Qwen3 stays out of the training loop (try 16 on small GPUs)."),
-        io.Combo.Input("erase_target", options=list(training.ERASE_TARGET_CHOICES), default="auto", optional=True,
-                       advanced=True,
-                       tooltip="What the erase prompt is trained to draw instead. anchor: the anchor prompt (the erase "
-                               "prompt with the concept replaced or removed) pushed away from the concept, so the rest "
-                               "of the picture stays. empty: ESD on the empty prompt (the paper; on small models it "
-                               "can erase the whole picture). auto: anchor for zerase, empty for the baselines."),
     ]
 
 
@@ -99,12 +93,12 @@ class ZEraseTrain(io.ComfyNode):
     def execute(cls, model, clip, concepts, keywords, anchors, method, steps, learning_rate, rank, targets, epsilon,
                 beta, eta, seed, resolution, save_name, resume_from, preview_every, preserve="", vae=None,
                 concept_kind="auto", sample_steps=20, sample_cfg=3.0, batch_size=4, pool_prompts=32,
-                shuffle_bank=0, erase_target="auto") -> io.NodeOutput:
+                shuffle_bank=0) -> io.NodeOutput:
         request = training.TrainInputs(
             concepts=concepts, keywords=keywords, anchors=anchors, preserve=preserve or "", method=method, steps=steps,
             learning_rate=learning_rate, rank=rank, targets=targets, epsilon=epsilon, beta=beta, eta=eta, seed=seed,
             resolution=resolution, concept_kind=concept_kind, sample_steps=sample_steps, sample_cfg=sample_cfg,
-            batch_size=batch_size, pool_prompts=pool_prompts, shuffle_bank=shuffle_bank, erase_target=erase_target)
+            batch_size=batch_size, pool_prompts=pool_prompts, shuffle_bank=shuffle_bank)
         reporter = comfy_bridge.StepReporter(getattr(cls.hidden, "unique_id", None), request.steps)
         reporter.progress("load", 0, 1)          # the page shows the node working from the first second
         base = comfy_bridge.base_info(model)
