@@ -20,7 +20,7 @@ from torch import nn
 
 from zerase_core.adapters import TARGET_PRESETS, AdapterSet
 from zerase_core.checkpoint import fingerprint
-from zerase_core.erase_config import DEFAULT_SLICES, EPSILON_PRESETS, ERASE_TARGETS, METHODS, EraseConfig
+from zerase_core.erase_config import DEFAULT_SLICES, EPSILON_PRESETS, METHODS, EraseConfig
 from zerase_core.erasure_file import ErasureFileError, ErasureInfo, adapter_dict, read_erasure, save_erasure
 from zerase_core.progress import Progress
 from zerase_core.prompts import PromptSet
@@ -29,8 +29,7 @@ from zerase_core.trainer import EraseTrainer, StepRecord
 from .parsing import lines, words_list
 
 CONCEPT_KINDS = ("auto", *EPSILON_PRESETS)
-TARGETS = ("auto", *TARGET_PRESETS)
-ERASE_TARGET_CHOICES = ("auto", *ERASE_TARGETS)   # auto: the concept kind's rows (Q+K; colours/attributes Q+K+V)
+TARGETS = ("auto", *TARGET_PRESETS)   # auto: the concept kind's rows (Q+K; colours/attributes Q+K+V)
 LATENT_FACTOR = 8                    # Z-Image's VAE (and the nano codec) downsample 8×
 
 
@@ -57,15 +56,12 @@ class TrainInputs:
     batch_size: int = 4
     pool_prompts: int = 32
     shuffle_bank: int = 0
-    erase_target: str = "auto"       # ERASE_TARGET_CHOICES; auto: anchor for zerase, empty for the baselines
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method {self.method!r} is not trainable here; choose one of {METHODS}")
         if self.targets not in TARGETS:
             raise ValueError(f"targets {self.targets!r} must be one of {TARGETS} (rows of the fused qkv to adapt)")
-        if self.erase_target not in ERASE_TARGET_CHOICES:
-            raise ValueError(f"erase_target {self.erase_target!r} must be one of {ERASE_TARGET_CHOICES}")
         if self.concept_kind not in CONCEPT_KINDS:
             raise ValueError(f"concept_kind {self.concept_kind!r} must be one of {CONCEPT_KINDS}")
         if self.resolution % (2 * LATENT_FACTOR) or self.resolution < 2 * LATENT_FACTOR:
@@ -85,7 +81,7 @@ def erase_config(inputs: TrainInputs, nano: bool) -> EraseConfig:
         rank=inputs.rank, eta=inputs.eta, epsilon=inputs.epsilon or None, beta=inputs.beta,
         slices=slices, latent_size=(latent, latent), sample_steps=inputs.sample_steps,
         sample_cfg=inputs.sample_cfg, batch_size=inputs.batch_size, pool_prompts=inputs.pool_prompts,
-        shuffle_bank=inputs.shuffle_bank, erase_target=None if inputs.erase_target == "auto" else inputs.erase_target,
+        shuffle_bank=inputs.shuffle_bank,
     )
     kind = inputs.concept_kind
     if kind == "auto":
