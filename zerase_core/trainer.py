@@ -2,7 +2,9 @@
 
 Z-Erase step (Alg. 1, with the details the paper leaves open fixed as in paper-notes §7):
   1. draw (trajectory, k) pairs from the frozen x_t pool; teacher velocities (adapters off) for ∅, c_er, c_pr
-  2. student forward on the word-shuffled erase prompt, capturing image→keyword attention: L_er = L_erase + w·L_attn
+  2. student forward on the word-shuffled erase prompt, capturing image→keyword attention: L_er = L_erase + w·L_attn;
+     L_erase's target is EraseConfig.erase_target: "anchor" (zerase default) v(c_t) − η_t·(v(c_er) − v(c_t)) on the
+     mapped prompt c_t's trajectory (PromptSet.targets), or "empty", the paper's v(∅) − η·(v(c_er) − v(∅))
   3. L_pr = MSE to the teacher on ∅ and on the anchor c_pr;  L = L_er + λ·L_pr;  one AdamW step. The anchor term
      is taken at the anchor's own x_t (its trajectory from the same seed; `EraseConfig.anchor_trajectories`), where
      the keep prompts actually sample: on nano colours and shapes this raised the keep ratio at equal erasure
