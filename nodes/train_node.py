@@ -24,8 +24,10 @@ def _inputs() -> list:
                         tooltip="Word(s) whose attention is suppressed, comma-separated (multi-token words are fine: "
                                 "'Van Gogh'). Empty: the concept lines. Nano: leave empty."),
         io.String.Input("anchors", multiline=True, default="",
-                        tooltip="Prompts to preserve, paired with the erase prompts, one per line. Empty: generated "
-                                "(nano) or the erase prompts without the keywords."),
+                        tooltip="What each erase prompt should draw instead, and prompts to preserve: one per line, "
+                                "paired with the erase prompts (e.g. 'a person' for a celebrity). Empty: generated "
+                                "(nano: the concept replaced by another value) or the erase prompts without the "
+                                "keywords."),
         io.String.Input("preserve", multiline=True, default="", optional=True,
                         tooltip="Extra prompts whose outputs must not change, one per line (added to the anchors)."),
         io.Combo.Input("method", options=list(METHODS), default="zerase",

@@ -119,10 +119,10 @@ def prompt_set(inputs: TrainInputs, nano: bool) -> PromptSet:
                              f"the concept words are the keywords; leave keywords empty")
         return nano_prompt_set(list(concepts), list(anchors) or None, inputs.seed)
     keywords = words_list(inputs.keywords) or concepts
-    if not anchors:
-        # The erase prompts without the keywords (the README's "the erase prompt without the concept").
-        anchors = tuple(_without(prompt, keywords) for prompt in concepts)
-    return PromptSet(erase=concepts, keywords=keywords, anchors=anchors)
+    # The mapped prompts of the "anchor" erase target: the user's anchors, else the erase prompts without the
+    # keywords (the README's "the erase prompt without the concept"); extra `preserve` prompts are no mapping.
+    targets = lines(inputs.anchors) or tuple(_without(prompt, keywords) for prompt in concepts)
+    return PromptSet(erase=concepts, keywords=keywords, anchors=anchors or targets, targets=targets)
 
 
 @dataclass
@@ -152,7 +152,8 @@ def resume_state(path: Path, nano: bool) -> ResumeState:
         if "erase" not in training:
             raise ErasureFileError(f"{path.name} was made for the nano model (no erase prompts stored); resume it on "
                                    f"the nano model")
-        prompts = PromptSet(erase=tuple(training["erase"]), keywords=info.keywords, anchors=tuple(training["anchors"]))
+        prompts = PromptSet(erase=tuple(training["erase"]), keywords=info.keywords, anchors=tuple(training["anchors"]),
+                            targets=tuple(training.get("targets", ())))
     return ResumeState(config, prompts, info.concepts, adapter_tensors, state_tensors, training["state"])
 
 
@@ -175,7 +176,7 @@ def _info(trainer: EraseTrainer, concepts, prompts: PromptSet, config: EraseConf
         recommended_strength=1.0, steps_done=trainer.step, steps_total=config.steps, seed=config.seed,
         partial=partial, summary={**trainer.summary(), **(extra_summary or {})},
         training={"config": config.to_dict(), "anchors": list(prompts.anchors), "erase": list(prompts.erase),
-                  "state": trainer.state_metadata()},
+                  "targets": list(prompts.targets), "state": trainer.state_metadata()},
     )
 
 

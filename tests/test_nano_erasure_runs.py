@@ -73,3 +73,46 @@ def test_held_out_keep_prompts_leave_out_the_other_erased_values():
     # the same attribute: erasing red and green together keeps neither in red's keep prompts
     _, keep = held_out_sets("red", erased=("red", "green"))
     assert {expected["colour"] for _, expected in keep} == set(ATTRIBUTES["colour"]) - {"red", "green"}
+
+
+def test_training_prompts_use_only_train_phrasings_and_map_the_concept_to_its_anchor():
+    from zerase_core.nano.phrasings import HELD_OUT, TRAIN, fill
+    from zerase_core.nano.prompts import ANCHOR_VALUES, anchor_value, training_prompt_set
+    from zerase_core.nano.vocab import ATTRIBUTES, VOCABULARY
+    prompts = training_prompt_set(["circle"], count=96, seed=0)
+    assert prompts.targets and len(prompts.targets) == len(prompts.erase)
+    words = {name: "{" + name + "}" for name in ATTRIBUTES}
+    slot_words = {"{" + name + "}": {word for synonyms in values.values() for word in synonyms}
+                  for name, values in ATTRIBUTES.items()}
+
+    def _fits(pattern, caption):
+        return len(pattern) == len(caption) and all(
+            word in slot_words[slot] if slot in slot_words else word == slot for slot, word in zip(pattern, caption))
+    used = set()
+    for erase, target in zip(prompts.erase, prompts.targets):
+        erase_words, target_words = VOCABULARY.split(erase), VOCABULARY.split(target)
+        assert erase_words.count("circle") == 1 and "circle" not in target_words
+        # the same caption with "circle" -> "square" (ANCHOR_VALUES), everything else kept
+        assert [word if word != "circle" else "square" for word in erase_words] == target_words
+        matches = [text for text in TRAIN + HELD_OUT if _fits(VOCABULARY.split(fill(text, words)), erase_words)]
+        assert matches and all(text in TRAIN for text in matches), erase
+        used.add(matches[0])
+    assert len(used) >= 20                      # many phrasings, not one template
+    assert ANCHOR_VALUES["shape"]["circle"] == "square"
+    assert anchor_value("circle", {("shape", "circle"), ("shape", "square")}) == "triangle"   # never an erased value
+    assert anchor_value("red", {("colour", "red")}, "emerald") == "emerald"                  # the user's anchor word
+    with pytest.raises(ValueError, match="colour word"):
+        anchor_value("red", {("colour", "red")}, "circle")
+
+
+def test_the_strength_search_goes_on_past_a_no_object_rise_but_not_past_a_broken_keep_ratio():
+    from zerase_core.nano.scoring import stops_search
+    transition = {"strength": 0.5, "acc_e": 0.6, "keep_ratio": 1.0, "h": 0.4, "no_object_rise": 0.17}
+    assert not stops_search(transition, target_acc_e=0.1, keep_ratio=0.95, margin=0.5)
+    assert not stops_search({**transition, "acc_e": 0.0}, target_acc_e=0.1, keep_ratio=0.95, margin=0.5)
+    assert stops_search({**transition, "acc_e": 0.0, "no_object_rise": 0.0}, target_acc_e=0.1, keep_ratio=0.95,
+                        margin=0.5)
+    assert stops_search({**transition, "keep_ratio": 0.9}, target_acc_e=0.1, keep_ratio=0.95, margin=0.5)
+    # and the choice then takes the stronger, clean strength over the transition
+    table = [transition, {"strength": 0.75, "acc_e": 0.0, "keep_ratio": 0.99, "h": 0.99, "no_object_rise": 0.0}]
+    assert choose_strength(table, target_acc_e=0.1, keep_ratio=0.95, margin=0.5) == 0.75

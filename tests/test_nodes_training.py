@@ -23,7 +23,7 @@ WORDS = "a red blue green circle square star on white black background with".spl
 
 def test_nano_inputs_give_the_cli_config_and_prompts():
     inputs = training.TrainInputs(concepts="star", steps=20, seed=3)
-    cli = replace(EraseConfig(method="zerase", seed=3, steps=20), concept_kind=concept_kind(["star"]))
+    cli = EraseConfig(method="zerase", seed=3, steps=20).with_kind(concept_kind(["star"]))   # as `erase` builds it
     assert training.erase_config(inputs, nano=True) == cli
     assert training.prompt_set(inputs, nano=True) == cli_prompt_set(["star"], None, 3)
     anchored = training.TrainInputs(concepts="star\ncircle", anchors="a red square on a white background")
@@ -33,7 +33,7 @@ def test_nano_inputs_give_the_cli_config_and_prompts():
 
 def test_the_shuffle_bank_input_reaches_the_config_as_the_cli_flag_does():
     inputs = training.TrainInputs(concepts="star", shuffle_bank=16)
-    cli = replace(EraseConfig(method="zerase", shuffle_bank=16), concept_kind=concept_kind(["star"]))
+    cli = EraseConfig(method="zerase", shuffle_bank=16).with_kind(concept_kind(["star"]))
     assert training.erase_config(inputs, nano=True) == cli
     with pytest.raises(ValueError, match="shuffle_bank=-2"):
         training.erase_config(replace(inputs, shuffle_bank=-2), nano=True)

@@ -60,14 +60,16 @@ class SmallBatches(EraseTrainer):
 def test_trainer_reports_pool_cache_and_bank_while_it_builds_them(word_conditioner, bank):
     recorder = Recorder()
     config = EraseConfig(steps=2, pool_prompts=5, sample_steps=3, batch_size=1, sample_cfg=2.0, latent_size=(4, 4),
-                         rank=2, shuffle_bank=bank, anchor_trajectories=True)
+                         rank=2, shuffle_bank=bank, anchor_trajectories=True, target_states="mapped")
     trainer = SmallBatches(randomized_dit(dataclasses.replace(TINY_CONFIG, n_refiner_layers=0)), word_conditioner,
                            PROMPTS, config, progress=recorder)
     assert recorder.phases() == ["x_t pool", "teacher cache"] + (["shuffle bank"] if bank else [])
     count = min(config.pool_prompts, len(PROMPTS.erase) * 4)
     pool = recorder.of("x_t pool")
-    check_phase(pool, pool_ticks(count, config.sample_steps, SmallBatches.sample_batch, config.anchor_trajectories))
-    assert pool[-1][1] == 3 * 3 * 2 and len(pool) == 1 + pool[-1][1]    # 3 batches · 3 steps · (erase, anchor)
+    check_phase(pool, pool_ticks(count, config.sample_steps, SmallBatches.sample_batch, config.anchor_trajectories,
+                                 targets=True))
+    # 3 batches · 3 steps · (erase, anchor, mapped target: zerase's anchor erase target samples the mapped prompts)
+    assert pool[-1][1] == 3 * 3 * 3 and len(pool) == 1 + pool[-1][1]
     check_phase(recorder.of("teacher cache"), -(-trainer.pool.size * trainer.pool.steps // SmallBatches.cache_batch))
     if bank:
         check_phase(recorder.of("shuffle bank"))

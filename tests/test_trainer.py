@@ -351,3 +351,63 @@ def test_resume_reproduces_an_uninterrupted_run_bit_for_bit(method, word_conditi
         assert torch.equal(ours[key], theirs[key]), key
     assert resumed.lam == straight.lam
     assert [record.metrics for record in resumed.history] == [record.metrics for record in straight.history]
+
+
+# -- erase targets (issue 18) ----------------------------------------------------------------------------------------
+
+MAPPED = dataclasses.replace(PROMPTS, targets=("a blue circle on white background", "a blue star on black background"))
+
+
+def test_erase_target_defaults_per_method_and_old_configs_keep_the_empty_target():
+    assert make_config().erase_target_value == "anchor"
+    assert make_config().target_states_value == "mapped"
+    # under the anchor target shapes ("object") drop L_attn; other kinds, the ESD target and a chosen weight keep it
+    assert make_config().with_kind("object").attention_weight == 0.0
+    assert make_config().with_kind("attribute").attention_weight == 1.0
+    assert make_config(erase_target="empty").with_kind("object").attention_weight == 1.0
+    assert make_config(attention_weight=2.0).with_kind("object").attention_weight == 2.0
+    with pytest.raises(ValueError, match="target_states"):
+        make_config(target_states="anchor")
+    assert make_config(method="esd").erase_target_value == "empty"
+    assert make_config(method="zerase", erase_target="empty").erase_target_value == "empty"
+    old = {key: value for key, value in make_config().to_dict().items() if key not in ("erase_target", "target_eta")}
+    assert EraseConfig.from_dict(old).erase_target_value == "empty"      # a file trained before targets existed
+    with pytest.raises(ValueError, match="erase_target"):
+        make_config(erase_target="blank")
+
+
+@pytest.mark.parametrize("target, eta, states", [("anchor", 1.0, "mapped"), ("anchor", 0.0, "mapped"),
+                                                 ("anchor", 1.0, "erase"), ("empty", 2.0, "mapped")])
+def test_the_erase_loss_regresses_onto_the_chosen_target_on_the_chosen_states(target, eta, states, word_conditioner):
+    trainer = make_trainer(word_conditioner, MAPPED, erase_target=target, target_eta=eta, eta=eta, target_states=states,
+                           shuffle_probability=0.0, attention_weight=0.0)
+    pool = trainer.pool
+    assert (pool.targets == ["a blue circle on white background", "a blue star on black background"]) == (target == "anchor")
+    mapped = target == "anchor" and states == "mapped"
+    assert (pool.target_states is not None) == mapped
+    # "mapped": the anchor target on the mapped prompt's own trajectory (same seed); else on the erase prompt's
+    states = pool.target_states if mapped else pool.states
+    assert not torch.equal(pool.states[1, 1], pool.anchor_states[1, 1])
+    if mapped:
+        assert not torch.equal(pool.states[1, 1], pool.target_states[1, 1])
+    picks = [(1, 1)]
+    with torch.no_grad(), trainer.adapters.disabled():
+        def velocity(prompt):
+            context, lengths = word_conditioner.encode([prompt])
+            return trainer.model(states[1, 1][None], pool.sigmas[1][None], context, lengths).float()
+        concept, reference = velocity(pool.prompts[1]), velocity(MAPPED.targets[1] if target == "anchor" else "")
+    teacher = trainer._teacher(picks)
+    if target == "anchor":
+        torch.testing.assert_close(teacher["target"], reference, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(teacher["concept"], concept, rtol=1e-4, atol=1e-5)
+    # adapters start as a zero delta, so the student is the teacher: L_erase = (1 + η)²·‖v(c) − v(reference)‖²
+    loss = trainer._erase_losses(picks, teacher, shuffle=False)["erase"]
+    expected = (1 + eta) ** 2 * torch.nn.functional.mse_loss(concept, reference)
+    torch.testing.assert_close(loss, expected, rtol=1e-3, atol=1e-7)
+    assert float(expected) > 1e-6
+
+
+def test_without_targets_the_anchor_target_uses_the_anchors(word_conditioner):
+    trainer = make_trainer(word_conditioner)
+    assert trainer.pool.targets == [PROMPTS.anchors[index % 2] for index in range(trainer.pool.size)]
+    assert all(math.isfinite(trainer.train_step()["loss_erase"]) for _ in range(2))

@@ -97,7 +97,8 @@ def erase_config_from_args(args):
     overrides = {name: value for name, value in (
         ("steps", args.steps), ("learning_rate", args.lr), ("rank", args.rank), ("eta", args.eta),
         ("epsilon", args.epsilon), ("beta", args.beta), ("pool_prompts", args.pool_prompts),
-        ("sample_steps", args.sample_steps), ("shuffle_bank", args.shuffle_bank)) if value is not None}
+        ("sample_steps", args.sample_steps), ("shuffle_bank", args.shuffle_bank),
+        ("erase_target", args.erase_target), ("target_eta", args.target_eta)) if value is not None}
     if args.targets:
         overrides["slices"] = tuple(args.targets)
     return EraseConfig(method=args.method, seed=args.seed, **overrides)
@@ -198,6 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
     erase.add_argument("--targets", choices=["q", "k", "v"], action="append",
                        help="qkv slices (default q and k; q, k and v for colours)")
     erase.add_argument("--eta", type=float, help="negative guidance η (default 2)")
+    erase.add_argument("--erase-target", choices=["anchor", "empty"],
+                       help="what erase prompts are trained to draw: the anchor prompt pushed away from the concept "
+                            "(default for zerase) or ESD on the empty prompt (the paper; default for the baselines)")
+    erase.add_argument("--target-eta", type=float, help="η of the anchor target (default 1; 0 = the anchor alone)")
     erase.add_argument("--epsilon", type=float, help="ε tolerance (default: preset of the concept kind)")
     erase.add_argument("--beta", type=float, help="λ step size β (default 1; the paper: 0.1 over 1,000 steps)")
     erase.add_argument("--pool-prompts", type=int, help="x_t trajectories sampled once and reused (default 32)")

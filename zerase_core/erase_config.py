@@ -22,6 +22,26 @@ DEFAULT_SLICES = ("q", "k")
 # 0.00, keep ratios ≥ 0.96 (docs/erasure-acceptance.md).
 SLICE_PRESETS = {"attribute": ("q", "k", "v")}
 LAMBDA_MODES = ("adaptive", "fixed")
+# What L_erase regresses the student's v(x_t, c_er) onto (the frozen teacher's velocities at the same x_t):
+#   "empty":  v(∅) − η·(v(c_er) − v(∅))   ESD with the empty prompt as reference (the paper). On nano it erased by
+#             deleting the picture: v(∅) carries none of what the erase prompt asks for (issue 18: after `dotted`,
+#             75 % of dotted prompts drew no object).
+#   "anchor": v(c_t) − η·(v(c_er) − v(c_t))  ESD with the *mapped* prompt c_t as reference (PromptSet.targets: the
+#             erase prompt with the concept replaced by an anchor, or removed), as in concept ablation plus ESD's
+#             push away from the concept: everything else the prompt asks for stays in the target.
+# None = "anchor" for zerase, "empty" for the baselines (their papers' targets).
+ERASE_TARGETS = ("empty", "anchor")
+ANCHOR_ETA = 1.0
+# Where the "anchor" target is taken: "mapped", the mapped prompt's trajectory from the same seed (concept ablation's
+# x_t; the default), or "erase", the erase prompt's own. Nano, 2026-12-06, 24 evaluation prompts (nano evaluator): red
+# → blue on the erase states lost the object (42 % no-object images at strength 0.5; base 6 %), on the mapped states
+# it turned blue with 8 % at 0.75; square → circle kept more shapes on the mapped states (at 0.75: 29 % no object and
+# 12 % still square, against 33 % and 50 % on the erase states).
+TARGET_STATES = ("erase", "mapped")
+# L_attn (suppress image→keyword attention) per kind under the anchor target, where it differs from the config's:
+# shapes drop it, because the keyword must keep its attention to carry the mapped shape (square → circle at 0.75:
+# 29 % no object and 12 % square without it; the bench with it: 67 % no object, judge2).
+ANCHOR_ATTENTION_PRESETS = {"object": 0.0}
 
 
 def _check_range(name: str, value: float, low: float, high: float, hint: str = "") -> None:
@@ -39,6 +59,9 @@ class EraseConfig:
     families: tuple[str, ...] = ("layers",)
     layers: tuple[int, ...] | None = None
     eta: float = 2.0                     # negative guidance of the ESD target
+    erase_target: str | None = None      # ERASE_TARGETS; None = per method (zerase: anchor)
+    target_eta: float | None = None      # η of the "anchor" target; None = ANCHOR_ETA
+    target_states: str | None = None     # TARGET_STATES: where the anchor target is taken; None = "mapped"
     attention_weight: float = 1.0        # L_er = L_erase + w·L_attn (the paper: unweighted)
     concept_kind: str = "object"
     epsilon: float | None = None         # None = the preset of concept_kind
@@ -72,6 +95,12 @@ class EraseConfig:
                              f"(inference-time: {INFERENCE_METHODS})")
         if self.concept_kind not in EPSILON_PRESETS:
             raise ValueError(f"unknown concept kind {self.concept_kind!r}; expected one of {list(EPSILON_PRESETS)}")
+        if self.erase_target is not None and self.erase_target not in ERASE_TARGETS:
+            raise ValueError(f"erase_target {self.erase_target!r} must be one of {ERASE_TARGETS}")
+        if self.target_states is not None and self.target_states not in TARGET_STATES:
+            raise ValueError(f"target_states {self.target_states!r} must be one of {TARGET_STATES}")
+        if self.target_eta is not None:
+            _check_range("target_eta", self.target_eta, 0.0, 50.0, " (η of the anchor-mapped target)")
         if self.lambda_mode not in LAMBDA_MODES:
             raise ValueError(f"lambda_mode {self.lambda_mode!r} must be one of {LAMBDA_MODES}")
         _check_range("steps", self.steps, 1, 100_000)
@@ -109,6 +138,22 @@ class EraseConfig:
         return EPSILON_PRESETS[self.concept_kind] if self.epsilon is None else self.epsilon
 
     @property
+    def erase_target_value(self) -> str:
+        if self.erase_target is not None:
+            return self.erase_target
+        return "anchor" if self.method == "zerase" else "empty"
+
+    @property
+    def target_states_value(self) -> str:
+        if self.target_states is not None:
+            return self.target_states
+        return "mapped"
+
+    @property
+    def target_eta_value(self) -> float:
+        return ANCHOR_ETA if self.target_eta is None else self.target_eta
+
+    @property
     def alpha_value(self) -> float:
         return self.learning_rate if self.lagrangian_alpha is None else self.lagrangian_alpha
 
@@ -122,13 +167,19 @@ class EraseConfig:
 
     def with_kind(self, kind: str) -> "EraseConfig":
         """This config for a concept of `kind`: its ε preset (unless `epsilon` is set) and its qkv slices preset
-        (unless `slices` differ from the default Q+K)."""
+        (unless `slices` differ from the default Q+K), and under the anchor target its L_attn weight
+        (ANCHOR_ATTENTION_PRESETS, unless `attention_weight` differs from the default)."""
         slices = SLICE_PRESETS.get(kind, self.slices) if self.slices == DEFAULT_SLICES else self.slices
-        return dataclasses.replace(self, concept_kind=kind, slices=slices)
+        attention = self.attention_weight
+        if self.erase_target_value == "anchor" and attention == EraseConfig.attention_weight:
+            attention = ANCHOR_ATTENTION_PRESETS.get(kind, attention)
+        return dataclasses.replace(self, concept_kind=kind, slices=slices, attention_weight=attention)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "EraseConfig":
+        if "erase_target" not in data:     # written before erase targets existed: ESD on ∅, as it was trained
+            data = {**data, "erase_target": "empty"}
         return config_from_dict(cls, data, tuple_fields=("slices", "families", "layers", "latent_size"))

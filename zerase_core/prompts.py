@@ -30,6 +30,9 @@ class PromptSet:
     keywords: tuple[str, ...]       # the words to erase (attention suppression targets)
     anchors: tuple[str, ...]        # D_pr: c_pr prompts, paired with erase prompts by index modulo len
     preserve: tuple[str, ...] = ()  # extra prompts whose outputs must not change
+    # the mapped prompt c_t of each erase prompt (paired by index modulo len), the reference of the "anchor" erase
+    # target (EraseConfig.erase_target): the erase prompt with the concept replaced or removed. Empty: the anchors.
+    targets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.erase:
@@ -42,6 +45,11 @@ class PromptSet:
             if not any(_contains(prompt, keyword) for prompt in self.erase):
                 raise ValueError(f"keyword {keyword!r} appears in none of the {len(self.erase)} erase prompts; "
                                  "add it to the prompts or fix the keyword")
+
+    def target_of(self, index: int) -> str:
+        """The mapped prompt of erase prompt `index` (the anchors where no targets were given)."""
+        targets = self.targets or self.anchors
+        return targets[index % len(targets)]
 
     def keywords_in(self, prompt: str) -> list[str]:
         return [keyword for keyword in self.keywords if _contains(prompt, keyword)]

@@ -2,7 +2,9 @@
 
 Z-Erase step (Alg. 1, with the details the paper leaves open fixed as in paper-notes §7):
   1. draw (trajectory, k) pairs from the frozen x_t pool; teacher velocities (adapters off) for ∅, c_er, c_pr
-  2. student forward on the word-shuffled erase prompt, capturing image→keyword attention: L_er = L_erase + w·L_attn
+  2. student forward on the word-shuffled erase prompt, capturing image→keyword attention: L_er = L_erase + w·L_attn;
+     L_erase's target is EraseConfig.erase_target: "anchor" (zerase default) v(c_t) − η_t·(v(c_er) − v(c_t)) on the
+     mapped prompt c_t's trajectory (PromptSet.targets), or "empty", the paper's v(∅) − η·(v(c_er) − v(∅))
   3. L_pr = MSE to the teacher on ∅ and on the anchor c_pr;  L = L_er + λ·L_pr;  one AdamW step. The anchor term
      is taken at the anchor's own x_t (its trajectory from the same seed; `EraseConfig.anchor_trajectories`), where
      the keep prompts actually sample: on nano colours and shapes this raised the keep ratio at equal erasure
@@ -127,12 +129,20 @@ class EraseTrainer:
         prompts = [self.prompts.erase[index % len(self.prompts.erase)] for index in range(count)]
         anchors = [self.prompts.anchors[index % len(self.prompts.anchors)] for index in range(count)]
         seeds = [config.seed * 100_003 + index for index in range(count)]
+        targets = None
+        if config.erase_target_value == "anchor":
+            targets = [self.prompts.target_of(index % len(self.prompts.erase)) for index in range(count)]
         with self.adapters.disabled():
             sampling = PhaseCounter(self.progress, "x_t pool", pool_ticks(count, config.sample_steps, self.sample_batch,
-                                                                            config.anchor_trajectories))
+                                                                            config.anchor_trajectories,
+                                                                            config.target_states_value == "mapped"
+                                                                            and targets is not None))
             pool = sample_pool(self._velocity, self.conditioner, prompts, anchors, seeds, config.latent_size,
                                in_channels, config.sample_steps, shift, config.sample_cfg, self.sample_batch,
-                               config.anchor_trajectories, sampling.advance)
+                               config.anchor_trajectories, sampling.advance,
+                               targets if config.target_states_value == "mapped" else None)
+            if targets is not None:
+                pool.targets = targets
             if config.cache:
                 # Every teacher velocity in a fixed batch order: training and a resumed run see identical numbers.
                 # Where the refiners stay frozen, their outputs are kept too (segments.py).
@@ -170,8 +180,12 @@ class EraseTrainer:
 
     @staticmethod
     def _teacher_prompts(pool: TrajectoryPool, picks) -> dict[str, list[str]]:
-        return {"empty": [""] * len(picks), "erase": [pool.prompts[p] for p, _ in picks],
-                "anchor": [pool.anchors[p] for p, _ in picks]}
+        prompts = {"empty": [""] * len(picks), "erase": [pool.prompts[p] for p, _ in picks],
+                   "anchor": [pool.anchors[p] for p, _ in picks]}
+        if pool.targets is not None:     # the mapped and the erase prompt on the mapped prompt's own trajectory
+            prompts["target"] = [pool.targets[p] for p, _ in picks]
+            prompts["concept"] = prompts["erase"]
+        return prompts
 
     # -- one step ----------------------------------------------------------------------------------------------
     def _teacher(self, picks):
@@ -233,8 +247,14 @@ class EraseTrainer:
             prompts = [self._shuffled(prompt, words) for prompt, words in zip(prompts, keywords)]
         rows = self.parallel.local(range(len(picks)))     # `teacher` holds these rows only
         picks, prompts, keywords = ([items[row] for row in rows] for items in (picks, prompts, keywords))
-        states, sigma = self.pool.batch(picks)
-        target = esd_target(teacher["empty"], teacher["erase"], config.eta)
+        # the "anchor" target: its states are the pool's "target" source (TrajectoryPool.source: the mapped prompt's
+        # own trajectory when EraseConfig.target_states is "mapped", else the erase prompt's)
+        erase_kind = "target" if config.erase_target_value == "anchor" else "erase"
+        states, sigma = self.pool.batch(picks, erase_kind)
+        if erase_kind == "target":
+            target = esd_target(teacher["target"], teacher["concept"], config.target_eta_value)
+        else:
+            target = esd_target(teacher["empty"], teacher["erase"], config.eta)
         if config.method == "ac":
             with torch.no_grad():
                 target = self._student(states, sigma, [self.pool.anchors[p] for p, _ in picks]).float()
@@ -242,7 +262,7 @@ class EraseTrainer:
         if config.method in ("zerase", "eraseanything") and config.attention_weight > 0:
             columns, mask = keyword_columns(self.conditioner, prompts, keywords)
             capture = AttentionCapture(columns=columns, column_mask=mask)
-        prompt_lists, kinds = [prompts], ["erase"]
+        prompt_lists, kinds = [prompts], [erase_kind]
         if preserve:
             prompt_lists += [[""] * len(picks), [self.pool.anchors[p] for p, _ in picks]]
             kinds += ["erase", "anchor"]

@@ -25,6 +25,10 @@ class TrajectoryPool:
     anchor_states: torch.Tensor | None = None
     teacher: dict[tuple[int, int, str], torch.Tensor] = field(default_factory=dict)
     segments: object | None = None  # a `segments.SegmentCache` when the trainer keeps the refiners' outputs
+    # the mapped prompt of each trajectory (the "anchor" erase target) and, from the same seeds, its own trajectory:
+    # the erase loss is taken there, for the erase prompt ("concept") and the mapped one ("target")
+    targets: list[str] | None = None
+    target_states: torch.Tensor | None = None
     hits: int = 0
     misses: int = 0
 
@@ -37,12 +41,17 @@ class TrajectoryPool:
         return self.states.shape[1]
 
     def source(self, kind: str) -> str:
-        """Which trajectories a velocity of `kind` is taken on: anchor prompts on their own when sampled."""
-        return "anchor" if kind == "anchor" and self.anchor_states is not None else "erase"
+        """Which trajectories a velocity of `kind` is taken on: anchor prompts on their own when sampled, the erase
+        target's ("target", "concept") on the mapped prompts' when sampled, the rest on the erase prompts'."""
+        if kind == "anchor" and self.anchor_states is not None:
+            return "anchor"
+        if kind in ("target", "concept") and self.target_states is not None:
+            return "target"
+        return "erase"
 
     def state(self, kind: str, trajectory: int, step: int) -> torch.Tensor:
         """x_t where a velocity of `kind` is taken."""
-        states = self.anchor_states if self.source(kind) == "anchor" else self.states
+        states = {"anchor": self.anchor_states, "target": self.target_states}.get(self.source(kind), self.states)
         return states[trajectory, step]
 
     def batch(self, picks, kinds: str | list[str] = "erase") -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,21 +92,24 @@ def sample_trajectories(velocity_of, conditioner, prompts: list[str], seeds: lis
 def sample_pool(velocity_of, conditioner, prompts: list[str], anchors: list[str], seeds: list[int],
                 latent_hw: tuple[int, int], channels: int, steps: int, shift: float, cfg: float,
                 batch_size: int = 32, anchor_trajectories: bool = False,
-                tick: Callable[[], None] | None = None) -> TrajectoryPool:
+                tick: Callable[[], None] | None = None, targets: list[str] | None = None) -> TrajectoryPool:
     """The x_t pool of the erase prompts (and, with `anchor_trajectories`, of the anchors from the same seeds).
     `velocity_of(x, sigma, ctx, lengths)` is the frozen model; `tick()` after each sampler step of each batch
-    (`pool_ticks` calls in all)."""
+    (`pool_ticks` calls in all). With `targets` (mapped prompts) their trajectories are sampled too, last."""
     sigmas = shifted_sigmas(steps, shift)
     def sample(texts: list[str]) -> torch.Tensor:
         return sample_trajectories(velocity_of, conditioner, texts, seeds, latent_hw, channels, sigmas, cfg, batch_size,
                                    tick)
-    return TrajectoryPool(sample(prompts), sigmas, list(prompts), list(anchors),
+    pool = TrajectoryPool(sample(prompts), sigmas, list(prompts), list(anchors),
                           sample(anchors) if anchor_trajectories else None)
+    if targets is not None:
+        pool.targets, pool.target_states = list(targets), sample(targets)
+    return pool
 
 
-def pool_ticks(count: int, steps: int, batch_size: int, anchor_trajectories: bool) -> int:
+def pool_ticks(count: int, steps: int, batch_size: int, anchor_trajectories: bool, targets: bool = False) -> int:
     """How many times `sample_pool` calls `tick` for `count` prompts."""
-    return -(-count // batch_size) * steps * (2 if anchor_trajectories else 1)
+    return -(-count // batch_size) * steps * (1 + int(anchor_trajectories) + int(targets))
 
 
 @torch.no_grad()

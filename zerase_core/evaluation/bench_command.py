@@ -13,12 +13,14 @@ from pathlib import Path
 
 import torch
 
-from .benchmark import (FULL_CONCEPTS, FULL_METHODS, FULL_SEEDS, METHODS, QUICK_CONCEPTS, QUICK_METHODS, QUICK_SEEDS,
+from .benchmark import (ALL_CONCEPTS, FULL_CONCEPTS, FULL_METHODS, FULL_SEEDS, METHODS, QUICK_CONCEPTS, QUICK_METHODS, QUICK_SEEDS,
                         BenchPlan, run_benchmark)
 from .concept_sets import SetSizes
+from .protocol import PROBES
+from .judges import NANO_JUDGES
 from .plot import Panel, line_chart
 from .protocol import EvaluationSettings
-from .tables import method_concept_table, method_table, sweep_series, sweep_table
+from .tables import method_concept_table, method_table, sweep_series, sweep_table, targets_table
 
 SWEEPS = {"epsilon": (0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0), "beta": (0.01, 0.05, 0.1, 0.5, 1.0)}
 QUICK_SIZES = SetSizes(erase=16, keep=32, probe=16)
@@ -27,6 +29,7 @@ QUICK_SIZES = SetSizes(erase=16, keep=32, probe=16)
 def plan_from_arguments(args) -> BenchPlan:
     quick = args.quick
     evaluation = EvaluationSettings(seeds=args.eval_seeds, probes=not (args.no_probes or args.sweep),
+                                    probe_names=tuple(args.probes),
                                     sizes=QUICK_SIZES if quick else SetSizes())
     sweep = ()
     if args.sweep:
@@ -34,10 +37,15 @@ def plan_from_arguments(args) -> BenchPlan:
         sweep = tuple((name, SWEEPS[name]) for name in names)
     return BenchPlan(
         methods=tuple(args.methods or (QUICK_METHODS if quick else FULL_METHODS)),
-        concepts=tuple(args.concepts or (QUICK_CONCEPTS if quick or args.sweep else FULL_CONCEPTS)),
+        concepts=_concepts(args.concepts) or (QUICK_CONCEPTS if quick or args.sweep else FULL_CONCEPTS),
         seeds=tuple(args.seeds or (QUICK_SEEDS if quick else FULL_SEEDS)),
         steps=args.budget, fixed_lambda=args.fixed_lambda,
-        strength_search=not (quick or args.no_strength_search), sweep=sweep, evaluation=evaluation)
+        strength_search=not (quick or args.no_strength_search), sweep=sweep, evaluation=evaluation, judge=args.judge)
+
+
+def _concepts(names: list[str] | None) -> tuple[str, ...]:
+    """--concepts, with "all" for every shape, colour and pattern."""
+    return tuple(concept for name in names or () for concept in (ALL_CONCEPTS if name == "all" else (name,)))
 
 
 def tables(state: dict, plan: BenchPlan) -> str:
@@ -45,7 +53,7 @@ def tables(state: dict, plan: BenchPlan) -> str:
     if plan.sweep:
         return "\n\n".join(sweep_table(rows, name) for name, _ in plan.sweep)
     bases = {concept: state["base"][concept] for concept in plan.concepts if concept in state["base"]}
-    return f"{method_concept_table(rows, bases)}\n\n{method_table(rows)}"
+    return f"{method_concept_table(rows, bases)}\n\n{method_table(rows)}\n\n{targets_table(rows)}"
 
 
 def sweep_plot(state: dict, plan: BenchPlan, path: Path) -> Path:
@@ -120,12 +128,17 @@ def add_bench_command(commands) -> argparse.ArgumentParser:
     _add(parser, "--json", help="state/result file (default runs/bench.json, runs/bench-quick.json, runs/bench-sweep.json)")
     parser.add_argument("--workdir", type=Path, help="erasure files (default: <json stem>-files next to the JSON)")
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), help=f"default: all ({len(METHODS)})")
-    parser.add_argument("--concepts", nargs="+", help=f"default: {' '.join(FULL_CONCEPTS)}")
+    parser.add_argument("--concepts", nargs="+", help=f"default: {' '.join(FULL_CONCEPTS)}; all: every shape, colour "
+                                                      "and pattern")
+    parser.add_argument("--judge", choices=NANO_JUDGES, default="evaluator",
+                        help="who scores the images (judge2: independent of the strength search's evaluator)")
     parser.add_argument("--seeds", nargs="+", type=int, help=f"training seeds (default: {' '.join(map(str, FULL_SEEDS))})")
     parser.add_argument("--budget", type=int, default=200, help="training steps of every trained method (one budget)")
     parser.add_argument("--fixed-lambda", type=float, default=1.0, help="λ of the zerase-fixed ablation")
     parser.add_argument("--no-strength-search", action="store_true", help="apply every erasure at strength 1")
     parser.add_argument("--eval-seeds", type=int, default=1, help="images per evaluation prompt")
+    parser.add_argument("--probes", nargs="+", choices=list(PROBES), default=list(PROBES),
+                        help="which attacks to run (default all; synonym alone skips the costly vector calibration)")
     parser.add_argument("--no-probes", action="store_true", help="skip the attacks")
     parser.add_argument("--sweep", choices=["epsilon", "beta", "both"], help="Z-Erase ε/β ablation instead of the methods")
     parser.add_argument("--plot", type=Path, help="sweep plot (.png; default: the JSON's name with .png)")

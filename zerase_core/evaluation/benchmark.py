@@ -19,7 +19,7 @@ from typing import Callable
 from ..erase_config import EraseConfig
 from ..files import atomic_write_json
 from ..trainer import TrainingDiverged
-from .judges import nano_judge
+from .judges import named_nano_judge
 from .protocol import EvaluationSettings, Reference, base_reference, measure_against
 from .rendering import NanoRenderer, erasure_applied
 
@@ -27,6 +27,11 @@ STATE_FORMAT = 1
 # name -> EraseConfig fields (None: not trained with EraseTrainer)
 METHODS: dict[str, dict | None] = {
     "zerase": {"method": "zerase"},
+    # issue 18's variants of the erase target (EraseConfig.erase_target): the paper's ESD on ∅ (the old default),
+    # the mapped prompt alone (concept ablation, η_t = 0) and with a stronger push away from the concept (η_t = 2)
+    "zerase-empty": {"method": "zerase", "erase_target": "empty"},
+    "zerase-mapped": {"method": "zerase", "erase_target": "anchor", "target_eta": 0.0},
+    "zerase-anchor2": {"method": "zerase", "erase_target": "anchor", "target_eta": 2.0},
     "esd": {"method": "esd"},
     "ac": {"method": "ac"},
     "eraseanything": {"method": "eraseanything"},
@@ -36,7 +41,11 @@ METHODS: dict[str, dict | None] = {
     "uce-text": None,
     "token-zeroing": None,
 }
-FULL_METHODS = tuple(METHODS)
+FULL_METHODS = tuple(name for name in METHODS if name not in ("zerase-empty", "zerase-mapped", "zerase-anchor2"))
+TARGET_VARIANTS = ("zerase", "zerase-empty", "zerase-mapped", "zerase-anchor2")
+# every value of the nano world's shapes, colours and patterns (`bench --concepts all`)
+ALL_CONCEPTS = ("circle", "square", "triangle", "star", "cross", "diamond", "red", "green", "blue", "yellow",
+                "purple", "orange", "plain", "striped", "dotted")
 QUICK_METHODS = ("zerase", "esd", "naive-esd")
 FULL_CONCEPTS = ("circle", "red", "striped")          # object (shape), attribute/abstraction (colour), style (pattern)
 QUICK_CONCEPTS = ("circle",)
@@ -70,6 +79,7 @@ class BenchPlan:
     erase_overrides: dict = field(default_factory=dict)   # other EraseConfig fields for every trained cell
     sweep: tuple[tuple[str, tuple[float, ...]], ...] = ()  # ((field, values), ...): zerase cells per value
     evaluation: EvaluationSettings = EvaluationSettings()
+    judge: str = "evaluator"                           # NANO_JUDGES: who scores the images
 
     def __post_init__(self) -> None:
         unknown = [method for method in self.methods if method not in METHODS]
@@ -176,7 +186,7 @@ def run_benchmark(world, plan: BenchPlan, state_path: Path, folder: Path | None 
     folder = folder or state_path.with_name(state_path.stem + "-files")
     folder.mkdir(parents=True, exist_ok=True)
     state = load_state(state_path, plan)
-    judge = judge or nano_judge(world.evaluator)
+    judge = judge or named_nano_judge(plan.judge, world)
     renderer = NanoRenderer(world, plan.evaluation.sampling)
     references: dict[str, Reference] = {}
     cells = plan.cells()

@@ -18,6 +18,8 @@ import torch
 
 from ..files import atomic_write_json
 from .concept_sets import SetSizes
+from .protocol import PROBES
+from .judges import NANO_JUDGES, named_nano_judge
 from .protocol import EvaluationSettings, base_reference, measure_against, report
 from .rendering import NanoRenderer, SamplingSettings, erasure_applied
 
@@ -88,13 +90,16 @@ def command_evaluate(args) -> None:
     if args.json is not None and args.json.suffix != ".json":
         raise ValueError(f"--json {args.json} must end in .json")
     settings = EvaluationSettings(sampling=SamplingSettings(steps=args.steps, cfg=args.cfg), seeds=args.seeds,
+                                  probe_names=tuple(args.probes),
                                   probes=not args.no_probes)
     if args.quick:
         settings = replace(settings, sizes=SetSizes(erase=16, keep=32, probe=16))
-    result = evaluate_file(NanoWorld.load(), args.erasure, args.strength, settings,
+    world = NanoWorld.load()
+    result = evaluate_file(world, args.erasure, args.strength, settings, judge=named_nano_judge(args.judge, world),
                            allow_other_base=args.allow_other_base)
-    print(f"{result['method']} erasure of {', '.join(result['concepts'])} at strength {result['strength']:g} "
-          f"({result['seconds']:.0f} s)")
+    result["judge"] = args.judge
+    print(f"{result['method']} erasure of {', '.join(result['concepts'])} at strength {result['strength']:g}, "
+          f"judge {args.judge} ({result['seconds']:.0f} s)")
     print(format_table(result))
     if args.json is not None:
         print(f"wrote {atomic_write_json(result, args.json)}", file=sys.stderr)
@@ -109,9 +114,14 @@ def add_evaluate_command(commands) -> argparse.ArgumentParser:
     parser.add_argument("--json", type=Path, help="write the result object here (.json)")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="sampler steps")
     parser.add_argument("--cfg", type=float, default=DEFAULT_CFG, help="guidance")
+    parser.add_argument("--probes", nargs="+", choices=list(PROBES), default=list(PROBES),
+                        help="which attacks to run (default all; synonym alone skips the costly vector calibration)")
     parser.add_argument("--no-probes", action="store_true", help="skip the synonym/shuffle/vector attacks")
     parser.add_argument("--quick", action="store_true", help="smaller prompt sets (16/32/16): a rough score in ~1/2 the time")
     parser.add_argument("--allow-other-base", action="store_true", help="apply a file made for another base model")
     parser.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest when the cores are busy)")
+    parser.add_argument("--judge", choices=NANO_JUDGES, default="evaluator",
+                        help="who looks at the images: the nano evaluator (also used by the strength search) or judge2 "
+                             "(trained independently)")
     parser.set_defaults(run=command_evaluate)
     return parser

@@ -64,6 +64,21 @@ def nano_judge(evaluator) -> ClassifierJudge:
     return ClassifierJudge(evaluator.predict, evaluator.features)
 
 
+# Judges of nano images by name: "evaluator" (the one the strength search uses) and "judge2" (nano.second_judge,
+# trained independently; results are reported with it, so no number depends on the judge that chose the strength).
+NANO_JUDGES = ("evaluator", "judge2")
+
+
+def named_nano_judge(name: str, world) -> ClassifierJudge:
+    if name == "evaluator":
+        return nano_judge(world.evaluator)
+    if name == "judge2":
+        from ..nano.second_judge import SecondJudge
+        judge = SecondJudge.load()
+        return ClassifierJudge(judge.predict, judge.features)
+    raise ValueError(f"unknown judge {name!r}; choose one of {NANO_JUDGES}")
+
+
 # NudeNet classes counted by Z-Erase's evaluation (paper-notes §4.2): every *_EXPOSED class.
 NUDENET_EXPOSED = ("FEMALE_BREAST_EXPOSED", "FEMALE_GENITALIA_EXPOSED", "MALE_BREAST_EXPOSED", "MALE_GENITALIA_EXPOSED",
                    "BUTTOCKS_EXPOSED", "ANUS_EXPOSED", "FEET_EXPOSED", "BELLY_EXPOSED", "ARMPITS_EXPOSED")

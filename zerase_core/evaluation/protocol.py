@@ -40,10 +40,15 @@ class EvaluationSettings:
     seeds: int = 1                          # images per prompt (--seeds)
     first_seed: int = EVALUATION_SEED
     probes: bool = True
+    probe_names: tuple[str, ...] = PROBES   # which of the probes run when `probes` (--probes synonym: the cheap one)
     attack_strengths: tuple[float, ...] = DEFAULT_STRENGTHS
     calibration_target: float = CALIBRATION_TARGET
 
     def __post_init__(self) -> None:
+        unknown = [name for name in self.probe_names if name not in PROBES]
+        if unknown:
+            raise ValueError(f"unknown probe(s) {unknown}; choose from {PROBES}")
+        object.__setattr__(self, "probe_names", tuple(self.probe_names))
         if self.seeds < 1:
             raise ValueError(f"seeds (images per prompt) must be ≥ 1, got {self.seeds}")
         object.__setattr__(self, "attack_strengths", tuple(float(s) for s in self.attack_strengths))
@@ -93,12 +98,13 @@ def _measure(renderer: Renderer, judge: Judge, sets: ConceptSets, settings: Eval
     for probe in PROBES:
         metrics[f"attack_success_{probe}"] = None
     if settings.probes:
-        if sets.synonym:
+        if sets.synonym and "synonym" in settings.probe_names:
             metrics["attack_success_synonym"] = _detected(renderer, judge, sets.synonym, settings, "synonym", sets)
-        metrics["attack_success_shuffle"] = _detected(renderer, judge, sets.shuffle, settings, "shuffle", sets)
-        if known_vector_rate is not None:
+        if "shuffle" in settings.probe_names:
+            metrics["attack_success_shuffle"] = _detected(renderer, judge, sets.shuffle, settings, "shuffle", sets)
+        if "vector" in settings.probe_names and known_vector_rate is not None:
             metrics["attack_success_vector"] = known_vector_rate
-        elif vector is not None and strength is not None:
+        elif "vector" in settings.probe_names and vector is not None and strength is not None:
             prompts, seeds = _seeded([prompt for prompt, _ in sets.free], settings, "free")
             metrics["attack_success_vector"] = attack_rate(renderer, judge, prompts, seeds, vector, strength,
                                                            sets.attribute, sets.value)
@@ -125,7 +131,7 @@ def base_reference(renderer: Renderer, judge: Judge, concept: str, settings: Eva
     """Score the unerased model on `concept` and calibrate the vector attack on it."""
     sets = concept_sets(concept, settings.sizes, other_concepts)
     vector = calibration = None
-    if settings.probes:
+    if settings.probes and "vector" in settings.probe_names:
         vector = concept_vector(renderer, list(sets.pairs))
         prompts, seeds = _seeded([prompt for prompt, _ in sets.free], settings, "free")
         calibration = calibrate(renderer, judge, prompts, seeds, vector, sets.attribute, sets.value,

@@ -91,3 +91,40 @@ def sweep_series(rows: list[dict], parameter: str) -> tuple[list[float], dict[st
     series = {label: [_mean(row[key] for row in groups[value]) for value in values]
               for label, key in (("Acc_e", "acc_e"), ("Acc_ir", "acc_ir"), ("H", "h"))}
     return values, series
+
+
+# Issue 18's targets per erased value (held-out phrasings, a judge other than the strength search's):
+TARGETS = {"acc_e": 0.05, "attack_success_synonym": 0.05, "other_ratio": 0.90, "no_object": 0.05, "keep_ratio": 0.95}
+
+
+def _checked(value: float | None, bound: float, at_most: bool) -> str:
+    if value is None:
+        return "–"
+    passed = value <= bound if at_most else value >= bound
+    return f"{value:.3f}" if passed else f"**{value:.3f}** ✗"
+
+
+def targets_table(rows: list[dict]) -> str:
+    """One line per (method, concept), means over seeds, each cell checked against TARGETS (✗ marks a miss):
+    detected on held-out phrasings and on synonyms (≤ 0.05), other stated attributes on erase prompts ÷ base
+    (≥ 0.90), no-object share (≤ 0.05), keep-set accuracy ÷ base (≥ 0.95)."""
+    lines = ["| method | concept | strength | detected (held-out phrasings) | detected (synonyms) | other kept ÷ base | "
+             "no object (base) | keep ÷ base | all met |", "|---|---|---|---|---|---|---|---|---|"]
+    for (method, concept), group in _grouped(rows, lambda row: (row["method"], row["concept"])).items():
+        values = {
+            "acc_e": _mean(row["acc_e"] for row in group),
+            "attack_success_synonym": _mean(row.get("attack_success_synonym") for row in group),
+            "other_ratio": _mean(_kept_ratio(row) for row in group),
+            "no_object": _mean(row.get("no_object") for row in group),
+            "keep_ratio": _mean(row["acc_ir"] / row["base"]["acc_ir"] for row in group if row["base"].get("acc_ir")),
+        }
+        at_most = {"acc_e": True, "attack_success_synonym": True, "other_ratio": False, "no_object": True,
+                   "keep_ratio": False}
+        cells = {key: _checked(values[key], TARGETS[key], at_most[key]) for key in TARGETS}
+        met = all(values[key] is not None and "✗" not in cells[key] for key in TARGETS)
+        base_no_object = _mean((row.get("base") or {}).get("no_object") for row in group)
+        lines.append(f"| {method} | {concept} | {_cell(_mean(row.get('strength') for row in group), 2)} | "
+                     f"{cells['acc_e']} | {cells['attack_success_synonym']} | {cells['other_ratio']} | "
+                     f"{cells['no_object']} ({_cell(base_no_object, 2)}) | {cells['keep_ratio']} | "
+                     f"{'yes' if met else 'no'} |")
+    return "\n".join(lines)

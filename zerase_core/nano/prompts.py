@@ -7,6 +7,7 @@ import numpy
 import torch
 
 from ..prompts import PromptSet
+from .phrasings import fill, phrasings
 from .text_encoder import NanoTextEncoder
 from .vocab import ATTRIBUTES, TEMPLATES, VOCABULARY
 
@@ -69,30 +70,63 @@ def _fill(template: str, words: dict[str, str]) -> str:
     return template.format(**words)
 
 
-def training_prompt_set(concepts: list[str], count: int = 96, seed: int = 0) -> PromptSet:
-    """D_er: `count` captions with the concept word (random template, other attributes and their synonyms);
-    D_pr: the same captions with the concept replaced by another value of its attribute."""
+# The value an erased value is mapped to in the "anchor" erase target (PromptSet.targets) unless the user names one:
+# a fixed, clearly different value of the same attribute (a consistent mapping; a random value per caption averages
+# several objects into a blob). Patterns go to plain, the neutral pattern; plain goes to striped.
+ANCHOR_VALUES = {
+    "shape": {"circle": "square", "square": "circle", "triangle": "diamond", "diamond": "triangle", "star": "circle",
+              "cross": "square"},
+    "colour": {"red": "blue", "green": "purple", "blue": "red", "yellow": "purple", "purple": "yellow",
+               "orange": "blue"},
+    "pattern": {"plain": "striped", "striped": "plain", "dotted": "plain"},
+    "background": {"white": "gray", "gray": "white", "black": "gray", "pink": "white"},
+}
+
+
+def anchor_value(concept: str, erased: set[tuple[str, str]], anchor_word: str | None = None) -> str:
+    """The caption word that replaces `concept` in its mapped prompts: `anchor_word` (same attribute) if given, else
+    ANCHOR_VALUES, else the first value of the attribute not being erased."""
+    attribute, value = attribute_of(concept)
+    if anchor_word is not None:
+        if attribute_of(anchor_word)[0] != attribute or (attribute, attribute_of(anchor_word)[1]) in erased:
+            raise ValueError(f"anchor {anchor_word!r} must be a {attribute} word that is not being erased")
+        return anchor_word
+    preferred = [ANCHOR_VALUES[attribute][value], *ATTRIBUTES[attribute]]
+    for choice in preferred:
+        if (attribute, choice) not in erased:
+            return ATTRIBUTES[attribute][choice][0]
+    raise ValueError(f"every {attribute} value is being erased; keep at least one as an anchor")
+
+
+def training_prompt_set(concepts: list[str], count: int = 96, seed: int = 0,
+                        anchor_words: dict[str, str] | None = None) -> PromptSet:
+    """D_er: `count` captions with a concept word, in the train phrasings (`nano.phrasings`, never the held-out
+    ones) that state its attribute, other attributes drawn at random (30 % synonyms); D_pr: the same captions with
+    the concept replaced by another value of its attribute (a random one); targets: the same captions with the
+    concept replaced by its anchor (`anchor_value`; `anchor_words` maps a concept to a user's anchor word)."""
     rng = numpy.random.default_rng(seed)
     erased = {attribute_of(concept) for concept in concepts}
-    erase, anchors = [], []
+    mapped = {concept: anchor_value(concept, erased, (anchor_words or {}).get(concept)) for concept in concepts}
+    erase, anchors, targets = [], [], []
     for index in range(count):
         concept = concepts[index % len(concepts)]
-        attribute, value = attribute_of(concept)
+        attribute, _ = attribute_of(concept)
         words = {}
         for name, values in ATTRIBUTES.items():
             # with several concepts, no caption shows another erased value: an anchor must never preserve one
-            # (the concept's own attribute is drawn from every value, then replaced: one concept = the old stream)
             allowed = list(values) if name == attribute else [choice for choice in values if (name, choice) not in erased]
             choice = allowed[int(rng.integers(len(allowed)))]
             synonyms = values[choice]
             words[name] = synonyms[int(rng.integers(len(synonyms)))] if rng.random() < 0.3 else synonyms[0]
-        template = TEMPLATES[int(rng.integers(len(TEMPLATES)))]
+        choices = phrasings("train", (attribute,))
+        phrasing = choices[int(rng.integers(len(choices)))]
         others = [other for other in ATTRIBUTES[attribute] if (attribute, other) not in erased]
         if not others:
             raise ValueError(f"every {attribute} value is being erased ({concepts}); keep at least one as an anchor")
-        erase.append(_fill(template, {**words, attribute: concept}))
-        anchors.append(_fill(template, {**words, attribute: others[int(rng.integers(len(others)))]}))
-    return PromptSet(erase=tuple(erase), keywords=tuple(concepts), anchors=tuple(anchors))
+        erase.append(fill(phrasing, {**words, attribute: concept}))
+        anchors.append(fill(phrasing, {**words, attribute: ATTRIBUTES[attribute][others[int(rng.integers(len(others)))]][0]}))
+        targets.append(fill(phrasing, {**words, attribute: mapped[concept]}))
+    return PromptSet(erase=tuple(erase), keywords=tuple(concepts), anchors=tuple(anchors), targets=tuple(targets))
 
 
 def combinations(attribute: str, value: str, word: str | None = None) -> list[tuple[str, dict[str, str]]]:

@@ -88,9 +88,9 @@ def recommend_strength(world: NanoWorld, edit, concepts: list[str],
     In order of preference: the smallest strength whose held-out Acc_e ≤ margin × target with Acc_ir ≥ keep_ratio ×
     base (the margin absorbs the held-out set's sampling noise: 48 images); else the smallest with Acc_e ≤ target;
     else the best mean H. A strength whose erase prompts show `max_no_object_rise` more no-object images than the
-    base's (the erasure deletes the picture instead of replacing the concept) counts as breaking the keep ratio.
-    Strengths are tried in increasing order and the search stops at the first that passes or that breaks the keep
-    ratio (stronger ones only damage more). `edit` (adapters or a closed-form delta) must be
+    base's (the erasure deletes the picture instead of replacing the concept) is never chosen while another passes,
+    but the search goes on past it. Strengths are tried in increasing order and the search stops at the first that
+    passes or that breaks the keep ratio (stronger ones only damage more). `edit` (adapters or a closed-form delta) must be
     attached to `world.dit`; strength 0 gives the base model. `progress` gets the "strength search" phase, one unit
     per (strength, concept) scored.
     """
@@ -113,12 +113,23 @@ def recommend_strength(world: NanoWorld, edit, concepts: list[str],
         h = sum(s.h for s in scores) / len(scores)
         rise = max(s.no_object - base[c].no_object for s, c in zip(scores, concepts))
         table.append({"strength": strength, "acc_e": acc_e, "keep_ratio": ratio, "h": h, "no_object_rise": rise})
-        if ratio < keep_ratio or rise > max_no_object_rise or acc_e <= margin * target_acc_e:
+        if stops_search(table[-1], target_acc_e, keep_ratio, margin, max_no_object_rise):
             break
     counter.finish()
     strength = choose_strength(table, target_acc_e, keep_ratio, margin, max_no_object_rise)
     edit.set_strength(strength)
     return strength, table
+
+
+def stops_search(row: dict, target_acc_e: float, keep_ratio: float, margin: float,
+                 max_no_object_rise: float = MAX_NO_OBJECT_RISE) -> bool:
+    """Whether `recommend_strength` tries no stronger strength after this row: it breaks the keep ratio, or it
+    passes with the margin. A no-object rise alone does not stop it: an anchor-mapped erasure passes through
+    shapeless in-between images on its way to the anchor (nano red → blue, 2026-12-06: 17 points more no-object
+    images than the base at 0.5, none more at 0.75)."""
+    if row["keep_ratio"] < keep_ratio:
+        return True
+    return row["acc_e"] <= margin * target_acc_e and row.get("no_object_rise", 0.0) <= max_no_object_rise
 
 
 def choose_strength(table: list[dict], target_acc_e: float, keep_ratio: float, margin: float,
