@@ -98,7 +98,8 @@ def erase_config(inputs: TrainInputs, nano: bool) -> EraseConfig:
             return config
         from zerase_core.nano.erasure_runs import concept_kind
         kind = concept_kind(list(concept_list(inputs, nano)))
-    return config.with_kind(kind) if inputs.targets == "auto" else replace(config, concept_kind=kind)
+    # the kind's presets as `erase` applies them (ε, L_attn under the anchor target); a named rows preset stays chosen
+    return config.with_kind(kind) if inputs.targets == "auto" else replace(config.with_kind(kind), slices=slices)
 
 
 def _without(prompt: str, keywords: tuple[str, ...]) -> str:

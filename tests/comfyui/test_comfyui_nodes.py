@@ -76,16 +76,21 @@ def test_train_agrees_with_the_core_cli_path(pack, nano, tmp_path, bank):
     from zerase_core.nano.world import NanoWorld
     model, clip, _ = nano
     train(pack, model, clip, save_name=f"agree-{bank}", shuffle_bank=bank)
-    erase(NanoWorld.load(), ["star"], EraseConfig(steps=4, seed=0, shuffle_bank=bank), tmp_path / "cli.safetensors",
+    erase(NanoWorld.load(), ["star"], EraseConfig(steps=4, seed=0, beta=0.1, shuffle_bank=bank), tmp_path / "cli.safetensors",
           choose_strength=False)
     node_info, node_tensors, _ = read_erasure(pack["erasures"] / f"agree-{bank}.safetensors")
     assert node_info.training["config"]["shuffle_bank"] == bank
     cli_info, cli_tensors, _ = read_erasure(tmp_path / "cli.safetensors")
     assert node_info.base_fingerprint == cli_info.base_fingerprint and node_info.base_config == cli_info.base_config
+    differ = {key: (value, cli_info.training["config"].get(key)) for key, value in node_info.training["config"].items()
+              if value != cli_info.training["config"].get(key)}
+    assert not differ, f"ZEraseTrain's config differs from the CLI's: {differ}"
+    assert node_info.training.get("anchors") == cli_info.training.get("anchors")
     for key, value in cli_tensors.items():
         assert (node_tensors[key] - value).norm() <= 1e-3 * value.norm() + 1e-6, key
     for (_, ours), (_, theirs) in zip(node_info.training["state"]["history"], cli_info.training["state"]["history"]):
-        for name in ("loss_erase", "loss_attention", "loss_preserve", "lambda"):
+        assert set(ours) == set(theirs) and {"loss_erase", "loss_preserve", "lambda"} <= set(ours)
+        for name in sorted(set(ours) & {"loss_erase", "loss_attention", "loss_preserve", "lambda"}):
             assert ours[name] == pytest.approx(theirs[name], rel=1e-3, abs=1e-6), name
 
 
