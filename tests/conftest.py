@@ -11,6 +11,16 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread_session():
+    """Also for module- and session-scoped fixtures, which are set up before any function-scoped fixture: a module
+    fixture that trains on torch's default thread count fights every other job for the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     """Tiny models run fastest on one thread (and don't fight other jobs for the cores)."""
