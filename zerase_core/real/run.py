@@ -170,6 +170,7 @@ def erase_real(source: ModelSource, prompts: PromptSet, config: EraseConfig, out
         raise ValueError("uce-text runs on the nano model only from the CLI; on a real model use zerase (default)")
     prepared = encode_all(source, training_prompts(prompts, config), prompts, progress, prompts.keywords)
     dit = load_transformer(source)
+    dit.gradient_checkpointing = True       # a block's activations are recomputed in the backward, not kept
     base, base_config = fingerprint(dit), dit.config.to_dict()
     trainer = EraseTrainer(dit, prepared, prompts, config, in_channels=dit.config.in_channels,
                            shift=dit.config.shift, progress=progress)
