@@ -219,6 +219,16 @@ def generate_real(source: ModelSource, prompts: list[str], seeds: list[int], ste
                   progress: Progress | None = None) -> torch.Tensor:
     """Images (B, 3, H, W) in [0, 1]; each erasure file attached at its strength (default: its recommended one,
     1/N of it for N files, as on the nano model)."""
+    latents = sample_real(source, prompts, seeds, steps, cfg, height, width, erasures, strengths, allow_other_base,
+                          allow_partial, progress)
+    return decode_latents(source, latents, progress)
+
+
+def sample_real(source: ModelSource, prompts: list[str], seeds: list[int], steps: int = TURBO["steps"],
+                cfg: float = TURBO["cfg"], height: int = 1024, width: int = 1024, erasures=(), strengths=(),
+                allow_other_base: bool = False, allow_partial: bool = False, progress: Progress | None = None,
+                noise: torch.Tensor | None = None) -> torch.Tensor:
+    """The DiT's final latents of `generate_real` (before the VAE); the DiT is dropped when they are done."""
     from ..nano.erasure_runs import attach_file
     prepared = encode_all(source, [*prompts, ""], None, progress)
     world = RealWorld(load_transformer(source), prepared, None)
@@ -232,13 +242,13 @@ def generate_real(source: ModelSource, prompts: list[str], seeds: list[int], ste
                 if index >= len(strengths):
                     edit.set_strength(info.recommended_strength / len(edits))
         counted = _Steps(world.dit, PhaseCounter(progress, "sample", steps))
-        latents = world.sample_latents(prompts, seeds, steps, cfg, height, width, model=counted)
+        latents = world.sample_latents(prompts, seeds, steps, cfg, height, width, model=counted, noise=noise)
     finally:
         for edit, _ in reversed(edits):
             edit.detach()
     world.dit = None
     gc.collect()
-    return decode_latents(source, latents, progress)
+    return latents
 
 
 def decode_latents(source: ModelSource, latents: torch.Tensor, progress: Progress | None = None) -> torch.Tensor:
@@ -253,7 +263,7 @@ def decode_latents(source: ModelSource, latents: torch.Tensor, progress: Progres
 
 
 __all__ = ["add_model_arguments", "real_source", "encode_all", "real_prompt_set", "training_prompts",
-           "prepare_config", "erase_real", "generate_real", "decode_latents", "resume_prompts", "REAL_PHASES"]
+           "prepare_config", "erase_real", "generate_real", "sample_real", "decode_latents", "resume_prompts", "REAL_PHASES"]
 
 
 def check_base(args) -> None:
