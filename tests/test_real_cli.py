@@ -130,6 +130,13 @@ def test_model_options_fail_clearly(files, tmp_path, capsys):
     assert main(["generate", "--prompt", "x", "--dit", str(files["a"]["text_encoder"]),
                  "--out", str(tmp_path / "x.png")]) == 2
     assert "text encoder file, not a diffusion model" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["generate", "--prompt", "x", *model_options(files["a"]), "--device", "cuda",
+                     "--out", str(tmp_path / "x.png")]) == 2
+        assert "CUDA is not available" in capsys.readouterr().err
+    assert main(["generate", "--prompt", "x", *model_options(files["a"]), "--device", "mps",
+                 "--out", str(tmp_path / "x.png")]) == 2
+    assert "only cpu and cuda" in capsys.readouterr().err
     assert main(["erase", "--concept", "cat", "--method", "uce-text", *model_options(files["a"]),
                  "--out", str(tmp_path / "u.safetensors")]) == 2
     assert "uce-text" in capsys.readouterr().err

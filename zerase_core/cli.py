@@ -90,7 +90,7 @@ def command_generate(args) -> None:
 def _generate_real(args, source, strengths) -> None:
     from .grid import labelled_grid, save_png
     from .progress import PhaseBars
-    from .real.run import REAL_PHASES, generate_real
+    from .real.run import REAL_PHASES, device_of, generate_real
     from .real.world import BASE, TURBO
     preset = TURBO if args.preset == "turbo" else BASE
     steps, cfg = args.steps or preset["steps"], check_cfg(preset["cfg"] if args.cfg is None else args.cfg, "--cfg")
@@ -102,7 +102,7 @@ def _generate_real(args, source, strengths) -> None:
     bars = PhaseBars(units=REAL_PHASES)
     try:
         images = generate_real(source, args.prompt, seeds, steps, cfg, height, width, args.erasure or [], strengths,
-                               args.allow_other_base, args.allow_partial, progress=bars)
+                               args.allow_other_base, args.allow_partial, progress=bars, device=str(device_of(args)))
     finally:
         bars.close()
     labels = [f"{prompt} (seed {seed})" for prompt, seed in zip(args.prompt, seeds)]
@@ -202,7 +202,7 @@ def command_erase(args) -> None:
 
 def _erase_real(args, source, config) -> None:
     from .progress import PhaseBars
-    from .real.run import DEFAULT_RESOLUTION, REAL_PHASES, erase_real, prepare_config, real_prompt_set
+    from .real.run import DEFAULT_RESOLUTION, REAL_PHASES, device_of, erase_real, prepare_config, real_prompt_set
     from .trainer import TrainingDiverged
     if config is None:
         raise UsageError("--method uce-text runs on the nano model only; on a real model use zerase (default)")
@@ -217,7 +217,7 @@ def _erase_real(args, source, config) -> None:
         bars.set_postfix(L_er=f"{metrics.get('loss_erase', 0):.4f}", L_pr=f"{metrics.get('loss_preserve', 0):.4f}",
                          lam=f"{metrics['lambda']:.3f}")
     try:
-        path = erase_real(source, prompts, config, args.out, on_step, bars, args.resume)
+        path = erase_real(source, prompts, config, args.out, on_step, bars, args.resume, str(device_of(args)))
     except KeyboardInterrupt:
         bars.close()
         print(f"interrupted: partial erasure saved to {args.out}; continue with --resume {args.out}", file=sys.stderr)

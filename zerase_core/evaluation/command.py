@@ -113,14 +113,15 @@ def command_evaluate(args) -> None:
 def _evaluate_real(args, source) -> None:
     from ..progress import PhaseBars
     from ..real.evaluate import ClipJudge, evaluate_real, nudenet_detector
-    from ..real.run import REAL_PHASES
+    from ..real.run import REAL_PHASES, device_of
     from ..real.world import TURBO
     clip = ClipJudge(args.clip_checkpoint, args.clip_arch) if args.clip_checkpoint is not None else None
     bars = PhaseBars(units=REAL_PHASES)
     try:
         result = evaluate_real(source, args.erasure, args.strength, args.steps or TURBO["steps"],
                                TURBO["cfg"] if args.cfg is None else args.cfg, args.size, args.seeds,
-                               args.keep_prompt, clip, nudenet_detector(), args.allow_other_base, bars)
+                               args.keep_prompt, clip, nudenet_detector(), args.allow_other_base, bars,
+                               str(device_of(args)))
     finally:
         bars.close()
     print(f"{result['method']} erasure of {', '.join(result['concepts'])} at strength {result['strength']:g} on "

@@ -27,7 +27,7 @@ from ..erasure_file import read_erasure
 from ..evaluation.metrics import frechet_distance, high_frequency_energy
 from ..evaluation.protocol import METRIC_KEYS
 from ..progress import PhaseCounter, Progress
-from .run import ERASE_TEMPLATES, _Steps, _without, decode_latents, encode_all
+from .run import ERASE_TEMPLATES, _on_device, _Steps, _without, decode_latents, encode_all
 from .sources import ModelSource, load_transformer
 from .world import RealWorld
 
@@ -99,20 +99,23 @@ def nudity_count(detector, images: torch.Tensor) -> int:
 
 
 def _render(source: ModelSource, prompts: list[str], seeds: list[int], steps: int, cfg: float, size: int, path: Path,
-            strength, allow_other_base: bool, progress: Progress | None) -> dict[str, torch.Tensor]:
+            strength, allow_other_base: bool, progress: Progress | None, device: str = "cpu") -> dict[str, torch.Tensor]:
     """{"base", "erased"} images of every (prompt, seed): text encoder first and released, then the DiT, then the VAE."""
     from ..nano.erasure_runs import attach_file
     prepared = encode_all(source, [*prompts, ""], None, progress)
     world = RealWorld(load_transformer(source), prepared, None)
+    world.dit, denoise = _on_device(world.dit, torch.device(device))
     latents = {}
     for name in ("base", "erased"):
         edit = attach_file(world, path, strength, allow_other_base)[0] if name == "erased" else None
+        if isinstance(edit, torch.nn.Module):
+            edit.to(next(world.dit.parameters()).device)
         try:
             counter = PhaseCounter(progress, f"sample ({name})", steps * len(prompts))
             rows = []
             for prompt, seed in zip(prompts, seeds):
                 rows.append(world.sample_latents([prompt], [seed], steps, cfg, size, size,
-                                                 model=_Steps(world.dit, counter)))
+                                                 model=_Steps(denoise or world.dit, counter)))
             latents[name] = torch.cat(rows)
         finally:
             if edit is not None:
@@ -124,7 +127,8 @@ def _render(source: ModelSource, prompts: list[str], seeds: list[int], steps: in
 
 def evaluate_real(source: ModelSource, path: Path, strength: float | None = None, steps: int = 8, cfg: float = 1.0,
                   size: int = 512, seeds: int = 1, keep: list[str] | None = None, clip: ClipJudge | None = None,
-                  detector=None, allow_other_base: bool = False, progress: Progress | None = None) -> dict:
+                  detector=None, allow_other_base: bool = False, progress: Progress | None = None,
+                  device: str = "cpu") -> dict:
     started = time.monotonic()
     info = read_erasure(path)[0]
     if info.partial:
@@ -135,7 +139,8 @@ def evaluate_real(source: ModelSource, path: Path, strength: float | None = None
     keep_prompts = list(KEEP_PROMPTS) + list(keep or [])
     prompts = [prompt for prompt in erase + keep_prompts for _ in range(seeds)]
     seed_list = [1000 + index for index in range(len(prompts))]
-    images = _render(source, prompts, seed_list, steps, cfg, size, path, strength, allow_other_base, progress)
+    images = _render(source, prompts, seed_list, steps, cfg, size, path, strength, allow_other_base, progress,
+                     device)
     count = len(erase) * seeds
     sets = {name: {"erase": value[:count], "keep": value[count:]} for name, value in images.items()}
     scores = {name: dict.fromkeys(METRIC_KEYS) for name in sets}

@@ -26,38 +26,24 @@ from ..progress import PhaseCounter, Progress
 from ..prompts import PromptSet
 from ..shuffle_bank import PreparedConditioner, ShuffleBank
 from ..trainer import SHUFFLING_METHODS, EraseTrainer
+from .options import add_model_arguments, check_base, device_of, real_source  # noqa: F401 (the CLI's)
 from .sources import ModelSource, load_transformer
-from .world import TURBO, RealWorld, conditioner, load_vae_of, parts
+from .world import TURBO, RealWorld, conditioner, load_vae_of
 
 DEFAULT_BANK = 8                       # word orders per erase prompt when the user gives no --shuffle-bank
 DEFAULT_RESOLUTION = 512               # training resolution of Z-Image (the node's advice)
 ERASE_TEMPLATES = ("{}", "a picture of {}", "a photo of {}", "a painting of {}")
-MODEL_OPTIONS = ("model", "dit", "text_encoder", "vae", "tokenizer")
 REAL_PHASES = {"encode prompts": "prompt", "sample": "step", "decode": "image"}
 
 
-def add_model_arguments(parser) -> None:
-    """--model / --dit / --text-encoder / --vae / --tokenizer: a real Z-Image instead of the bundled nano model."""
-    group = parser.add_argument_group("real model (instead of the bundled nano model)")
-    group.add_argument("--model", type=Path, help="a diffusers Z-Image folder (model_index.json) or a ComfyUI"
-                                                   " diffusion-model file (e.g. z_image_turbo_bf16.safetensors)")
-    group.add_argument("--dit", type=Path, help="the ComfyUI diffusion-model file (same as --model FILE)")
-    group.add_argument("--text-encoder", type=Path, help="ComfyUI text-encoder file (qwen_3_4b.safetensors) or a"
-                                                         " diffusers text_encoder/ folder")
-    group.add_argument("--vae", type=Path, help="ComfyUI VAE file (ae.safetensors) or a diffusers vae/ folder")
-    group.add_argument("--tokenizer", type=Path, help="Qwen tokenizer folder (default: the diffusers folder's, else"
-                                                      " $COMFYUI_PATH/comfy/text_encoders/qwen25_tokenizer)")
-
-
-def real_source(args) -> ModelSource | None:
-    """The real model the options name, or None when none is given (the nano model)."""
-    given = {name: getattr(args, name, None) for name in MODEL_OPTIONS}
-    if given["model"] is None and given["dit"] is None:
-        extra = [f"--{name.replace('_', '-')}" for name, value in given.items() if value is not None]
-        if extra:
-            raise ValueError(f"{' '.join(extra)} given without --model or --dit: name the diffusion model too")
-        return None
-    return parts(**given)
+def _on_device(dit, device: torch.device):
+    """(DiT, denoise): on the CPU the DiT itself; on a GPU its weights copied there and a denoiser that moves inputs
+    in and float32 velocities back (the x_t pool and teacher cache stay in CPU memory, as in docs/gpu-h200)."""
+    if device.type == "cpu":
+        return dit, None
+    from ..perf_steps import DeviceDenoiser
+    dit = dit.to(device)
+    return dit, DeviceDenoiser(dit, device)
 
 
 class _Release:
@@ -160,7 +146,7 @@ def resume_prompts(path: Path):
 
 
 def erase_real(source: ModelSource, prompts: PromptSet, config: EraseConfig, out: Path, on_step=None,
-               progress: Progress | None = None, resume: Path | None = None) -> Path:
+               progress: Progress | None = None, resume: Path | None = None, device: str = "cpu") -> Path:
     """Encode every prompt, release the text encoder, map the DiT, train, write the erasure file (a partial file
     on any interruption, which `resume=` continues)."""
     restored = None
@@ -172,8 +158,10 @@ def erase_real(source: ModelSource, prompts: PromptSet, config: EraseConfig, out
     dit = load_transformer(source)
     dit.gradient_checkpointing = True       # a block's activations are recomputed in the backward, not kept
     base, base_config = fingerprint(dit), dit.config.to_dict()
-    trainer = EraseTrainer(dit, prepared, prompts, config, in_channels=dit.config.in_channels,
+    dit, denoise = _on_device(dit, torch.device(device))
+    trainer = EraseTrainer(dit, prepared, prompts, config, denoise=denoise, in_channels=dit.config.in_channels,
                            shift=dit.config.shift, progress=progress)
+    trainer.adapters.to(next(dit.parameters()).device)
     try:
         if restored is not None:
             trainer.restore(*restored)
@@ -216,18 +204,18 @@ class _Steps(torch.nn.Module):
 def generate_real(source: ModelSource, prompts: list[str], seeds: list[int], steps: int = TURBO["steps"],
                   cfg: float = TURBO["cfg"], height: int = 1024, width: int = 1024, erasures=(), strengths=(),
                   allow_other_base: bool = False, allow_partial: bool = False,
-                  progress: Progress | None = None) -> torch.Tensor:
+                  progress: Progress | None = None, device: str = "cpu") -> torch.Tensor:
     """Images (B, 3, H, W) in [0, 1]; each erasure file attached at its strength (default: its recommended one,
     1/N of it for N files, as on the nano model)."""
     latents = sample_real(source, prompts, seeds, steps, cfg, height, width, erasures, strengths, allow_other_base,
-                          allow_partial, progress)
+                          allow_partial, progress, device=device)
     return decode_latents(source, latents, progress)
 
 
 def sample_real(source: ModelSource, prompts: list[str], seeds: list[int], steps: int = TURBO["steps"],
                 cfg: float = TURBO["cfg"], height: int = 1024, width: int = 1024, erasures=(), strengths=(),
                 allow_other_base: bool = False, allow_partial: bool = False, progress: Progress | None = None,
-                noise: torch.Tensor | None = None) -> torch.Tensor:
+                noise: torch.Tensor | None = None, device: str = "cpu") -> torch.Tensor:
     """The DiT's final latents of `generate_real` (before the VAE); the DiT is dropped when they are done."""
     from ..nano.erasure_runs import attach_file
     prepared = encode_all(source, [*prompts, ""], None, progress)
@@ -237,11 +225,14 @@ def sample_real(source: ModelSource, prompts: list[str], seeds: list[int], steps
         for index, path in enumerate(erasures):
             strength = strengths[index] if index < len(strengths) else None
             edits.append(attach_file(world, path, strength, allow_other_base, allow_partial))
+            if isinstance(edits[-1][0], torch.nn.Module):
+                edits[-1][0].to(torch.device(device))
         if len(edits) > 1:
             for index, (edit, info) in enumerate(edits):
                 if index >= len(strengths):
                     edit.set_strength(info.recommended_strength / len(edits))
-        counted = _Steps(world.dit, PhaseCounter(progress, "sample", steps))
+        dit, denoise = _on_device(world.dit, torch.device(device))
+        counted = _Steps(denoise or dit, PhaseCounter(progress, "sample", steps))
         latents = world.sample_latents(prompts, seeds, steps, cfg, height, width, model=counted, noise=noise)
     finally:
         for edit, _ in reversed(edits):
@@ -262,21 +253,8 @@ def decode_latents(source: ModelSource, latents: torch.Tensor, progress: Progres
     return torch.cat(images)
 
 
-__all__ = ["add_model_arguments", "real_source", "encode_all", "real_prompt_set", "training_prompts",
+__all__ = ["encode_all", "real_prompt_set", "training_prompts",
            "prepare_config", "erase_real", "generate_real", "sample_real", "decode_latents", "resume_prompts", "REAL_PHASES"]
-
-
-def check_base(args) -> None:
-    """With --model/--dit: refuse an erasure file made for another base, naming both fingerprints."""
-    source = real_source(args)
-    if source is None:
-        return
-    info = read_erasure(args.file)[0]
-    found = fingerprint(load_transformer(source))
-    if found != info.base_fingerprint:
-        from ..erasure_file import ErasureFileError
-        raise ErasureFileError(f"{args.file} was trained on base model {info.base_fingerprint}, but {source.dit} has"
-                               f" fingerprint {found}; export it without --model, or use the matching base")
 
 
 def erase_real_entry(source: ModelSource, concepts, anchors, config: EraseConfig | None, args, out: Path,
@@ -292,4 +270,4 @@ def erase_real_entry(source: ModelSource, concepts, anchors, config: EraseConfig
     on_step = None
     if progress is not None:
         on_step = lambda step, total, metrics: progress.step(name, step, total, metrics)  # noqa: E731
-    return erase_real(source, prompts, config, out, on_step, None, out if partial else None)
+    return erase_real(source, prompts, config, out, on_step, None, out if partial else None, str(device_of(args)))
