@@ -140,3 +140,27 @@ def test_model_options_fail_clearly(files, tmp_path, capsys):
     assert main(["erase", "--concept", "cat", "--method", "uce-text", *model_options(files["a"]),
                  "--out", str(tmp_path / "u.safetensors")]) == 2
     assert "uce-text" in capsys.readouterr().err
+
+
+def test_interrupted_real_erase_resumes_to_the_uninterrupted_result(files, tmp_path):
+    from zerase_core.erase_config import EraseConfig
+    paths = files["a"]
+    source = parts(dit=paths["dit"], text_encoder=paths["text_encoder"], tokenizer=paths["tokenizer"])
+    prompts = real_run.real_prompt_set(["cat"], None, None)
+    config = real_run.prepare_config(EraseConfig(steps=3, rank=2, pool_prompts=1, sample_steps=1, shuffle_bank=2), 32)
+    whole = real_run.erase_real(source, prompts, config, tmp_path / "whole.safetensors")
+
+    def stop(step, total, metrics):
+        if step == 1:
+            raise KeyboardInterrupt
+    part = tmp_path / "part.safetensors"
+    with pytest.raises(KeyboardInterrupt):
+        real_run.erase_real(source, prompts, config, part, on_step=stop)
+    info = read_erasure(part)[0]
+    assert info.partial and info.steps_done == 1 and info.training["erase"] == list(prompts.erase)
+    resumed = tmp_path / "resumed.safetensors"
+    assert main(["erase", "--resume", str(part), *model_options(paths), "--out", str(resumed)]) == 0
+    expected, found = read_erasure(whole)[1], read_erasure(resumed)[1]
+    assert read_erasure(resumed)[0].steps_done == 3 and set(expected) == set(found)
+    for key, value in expected.items():
+        assert torch.allclose(found[key], value, atol=1e-6), key
