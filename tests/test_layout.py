@@ -182,3 +182,14 @@ def test_active_layout_is_scoped_and_nests():
         with active_layout(outer):
             raise RuntimeError("boom")
     assert current_layout() is None
+
+
+def test_masks_made_under_inference_mode_serve_a_later_backward():
+    """ComfyUI samples under inference mode; the cached gate must still work when the same layout trains later."""
+    layout = TokenLayout.from_shapes([5], (4, 6), 2, 8)
+    with torch.inference_mode():
+        first = layout.text_mask("layers")
+    assert not first.is_inference()
+    hidden = torch.ones(first.shape, requires_grad=True)
+    torch.where(layout.text_mask("layers"), hidden, 0.0).sum().backward()
+    assert torch.equal(hidden.grad, first.float())

@@ -41,16 +41,28 @@ def _positive(kind):
 
 def _sampling_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the first image (next ones: seed+1, ...)")
-    parser.add_argument("--steps", type=_positive(int), default=DEFAULT_STEPS, help="Euler steps")
-    parser.add_argument("--cfg", type=float, default=DEFAULT_CFG, help="guidance (1 = none, as Turbo)")
-    parser.add_argument("--size", type=_positive(int), default=IMAGE_SIZE, help="image side in pixels")
+    parser.add_argument("--steps", type=_positive(int), help=f"Euler steps (nano {DEFAULT_STEPS}; real: --preset's)")
+    parser.add_argument("--cfg", type=float, help=f"guidance (1 = none, as Turbo; nano {DEFAULT_CFG}; real: --preset's)")
+    parser.add_argument("--size", type=_positive(int), help=f"image side in pixels (nano {IMAGE_SIZE}; real 1024)")
+    parser.add_argument("--width", type=_positive(int), help="real models: image width (default --size)")
+    parser.add_argument("--height", type=_positive(int), help="real models: image height (default --size)")
+    parser.add_argument("--preset", choices=["turbo", "base"], default="turbo",
+                        help="real models: Z-Image-Turbo's 8 steps at cfg 1, or Z-Image's 50 steps at cfg 5")
 
 
 def command_generate(args) -> None:
     from .grid import labelled_grid, save_png
     from .nano.erasure_runs import attach_file
+    from .real.run import real_source
     check_output(args.out, "--out")
     strengths = [check_strength(value, "--strength") for value in args.strength or []]
+    source = real_source(args)
+    if source is not None:
+        return _generate_real(args, source, strengths)
+    if args.width is not None or args.height is not None:
+        raise UsageError("--width/--height are for real models; the nano model draws square images (--size)")
+    args.steps, args.cfg = args.steps or DEFAULT_STEPS, DEFAULT_CFG if args.cfg is None else args.cfg
+    args.size = args.size or IMAGE_SIZE
     check_cfg(args.cfg, "--cfg")
     if len(strengths) > len(args.erasure or []):
         raise UsageError(f"{len(strengths)} --strength values for {len(args.erasure or [])} --erasure files")
@@ -75,8 +87,35 @@ def command_generate(args) -> None:
     print(f"wrote {path}")
 
 
+def _generate_real(args, source, strengths) -> None:
+    from .grid import labelled_grid, save_png
+    from .progress import PhaseBars
+    from .real.run import REAL_PHASES, device_of, generate_real
+    from .real.world import BASE, TURBO
+    preset = TURBO if args.preset == "turbo" else BASE
+    steps, cfg = args.steps or preset["steps"], check_cfg(preset["cfg"] if args.cfg is None else args.cfg, "--cfg")
+    size = args.size or 1024
+    height, width = args.height or size, args.width or size
+    if len(strengths) > len(args.erasure or []):
+        raise UsageError(f"{len(strengths)} --strength values for {len(args.erasure or [])} --erasure files")
+    seeds = [args.seed + index for index in range(len(args.prompt))]
+    bars = PhaseBars(units=REAL_PHASES)
+    try:
+        images = generate_real(source, args.prompt, seeds, steps, cfg, height, width, args.erasure or [], strengths,
+                               args.allow_other_base, args.allow_partial, progress=bars, device=str(device_of(args)))
+    finally:
+        bars.close()
+    labels = [f"{prompt} (seed {seed})" for prompt, seed in zip(args.prompt, seeds)]
+    path = save_png(labelled_grid(images, labels, columns=min(4, len(images))), args.out)
+    print(f"wrote {path} ({width}x{height}, {steps} steps, cfg {cfg:g})")
+
+
 def _load_world(args):
     from .nano.world import NanoWorld
+    from .real.run import real_source
+    if real_source(args) is not None:
+        raise UsageError("this command runs the nano model only; --model/--dit work with erase, erase-many,"
+                         " generate, evaluate and export-lora")
     world = NanoWorld.load()
     if getattr(args, "base", None) is not None:
         from .checkpoint import load_dit
@@ -98,7 +137,8 @@ def erase_config_from_args(args):
         ("steps", args.steps), ("learning_rate", args.lr), ("rank", args.rank), ("eta", args.eta),
         ("epsilon", args.epsilon), ("beta", args.beta), ("pool_prompts", args.pool_prompts),
         ("sample_steps", args.sample_steps), ("shuffle_bank", args.shuffle_bank),
-        ("erase_target", args.erase_target), ("target_eta", args.target_eta)) if value is not None}
+        ("erase_target", args.erase_target), ("target_eta", args.target_eta),
+        ("batch_size", getattr(args, "batch_size", None))) if value is not None}
     if args.targets:
         overrides["slices"] = tuple(args.targets)
     return EraseConfig(method=args.method, seed=args.seed, **overrides)
@@ -112,6 +152,10 @@ def command_erase(args) -> None:
     if args.out.suffix != ".safetensors":
         raise UsageError(f"--out {args.out} must end in .safetensors")
     check_output(args.out, "--out")
+    from .real.run import real_source
+    source = real_source(args)
+    if source is not None:
+        return _erase_real(args, source, erase_config_from_args(args))
     # unknown or non-attribute words fail here, before anything is loaded; `Star` is `star`, repeats count once
     args.concept = concept_words(args.concept or [])
     concepts, heading = args.concept, f"({args.method})"
@@ -120,6 +164,9 @@ def command_erase(args) -> None:
         concepts = list(info.concepts)
         heading = f"(resuming {args.resume} at step {info.steps_done} of {info.steps_total})"
     config = erase_config_from_args(args)
+    if args.resolution is not None or args.prompt:
+        raise UsageError("--resolution and --prompt are for real models (--model/--dit); the nano model's erase "
+                         "prompts come from its vocabulary")
     world = _load_world(args)
     started = time.monotonic()
     label = ", ".join(concepts)
@@ -153,10 +200,41 @@ def command_erase(args) -> None:
     print(f"wrote {path} ({time.monotonic() - started:.1f} s)")
 
 
+def _erase_real(args, source, config) -> None:
+    from .progress import PhaseBars
+    from .real.run import DEFAULT_RESOLUTION, REAL_PHASES, device_of, erase_real, prepare_config, real_prompt_set
+    from .trainer import TrainingDiverged
+    if config is None:
+        raise UsageError("--method uce-text runs on the nano model only; on a real model use zerase (default)")
+    prompts = real_prompt_set(args.concept or ["resumed"], args.prompt, args.anchor)
+    config = prepare_config(config, args.resolution or DEFAULT_RESOLUTION)
+    label = ", ".join(prompts.keywords) if args.resume is None else str(args.resume)
+    print(f"erasing {label} ({config.method}) from {source.dit}", file=sys.stderr)
+    bars = PhaseBars(units={**PHASE_UNITS, **REAL_PHASES}, label=label)
+    started = time.monotonic()
+
+    def on_step(step, total, metrics):
+        bars.set_postfix(L_er=f"{metrics.get('loss_erase', 0):.4f}", L_pr=f"{metrics.get('loss_preserve', 0):.4f}",
+                         lam=f"{metrics['lambda']:.3f}")
+    try:
+        path = erase_real(source, prompts, config, args.out, on_step, bars, args.resume, str(device_of(args)))
+    except KeyboardInterrupt:
+        bars.close()
+        print(f"interrupted: partial erasure saved to {args.out}; continue with --resume {args.out}", file=sys.stderr)
+        raise
+    except TrainingDiverged as error:
+        bars.close()
+        raise UsageError(f"{error}; partial file with the last finite adapters saved to {args.out}") from None
+    bars.close()
+    print(f"wrote {path} ({time.monotonic() - started:.1f} s)")
+
+
 def command_export_lora(args) -> None:
     from .erasure_file import export_stock_lora
     from .stock_export import stock_path
     out = check_output(stock_path(args.file, args.out), "--out")
+    from .real.run import check_base
+    check_base(args)                 # --model/--dit given: the file must be made for it
     print(f"wrote {export_stock_lora(args.file, out)}")
 
 
@@ -174,6 +252,7 @@ def command_demo(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .real.run import add_model_arguments
     parser = argparse.ArgumentParser(prog="python -m zerase_core", description="ZErase core (no ComfyUI needed)")
     commands = parser.add_subparsers(dest="command", required=True)
     generate = commands.add_parser("generate", help="text-to-image grid with the nano model")
@@ -187,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="apply a partial file (an interrupted erase) anyway; refused by default")
     generate.add_argument("--base", type=Path, help="a nano-compatible DiT checkpoint to use instead of the bundled one")
     _sampling_arguments(generate)
+    add_model_arguments(generate)
     generate.set_defaults(run=command_generate)
     erase = commands.add_parser("erase", help="erase concept(s) from the nano model and write an erasure file")
     erase.add_argument("--concept", action="append", help="word to erase (repeat for joint multi-concept erasure)")
@@ -216,12 +296,18 @@ def build_parser() -> argparse.ArgumentParser:
     erase.add_argument("--base", type=Path, help="a nano-compatible DiT checkpoint to use instead of the bundled one")
     erase.add_argument("--no-strength-search", action="store_true",
                        help="skip choosing the recommended strength on held-out prompts (it is then 1.0)")
+    erase.add_argument("--prompt", action="append", help="real models: an erase prompt containing the concept "
+                       "(repeatable; default: a few templates around each --concept)")
+    erase.add_argument("--batch-size", type=int, help="(trajectory, step) pairs per training step (default 4)")
+    erase.add_argument("--resolution", type=int, help="real models: training resolution in pixels (default 512)")
+    add_model_arguments(erase)
     erase.set_defaults(run=command_erase)
     from .many import add_erase_many_command
     add_erase_many_command(commands, erase)       # erase's options (model and training) + the list and the folder
     export = commands.add_parser("export-lora", help="write a stock-loadable LoRA for stream-pure erasures only")
     export.add_argument("file", type=Path)
     export.add_argument("--out", type=Path)
+    add_model_arguments(export)
     export.set_defaults(run=command_export_lora)
     demo = commands.add_parser("demo", help="the main job: erase a concept from the bundled nano model, compare (demo.png)")
     demo.add_argument("--out", type=Path, default=Path("demo.png"))

@@ -134,14 +134,18 @@ class TokenLayout:
 
 @functools.lru_cache(maxsize=256)
 def _kinds(layout: TokenLayout, family: str, device: torch.device) -> torch.Tensor:
-    # Adapters ask for the same masks in every block of every forward: build each once.
-    return layout._build_kinds(family, device)
+    # Adapters ask for the same masks in every block of every forward: build each once. Never as inference tensors
+    # (ComfyUI samples under inference mode): a later training forward with the same layout saves the gate for
+    # its backward, which autograd refuses for an inference tensor.
+    with torch.inference_mode(False):
+        return layout._build_kinds(family, device)
 
 
 @functools.lru_cache(maxsize=256)
 def _stream_mask(layout: TokenLayout, family: str, device: torch.device, stream: str) -> torch.Tensor:
-    kinds = _kinds(layout, family, device)
-    return (kinds == TEXT) | (kinds == TEXT_PAD) if stream == "text" else (kinds == IMAGE) | (kinds == IMAGE_PAD)
+    with torch.inference_mode(False):
+        kinds = _kinds(layout, family, device)
+        return (kinds == TEXT) | (kinds == TEXT_PAD) if stream == "text" else (kinds == IMAGE) | (kinds == IMAGE_PAD)
 
 
 _ACTIVE_LAYOUT: contextvars.ContextVar[TokenLayout | None] = contextvars.ContextVar("zerase_layout", default=None)

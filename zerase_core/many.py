@@ -26,7 +26,7 @@ from .files import atomic_write, atomic_write_json
 
 STATUS_FOLDER = "erase-many"
 # erase options that erase-many replaces by the list (concepts, anchors) and the folder (out, resume)
-_LIST_OPTIONS = {"help", "concept", "anchor", "out", "resume"}
+_LIST_OPTIONS = {"help", "concept", "anchor", "out", "resume", "prompt"}
 
 
 def add_erase_many_command(commands, erase_parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -172,7 +172,11 @@ def run_entry(world, entry: ConceptEntry, config, args, out_dir: Path, place: La
         if state == "finished":
             return _record(entry, place, out, "skipped", 0.0, info)
         anchors = list(entry.anchors) or None
-        if config is None:
+        from .real.run import ModelSource, erase_real_entry
+        if isinstance(world, ModelSource):                  # a real model (--model / --dit): where its parts are
+            erase_real_entry(world, entry.concepts, anchors, _entry_config(config, entry), args, out, state == "partial", progress,
+                             entry.name, parallel)
+        elif config is None:
             erase_uce(world, list(entry.concepts), out, anchors, args.seed, not args.no_strength_search)
         else:
             on_step = None
@@ -283,7 +287,8 @@ def command_erase_many(args) -> None:
     place = launch()
     started = time.monotonic()
     try:
-        world = _load_world(args)
+        from .real.run import real_source
+        world = real_source(args) or _load_world(args)
         if args.joint:
             records = _run_joint(world, entries, config, args, out_dir, place)
         else:

@@ -84,11 +84,16 @@ def evaluate_file(world, path: Path, strength: float | None, settings: Evaluatio
 
 
 def command_evaluate(args) -> None:
-    from ..nano.world import NanoWorld
+    from ..nano.world import DEFAULT_CFG, DEFAULT_STEPS, NanoWorld
+    from ..real.run import real_source
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.json is not None and args.json.suffix != ".json":
         raise ValueError(f"--json {args.json} must end in .json")
+    source = real_source(args)
+    if source is not None:
+        return _evaluate_real(args, source)
+    args.steps, args.cfg = args.steps or DEFAULT_STEPS, DEFAULT_CFG if args.cfg is None else args.cfg
     settings = EvaluationSettings(sampling=SamplingSettings(steps=args.steps, cfg=args.cfg), seeds=args.seeds,
                                   probe_names=tuple(args.probes),
                                   probes=not args.no_probes)
@@ -105,15 +110,41 @@ def command_evaluate(args) -> None:
         print(f"wrote {atomic_write_json(result, args.json)}", file=sys.stderr)
 
 
+def _evaluate_real(args, source) -> None:
+    from ..progress import PhaseBars
+    from ..real.evaluate import ClipJudge, evaluate_real, nudenet_detector
+    from ..real.run import REAL_PHASES, device_of
+    from ..real.world import TURBO
+    clip = ClipJudge(args.clip_checkpoint, args.clip_arch) if args.clip_checkpoint is not None else None
+    bars = PhaseBars(units=REAL_PHASES)
+    try:
+        result = evaluate_real(source, args.erasure, args.strength, args.steps or TURBO["steps"],
+                               TURBO["cfg"] if args.cfg is None else args.cfg, args.size, args.seeds,
+                               args.keep_prompt, clip, nudenet_detector(), args.allow_other_base, bars,
+                               str(device_of(args)))
+    finally:
+        bars.close()
+    print(f"{result['method']} erasure of {', '.join(result['concepts'])} at strength {result['strength']:g} on "
+          f"{source.dit}, judge {result['judge']} ({result['seconds']:.0f} s)")
+    print(format_table(result))
+    print(f"pixel change erased - base: erase prompts {result['change']['erase']:.4f}, keep prompts "
+          f"{result['change']['keep']:.4f}")
+    for name, reason in result["skipped"].items():
+        print(f"skipped ({name}): {reason}")
+    if args.json is not None:
+        print(f"wrote {atomic_write_json(result, args.json)}", file=sys.stderr)
+
+
 def add_evaluate_command(commands) -> argparse.ArgumentParser:
     from ..nano.world import DEFAULT_CFG, DEFAULT_STEPS
     parser = commands.add_parser("evaluate", help="score an erasure file: Acc_e, Acc_ir, H, collapse, attacks")
-    parser.add_argument("--erasure", type=Path, required=True, help="erasure file (.safetensors) made for the nano model")
+    parser.add_argument("--erasure", type=Path, required=True,
+                        help="erasure file (.safetensors) made for the nano model (or for --model)")
     parser.add_argument("--strength", type=float, help="erasure strength (default: the file's recommended one)")
     parser.add_argument("--seeds", type=int, default=1, help="images per prompt (default 1)")
     parser.add_argument("--json", type=Path, help="write the result object here (.json)")
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="sampler steps")
-    parser.add_argument("--cfg", type=float, default=DEFAULT_CFG, help="guidance")
+    parser.add_argument("--steps", type=int, help=f"sampler steps (nano {DEFAULT_STEPS}, real models 8)")
+    parser.add_argument("--cfg", type=float, help=f"guidance (nano {DEFAULT_CFG}, real models 1)")
     parser.add_argument("--probes", nargs="+", choices=list(PROBES), default=list(PROBES),
                         help="which attacks to run (default all; synonym alone skips the costly vector calibration)")
     parser.add_argument("--no-probes", action="store_true", help="skip the synonym/shuffle/vector attacks")
@@ -123,5 +154,9 @@ def add_evaluate_command(commands) -> argparse.ArgumentParser:
     parser.add_argument("--judge", choices=NANO_JUDGES, default="evaluator",
                         help="who looks at the images: the nano evaluator (also used by the strength search) or judge2 "
                              "(trained independently)")
+    from ..real.evaluate import add_real_evaluate_arguments
+    from ..real.run import add_model_arguments
+    add_model_arguments(parser)
+    add_real_evaluate_arguments(parser)
     parser.set_defaults(run=command_evaluate)
     return parser
