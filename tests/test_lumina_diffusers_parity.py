@@ -13,7 +13,8 @@ from zerase_core.model import ZImageDiT
 from zerase_core.real.lumina import (lumina_comfy_names, lumina_config_from_diffusers, lumina_diffusers_config,
                                      lumina_diffusers_state_dict)
 
-diffusers = pytest.importorskip("diffusers", reason="diffusers is not installed; the real-model parity tests need the `real` extra: pip install -e \".[real]\"")
+diffusers = pytest.importorskip("diffusers", reason="diffusers is not installed; the real-model parity tests need"
+                                                " the `real` extra: pip install -e \".[real]\"")
 
 # head dim 96 (axes 32/32/32 as Lumina-Image-2.0), 4 query heads over 2 kv heads, dim 384
 TINY = dict(hidden_size=384, num_layers=2, num_refiner_layers=1, num_attention_heads=4, num_kv_heads=2,

@@ -60,7 +60,8 @@ def test_mixed_families_are_refused_naming_what_was_found():
     state = randomized_dit(LUMINA).state_dict()
     state["cap_pad_token"] = torch.zeros(1, 256)
     state["x_pad_token"] = torch.zeros(1, 256)
-    with pytest.raises(UnsupportedModelError, match="mixes.*adaLN_modulation.1.*pad tokens.*Supported: Z-Image.*Lumina"):
+    expected = "mixes.*adaLN_modulation.1.*pad tokens.*Supported: Z-Image.*Lumina"
+    with pytest.raises(UnsupportedModelError, match=expected):
         detect_architecture(state)
 
 

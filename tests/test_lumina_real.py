@@ -67,7 +67,8 @@ def pipeline():
 
 def core_world(pipeline) -> RealWorld:
     transformer = pipeline.transformer
-    dit = load_dit(transformer.state_dict(), metadata=lumina_config_from_diffusers(dict(transformer.config)).to_metadata())
+    config = lumina_config_from_diffusers(dict(transformer.config))
+    dit = load_dit(transformer.state_dict(), metadata=config.to_metadata())
     return RealWorld(dit, GemmaConditioner(pipeline.tokenizer, pipeline.text_encoder), pipeline.vae)
 
 

@@ -114,6 +114,15 @@ class GatedLoRA(nn.Module):
                           for name, block in zip(SLICES, blocks)], dim=-1)
 
 
+def _qkv_widths(attention: nn.Module, linear: nn.Linear) -> int | tuple[int, int, int]:
+    """Rows of q, k and v in a fused qkv: the core's `widths`, ComfyUI's heads × head_dim (GQA: fewer kv heads)."""
+    widths = getattr(attention, "widths", None)
+    if widths is None and hasattr(attention, "n_local_kv_heads"):        # ComfyUI's JointAttention
+        kv = attention.n_local_kv_heads * attention.head_dim
+        widths = (attention.n_local_heads * attention.head_dim, kv, kv)
+    return tuple(widths) if widths is not None else linear.out_features // 3
+
+
 def _family_of(path: str) -> str:
     return path.split(".", 1)[0]
 
@@ -164,7 +173,7 @@ class AdapterSet(nn.Module):
         self.paths: list[str] = target_paths(model, config)
         for path in self.paths:
             linear = model.get_submodule(path)
-            width = getattr(model.get_submodule(path.rsplit(".", 1)[0]), "widths", linear.out_features // 3)
+            width = _qkv_widths(model.get_submodule(path.rsplit(".", 1)[0]), linear)
             self.adapters[self._key(path)] = GatedLoRA(linear.in_features, width, config, _family_of(path))
         self._attached: list[tuple[nn.Module, object]] = []
 

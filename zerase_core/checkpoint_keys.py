@@ -90,8 +90,8 @@ def normalize_keys(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
 
 def comfy_names(state_dict: StateDict) -> StateDict:
     """ComfyUI names for prefix-free keys; fuses to_q/to_k/to_v inside `state_dict`, popping each part as it goes."""
-    if any(key.startswith("time_caption_embed.") or ".attn.to_q." in key for key in state_dict):
-        from .real.lumina import lumina_comfy_names       # diffusers' Lumina2Transformer2DModel names
+    from .real.lumina import is_diffusers_lumina, lumina_comfy_names
+    if is_diffusers_lumina(state_dict):                    # diffusers' Lumina2Transformer2DModel names
         return lumina_comfy_names(state_dict)
     return _rename(_fuse_qkv(state_dict))
 
@@ -292,7 +292,8 @@ def _config_from_shapes(shapes: _Shapes) -> DiTConfig:
     if shapes.head_dim is None:
         raise uninferable("no attention.q_norm.weight to read the head dim from")
     if shapes.kind == "lumina2":
-        return _lumina_from_shapes(shapes, patch_size, uninferable)
+        from .real.lumina import lumina_config_from_shapes
+        return lumina_config_from_shapes(shapes, patch_size, uninferable)
     if shapes.head_dim != 128 or shapes.dim % 128:
         raise uninferable(f"dim {shapes.dim} with head dim {shapes.head_dim}; only head dim 128 (RoPE axes"
                           f" 32/48/48, as Z-Image) is known")
@@ -308,24 +309,6 @@ def _config_from_shapes(shapes: _Shapes) -> DiTConfig:
                           f" {config.ffn_hidden} (8/3·dim rounded up to a multiple of 256)")
     return config
 
-
-
-def _lumina_from_shapes(shapes: _Shapes, patch_size: int, uninferable) -> DiTConfig:
-    # head dim 96 is Lumina-Image-2.0's (dim 2304: 24 heads, 8 kv heads, axes 32/32/32, theta 10000), as ComfyUI.
-    if shapes.head_dim != 96 or shapes.dim % 96 or shapes.kv_heads is None:
-        raise uninferable(f"Lumina-2 with dim {shapes.dim}, head dim {shapes.head_dim}; only head dim 96 (RoPE axes"
-                          f" 32/32/32, as Lumina-Image-2.0) is known")
-    try:
-        config = DiTConfig.lumina2(dim=shapes.dim, n_heads=shapes.dim // 96, n_kv_heads=shapes.kv_heads,
-                                   n_layers=shapes.n_layers, n_refiner_layers=shapes.n_refiner_layers,
-                                   cap_feat_dim=shapes.cap_feat_dim, patch_size=patch_size,
-                                   in_channels=shapes.patch_features // (patch_size * patch_size))
-    except ValueError as error:
-        raise uninferable(str(error)) from None
-    if shapes.ffn_hidden is not None and shapes.ffn_hidden != config.ffn_hidden:
-        raise uninferable(f"feed_forward.w1 has {shapes.ffn_hidden} rows but dim {shapes.dim} gives"
-                          f" {config.ffn_hidden} (4·dim rounded up to a multiple of 256)")
-    return config
 
 
 

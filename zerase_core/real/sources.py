@@ -52,8 +52,9 @@ class ModelSource:
 
 
 def component_kind(path: Path) -> str:
-    """"z-image" / "lumina2" for a DiT file, "qwen3-text-encoder", "gemma2-text-encoder", "text-encoder" or "vae" for the others; from the
-    header only (no tensor is read). Unsupported diffusion models raise UnsupportedModelError naming them."""
+    """"z-image" / "lumina2" for a DiT file, "qwen3-text-encoder", "gemma2-text-encoder", "text-encoder" or "vae"
+    for the others; from the header only (no tensor is read). Unsupported diffusion models raise
+    UnsupportedModelError naming them."""
     header, _, _ = read_header(Path(path))
     shapes = {name: torch.empty(0) for name in header}            # keys are all the detectors read
     keys = strip_prefix(shapes)
