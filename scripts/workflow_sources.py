@@ -140,8 +140,8 @@ LUMINA_ERASE = Workflow("lumina-erase", "ZErase Lumina-Image-2.0, erase a style 
    "- `models/text_encoders/gemma_2_2b_fp16.safetensors` (CLIPLoader, type **lumina2**)\n"
    "- `models/vae/ae.safetensors` (the Flux VAE)\n\n"
    "Erases the style *Van Gogh* from Lumina-2 (shift 6, 25 steps at cfg 4); the adapters act on text tokens only, "
-   "and the caption stays unpadded as ComfyUI runs Lumina-2. Prompts are encoded as written, without Lumina-2's "
-   "system prompt. Saves `models/zerase/lumina2-van-gogh.safetensors`, which only a Lumina-2 model accepts.")
+   "and the caption stays unpadded as ComfyUI runs Lumina-2. Each prompt gets Lumina-2's system prompt, as "
+   "CLIP Text Encode (Lumina 2) gives it. Saves `models/zerase/lumina2-van-gogh.safetensors`, which only a Lumina-2 model accepts.")
 
 WORKFLOWS = (NANO_DEMO, NANO_APPLY, NANO_COMPARE, TURBO_ERASE, LUMINA_ERASE)
 SLUGS = {workflow.slug: workflow for workflow in WORKFLOWS}

@@ -100,6 +100,30 @@ def test_load_builds_comfyuis_lumina2_model(pack, lumina):
     assert rows and clip.tokenizer.decode([ids[row] for row in rows]).strip() == "Van Gogh"
 
 
+def test_lumina_prompts_get_the_system_prompt_as_comfyui_and_diffusers_give_it(pack, lumina):
+    """ZEraseTrain's conditioner (and ErasureCompare's prompts) wrap Lumina-2 prompts as CLIPTextEncodeLumina2
+    ("superior") does; the empty prompt stays bare; Z-Image prompts are used as written."""
+    from zerase_core.real.gemma import LUMINA_TEMPLATE, SYSTEM_PROMPT
+    from zerase_fixtures import TINY_CONFIG
+    _, clip, _, config = lumina
+    bridge = pack["bridge"]
+    assert bridge.prompt_template(TINY_CONFIG) is None and bridge.prompt_template(config) == LUMINA_TEMPLATE
+    conditioner = bridge.conditioner_for(clip, config)
+    plain = bridge.ClipConditioner(clip)
+    assert conditioner.text(PROMPT) == f"{SYSTEM_PROMPT} <Prompt Start> {PROMPT}" and conditioner.text("") == ""
+    features, lengths = conditioner.encode([PROMPT, ""])
+    wrapped = plain.encode([LUMINA_TEMPLATE.format(PROMPT)])[0][0]
+    assert int(lengths[0]) == wrapped.shape[0] > len(plain._ids(PROMPT)) + 10
+    assert torch.equal(features[0, :int(lengths[0])], wrapped)
+    assert torch.equal(features[1, :int(lengths[1])], plain.encode([""])[0][0])
+    rows, ids = conditioner.keyword_positions(PROMPT, "Van Gogh"), conditioner._ids(PROMPT)
+    assert rows[0] > len(plain._ids(SYSTEM_PROMPT)) and clip.tokenizer.decode([ids[row] for row in rows]).strip() == \
+        "Van Gogh"
+    with torch.inference_mode():
+        assert torch.equal(bridge.encode_prompt(clip, PROMPT, LUMINA_TEMPLATE)[0][0][0],
+                           bridge.encode_prompt(clip, LUMINA_TEMPLATE.format(PROMPT))[0][0][0])
+
+
 def _first_qkv(model, clip) -> tuple[torch.Tensor, torch.Tensor]:
     """(frozen W·x, actual output) of layers.0.attention.qkv in a one-step 32×32 sample through the stock nodes."""
     import comfy_extras.nodes_sd3 as sd3

@@ -25,6 +25,7 @@ from .text_encoder import QwenConditioner, _transformers
 
 SYSTEM_PROMPT = ("You are an assistant designed to generate superior images with the superior degree of image-text"
                  " alignment based on textual prompts or user prompts.")
+LUMINA_TEMPLATE = SYSTEM_PROMPT + " <Prompt Start> {}"     # ComfyUI's CLIPTextEncodeLumina2 ("superior")
 MAX_TOKENS = 256
 _LAYER = re.compile(r"^layers\.(\d+)\.")
 _SKIPPED = ("spiece_model", "lm_head.weight")
@@ -118,7 +119,7 @@ class GemmaConditioner(QwenConditioner):
         self.system_prompt = system_prompt
 
     def text(self, prompt: str) -> str:
-        return f"{self.system_prompt} <Prompt Start> {prompt}" if prompt else ""
+        return f"{self.system_prompt} <Prompt Start> {prompt}" if prompt else ""   # = LUMINA_TEMPLATE
 
 
 def gemma_conditioner(source, dtype: torch.dtype | None = None) -> GemmaConditioner:
@@ -128,5 +129,5 @@ def gemma_conditioner(source, dtype: torch.dtype | None = None) -> GemmaConditio
     return GemmaConditioner(load_gemma_tokenizer(source.tokenizer), load_gemma2(source.text_encoder, dtype))
 
 
-__all__ = ["SYSTEM_PROMPT", "GemmaConditioner", "gemma_conditioner", "gemma2_config_from_shapes", "load_gemma2",
-           "load_gemma_tokenizer"]
+__all__ = ["SYSTEM_PROMPT", "LUMINA_TEMPLATE", "GemmaConditioner", "gemma_conditioner", "gemma2_config_from_shapes",
+           "load_gemma2", "load_gemma_tokenizer"]
