@@ -106,3 +106,19 @@ def test_a_file_for_one_family_is_refused_on_the_other_naming_both_fingerprints(
     for allow in (False, True):
         with pytest.raises(ErasureFileError, match=re.compile(pattern)):
             load_erasure(path, target, allow_other_base=allow)
+
+
+def test_stock_export_of_a_lumina_erasure_takes_q_slices_only(tmp_path):
+    """ComfyUI's LoRA key map places to_k / to_v as dim-wide qkv blocks; Lumina-2's GQA k and v are narrower."""
+    from safetensors.torch import load_file
+    from zerase_core.erasure_file import export_stock_lora
+    model = randomized_dit(LUMINA)
+    context_qkv = AdapterConfig(rank=4, alpha=4.0, slices=("q", "k", "v"), families=("context_refiner",))
+    adapters = AdapterSet(model, context_qkv)
+    path = save_erasure(tmp_path / "qkv.safetensors", adapters, _info(model, context_qkv))
+    with pytest.raises(ErasureFileError, match="k/v rows of a Lumina-Image-2.0 model.*4 key/value heads.*8 query"):
+        export_stock_lora(path)
+    context_q = AdapterConfig(rank=4, alpha=4.0, slices=("q",), families=("context_refiner",))
+    path = save_erasure(tmp_path / "q.safetensors", AdapterSet(model, context_q), _info(model, context_q))
+    exported = load_file(str(export_stock_lora(path)))
+    assert exported["diffusion_model.context_refiner.0.attention.to_q.lora_B.weight"].shape == (256, 4)
