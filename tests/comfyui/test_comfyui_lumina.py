@@ -206,3 +206,41 @@ def test_a_file_for_one_family_is_refused_on_the_other_naming_both_fingerprints(
     with torch.inference_mode(), pytest.raises(ValueError, match=re.compile(
             f"made for Lumina-Image-2.0.*{lumina_print}.*this MODEL is Z-Image.*{nano_print}")):
         apply.execute(model=nano_model, strength=1.0, allow_other_base=True, erasure_file_1="lumina-tiny.safetensors")
+
+
+def test_the_erased_lumina_model_computes_what_the_core_computes(pack, lumina):
+    """ApplyErasedWeights on ComfyUI's Lumina2 MODEL and the core's ZImageDiT with the same erasure file attached
+    (load_erasure) give the same denoised output for the same CLIP conditioning (fp32, ≤ 1e-5 relative)."""
+    import comfy.model_management
+    from zerase_core.checkpoint import load_dit
+    from zerase_core.erasure_file import load_erasure
+    model, clip, _, _ = lumina
+    file = pack["erasures"] / "lumina-tiny.safetensors"
+    if not file.exists():
+        pytest.skip("needs the erasure trained by test_train_apply_gates_text_rows_and_compare_runs")
+    with torch.inference_mode():
+        applied = pack["nodes"]["ApplyErasedWeights"].execute(
+            model=model, strength=1.0, allow_other_base=False, erasure_file_1=file.name).result[0]
+        context = clip.encode_from_tokens_scheduled(clip.tokenize(PROMPT), show_pbar=False)[0][0].float()
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 16, 6, 4, generator=generator)
+    sigma = torch.tensor([0.9, 0.35])
+    context = context.expand(2, -1, -1).contiguous()
+    comfy.model_management.load_models_gpu([applied])
+    options = {"wrappers": applied.wrappers}                  # what sampler_helpers.prepare_sampling passes on
+    with torch.inference_mode():
+        theirs = applied.model.apply_model(x, sigma, c_crossattn=context, num_tokens=context.shape[1],
+                                           transformer_options=options).float()
+    ours = load_dit(model.model.diffusion_model.state_dict(), metadata=pack["bridge"].base_info(model).config
+                    .to_metadata(), dtype=torch.float32)
+    with torch.no_grad():
+        plain = x - sigma[:, None, None, None] * ours(x, sigma, context)
+    adapters, _ = load_erasure(file, ours)
+    adapters.set_strength(pack["bridge"].erasures_of(applied)[0].strength)
+    adapters.attach(ours)
+    with torch.no_grad():
+        expected = x - sigma[:, None, None, None] * ours(x, sigma, context)
+    relative = ((theirs - expected).norm() / expected.norm()).item()
+    print(f"\n[lumina erased MODEL vs core] relative L2 difference {relative:.2e}")
+    assert relative <= 1e-5
+    assert ((plain - theirs).norm() / theirs.norm()).item() > 1e-4            # the erasure changed the output
