@@ -48,15 +48,16 @@ class ErasureCompare(io.ComfyNode):
         if not erase and not keep:
             raise ValueError("erase_prompts and keep_prompts are both empty; give at least one prompt")
         comfy_bridge.zimage_network(original)
+        template = comfy_bridge.prompt_template(comfy_bridge.base_info(original).config)
         columns = {"original": original, "erased": erased}
         for scale in parse_sweep(strength_sweep):
             columns[f"erased ×{scale:g}"] = comfy_bridge.with_strength_scale(erased, scale)
         prompts = erase + keep
-        negative = comfy_bridge.encode_prompt(clip, "")
+        negative = comfy_bridge.encode_prompt(clip, "", template)
         bar = comfy_bridge.progress_bar(len(prompts) * len(columns), getattr(cls.hidden, "unique_id", None))
         images = {title: [] for title in columns}
         for row, prompt in enumerate(prompts):
-            positive = comfy_bridge.encode_prompt(clip, prompt)
+            positive = comfy_bridge.encode_prompt(clip, prompt, template)
             for title, model in columns.items():
                 images[title].append(comfy_bridge.sample_images(model, vae, positive, negative, seed + row, steps,
                                                                 cfg, size))

@@ -121,5 +121,27 @@ TURBO_ERASE = Workflow("turbo-erase", "ZErase Z-Image Turbo, erase a style then 
    "Erases the style *Van Gogh*; the anchors say what the erase prompts should become. Saves "
    "`models/zerase/turbo-van-gogh.safetensors`.")
 
-WORKFLOWS = (NANO_DEMO, NANO_APPLY, NANO_COMPARE, TURBO_ERASE)
+LUMINA_ERASE = Workflow("lumina-erase", "ZErase Lumina-Image-2.0, erase a style then compare (GPU)", {
+    "1": {"class_type": "UNETLoader", "inputs": {"unet_name": "lumina_2_model_bf16.safetensors",
+                                                 "weight_dtype": "default"}},
+    "2": {"class_type": "CLIPLoader", "inputs": {"clip_name": "gemma_2_2b_fp16.safetensors", "type": "lumina2",
+                                                 "device": "default"}},
+    "3": {"class_type": "VAELoader", "inputs": {"vae_name": "ae.safetensors"}},
+    "4": train(["1", 0], ["2", 0], ["3", 0], concepts="a painting in the style of Van Gogh\n"
+               "Van Gogh's starry night over a village, oil on canvas", keywords="Van Gogh",
+               anchors="a painting\na starry night over a village, oil on canvas", steps=200, resolution=512,
+               save_name="lumina2-van-gogh", preview_every=50, concept_kind="style", sample_steps=25, sample_cfg=4.0),
+    "5": compare(["1", 0], ["4", 0], ["2", 0], ["3", 0], erase_prompts="a portrait in the style of Van Gogh\n"
+                 "sunflowers in a vase, painted by Van Gogh", keep_prompts="a portrait in the style of Rembrandt\n"
+                 "sunflowers in a vase, painted by Monet", steps=25, cfg=4.0, size=512),
+    "6": {"class_type": "LossGraphNode", "inputs": {"loss": ["4", 2], "filename_prefix": "zerase_lumina2_loss"}},
+}, "## Lumina-Image-2.0 (GPU)\nPut the files here, then press **Run** (a 12 GB+ GPU):\n\n"
+   "- `models/diffusion_models/lumina_2_model_bf16.safetensors`\n"
+   "- `models/text_encoders/gemma_2_2b_fp16.safetensors` (CLIPLoader, type **lumina2**)\n"
+   "- `models/vae/ae.safetensors` (the Flux VAE)\n\n"
+   "Erases the style *Van Gogh* from Lumina-2 (shift 6, 25 steps at cfg 4); the adapters act on text tokens only, "
+   "and the caption stays unpadded as ComfyUI runs Lumina-2. Each prompt gets Lumina-2's system prompt, as "
+   "CLIP Text Encode (Lumina 2) gives it. Saves `models/zerase/lumina2-van-gogh.safetensors`, which only a Lumina-2 model accepts.")
+
+WORKFLOWS = (NANO_DEMO, NANO_APPLY, NANO_COMPARE, TURBO_ERASE, LUMINA_ERASE)
 SLUGS = {workflow.slug: workflow for workflow in WORKFLOWS}

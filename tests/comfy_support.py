@@ -93,7 +93,8 @@ def require_comfy(*modules: str) -> ModuleType:
 
 
 def nextdit_unet_config(config: DiTConfig) -> dict:
-    """The `unet_config` ComfyUI would hold for a Z-Image DiT of this config (keys of `detect_unet_config`)."""
+    """The `unet_config` ComfyUI would hold for a Z-Image or Lumina-2 DiT of this config (keys of
+    `detect_unet_config`; Lumina-2 has no z_image_modulation, time_scale 1 and no pad tokens)."""
     return dict(
         image_model="lumina2",
         patch_size=config.patch_size,
@@ -104,16 +105,16 @@ def nextdit_unet_config(config: DiTConfig) -> dict:
         n_refiner_layers=config.n_refiner_layers,
         qk_norm=True,
         n_heads=config.n_heads,
-        n_kv_heads=config.n_heads,
+        n_kv_heads=config.kv_heads,
         multiple_of=config.ffn_multiple_of,
         ffn_dim_multiplier=config.ffn_dim_multiplier,
         norm_eps=config.norm_eps,
         axes_dims=list(config.axes_dims),
         axes_lens=list(config.axes_lens),
         rope_theta=config.rope_theta,
-        z_image_modulation=True,
+        z_image_modulation=config.kind == "z-image",
         time_scale=config.time_scale,
-        pad_tokens_multiple=config.pad_tokens_multiple,
+        pad_tokens_multiple=config.pad_tokens_multiple if config.pad_tokens else None,
     )
 
 
@@ -124,7 +125,8 @@ def build_comfy_zimage(config: DiTConfig, dtype: torch.dtype = torch.float32):
     Parameters are uninitialised (ComfyUI's `disable_weight_init` ops): load a state dict before use.
     """
     comfy = require_comfy("comfy.supported_models", "comfy.model_base")
-    model_config = comfy.supported_models.ZImage(nextdit_unet_config(config))
+    family = comfy.supported_models.ZImage if config.kind == "z-image" else comfy.supported_models.Lumina2
+    model_config = family(nextdit_unet_config(config))
     model_config.set_inference_dtype(dtype, None)
     model = model_config.get_model({})
     assert type(model.diffusion_model) is comfy.ldm.lumina.model.NextDiT

@@ -190,8 +190,8 @@ def tiny_with(**changes) -> dict[str, torch.Tensor]:
     (fake("dec_net.0.weight", "cap_embedder.1.weight", "cap_pad_token", "x_pad_token"), "pixel-space"),
     (fake("clip_text_pooled_proj.0.weight", "cap_embedder.1.weight"), "NewBie"),
     (fake("foo.weight", "bar.bias", "baz"), "not a diffusion transformer.*foo.weight, bar.bias, baz"),
-    (tiny_with(x_pad_token=None, cap_pad_token=None), "Lumina-Image-2.0.*no cap_pad_token / x_pad_token"),
-    (tiny_with(layers__0__attention__qkv__weight=torch.zeros(256 + 2 * 64, 256)), "Lumina-Image-2.0.*GQA"),
+    (tiny_with(x_pad_token=None, cap_pad_token=None), "mixes the two known families.*no cap_pad_token / x_pad_token.*Supported: Z-Image.*Lumina-Image-2.0"),
+    (tiny_with(layers__0__attention__qkv__weight=torch.zeros(256 + 2 * 64, 256)), "mixes the two known families.*GQA.*Supported"),
 ], ids=["flux", "sdxl", "sd3", "qwen-image", "text-encoder", "vae", "omni", "pixel", "newbie", "random", "lumina-pads",
         "lumina-gqa"])
 def test_other_models_are_named(state_dict, expected):

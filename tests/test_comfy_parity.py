@@ -40,6 +40,9 @@ TINY_CONFIGS = {
         dim=256, n_layers=1, n_refiner_layers=2, n_heads=4, cap_feat_dim=40, axes_dims=(16, 24, 24),
         pad_tokens_multiple=8, norm_eps=1e-6,
     ),
+    # Lumina-2: GQA (8 query heads over 2 kv heads), SiLU adaLN from a 256-wide time embedding, no pad tokens
+    "lumina": DiTConfig.lumina2(dim=256, n_layers=2, n_refiner_layers=1, n_heads=8, n_kv_heads=2, cap_feat_dim=40,
+                                axes_dims=(8, 12, 12), norm_eps=1e-6),
 }
 
 # (caption tokens, latent H×W, batch): every length, resolution and batch size appears at least twice. 7 tokens with
@@ -114,7 +117,7 @@ def case_label(case) -> str:
     return f"L={tokens:<2} {height}x{width:<2} B={batch}"
 
 
-@pytest.fixture(scope="module", params=["random-pad32", "random-pad8", "nano"])
+@pytest.fixture(scope="module", params=["random-pad32", "random-pad8", "random-lumina", "nano"])
 def reference(request):
     """(label, ZImageDiT, [(case, inputs, our velocity)]), computed once per weight source."""
     if request.param == "nano":
@@ -244,3 +247,30 @@ def test_parity_turbo_keys_detected_as_zimage(prefix):
         assert expected.pop(key) == defaults[key].default, key
     assert detected == expected
     assert model_config.sampling_settings["shift"] == config.shift
+
+
+@pytest.mark.comfyui
+@pytest.mark.parametrize("prefix", ["", "model.diffusion_model."])
+def test_parity_lumina2_full_size_keys_detected_as_lumina2(prefix):
+    """Our Lumina-Image-2.0-sized key set: the same keys and shapes as ComfyUI's NextDiT, detected by ComfyUI's
+    loader as Lumina2 with our config, and by ours as lumina2."""
+    comfy = require_comfy("comfy.model_detection", "comfy.supported_models")
+    config = DiTConfig.lumina2()
+    ours = ZImageDiT(config, device="meta").state_dict()
+    theirs = build_nextdit(config, device="meta").state_dict()
+    assert {key: value.shape for key, value in ours.items()} == {key: value.shape for key, value in theirs.items()}
+    state = {prefix + key: value for key, value in ours.items()}
+    model_config = comfy.model_detection.model_config_from_unet(state, prefix)
+    assert type(model_config) is comfy.supported_models.Lumina2
+    detected = dict(model_config.unet_config)
+    expected = nextdit_unet_config(config)
+    for key in ("n_refiner_layers", "multiple_of", "norm_eps", "z_image_modulation", "time_scale",
+                "pad_tokens_multiple"):   # never detected for Lumina-2: NextDiT's defaults must equal ours
+        default = inspect.signature(comfy.ldm.lumina.model.NextDiT.__init__).parameters[key].default
+        assert expected.pop(key) == default, key
+    assert detected == expected
+    assert model_config.sampling_settings["shift"] == config.shift
+    from zerase_core.checkpoint import detect_architecture, infer_config
+    assert detect_architecture(state) == "lumina2"
+    assert infer_config({key[len(prefix):]: value for key, value in state.items()}) == config
+

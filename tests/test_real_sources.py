@@ -74,11 +74,11 @@ def test_diffusers_transformer_folder_and_pipeline_folder(tmp_path):
 
 
 def test_other_pipelines_and_components_are_refused_by_name(tmp_path):
-    lumina = tmp_path / "lumina"
-    lumina.mkdir()
-    (lumina / "model_index.json").write_text(json.dumps({"_class_name": "Lumina2Pipeline"}))
-    with pytest.raises(UnsupportedModelError, match="Lumina2Pipeline \\(Lumina-Image-2.0\\).*Supported: Z-Image"):
-        find_model(lumina)
+    other = tmp_path / "flux-folder"
+    other.mkdir()
+    (other / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
+    with pytest.raises(UnsupportedModelError, match="FluxPipeline \\(Flux\\).*Supported: Z-Image.*Lumina-Image-2.0"):
+        find_model(other)
     text_encoder = tmp_path / "qwen_3_4b.safetensors"
     save_file({"model.layers.0.self_attn.q_norm.weight": torch.ones(4), "model.embed_tokens.weight": torch.ones(8, 4)},
               str(text_encoder))

@@ -59,9 +59,11 @@ class AdapterConfig:
 class GatedLoRA(nn.Module):
     """Low-rank deltas for some of q/k/v rows of a fused projection, added only where the gate is open."""
 
-    def __init__(self, in_features: int, width: int, config: AdapterConfig, family: str):
+    def __init__(self, in_features: int, width: int | tuple[int, int, int], config: AdapterConfig, family: str):
         super().__init__()
-        self.family, self.gate_policy, self.width = family, config.gate, width
+        # width: rows of each of q, k, v (one int when equal; GQA's k and v are narrower than q)
+        widths = (width,) * 3 if isinstance(width, int) else tuple(width)
+        self.family, self.gate_policy, self.width, self.widths = family, config.gate, widths[0], widths
         self.slices = config.slices
         self.rank_scale = config.scale
         self.down = nn.ParameterDict()
@@ -70,7 +72,7 @@ class GatedLoRA(nn.Module):
             down = torch.empty(config.rank, in_features)
             nn.init.kaiming_uniform_(down, a=math.sqrt(5))
             self.down[name] = nn.Parameter(down)
-            self.up[name] = nn.Parameter(torch.zeros(width, config.rank))   # identity at init
+            self.up[name] = nn.Parameter(torch.zeros(widths[SLICES.index(name)], config.rank))   # identity at init
         self.enabled = True
         self.strength = 1.0
 
@@ -107,9 +109,18 @@ class GatedLoRA(nn.Module):
         hidden = hidden * (self.rank_scale * self.strength)
         rank = hidden.shape[-1] // len(self.slices)
         parts = dict(zip(self.slices, hidden.split(rank, dim=-1)))
-        blocks = base_output.split(self.width, dim=-1)
+        blocks = base_output.split(self.widths, dim=-1)
         return torch.cat([block + (parts[name] @ self.up[name].t()).to(block.dtype) if name in parts else block
                           for name, block in zip(SLICES, blocks)], dim=-1)
+
+
+def _qkv_widths(attention: nn.Module, linear: nn.Linear) -> int | tuple[int, int, int]:
+    """Rows of q, k and v in a fused qkv: the core's `widths`, ComfyUI's heads × head_dim (GQA: fewer kv heads)."""
+    widths = getattr(attention, "widths", None)
+    if widths is None and hasattr(attention, "n_local_kv_heads"):        # ComfyUI's JointAttention
+        kv = attention.n_local_kv_heads * attention.head_dim
+        widths = (attention.n_local_heads * attention.head_dim, kv, kv)
+    return tuple(widths) if widths is not None else linear.out_features // 3
 
 
 def _family_of(path: str) -> str:
@@ -162,7 +173,7 @@ class AdapterSet(nn.Module):
         self.paths: list[str] = target_paths(model, config)
         for path in self.paths:
             linear = model.get_submodule(path)
-            width = linear.out_features // 3
+            width = _qkv_widths(model.get_submodule(path.rsplit(".", 1)[0]), linear)
             self.adapters[self._key(path)] = GatedLoRA(linear.in_features, width, config, _family_of(path))
         self._attached: list[tuple[nn.Module, object]] = []
 

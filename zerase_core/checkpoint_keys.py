@@ -1,8 +1,9 @@
-"""What a Z-Image DiT state dict's keys and shapes say: ComfyUI names, which model it is, and its DiTConfig.
+"""What a NextDiT state dict's keys and shapes say: ComfyUI names, which model it is, and its DiTConfig.
 
 `normalize_keys` maps a prefixed or diffusers/official state dict to ComfyUI's bare NextDiT names (fusing
-`to_q | to_k | to_v` into `qkv`); `detect_architecture` refuses other models (Flux, SD3, U-Nets, text encoders, VAEs,
-Lumina-2, Z-Image variants) with a message naming them; `infer_config` reads the DiTConfig from metadata
+`to_q | to_k | to_v` into `qkv`); `detect_architecture` tells Z-Image from Lumina-Image-2.0 by their weights
+(Z-Image: adaLN_modulation.0 Linear + learned pad tokens; Lumina-2: SiLU adaLN_modulation.1, no pad tokens) and
+refuses other models (Flux, SD3, U-Nets, text encoders, VAEs, Z-Image variants) with a message naming them; `infer_config` reads the DiTConfig from metadata
 `zerase.dit_config`, checked against the shapes, or from the shapes alone. `checkpoint` reads, loads and saves.
 """
 from __future__ import annotations
@@ -47,7 +48,6 @@ _FOREIGN = (
     (r"^transformer_blocks\.\d+\.attn\.add_[qkv]_proj", "an MMDiT model in diffusers format (SD3-style)"),
     (r"^(?:input_blocks|output_blocks|middle_block|down_blocks|up_blocks|mid_block)\.",
      "a U-Net (SD1.x / SD2 / SDXL: input_blocks / down_blocks)"),
-    (r"^time_caption_embed\.", "Lumina-Image-2.0 in diffusers format (time_caption_embed)"),
     (r"(?:^|\.)layers\.\d+\.self_attn\.|(?:^|\.)embed_tokens\.",
      "a text encoder (Qwen/LLM: model.layers.N.self_attn), not a diffusion model; load it with a CLIP loader"),
     (r"(?:^|\.)block\.\d+\.layer\.\d+\.", "a text encoder (T5), not a diffusion model"),
@@ -55,7 +55,10 @@ _FOREIGN = (
     (r"^(?:first_stage_model\.|vae\.)?(?:encoder\.(?:down|mid|conv_in)|decoder\.(?:up|mid|conv_out))",
      "a VAE (encoder.down / decoder.up), not a diffusion model; load it with a VAE loader"),
 )
-_NEXT_DIT = r"^(?:cap_embedder|noise_refiner|context_refiner|x_embedder|all_x_embedder)\.|^layers\.\d+\.attention\."
+_NEXT_DIT = (r"^(?:cap_embedder|noise_refiner|context_refiner|x_embedder|all_x_embedder|time_caption_embed)\."
+             r"|^layers\.\d+\.attention\.")
+SUPPORTED = ("Supported: Z-Image / Z-Image-Turbo (adaLN_modulation.0 Linear, cap_pad_token / x_pad_token) and"
+             " Lumina-Image-2.0 (SiLU adaLN_modulation.1, GQA, no pad tokens)")
 _VARIANTS = (
     (r"^siglip_(?:embedder|refiner|pad_token)", "Z-Image Omni (siglip_embedder: image-conditioned variant)"),
     (r"^dec_net\.", "pixel-space Z-Image (dec_net)"),
@@ -87,6 +90,9 @@ def normalize_keys(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
 
 def comfy_names(state_dict: StateDict) -> StateDict:
     """ComfyUI names for prefix-free keys; fuses to_q/to_k/to_v inside `state_dict`, popping each part as it goes."""
+    from .real.lumina import is_diffusers_lumina, lumina_comfy_names
+    if is_diffusers_lumina(state_dict):                    # diffusers' Lumina2Transformer2DModel names
+        return lumina_comfy_names(state_dict)
     return _rename(_fuse_qkv(state_dict))
 
 
@@ -131,7 +137,7 @@ def _rename(state_dict: StateDict) -> StateDict:
 
 
 def detect_architecture(state_dict: Mapping[str, torch.Tensor]) -> str:
-    """"z-image" for a Z-Image DiT (ComfyUI or diffusers names, any prefix); else UnsupportedModelError naming it."""
+    """"z-image" or "lumina2" (ComfyUI or diffusers names, any prefix); else UnsupportedModelError naming it."""
     if not state_dict:
         raise CheckpointError("the checkpoint holds no tensors")
     tensors = strip_prefix(state_dict)
@@ -139,19 +145,33 @@ def detect_architecture(state_dict: Mapping[str, torch.Tensor]) -> str:
         example = _first_match(tensors, pattern)
         if example is not None:
             raise UnsupportedModelError(f"this looks like {description} (key {example}); ZErase loads only"
-                                        f" single-stream Z-Image DiT checkpoints")
+                                        f" single-stream NextDiT checkpoints. {SUPPORTED}")
     if _first_match(tensors, _NEXT_DIT) is None:
         sample = ", ".join(list(tensors)[:5])
         raise UnsupportedModelError(f"this is not a diffusion transformer ZErase recognises: {len(tensors)} tensors"
-                                    f" such as {sample} (Z-Image has cap_embedder, noise_refiner, layers.N.attention)")
+                                    f" such as {sample} (a NextDiT has cap_embedder, noise_refiner, layers.N.attention)."
+                                    f" {SUPPORTED}")
     for pattern, description in _VARIANTS:
         example = _first_match(tensors, pattern)
         if example is not None:
-            raise UnsupportedModelError(f"this is {description} (key {example}), not the text-to-image Z-Image")
-    lumina = _lumina_signs(tensors)
-    if lumina:
-        raise UnsupportedModelError(f"this is Lumina-Image-2.0 NextDiT, not Z-Image: {'; '.join(lumina)}")
-    return "z-image"
+            raise UnsupportedModelError(f"this is {description} (key {example}), not the text-to-image Z-Image or"
+                                        f" Lumina-2. {SUPPORTED}")
+    return _kind_of(tensors)
+
+
+def _kind_of(tensors: Mapping[str, torch.Tensor]) -> str:
+    """Z-Image or Lumina-2 from the block modulation and the pad tokens, which must agree."""
+    zimage = _first_match(tensors, r"^(?:layers|noise_refiner)\.\d+\.adaLN_modulation\.0\.")
+    lumina = _first_match(tensors, r"^(?:layers|noise_refiner)\.\d+\.(?:adaLN_modulation\.1|norm1\.linear)\.")
+    pads = [name for name in _PAD_TOKENS if name in tensors]
+    gqa = any("GQA" in sign for sign in _lumina_signs(tensors))
+    if zimage and not lumina and len(pads) == len(_PAD_TOKENS) and not gqa:
+        return "z-image"
+    if lumina and not zimage and not pads:
+        return "lumina2"
+    found = [f"modulation {zimage or lumina or 'absent'}" + (f" and {lumina}" if zimage and lumina else ""),
+             f"pad tokens {pads or 'none'}"] + _lumina_signs(tensors)
+    raise UnsupportedModelError(f"this NextDiT mixes the two known families: {'; '.join(found)}. {SUPPORTED}")
 
 
 def _first_match(keys: Mapping[str, object], pattern: str) -> str | None:
@@ -195,11 +215,13 @@ class _Shapes:
     patch_features: int
     head_dim: int | None
     ffn_hidden: int | None
+    kind: str = "z-image"
+    kv_heads: int | None = None
 
 
 def infer_config(state_dict: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> DiTConfig:
     """The DiTConfig of a state dict with ComfyUI names: from metadata `zerase.dit_config`, checked against the
-    tensor shapes, else from the shapes alone (head dim 128 only, which covers Z-Image / Turbo)."""
+    tensor shapes, else from the shapes alone (Z-Image: head dim 128; Lumina-2: head dim 96, axes 32/32/32)."""
     shapes = _read_shapes(state_dict)
     try:
         config = DiTConfig.from_metadata(dict(metadata) if metadata else None)
@@ -209,8 +231,9 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], metadata: Mapping[str, 
         return _config_from_shapes(shapes)
     stated = {"dim": config.dim, "cap_feat_dim": config.cap_feat_dim, "n_layers": config.n_layers,
               "n_refiner_layers": config.n_refiner_layers, "head_dim": config.head_dim,
-              "patch features (p·p·C)": config.patch_size ** 2 * config.in_channels, "ffn_hidden": config.ffn_hidden}
-    found = {"dim": shapes.dim, "cap_feat_dim": shapes.cap_feat_dim, "n_layers": shapes.n_layers,
+              "patch features (p·p·C)": config.patch_size ** 2 * config.in_channels, "ffn_hidden": config.ffn_hidden,
+              "kind": config.kind, "kv heads": config.kv_heads}
+    found = {"kind": shapes.kind, "kv heads": shapes.kv_heads, "dim": shapes.dim, "cap_feat_dim": shapes.cap_feat_dim, "n_layers": shapes.n_layers,
              "n_refiner_layers": shapes.n_refiner_layers, "head_dim": shapes.head_dim,
              "patch features (p·p·C)": shapes.patch_features, "ffn_hidden": shapes.ffn_hidden}
     wrong = [f"{name} {stated[name]} in metadata but {value} in the tensors"
@@ -227,9 +250,6 @@ def _read_shapes(tensors: Mapping[str, torch.Tensor]) -> _Shapes:
                                   f" see normalize_keys)")
         if tensors[key].dim() != 2:
             raise CheckpointError(f"{key} has shape {list(tensors[key].shape)}; a Linear weight is 2-D")
-    missing = [name for name in _PAD_TOKENS if name not in tensors]
-    if missing:
-        raise UnsupportedModelError(f"no {' / '.join(missing)}: this is Lumina-Image-2.0 NextDiT, not Z-Image")
     dim, cap_feat_dim = tensors["cap_embedder.1.weight"].shape
     n_noise, n_context = _count_blocks(tensors, "noise_refiner"), _count_blocks(tensors, "context_refiner")
     if n_noise != n_context:
@@ -237,7 +257,11 @@ def _read_shapes(tensors: Mapping[str, torch.Tensor]) -> _Shapes:
                               f" has as many of each")
     head = _first_block_tensor(tensors, "attention.q_norm.weight")
     ffn = _first_block_tensor(tensors, "feed_forward.w1.weight")
-    return _Shapes(dim=int(dim), cap_feat_dim=int(cap_feat_dim), n_layers=_count_blocks(tensors, "layers"),
+    qkv = _first_block_tensor(tensors, "attention.qkv.weight")
+    kv_heads = None
+    if head is not None and qkv is not None and (qkv.shape[0] - dim) % (2 * head.shape[0]) == 0:
+        kv_heads = int((qkv.shape[0] - dim) // (2 * head.shape[0]))
+    return _Shapes(kind=_kind_of(tensors), kv_heads=kv_heads, dim=int(dim), cap_feat_dim=int(cap_feat_dim), n_layers=_count_blocks(tensors, "layers"),
                    n_refiner_layers=n_noise, patch_features=int(tensors["x_embedder.weight"].shape[1]),
                    head_dim=None if head is None else int(head.shape[0]),
                    ffn_hidden=None if ffn is None else int(ffn.shape[0]))
@@ -267,6 +291,9 @@ def _config_from_shapes(shapes: _Shapes) -> DiTConfig:
         raise uninferable(f"x_embedder takes {shapes.patch_features} features per patch, not 2·2·channels")
     if shapes.head_dim is None:
         raise uninferable("no attention.q_norm.weight to read the head dim from")
+    if shapes.kind == "lumina2":
+        from .real.lumina import lumina_config_from_shapes
+        return lumina_config_from_shapes(shapes, patch_size, uninferable)
     if shapes.head_dim != 128 or shapes.dim % 128:
         raise uninferable(f"dim {shapes.dim} with head dim {shapes.head_dim}; only head dim 128 (RoPE axes"
                           f" 32/48/48, as Z-Image) is known")
@@ -281,6 +308,7 @@ def _config_from_shapes(shapes: _Shapes) -> DiTConfig:
         raise uninferable(f"feed_forward.w1 has {shapes.ffn_hidden} rows but dim {shapes.dim} gives"
                           f" {config.ffn_hidden} (8/3·dim rounded up to a multiple of 256)")
     return config
+
 
 
 

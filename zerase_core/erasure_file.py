@@ -27,7 +27,7 @@ from torch import nn
 
 from .adapters import KEY_PREFIX, AdapterSet
 from .checkpoint import fingerprint
-from .config import DiTConfig
+from .config import KINDS, DiTConfig
 from .erasure_info import (ERASURE_FORMAT_VERSION, METADATA_KEY, UCE_DELTA_KEY, UCE_TEXT_METHOD, ErasureFileError,
                            ErasureInfo, adapter_dict)
 from .files import atomic_save_safetensors, read_safetensors
@@ -67,9 +67,10 @@ def expected_shapes(info: ErasureInfo) -> dict[str, tuple[int, ...]]:
         for index in range(counts[family]):
             if family == "layers" and adapter.layers is not None and index not in adapter.layers:
                 continue
-            for name in adapter.slices:        # qkv is Linear(dim, 3·dim): each slice is dim wide
+            for name in adapter.slices:        # qkv rows: q dim wide, k and v kv_heads·head_dim (GQA)
+                rows = config.dim if name == "q" else config.kv_heads * config.head_dim
                 shapes[f"{KEY_PREFIX}{family}.{index}.attention.qkv.{name}.down"] = (adapter.rank, config.dim)
-                shapes[f"{KEY_PREFIX}{family}.{index}.attention.qkv.{name}.up"] = (config.dim, adapter.rank)
+                shapes[f"{KEY_PREFIX}{family}.{index}.attention.qkv.{name}.up"] = (rows, adapter.rank)
     if not shapes:
         raise ErasureFileError(f"the adapter {info.adapter} targets no module of the base model {info.base_config}")
     return shapes
@@ -156,6 +157,12 @@ def _check_base(path: Path, info: ErasureInfo, model: nn.Module, allow_other_bas
     config = getattr(model, "config", None)
     if isinstance(config, DiTConfig):
         stored, actual = info.base_config, config.to_dict()
+        made_for = stored.get("kind", "z-image")
+        if made_for != config.kind:
+            raise ErasureFileError(f"{path} was made for {KINDS.get(made_for, made_for)} (base fingerprint "
+                                   f"{info.base_fingerprint}) but this model is {config.family} (fingerprint "
+                                   f"{fingerprint(model)}); an erasure only applies to the model family it was "
+                                   f"trained on, with or without allow_other_base")
         wrong = [f"{name} {stored[name]} (file) vs {actual[name]} (model)" for name in _SHAPE_FIELDS
                  if stored[name] != actual[name]]
         if wrong:

@@ -5,6 +5,9 @@ Block math (Z-Image modulation, no shift terms, sandwich RMSNorms):
     x = x + tanh(gate_msa) · attention_norm2(attention(attention_norm1(x) · (1 + scale_msa)))
     x = x + tanh(gate_mlp) · ffn_norm2(feed_forward(ffn_norm1(x) · (1 + scale_mlp)))
 The context refiner's blocks are unmodulated: the same without scale and gate.
+Lumina-2 (`config.kind == "lumina2"`): adaLN_modulation is SiLU→Linear over a min(dim, 1024)-wide time embedding
+(keys `adaLN_modulation.1.*`), and attention has fewer key/value heads than query heads (GQA: qkv rows are
+[q: H·D | k: H_kv·D | v: H_kv·D], each kv head serving H / H_kv consecutive query heads).
 """
 from __future__ import annotations
 
@@ -65,8 +68,10 @@ class JointAttention(nn.Module):
     def __init__(self, config: DiTConfig, device=None, dtype=None):
         super().__init__()
         self.n_heads = config.n_heads
+        self.n_kv_heads = config.kv_heads
         self.head_dim = config.head_dim
-        self.qkv = nn.Linear(config.dim, 3 * config.dim, bias=False, device=device, dtype=dtype)
+        self.widths = (config.dim, self.n_kv_heads * self.head_dim, self.n_kv_heads * self.head_dim)
+        self.qkv = nn.Linear(config.dim, sum(self.widths), bias=False, device=device, dtype=dtype)
         self.out = nn.Linear(config.dim, config.dim, bias=False, device=device, dtype=dtype)
         # eps None by default, like ComfyUI's NextDiT (torch then uses the dtype's machine epsilon).
         self.q_norm = nn.RMSNorm(self.head_dim, eps=config.qk_norm_eps, device=device, dtype=dtype)
@@ -75,10 +80,16 @@ class JointAttention(nn.Module):
     def forward(self, x, cos, sin, key_mask=None, probe: AttentionProbe | None = None):
         """x (B, L, dim); cos/sin (B, L, 1, D/2); key_mask (B, L) bool of attendable keys or None."""
         batch, length, _ = x.shape
-        query, key, value = self.qkv(x).view(batch, length, 3, self.n_heads, self.head_dim).unbind(2)
+        query, key, value = self.qkv(x).split(self.widths, dim=-1)
+        query = query.view(batch, length, self.n_heads, self.head_dim)
+        key = key.view(batch, length, self.n_kv_heads, self.head_dim)
+        value = value.view(batch, length, self.n_kv_heads, self.head_dim)
         query = apply_rope(self.q_norm(query), cos, sin).transpose(1, 2)   # (B, H, L, D)
         key = apply_rope(self.k_norm(key), cos, sin).transpose(1, 2)
         value = value.transpose(1, 2)
+        if self.n_kv_heads != self.n_heads:
+            repeat = self.n_heads // self.n_kv_heads
+            key, value = key.repeat_interleave(repeat, dim=1), value.repeat_interleave(repeat, dim=1)
         if probe is not None:
             probe(query, key)
         mask = None if key_mask is None else key_mask[:, None, None, :]
@@ -112,10 +123,10 @@ class JointTransformerBlock(nn.Module):
         self.ffn_norm2 = nn.RMSNorm(config.dim, **norm)
         self.modulation = modulation
         if modulation:
-            # A Sequential holding one Linear (no SiLU): key `adaLN_modulation.0.*` as in ComfyUI and diffusers.
-            self.adaLN_modulation = nn.Sequential(
-                nn.Linear(config.adaln_width, 4 * config.dim, device=device, dtype=dtype)
-            )
+            # Z-Image: a Sequential holding one Linear (no SiLU), key `adaLN_modulation.0.*` as in ComfyUI and
+            # diffusers; Lumina-2: SiLU then Linear, key `adaLN_modulation.1.*`.
+            linear = nn.Linear(config.adaln_width, 4 * config.dim, device=device, dtype=dtype)
+            self.adaLN_modulation = nn.Sequential(linear) if config.kind == "z-image" else nn.Sequential(nn.SiLU(), linear)
 
     def forward(self, x, cos, sin, adaln_input=None, key_mask=None, probe: AttentionProbe | None = None):
         if not self.modulation:

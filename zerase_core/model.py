@@ -1,4 +1,5 @@
-"""Z-Image's S3-DiT as ComfyUI's `NextDiT` computes it (`z_image_modulation=True`), with ComfyUI's state-dict keys.
+"""Z-Image's S3-DiT as ComfyUI's `NextDiT` computes it (`z_image_modulation=True`), with ComfyUI's state-dict keys;
+with `config.kind == "lumina2"`, Lumina-Image-2.0's NextDiT (GQA, SiLU adaLN, no pad tokens: pad multiple 1, t·1).
 
 Flow: t = 1 − sigma -> t_embed -> cap_embed + cap pad -> context_refiner (text only, unmodulated)
       -> patchify -> x_embed + x pad -> noise_refiner (image only) -> joint layers over [text | image | image pad]
@@ -88,7 +89,7 @@ class ZImageDiT(nn.Module):
             JointTransformerBlock(config, modulation=False, device=device, dtype=dtype)
             for _ in range(config.n_refiner_layers)
         )
-        self.t_embedder = TimestepEmbedder(config.time_width, 256, device=device, dtype=dtype)
+        self.t_embedder = TimestepEmbedder(config.time_width, config.adaln_width, device=device, dtype=dtype)
         self.cap_embedder = nn.Sequential(
             nn.RMSNorm(config.cap_feat_dim, eps=config.norm_eps, device=device, dtype=dtype),
             nn.Linear(config.cap_feat_dim, dim, device=device, dtype=dtype),
@@ -98,8 +99,9 @@ class ZImageDiT(nn.Module):
             for _ in range(config.n_layers)
         )
         self.final_layer = FinalLayer(config, device=device, dtype=dtype)
-        self.x_pad_token = nn.Parameter(torch.empty((1, dim), device=device, dtype=dtype))
-        self.cap_pad_token = nn.Parameter(torch.empty((1, dim), device=device, dtype=dtype))
+        if config.pad_tokens:
+            self.x_pad_token = nn.Parameter(torch.empty((1, dim), device=device, dtype=dtype))
+            self.cap_pad_token = nn.Parameter(torch.empty((1, dim), device=device, dtype=dtype))
         self.gradient_checkpointing = False
         if device is None or torch.device(device).type != "meta":
             self.initialize_for_training()
@@ -111,11 +113,12 @@ class ZImageDiT(nn.Module):
     def initialize_for_training(self) -> None:
         """Default Linear init; pad tokens small normal; adaLN and output zero (every block starts as identity)."""
         with torch.no_grad():
-            nn.init.normal_(self.x_pad_token, std=0.02)
-            nn.init.normal_(self.cap_pad_token, std=0.02)
+            if self.config.pad_tokens:
+                nn.init.normal_(self.x_pad_token, std=0.02)
+                nn.init.normal_(self.cap_pad_token, std=0.02)
             for block in self.layers + self.noise_refiner:
-                nn.init.zeros_(block.adaLN_modulation[0].weight)
-                nn.init.zeros_(block.adaLN_modulation[0].bias)
+                nn.init.zeros_(block.adaLN_modulation[-1].weight)
+                nn.init.zeros_(block.adaLN_modulation[-1].bias)
             nn.init.zeros_(self.final_layer.adaLN_modulation[1].weight)
             nn.init.zeros_(self.final_layer.adaLN_modulation[1].bias)
             nn.init.zeros_(self.final_layer.linear.weight)
@@ -241,8 +244,8 @@ class ZImageDiT(nn.Module):
             features = F.pad(features, (0, 0, 0, span - features.shape[1]))
         features = features[:, :span]
         kinds = kinds.unsqueeze(-1)
-        pad = self.cap_pad_token.to(features.dtype)
-        features = torch.where(kinds == TEXT_PAD, pad, features)
+        if self.config.pad_tokens:
+            features = torch.where(kinds == TEXT_PAD, self.cap_pad_token.to(features.dtype), features)
         return torch.where(kinds == BATCH_PAD, torch.zeros_like(features), features)
 
     def _text_rope(self, layout: TokenLayout, kinds, device):

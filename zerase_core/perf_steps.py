@@ -138,7 +138,7 @@ def random_dit(config: DiTConfig, dtype: torch.dtype = torch.float32, device="cp
     model = ZImageDiT(config, device=device, dtype=dtype)
     with torch.no_grad():
         for block in list(model.layers) + list(model.noise_refiner):
-            block.adaLN_modulation[0].weight.normal_(0.0, 0.02)
+            block.adaLN_modulation[-1].weight.normal_(0.0, 0.02)
         model.final_layer.adaLN_modulation[1].weight.normal_(0.0, 0.02)
         model.final_layer.linear.weight.normal_(0.0, 0.02)
     return model.eval().requires_grad_(False)

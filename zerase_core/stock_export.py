@@ -36,7 +36,21 @@ def stock_lora_tensors(path: Path, info: ErasureInfo, tensors: Mapping[str, torc
     if info.method == UCE_TEXT_METHOD:
         return {"diffusion_model.cap_embedder.1.diff": tensors[UCE_DELTA_KEY] * info.recommended_strength}
     _check_stream_pure(path, info.adapter_config())
+    _check_gqa_slices(path, info)
     return _context_refiner_lora(info, tensors)
+
+
+def _check_gqa_slices(path: Path, info: ErasureInfo) -> None:
+    """ComfyUI maps diffusers-name `to_k` / `to_v` LoRA keys to dim-wide row blocks of the fused qkv
+    (`comfy.utils.z_image_to_diffusers`); with GQA (Lumina-2) k and v are narrower, so only q slices export."""
+    config = info.dit_config()
+    wide = [name for name in info.adapter_config().slices if name != "q"]
+    if config.kv_heads != config.n_heads and wide:
+        raise ErasureFileError(f"{path} adapts the {'/'.join(wide)} rows of a {config.family} model, whose "
+                               f"{config.kv_heads} key/value heads are fewer than its {config.n_heads} query heads; "
+                               f"ComfyUI's LoRA loader places to_k / to_v as dim-wide blocks, so the stock LoRA would "
+                               f"land on the wrong rows. Only q-slice erasures of this model export; apply this one "
+                               f"with ZErase")
 
 
 def _check_stream_pure(path: Path, config: AdapterConfig) -> None:

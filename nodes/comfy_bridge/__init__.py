@@ -11,7 +11,7 @@ inference mode off, gradients on and `comfy.model_management.in_training` set (r
 Nothing in `zerase_core` imports ComfyUI; the node files import only `comfy_api.latest` and this package, whose
 names are all re-exported here (`comfy_bridge.with_erasures(...)`).
 """
-from .conditioners import ClipConditioner, conditioner_for
+from .conditioners import ClipConditioner, conditioner_for, prompt_template
 from .erasures import ERASURES_ATTACHMENT, INJECTION_KEY, WRAPPER_KEY, ErasureData, ErasureEntry, ErasureInjection, \
     erasures_of, with_erasures, with_strength_scale
 from .folders import diffusion_model_files, erasure_files, existing_erasure, register_folders, save_path
@@ -28,6 +28,7 @@ __all__ = [
     "NanoLatentFormat", "NanoTextModel", "NanoTokenizer", "NanoVAE", "NextDiTDenoiser", "StepReporter",
     "TrainingContext", "base_info", "build_zimage_patcher", "conditioner_for", "describe_layout",
     "diffusion_model_files", "encode_prompt", "erasure_files", "erasures_of", "existing_erasure", "is_nano",
-    "load_diffusion_file", "load_nano", "preview_sampler", "progress_bar", "read_resume", "register_folders",
-    "sample_images", "save_path", "send_event", "training", "with_erasures", "with_strength_scale", "zimage_network",
+    "load_diffusion_file", "load_nano", "preview_sampler", "progress_bar", "prompt_template", "read_resume",
+    "register_folders", "sample_images", "save_path", "send_event", "training", "with_erasures",
+    "with_strength_scale", "zimage_network",
 ]

@@ -15,21 +15,25 @@ class ClipConditioner:
     Keyword positions come from the real token sequence the encoder sees (chat template included): the ids are
     decoded prefix by prefix to get each token's character span, and every token overlapping the keyword's span
     inside the user's prompt is a keyword row ("Van Gogh" -> " Van", " G", "ogh").
+    `template` (one `{}`) wraps every non-empty prompt: Lumina-2's system prompt (`prompt_template`).
     """
 
-    def __init__(self, clip):
-        self.clip = clip
+    def __init__(self, clip, template: str | None = None):
+        self.clip, self.template = clip, template
         self._features: dict[str, torch.Tensor] = {}
 
+    def text(self, prompt: str) -> str:
+        return prompt_text(prompt, self.template)
+
     def _ids(self, prompt: str) -> list[int]:
-        tokens = self.clip.tokenize(prompt)
+        tokens = self.clip.tokenize(self.text(prompt))
         return [int(pair[0]) for chunks in tokens.values() for chunk in chunks for pair in chunk
                 if isinstance(pair[0], (int, numpy.integer))]
 
     @torch.no_grad()
     def _encode_one(self, prompt: str) -> torch.Tensor:
         if prompt not in self._features:
-            cond = self.clip.encode_from_tokens_scheduled(self.clip.tokenize(prompt), show_pbar=False)[0][0]
+            cond = self.clip.encode_from_tokens_scheduled(self.clip.tokenize(self.text(prompt)), show_pbar=False)[0][0]
             with torch.inference_mode(False):           # a normal tensor, whichever mode the node runs in
                 self._features[prompt] = cond[0].float().cpu().clone()
         return self._features[prompt]
@@ -68,6 +72,20 @@ class ClipConditioner:
             raise ValueError("a keyword is empty; give the word(s) to erase, e.g. 'Van Gogh'")
 
 
+def prompt_template(config: DiTConfig) -> str | None:
+    """Lumina-2 was trained on "{system prompt} <Prompt Start> {prompt}" (ComfyUI's CLIPTextEncodeLumina2, diffusers'
+    Lumina2Pipeline): its prompts are wrapped so; Z-Image's are used as written."""
+    if config.kind != "lumina2":
+        return None
+    from zerase_core.real.gemma import LUMINA_TEMPLATE
+    return LUMINA_TEMPLATE
+
+
+def prompt_text(prompt: str, template: str | None) -> str:
+    """The text the encoder sees: the empty (unconditional) prompt stays bare, as Lumina2Pipeline's negative."""
+    return template.format(prompt) if template is not None and prompt else prompt
+
+
 def conditioner_for(clip, config: DiTConfig):
     """The nano CLIP gets the CLI's NanoConditioner (same features, same keyword rows); others ClipConditioner.
 
@@ -80,7 +98,7 @@ def conditioner_for(clip, config: DiTConfig):
         from zerase_core.nano.prompts import NanoConditioner
         conditioner = NanoConditioner(model.encoder)
     else:
-        conditioner = ClipConditioner(clip)
+        conditioner = ClipConditioner(clip, prompt_template(config))
     width = conditioner.encode([""])[0].shape[-1]
     if width != config.cap_feat_dim:
         raise ValueError(f"the CLIP gives {width}-wide text features but this MODEL reads {config.cap_feat_dim}-wide "

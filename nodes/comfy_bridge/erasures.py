@@ -15,6 +15,7 @@ import comfy.patcher_extension
 
 from zerase_core.adapters import AdapterSet
 from zerase_core.checkpoint import fingerprint
+from zerase_core.config import KINDS
 from zerase_core.erasure_file import ErasureFileError, ErasureInfo, read_erasure
 from zerase_core.layout import TokenLayout, active_layout
 from zerase_core.limits import check_strength
@@ -58,6 +59,14 @@ class ErasureEntry:
 def _adapters_for(network: nn.Module, entry: ErasureEntry, allow_other_base: bool) -> AdapterSet:
     info = entry.erasure.info
     label = entry.erasure.path.name if entry.erasure.path is not None else "the ERASURE input"
+    made_for = info.base_config.get("kind", "z-image")
+    family = "z-image" if getattr(network, "cap_pad_token", None) is not None else "lumina2"
+    if made_for != family:
+        found = "unknown: weights not loaded" if any(p.is_meta for p in network.parameters()) else fingerprint(network)
+        raise ErasureFileError(f"{label} was made for {KINDS.get(made_for, made_for)} (base fingerprint "
+                               f"{info.base_fingerprint}) but this MODEL is {KINDS[family]} (fingerprint {found}); "
+                               f"an erasure only applies to the model family it was trained on, with or without "
+                               f"allow_other_base")
     found = fingerprint(network)
     if found != info.base_fingerprint and not allow_other_base:
         raise ErasureFileError(f"{label} was trained on base model {info.base_fingerprint}, but this MODEL's "

@@ -1,4 +1,5 @@
-"""Which MODELs are accepted (single-stream Z-Image only; a refusal names what it got), and building or loading one."""
+"""Which MODELs are accepted (single-stream Z-Image and Lumina-Image-2.0; a refusal names what it got), and building
+or loading one."""
 from __future__ import annotations
 
 import logging
@@ -34,7 +35,6 @@ _REFUSED = {
     "Flux model", "Flux2": "a dual-stream Flux.2 model", "Chroma": "a dual-stream Chroma (Flux) model",
     "SD3": "a dual-stream SD3 (MMDiT) model", "QwenImage": "a dual-stream Qwen-Image model",
     "HiDream": "a HiDream model", "AuraFlow": "an AuraFlow model", "PixArtAlpha": "a PixArt model",
-    "Lumina2": "Lumina-Image-2.0 (NextDiT without Z-Image modulation)",
     "ZImagePixelSpace": "pixel-space Z-Image (not supported yet)",
 }
 
@@ -46,7 +46,7 @@ class BaseInfo:
 
 
 def zimage_network(model) -> comfy.ldm.lumina.model.NextDiT:
-    """The Z-Image NextDiT inside a MODEL, or ValueError naming what the MODEL is instead."""
+    """The Z-Image or Lumina-2 NextDiT inside a MODEL, or ValueError naming what the MODEL is instead."""
     base = getattr(model, "model", None)
     network = getattr(base, "diffusion_model", None)
     if network is None:
@@ -59,14 +59,20 @@ def zimage_network(model) -> comfy.ldm.lumina.model.NextDiT:
     if not isinstance(network, comfy.ldm.lumina.model.NextDiT):
         what = _REFUSED.get(kind) or (f"a U-Net ({kind})" if "UNet" in type(network).__name__ else
                                       f"{kind} ({type(network).__name__})")
-        raise ValueError(f"this MODEL is {what}; ZErase erases concepts from single-stream Z-Image models only "
-                         f"(load Z-Image / Z-Image-Turbo, or the bundled nano model)")
+        raise ValueError(f"this MODEL is {what}; ZErase erases concepts from single-stream NextDiT models only "
+                         f"(load Z-Image / Z-Image-Turbo, Lumina-Image-2.0, or the bundled nano model)")
     if getattr(network, "siglip_embedder", None) is not None:
         raise ValueError("this MODEL is Z-Image Omni (siglip_embedder, image-conditioned), not supported yet")
-    if not unet.get("z_image_modulation", False) or getattr(network, "cap_pad_token", None) is None:
-        raise ValueError(f"this MODEL is {_REFUSED['Lumina2']} ({kind}); ZErase supports Z-Image only. ComfyUI "
-                         f"recognises a Z-Image file only at width 3840; smaller Z-Image files load through "
-                         f"LoadSingleStreamDiT when they carry ZErase's config metadata")
+    if getattr(network, "clip_text_pooled_proj", None) is not None:
+        raise ValueError(f"this MODEL is NewBie ({kind}: Lumina-2 with clip_text_pooled_proj), not supported; ZErase "
+                         f"supports Z-Image / Z-Image-Turbo and Lumina-Image-2.0")
+    zimage = unet.get("z_image_modulation", False)
+    pads = getattr(network, "cap_pad_token", None) is not None
+    if zimage != pads:
+        raise ValueError(f"this MODEL ({kind}) has z_image_modulation={zimage} but {'learned' if pads else 'no'} pad "
+                         f"tokens: neither Z-Image (both) nor Lumina-Image-2.0 (neither). ComfyUI recognises a Z-Image "
+                         f"file only at width 3840; smaller Z-Image files load through LoadSingleStreamDiT when they "
+                         f"carry ZErase's config metadata")
     return network
 
 
@@ -74,23 +80,39 @@ def base_info(model) -> BaseInfo:
     attached = model.get_attachment(BASE_ATTACHMENT)
     if attached is not None:
         return attached
-    zimage_network(model)
+    network = zimage_network(model)
     unet = model.model.model_config.unet_config
+    lumina = not unet.get("z_image_modulation", False)
     config = DiTConfig(
+        kind="lumina2" if lumina else "z-image", n_kv_heads=_kv_heads(network),
         dim=unet["dim"], n_layers=unet["n_layers"], n_refiner_layers=unet.get("n_refiner_layers", 2),
         n_heads=unet["n_heads"], cap_feat_dim=unet["cap_feat_dim"], in_channels=unet["in_channels"],
         patch_size=unet["patch_size"], axes_dims=tuple(unet["axes_dims"]), axes_lens=tuple(unet["axes_lens"]),
-        rope_theta=float(unet["rope_theta"]), time_scale=float(unet["time_scale"]),
+        rope_theta=float(unet.get("rope_theta", 10000.0)), time_scale=float(unet.get("time_scale", 1.0)),
         norm_eps=float(unet.get("norm_eps", 1e-5)), ffn_multiple_of=unet.get("multiple_of", 256),
         ffn_dim_multiplier=float(unet["ffn_dim_multiplier"]), pad_tokens_multiple=unet.get("pad_tokens_multiple") or 1,
         shift=float(model.model.model_sampling.shift))
     return BaseInfo(config, nano=False)
 
 
+def _kv_heads(network) -> int | None:
+    """Key/value heads when fewer than the query heads (GQA, Lumina-2), else None (the DiTConfig default)."""
+    attention = next((block.attention for block in network.layers), None)
+    if attention is None or attention.n_local_kv_heads == attention.n_local_heads:
+        return None
+    return attention.n_local_kv_heads
+
+
 def describe_layout(model) -> str:
     info = base_info(model)
     config = info.config
     network = zimage_network(model)
+    if config.kind == "lumina2":
+        return (f"Lumina-Image-2.0 NextDiT: dim {config.dim}, {config.n_layers} joint layers, "
+                f"{config.n_refiner_layers}+{config.n_refiner_layers} refiners, {config.n_heads} heads over "
+                f"{config.kv_heads} kv heads (GQA), fused attention.qkv; joint sequence [text, unpadded | image "
+                f"(H/{config.patch_size})·(W/{config.patch_size}) tokens, unpadded]; ZErase adapters add their delta "
+                f"at text rows only (image rows see the frozen W)")
     return (f"{'nano ' if info.nano else ''}Z-Image NextDiT: dim {config.dim}, {config.n_layers} joint layers, "
             f"{config.n_refiner_layers}+{config.n_refiner_layers} refiners, {config.n_heads} heads, fused "
             f"attention.qkv; joint sequence [text padded to {network.pad_tokens_multiple or 1} | image "
@@ -108,20 +130,22 @@ def is_nano(model) -> bool:
 def _unet_config(config: DiTConfig) -> dict:
     return dict(image_model="lumina2", patch_size=config.patch_size, in_channels=config.in_channels, dim=config.dim,
                 cap_feat_dim=config.cap_feat_dim, n_layers=config.n_layers, n_refiner_layers=config.n_refiner_layers,
-                qk_norm=True, n_heads=config.n_heads, n_kv_heads=config.n_heads, multiple_of=config.ffn_multiple_of,
+                qk_norm=True, n_heads=config.n_heads, n_kv_heads=config.kv_heads, multiple_of=config.ffn_multiple_of,
                 ffn_dim_multiplier=config.ffn_dim_multiplier, norm_eps=config.norm_eps,
                 axes_dims=list(config.axes_dims), axes_lens=list(config.axes_lens), rope_theta=config.rope_theta,
-                z_image_modulation=True, time_scale=config.time_scale, pad_tokens_multiple=config.pad_tokens_multiple)
+                z_image_modulation=config.kind == "z-image", time_scale=config.time_scale,
+                pad_tokens_multiple=config.pad_tokens_multiple if config.pad_tokens else None)
 
 
 def build_zimage_patcher(config: DiTConfig, state_dict: dict[str, torch.Tensor], nano: bool,
                          dtype: torch.dtype = torch.float32, manual_cast_dtype: torch.dtype | None = None):
-    """A genuine ComfyUI Z-Image model (`model_base.Lumina2` holding a NextDiT) from our config and weights.
+    """A genuine ComfyUI Z-Image or Lumina-2 model (`model_base.Lumina2` holding a NextDiT) from our config and weights.
 
     Weights stored in `dtype`, computed in `manual_cast_dtype` by ComfyUI's cast ops (None: in `dtype`). Built with
     inference mode off, so the weights are normal tensors a training node can backpropagate through.
     """
-    model_config = comfy.supported_models.ZImage(_unet_config(config))
+    family = comfy.supported_models.ZImage if config.kind == "z-image" else comfy.supported_models.Lumina2
+    model_config = family(_unet_config(config))
     model_config.sampling_settings = {"multiplier": 1.0, "shift": config.shift}
     model_config.set_inference_dtype(dtype, manual_cast_dtype)
     if nano:
@@ -167,7 +191,7 @@ def _header_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_diffusion_file(name: str):
-    """A `diffusion_models` file: refused unless it is Z-Image, then loaded by ComfyUI's own loader."""
+    """A `diffusion_models` file: refused unless it is Z-Image or Lumina-2, then loaded by ComfyUI's own loader."""
     if not name.endswith(".safetensors"):
         raise ValueError(f"{name} is not a .safetensors file; ZErase loads safetensors only")
     path = Path(folder_paths.get_full_path_or_raise("diffusion_models", name))
@@ -179,8 +203,8 @@ def load_diffusion_file(name: str):
     with safe_open(str(path), framework="pt", device="cpu") as handle:
         metadata = handle.metadata() or {}
     stated = DiTConfig.from_metadata(metadata)
-    if stated is not None and stated.dim != 3840:
-        # ComfyUI's detector recognises Z-Image only at dim 3840 (notes §A5); build smaller ones ourselves.
+    if stated is not None and stated.dim != {"z-image": 3840, "lumina2": 2304}[stated.kind]:
+        # ComfyUI's detector knows Z-Image only at dim 3840 and Lumina-2 at 2304 (notes §A5); build others ourselves.
         state, _ = read_state_dict(path)
         return build_zimage_patcher(stated, normalize_keys(state), nano=False)
     model = load_zimage_file(str(path))
@@ -224,7 +248,8 @@ def _assigned_patcher(path: str):
         if any(key.startswith(prefix) for key in state):
             return None
         model_config = comfy.model_detection.model_config_from_unet(state, "", metadata=metadata)
-        if type(model_config) is not comfy.supported_models.ZImage or model_config.quant_config is not None:
+        if type(model_config) not in (comfy.supported_models.ZImage, comfy.supported_models.Lumina2) \
+                or model_config.quant_config is not None:
             return None
         supported = list(model_config.supported_inference_dtypes)
         chosen = model_management.unet_dtype(model_params=comfy.utils.calculate_parameters(state),

@@ -7,8 +7,10 @@ import comfy.model_management as model_management
 import comfy.sample
 
 
-def encode_prompt(clip, text: str):
-    return clip.encode_from_tokens_scheduled(clip.tokenize(text), show_pbar=False)
+def encode_prompt(clip, text: str, template: str | None = None):
+    """Conditioning of `text`, wrapped in `template` when given (Lumina-2's system prompt: `prompt_template`)."""
+    from .conditioners import prompt_text
+    return clip.encode_from_tokens_scheduled(clip.tokenize(prompt_text(text, template)), show_pbar=False)
 
 
 def sample_images(model, vae, positive, negative, seed: int, steps: int, cfg: float, size: int,

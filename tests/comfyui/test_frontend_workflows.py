@@ -4,7 +4,7 @@ One ComfyUI (with the pack, a throw-away base directory) and one Chromium serve 
 workflows/*.json is loaded with `app.loadGraphData` and must queue exactly its API copy (`app.graphToPrompt`); its
 nodes must not overlap at the frontend's computed sizes; the templates are listed where the Templates dialog looks;
 the nano workflows are queued from the page as the Run button does (`app.queuePrompt`) and finish with success;
-the Turbo workflow is refused by /prompt only for its absent model files.
+the Turbo and Lumina-2 workflows are refused by /prompt only for their absent model files.
 
 Slow (ComfyUI start-up, CPU sampling). Needs COMFYUI_PATH, ComfyUI's python and chromium:
 
@@ -152,8 +152,9 @@ def test_the_nano_workflows_run_from_the_page(page):
     assert page.evaluate("!!window.app.graph.getNodeById(3).zeraseSlider")
 
 
-def test_the_turbo_workflow_validates_except_for_its_model_files(page):
-    load(page, SLUGS["turbo-erase"].ui_path)
+@pytest.mark.parametrize("slug", ["turbo-erase", "lumina-erase"])
+def test_the_gpu_workflows_validate_except_for_their_model_files(page, slug):
+    load(page, SLUGS[slug].ui_path)
     queued = page(page_graph.graph_to_prompt(page.page))
     status, reply = page(page.page.post_json("/prompt", {"prompt": queued}))
     assert status == 400

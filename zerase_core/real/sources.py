@@ -1,8 +1,8 @@
 """What a model path holds, told from its files and weights: a ComfyUI single file (diffusion model, text encoder
 or VAE) or a diffusers folder (model_index.json with its components), and loading its DiT memory-mapped.
 
-Supported: Z-Image / Z-Image-Turbo (one architecture; the fingerprint tells the weights apart). Anything else is
-refused with an error naming what was found and what is supported.
+Supported: Z-Image / Z-Image-Turbo (one architecture; the fingerprint tells the weights apart) and Lumina-Image-2.0.
+Anything else is refused with an error naming what was found and what is supported.
 """
 from __future__ import annotations
 
@@ -17,18 +17,23 @@ from ..checkpoint import load_dit
 from ..checkpoint_keys import CheckpointError, UnsupportedModelError, detect_architecture, strip_prefix
 from ..model import ZImageDiT
 from .diffusers_format import config_from_diffusers
+from .lumina import lumina_config_from_diffusers
 from .mapped import mapped_safetensors, read_header
 
 SUPPORTED = ("Z-Image / Z-Image-Turbo: a ComfyUI diffusion-model file (e.g. z_image_turbo_bf16.safetensors) or a"
-             " diffusers folder whose model_index.json names ZImagePipeline")
-PIPELINES = {"ZImagePipeline": "z-image"}
-KNOWN_OTHER_PIPELINES = {"Lumina2Pipeline": "Lumina-Image-2.0", "Lumina2Text2ImgPipeline": "Lumina-Image-2.0",
-                         "FluxPipeline": "Flux", "StableDiffusion3Pipeline": "SD3", "QwenImagePipeline": "Qwen-Image",
+             " diffusers folder whose model_index.json names ZImagePipeline; Lumina-Image-2.0: a ComfyUI"
+             " diffusion-model file (e.g. lumina_2_model_bf16.safetensors) or a diffusers folder whose model_index.json"
+             " names Lumina2Pipeline")
+PIPELINES = {"ZImagePipeline": "z-image", "Lumina2Pipeline": "lumina2", "Lumina2Text2ImgPipeline": "lumina2"}
+TRANSFORMERS = {"ZImageTransformer2DModel": ("z-image", config_from_diffusers),
+                "Lumina2Transformer2DModel": ("lumina2", lumina_config_from_diffusers)}
+KNOWN_OTHER_PIPELINES = {"FluxPipeline": "Flux", "StableDiffusion3Pipeline": "SD3", "QwenImagePipeline": "Qwen-Image",
                          "StableDiffusionXLPipeline": "SDXL", "StableDiffusionPipeline": "Stable Diffusion 1.x/2.x"}
 
 # (pattern on prefix-stripped keys, component kind); first match wins
 _COMPONENTS = (
     (r"^(?:model\.)?layers\.\d+\.self_attn\.q_norm\.", "qwen3-text-encoder"),
+    (r"^(?:model\.)?layers\.\d+\.pre_feedforward_layernorm\.", "gemma2-text-encoder"),
     (r"^(?:model\.)?layers\.\d+\.self_attn\.", "text-encoder"),
     (r"^(?:first_stage_model\.|vae\.)?(?:encoder|decoder)\.(?:down|up|mid|conv_in|conv_out|down_blocks|up_blocks|"
      r"mid_block)", "vae"),
@@ -38,7 +43,7 @@ _COMPONENTS = (
 @dataclass(frozen=True)
 class ModelSource:
     """Where each part of one real model lives. `folder` is the diffusers root, when there is one."""
-    kind: str                        # "z-image"
+    kind: str                        # "z-image" or "lumina2"
     dit: Path                        # a .safetensors file, or a diffusers transformer/ folder
     text_encoder: Path | None = None
     tokenizer: Path | None = None
@@ -47,8 +52,9 @@ class ModelSource:
 
 
 def component_kind(path: Path) -> str:
-    """"z-image" for a Z-Image DiT file, "qwen3-text-encoder", "text-encoder" or "vae" for the others; from the
-    header only (no tensor is read). Unsupported diffusion models raise UnsupportedModelError naming them."""
+    """"z-image" / "lumina2" for a DiT file, "qwen3-text-encoder", "gemma2-text-encoder", "text-encoder" or "vae"
+    for the others; from the header only (no tensor is read). Unsupported diffusion models raise
+    UnsupportedModelError naming them."""
     header, _, _ = read_header(Path(path))
     shapes = {name: torch.empty(0) for name in header}            # keys are all the detectors read
     keys = strip_prefix(shapes)
@@ -74,7 +80,7 @@ def find_model(path: str | Path) -> ModelSource:
     if path.is_dir():
         return _folder_source(path)
     kind = component_kind(path)
-    if kind != "z-image":
+    if kind not in ("z-image", "lumina2"):
         raise UnsupportedModelError(f"{path} is a {kind.replace('-', ' ')} file, not a diffusion model; pass it as"
                                     f" --text-encoder/--vae and the DiT file as --dit or --model")
     return ModelSource(kind=kind, dit=path)
@@ -96,10 +102,10 @@ def _folder_source(path: Path) -> ModelSource:
                               if part != "transformer"})
     if (path / "config.json").is_file():
         name = _json(path / "config.json").get("_class_name")
-        if name != "ZImageTransformer2DModel":
-            raise UnsupportedModelError(f"{path}/config.json describes {name!r}, not ZImageTransformer2DModel."
-                                        f" Supported: {SUPPORTED}")
-        return ModelSource(kind="z-image", dit=path)
+        if name not in TRANSFORMERS:
+            raise UnsupportedModelError(f"{path}/config.json describes {name!r}, not ZImageTransformer2DModel or"
+                                        f" Lumina2Transformer2DModel. Supported: {SUPPORTED}")
+        return ModelSource(kind=TRANSFORMERS[name][0], dit=path)
     raise CheckpointError(f"{path} is a folder without model_index.json or config.json; give a diffusers folder or"
                           f" a .safetensors file. Supported: {SUPPORTED}")
 
@@ -126,7 +132,9 @@ def load_transformer(source: ModelSource | str | Path, dtype: torch.dtype | None
         for file in files:
             part, _ = mapped_safetensors(file)
             tensors.update(part)
-        metadata = config_from_diffusers(_json(path / "config.json")).to_metadata()
+        data = _json(path / "config.json")
+        kind, read_config = TRANSFORMERS.get(data.get("_class_name"), TRANSFORMERS["ZImageTransformer2DModel"])
+        metadata = read_config(data).to_metadata()
     else:
         tensors, metadata = mapped_safetensors(path)
     try:

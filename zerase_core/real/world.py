@@ -47,7 +47,7 @@ def parts(model: str | Path | None = None, dit: str | Path | None = None, text_e
     overrides = {name: Path(value) for name, value in
                  (("text_encoder", text_encoder), ("vae", vae), ("tokenizer", tokenizer)) if value is not None}
     source = replace(source, **overrides)
-    if source.tokenizer is None:
+    if source.tokenizer is None and source.kind == "z-image":     # Lumina-2's Gemma tokenizer is not in ComfyUI
         source = replace(source, tokenizer=comfy_tokenizer())
     return source
 
@@ -64,6 +64,9 @@ def missing_parts(source: ModelSource, needed: tuple[str, ...]) -> None:
 def conditioner(source: ModelSource, dtype: torch.dtype | None = None) -> QwenConditioner:
     """The text encoder of `source` (loaded now) with its tokenizer: a diffusers folder's tokenizer brings its chat
     template; ComfyUI's tokenizer folder gets ComfyUI's Z-Image template."""
+    if source.kind == "lumina2":
+        from .gemma import gemma_conditioner
+        return gemma_conditioner(source, dtype)
     missing_parts(source, ("text_encoder", "tokenizer"))
     tokenizer = load_tokenizer(source.tokenizer)
     own_template = source.folder is not None and source.tokenizer == source.folder / "tokenizer" \

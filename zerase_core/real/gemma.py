@@ -1,0 +1,133 @@
+"""Lumina-Image-2.0's prompt conditioning outside ComfyUI: Gemma-2-2B (transformers) as diffusers' Lumina2Pipeline
+encodes prompts.
+
+Facts the parity test checks against diffusers 0.42: a prompt becomes "{system prompt} <Prompt Start> {prompt}"
+(the negative prompt, "" by default, gets no system prompt), is tokenized with BOS, at most 256 tokens, and the
+features are the second-to-last hidden state (hidden_states[-2]) of the attended tokens. The pipeline pads to 256 on
+the right with an attention mask; Gemma is causal, so one prompt at a time without padding gives the same rows.
+ComfyUI's CLIPTextEncodeLumina2 builds the same text (its "superior" system prompt is the pipeline's default).
+
+Weights load memory-mapped into a meta-device model (`assign=True`): no second copy in RAM. A ComfyUI single file
+(gemma_2_2b_fp16.safetensors) stores its SentencePiece tokenizer as the tensor `spiece_model`; reading it needs
+sentencepiece, so with a single file pass a tokenizer/ folder (a diffusers Lumina-2 folder has one).
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+
+from ..checkpoint_keys import CheckpointError
+from .mapped import mapped_safetensors
+from .text_encoder import QwenConditioner, _transformers
+
+SYSTEM_PROMPT = ("You are an assistant designed to generate superior images with the superior degree of image-text"
+                 " alignment based on textual prompts or user prompts.")
+LUMINA_TEMPLATE = SYSTEM_PROMPT + " <Prompt Start> {}"     # ComfyUI's CLIPTextEncodeLumina2 ("superior")
+MAX_TOKENS = 256
+_LAYER = re.compile(r"^layers\.(\d+)\.")
+_SKIPPED = ("spiece_model", "lm_head.weight")
+
+
+def _base_names(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Gemma2Model names: `model.` prefix dropped; the tokenizer blob and the LM head left out."""
+    names = {}
+    for key, value in tensors.items():
+        if key in _SKIPPED:
+            continue
+        names[key[len("model."):] if key.startswith("model.") else key] = value
+    return names
+
+
+def gemma2_config_from_shapes(tensors: dict[str, torch.Tensor], extra: dict | None = None):
+    """A Gemma2Config for a Gemma-2 state dict: widths from the shapes, everything else Gemma-2-2B's (transformers'
+    Gemma2Config defaults) unless `extra` (a config.json) says otherwise."""
+    transformers = _transformers()
+    needed = ("embed_tokens.weight", "layers.0.self_attn.q_proj.weight", "layers.0.self_attn.k_proj.weight",
+              "layers.0.pre_feedforward_layernorm.weight", "layers.0.mlp.gate_proj.weight")
+    missing = [name for name in needed if name not in tensors]
+    if missing:
+        raise CheckpointError(f"not a Gemma-2 text encoder: {', '.join(missing)} missing (found e.g."
+                              f" {', '.join(list(tensors)[:4])})")
+    vocab, hidden = tensors["embed_tokens.weight"].shape
+    settings = {key: value for key, value in (extra or {}).items()
+                if key not in ("architectures", "model_type", "transformers_version", "torch_dtype", "dtype")}
+    head_dim = int(settings.get("head_dim", 256))          # a single file has no config: Gemma-2-2B's head dim
+    rows = tensors["layers.0.self_attn.q_proj.weight"].shape[0]
+    if rows % head_dim or tensors["layers.0.self_attn.k_proj.weight"].shape[0] % head_dim:
+        raise CheckpointError(f"q_proj has {rows} rows, not a multiple of the head dim {head_dim}: not Gemma-2-2B's"
+                              f" layout; give the diffusers text_encoder/ folder (its config.json)")
+    settings.update(vocab_size=int(vocab), hidden_size=int(hidden), head_dim=head_dim,
+                    num_hidden_layers=1 + max(int(match[1]) for match in map(_LAYER.match, tensors) if match),
+                    num_attention_heads=int(tensors["layers.0.self_attn.q_proj.weight"].shape[0] // head_dim),
+                    num_key_value_heads=int(tensors["layers.0.self_attn.k_proj.weight"].shape[0] // head_dim),
+                    intermediate_size=int(tensors["layers.0.mlp.gate_proj.weight"].shape[0]))
+    return transformers.Gemma2Config(**settings)
+
+
+def load_gemma2(path: str | Path, dtype: torch.dtype | None = None):
+    """A frozen transformers Gemma2Model from a ComfyUI single file or a diffusers text_encoder/ folder, its
+    weights views of the memory-mapped file(s) when `dtype` is the file's (fp8 files: bf16)."""
+    transformers = _transformers()
+    path = Path(path)
+    files = sorted(path.glob("*.safetensors")) if path.is_dir() else [path]
+    if not files:
+        raise CheckpointError(f"{path} holds no .safetensors weights (pickled .bin files are never read)")
+    tensors: dict[str, torch.Tensor] = {}
+    for file in files:
+        tensors.update(mapped_safetensors(file)[0])
+    tensors = _base_names(tensors)
+    extra = json.loads((path / "config.json").read_text()) if path.is_dir() and (path / "config.json").is_file() \
+        else None
+    config = gemma2_config_from_shapes(tensors, extra)
+    reference = tensors["embed_tokens.weight"].dtype
+    target = dtype or (reference if reference in (torch.float32, torch.bfloat16, torch.float16) else torch.bfloat16)
+    with torch.device("meta"):
+        model = transformers.Gemma2Model(config)
+    expected = set(model.state_dict())
+    missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: the tensors do not fit Gemma-2 ({len(missing)} missing, e.g. {missing[:3]};"
+                              f" {len(unexpected)} unexpected, e.g. {unexpected[:3]})")
+    model.load_state_dict({key: value.to(target) for key, value in tensors.items()}, strict=True, assign=True)
+    model.rotary_emb = type(model.rotary_emb)(config=config)     # built on meta with the model: rebuilt on the CPU
+    embedding = model.embed_tokens                               # Gemma scales embeddings by sqrt(hidden)
+    embedding.embed_scale = torch.tensor(float(getattr(embedding, "scalar_embed_scale", config.hidden_size ** 0.5)))
+    left = [name for name, buffer in model.named_buffers() if buffer.is_meta]
+    if left:
+        raise CheckpointError(f"{path}: buffers {left[:3]} have no values after loading")
+    return model.eval().requires_grad_(False)
+
+
+def load_gemma_tokenizer(path: str | Path | None):
+    if path is None or not Path(path).is_dir():
+        raise FileNotFoundError(f"Gemma tokenizer folder {path} does not exist; give --tokenizer (the tokenizer/"
+                                f" folder of a diffusers Lumina-Image-2.0 download)")
+    tokenizer = _transformers().AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    tokenizer.padding_side = "right"        # what Lumina2Pipeline's masks assume (real tokens first)
+    return tokenizer
+
+
+class GemmaConditioner(QwenConditioner):
+    """A `TextConditioner` over Gemma-2: Lumina2Pipeline's features (B, L, 2304) and lengths, keyword rows from the
+    tokenizer's character offsets inside the user prompt."""
+
+    def __init__(self, tokenizer, model, system_prompt: str = SYSTEM_PROMPT, max_tokens: int = MAX_TOKENS):
+        super().__init__(tokenizer, model, template=None, max_tokens=max_tokens)
+        self.system_prompt = system_prompt
+
+    def text(self, prompt: str) -> str:
+        return f"{self.system_prompt} <Prompt Start> {prompt}" if prompt else ""   # = LUMINA_TEMPLATE
+
+
+def gemma_conditioner(source, dtype: torch.dtype | None = None) -> GemmaConditioner:
+    """The Gemma-2 text encoder of a Lumina-2 `ModelSource` (loaded now) with its tokenizer."""
+    if source.text_encoder is None:
+        raise ValueError(f"{source.dit} needs --text-encoder (e.g. gemma_2_2b_fp16.safetensors)")
+    return GemmaConditioner(load_gemma_tokenizer(source.tokenizer), load_gemma2(source.text_encoder, dtype))
+
+
+__all__ = ["SYSTEM_PROMPT", "LUMINA_TEMPLATE", "GemmaConditioner", "gemma_conditioner", "gemma2_config_from_shapes",
+           "load_gemma2", "load_gemma_tokenizer"]
