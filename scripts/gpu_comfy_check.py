@@ -61,15 +61,22 @@ def make_models(folder: Path, tiny: bool) -> None:
     print(f"wrote {folder / TEXT_ENCODER} ({time.monotonic() - started:.1f} s)", flush=True)
 
 
+def qwen3_4b(device: str):
+    """ComfyUI's own Qwen3-4B module (bf16, weights uninitialised): its state dict is the file format."""
+    import torch
+
+    import comfy.ops
+    import comfy.text_encoders.llama as llama
+    return llama.Qwen3_4B({}, torch.bfloat16, device, comfy.ops.disable_weight_init)
+
+
 def save_qwen3_4b(path: Path, device: str) -> None:
     """Qwen3-4B's state dict with ComfyUI's key names, from a module of its own classes (needs ComfyUI on sys.path
     for `comfy.text_encoders.llama`): Linear weights N(0, 0.02), norms 1."""
     import torch
     from safetensors.torch import save_file
 
-    import comfy.ops
-    import comfy.text_encoders.llama as llama
-    model = llama.Qwen3_4B({}, torch.bfloat16, device, comfy.ops.disable_weight_init)
+    model = qwen3_4b(device)
     generator = torch.Generator(device=device).manual_seed(0)
     with torch.no_grad():
         for parameter in model.parameters():

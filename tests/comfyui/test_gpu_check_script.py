@@ -6,6 +6,7 @@ needs a lent GPU.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -31,3 +32,21 @@ def test_gpu_check_runs_the_cli_and_the_comfyui_parts_on_its_cpu_path(comfy, tmp
         assert "prompts encoded before training" in report and "text encoder released" in report, report
         assert "DiT on the CPU" in report
     assert "| comfy_bf16 | cpu |" in done.stdout
+
+
+def test_the_random_qwen3_file_is_what_cliploader_reads_as_z_image_qwen3_4b(comfy):
+    """The full-size text-encoder file of the GPU run, checked on the meta device: ComfyUI detects Qwen3-4B and
+    Z-Image's text encoder expects exactly its keys and shapes."""
+    import comfy.sd
+    import comfy.text_encoders.z_image
+    import torch
+    spec = importlib.util.spec_from_file_location("gpu_comfy_check", REPO_ROOT / "scripts" / "gpu_comfy_check.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    state = script.qwen3_4b("meta").state_dict()
+    assert comfy.sd.detect_te_model(state) == comfy.sd.TEModel.QWEN3_4B
+    expected = {key.split("transformer.", 1)[1]: value.shape for key, value in
+                comfy.text_encoders.z_image.te()(device="meta", dtype=torch.bfloat16).state_dict().items()
+                if "transformer." in key}
+    assert {key: value.shape for key, value in state.items()} == expected
+    assert sum(value.numel() for value in state.values()) > 4.0e9
