@@ -37,9 +37,10 @@ def test_gpu_check_runs_the_cli_and_the_comfyui_parts_on_its_cpu_path(comfy, tmp
 def test_the_random_qwen3_file_is_what_cliploader_reads_as_z_image_qwen3_4b(comfy):
     """The full-size text-encoder file of the GPU run, checked on the meta device: ComfyUI detects Qwen3-4B and
     Z-Image's text encoder expects exactly its keys and shapes."""
+    import torch
+
     import comfy.sd
     import comfy.text_encoders.z_image
-    import torch
     spec = importlib.util.spec_from_file_location("gpu_comfy_check", REPO_ROOT / "scripts" / "gpu_comfy_check.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
