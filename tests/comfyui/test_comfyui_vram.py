@@ -140,8 +140,9 @@ def test_shuffle_bank_auto_is_a_bank_on_a_gpu_and_per_step_on_a_cpu(pack):
         resolve(-2, gpu=True)
 
 
-def _step(pack, model, checkpointing: bool):
-    """One denoiser forward + backward inside ZEraseTrain's context: (velocity, adapter grads, saved bytes)."""
+def _step(pack, model, checkpointing: bool, partial: bool = False):
+    """One denoiser forward + backward inside ZEraseTrain's context: (velocity, adapter grads, saved bytes).
+    `partial`: half the DiT then unloaded by ComfyUI (its lowvram state: those modules cast their weights per op)."""
     from zerase_core.adapters import AdapterConfig, AdapterSet
     bridge = pack["bridge"]
     memory = bridge.MemoryPlan(0, checkpointing, None, 0.0)
@@ -152,6 +153,10 @@ def _step(pack, model, checkpointing: bool):
         return tensor
 
     with bridge.training(model, memory) as context:
+        if partial:
+            context.patcher.partially_unload(context.patcher.offload_device, context.patcher.model_size() // 2)
+            offloaded = [module for module in context.network.modules() if hasattr(module, "prev_comfy_cast_weights")]
+            assert offloaded, "ComfyUI offloaded no module"
         torch.manual_seed(1)
         adapters = AdapterSet(context.network, AdapterConfig(rank=2))
         with torch.no_grad():
@@ -231,3 +236,14 @@ def test_memory_plan_on_a_gpu_checkpoints_caps_the_build_and_reserves_what_the_m
     assert small.reserve_bytes == memory_model.training_reserve_bytes(problem)
     assert 1.0 < small.reserve_bytes / 2**30 < 2.0 < large.reserve_bytes / 2**30
     assert small.predicted_peak_gb == pytest.approx(12.76, abs=0.05)
+
+
+def test_a_partially_loaded_dit_trains_as_a_fully_loaded_one(pack, files):
+    """ComfyUI's lowvram state (what a card too small for weights + training gets): offloaded modules keep
+    ComfyUI's per-op cast, with checkpointing, and give the fully loaded model's velocity and gradients."""
+    model = _load(pack, "tiny-bf16.safetensors")
+    full_v, full_grads, _ = _step(pack, model, True)
+    partial_v, partial_grads, _ = _step(pack, model, True, partial=True)
+    torch.testing.assert_close(partial_v, full_v)
+    for full, partial in zip(full_grads, partial_grads, strict=True):
+        torch.testing.assert_close(partial, full, rtol=1e-5, atol=1e-6)
