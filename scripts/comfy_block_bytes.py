@@ -12,8 +12,10 @@ capture) without checkpointing, L·d·a (+ 4·H·N·K keyword maps) with it. Abo
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -69,7 +71,9 @@ def main(argv=None) -> int:
 
     from zerase_core import memory_model
     from zerase_core.config import DiTConfig
-    _, bridge = gpu_comfy_check._load_pack(Path(tempfile.mkdtemp(prefix="zerase-block-bytes-")))
+    work = Path(tempfile.mkdtemp(prefix="zerase-block-bytes-"))
+    atexit.register(shutil.rmtree, work, True)
+    _, bridge = gpu_comfy_check._load_pack(work)
     config = DiTConfig.turbo()
     counts = memory_model.tokens(config, args.size, args.caption)
     length, image = counts["caption"], counts["image"]

@@ -21,9 +21,11 @@ classes at hidden size 64 built in-process (tests/comfyui/test_comfyui_real_form
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
 import importlib.util
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -167,6 +169,7 @@ def run(args) -> int:
     if total is not None:
         torch.cuda.set_per_process_memory_fraction(min(1.0, args.vram_gb / total))
     work = Path(tempfile.mkdtemp(prefix="zerase-gpu-comfy-"))
+    atexit.register(shutil.rmtree, work, True)       # the pack's link, the erasure file
     nodes, bridge = _load_pack(work)
     folder_paths.folder_names_and_paths["diffusion_models"] = ([str(args.models)], {".safetensors"})
     folder_paths.folder_names_and_paths["text_encoders"] = ([str(args.models)], {".safetensors"})
