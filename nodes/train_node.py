@@ -1,6 +1,8 @@
 """ZEraseTrain: Z-Erase (or a baseline) trained in the graph on the MODEL's own NextDiT; saves the erasure file."""
 from __future__ import annotations
 
+import logging
+
 from comfy_api.latest import io
 
 from zerase_core.erase_config import METHODS, EraseConfig
@@ -10,6 +12,7 @@ from .ids import CATEGORY, ERASURE_TYPE, TRAIN, display_name
 
 Erasure = io.Custom(ERASURE_TYPE)
 NO_RESUME = "none"
+logger = logging.getLogger(__name__)
 
 
 def _inputs() -> list:
@@ -70,10 +73,11 @@ def _inputs() -> list:
         io.Int.Input("pool_prompts", default=32, min=1, max=100_000, advanced=True,
                      tooltip="Trajectories sampled once with the frozen model (at most 4 per erase prompt)."),
         # optional, so that its value comes after `preserve` in saved workflows: older ones keep loading unchanged
-        io.Int.Input("shuffle_bank", default=0, min=0, max=4096, optional=True, advanced=True,
-                     tooltip="0: a fresh word order of the erase prompt every step (the paper), so the text encoder "
-                             "runs while training. K: K orders per erase prompt are encoded before training and the "
-                             "steps pick among them: Qwen3 stays out of the training loop (try 16 on small GPUs)."),
+        io.Int.Input("shuffle_bank", default=0, min=-1, max=4096, optional=True, advanced=True,
+                     tooltip="Word orders of each erase prompt encoded before training. 0 (auto): 8 on a GPU, so the "
+                             "text encoder is unloaded before the DiT loads; a fresh order every step on a CPU. -1: a "
+                             "fresh order every step (the paper), the text encoder runs while training. K: K orders, "
+                             "the steps pick among them."),
     ]
 
 
@@ -97,7 +101,8 @@ class ZEraseTrain(io.ComfyNode):
             concepts=concepts, keywords=keywords, anchors=anchors, preserve=preserve or "", method=method, steps=steps,
             learning_rate=learning_rate, rank=rank, targets=targets, epsilon=epsilon, beta=beta, eta=eta, seed=seed,
             resolution=resolution, concept_kind=concept_kind, sample_steps=sample_steps, sample_cfg=sample_cfg,
-            batch_size=batch_size, pool_prompts=pool_prompts, shuffle_bank=shuffle_bank)
+            batch_size=batch_size, pool_prompts=pool_prompts,
+            shuffle_bank=comfy_bridge.resolve_shuffle_bank(shuffle_bank, comfy_bridge.on_gpu(model)))
         reporter = comfy_bridge.StepReporter(getattr(cls.hidden, "unique_id", None), request.steps)
         reporter.progress("load", 0, 1)          # the page shows the node working from the first second
         base = comfy_bridge.base_info(model)
@@ -109,7 +114,14 @@ class ZEraseTrain(io.ComfyNode):
         prompts = resume.prompts if resume else training.prompt_set(request, base.nano)
         concept_names = resume.concepts if resume else training.concept_list(request, base.nano)
         conditioner = comfy_bridge.conditioner_for(clip, base.config)
-        with comfy_bridge.training(model) as context:
+        conditioner, note = comfy_bridge.encode_before_training(clip, conditioner, prompts, config,
+                                                                comfy_bridge.on_gpu(model))
+        notes = [note]
+        memory = comfy_bridge.plan(model, base.config, config.latent_size[0] * training.LATENT_FACTOR,
+                                   config.batch_size, config.rank)
+        with comfy_bridge.training(model, memory) as context:
+            notes.append(context.memory_report)
+            logger.info("ZEraseTrain: %s", "; ".join(notes))
             reporter.progress("load", 1, 1)
             if vae is not None and preview_every:
                 reporter.preview = comfy_bridge.preview_sampler(context.denoiser, conditioner, vae, prompts.erase[0],
@@ -121,10 +133,11 @@ class ZEraseTrain(io.ComfyNode):
                 concepts=concept_names, denoise=context.denoiser, in_channels=base.config.in_channels,
                 shift=base.config.shift, resume=resume, attach=context.attached, on_step=reporter,
                 progress=reporter.progress,
-                on_ready=lambda trainer: setattr(context.denoiser, "check_interrupt", False))
+                on_ready=lambda trainer: setattr(context.denoiser, "check_interrupt", False),
+                build_batch=memory.build_batch)
         erasure = comfy_bridge.ErasureData(result.info, result.tensors, out)
         erased = comfy_bridge.with_erasures(model, [comfy_bridge.ErasureEntry(erasure, 1.0)])
-        return io.NodeOutput(erased, erasure, _loss_map(result.history), ui={"text": [_summary(result)]})
+        return io.NodeOutput(erased, erasure, _loss_map(result.history), ui={"text": [_summary(result), *notes]})
 
 
 def _loss_map(history) -> dict[str, list[float]]:

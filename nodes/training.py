@@ -185,15 +185,21 @@ def run_erasure(model: nn.Module, conditioner, prompts: PromptSet, config: Erase
                 base_config: dict, concepts, denoise=None, in_channels: int = 16, shift: float = 3.0,
                 resume: ResumeState | None = None, on_step=None, attach: Attach | None = None,
                 on_ready: Callable[[EraseTrainer], None] | None = None,
-                progress: Progress | None = None) -> TrainResult:
+                progress: Progress | None = None, build_batch: int | None = None) -> TrainResult:
     """Train, save the erasure file to `out`; on any exception save a partial file there first, then re-raise.
 
     `attach(adapters)` is a context manager that attaches the adapters for the run (the bridge's PatcherInjection);
     without it the trainer attaches them to `model` itself. `progress(phase, done, total)` follows the work before
     the first step (x_t pool, teacher cache, shuffle bank; zerase_core.progress); `on_step` the steps.
+    `build_batch` caps the forwards per pool / teacher-cache batch (EraseTrainer.sample_batch / cache_batch).
     """
     base_fingerprint = fingerprint(model)
-    trainer = EraseTrainer(model, conditioner, prompts, config, denoise=denoise, in_channels=in_channels,
+    trainer_class = EraseTrainer
+    if build_batch is not None:
+        sizes = {"sample_batch": min(EraseTrainer.sample_batch, build_batch),
+                 "cache_batch": min(EraseTrainer.cache_batch, build_batch)}
+        trainer_class = type("EraseTrainer", (EraseTrainer,), sizes)
+    trainer = trainer_class(model, conditioner, prompts, config, denoise=denoise, in_channels=in_channels,
                            shift=shift, attach=attach is None, progress=progress)
     attached = attach(trainer.adapters) if attach is not None else nullcontext()
     try:

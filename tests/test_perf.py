@@ -258,7 +258,8 @@ def test_fullscale_script_runs_one_step_at_a_tiny_width(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_gpu_check_script_runs_its_cpu_path(tmp_path):
-    environment = dict(os.environ, ZERASE_GPU_CHECK_DEVICE="cpu", ZERASE_GPU_CHECK_TINY="1", PYTHON=sys.executable)
+    environment = dict(os.environ, ZERASE_GPU_CHECK_DEVICE="cpu", ZERASE_GPU_CHECK_TINY="1", PYTHON=sys.executable,
+                       ZERASE_GPU_CHECK_FULL="1", ZERASE_GPU_CHECK_COMFYUI="0")   # the ComfyUI part: tests/comfyui
     done = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), str(tmp_path)], env=environment,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr

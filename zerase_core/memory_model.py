@@ -31,7 +31,7 @@ saved-tensor hooks on 1- and 2-layer models; tests/test_perf.py checks the fit a
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -63,6 +63,10 @@ class Problem:
     build_batch: int = 2
     device: str = "cuda"
     runtime_gb: float = 0.0
+    # ComfyUI's NextDiT (ZEraseTrain): each caption length runs as its own forward (no stacked padding), and fp8 or
+    # partially loaded (lowvram) weights are cast per op to the activation dtype; autograd keeps those copies
+    separate_forwards: bool = False
+    cast_weights: bool = False
 
 
 def _round_up(value: int, multiple: int) -> int:
@@ -99,7 +103,7 @@ def predict(problem: Problem) -> dict[str, float]:
     counts = tokens(config, problem.image_size, problem.caption_tokens)
     image = counts["image"]
     # without checkpointing the trainer stacks the three student forwards: ∅ rows pad to the caption's text span
-    empty = counts["empty"] if problem.checkpointing else counts["caption"]
+    empty = counts["empty"] if problem.checkpointing or problem.separate_forwards else counts["caption"]
     forwards = [(counts["caption"], True), (empty, False), (counts["caption"], False)] \
         if problem.method == "zerase" else [(counts["caption"], False)]
     held = 0.0
@@ -126,13 +130,73 @@ def predict(problem: Problem) -> dict[str, float]:
     build = problem.build_batch * counts["caption"] * (3 * a * config.ffn_hidden + 55 * config.dim)
     runtime = (problem.runtime_gb + (CPU_LIBRARY_GB if problem.device == "cpu" else 0.0)) * GB
     parts = {"runtime": runtime, "weights": weights, "adapters": adapters, "cache": cache, "segments": segments,
-             "activations": held, "backward_transient": transient}
+             "activations": held, "backward_transient": transient,
+             "cast_copies": _cast_copy_bytes(problem, a, len(forwards)) if problem.cast_weights else 0.0}
     result = {name: value / GB for name, value in parts.items()}
     result["step_peak_gb"] = sum(parts.values()) / GB
-    result["build_peak_gb"] = (runtime + weights + cache + segments + build) / GB
+    cast_build = _cast_copy_bytes(replace(problem, checkpointing=True), a, 1) if problem.cast_weights else 0.0
+    result["build_peak_gb"] = (runtime + weights + cache + segments + build + cast_build) / GB
     result["peak_gb"] = max(result["step_peak_gb"], result["build_peak_gb"])
     result["tokens"] = counts["caption"]
     return result
+
+
+@functools.lru_cache(maxsize=32)
+def block_parameter_count(config: DiTConfig) -> int:
+    """Parameters of one joint block."""
+    from .model import ZImageDiT
+    model = ZImageDiT(config, device="meta")
+    return sum(p.numel() for p in model.layers[0].parameters())
+
+
+def _cast_copy_bytes(problem: Problem, activation_bytes: int, forwards: int) -> float:
+    """ComfyUI's per-op cast of fp8 / offloaded weights: without checkpointing autograd keeps every block's copy
+    once per forward; with checkpointing one block's copies live while it is recomputed (plus the op in flight)."""
+    config = problem.config
+    block = block_parameter_count(config) * activation_bytes
+    if problem.checkpointing:
+        return 2 * block
+    return forwards * (parameter_count(config) * activation_bytes)
+
+
+def comfy_problem(config: DiTConfig, image_size: int, weight_bytes: int = 2, checkpointing: bool = True,
+                  batch: int = 1, rank: int = 8, caption_tokens: int = 64, build_batch: int = 4,
+                  offloaded: bool = False) -> Problem:
+    """ZEraseTrain on a GPU: ComfyUI's NextDiT, the pool and teacher cache in CPU memory (`NextDiTDenoiser` returns
+    CPU velocities), weights cast per op when stored in fp8 or partially loaded."""
+    return Problem(config=config, image_size=image_size, caption_tokens=caption_tokens, batch=batch, rank=rank,
+                   weight_bytes=weight_bytes, checkpointing=checkpointing, build_batch=build_batch, device="cuda",
+                   separate_forwards=True, cast_weights=weight_bytes < 2 or offloaded)
+
+
+def training_reserve_bytes(problem: Problem) -> int:
+    """What training needs on the device beside the weights: the larger of the step's and the build's extra."""
+    result = predict(problem)
+    weights = result["weights"]
+    return int(max(result["step_peak_gb"] - weights, result["build_peak_gb"] - weights) * GB)
+
+
+def build_batch_within(config: DiTConfig, image_size: int, caption_tokens: int, budget_bytes: float,
+                       largest: int, activation_bytes: int = 2) -> int:
+    """The most forwards per pool / teacher-cache batch whose temporaries (b·L·ν) fit `budget_bytes`, 1..largest."""
+    length = tokens(config, image_size, caption_tokens)["caption"]
+    per_forward = length * (3 * activation_bytes * config.ffn_hidden + 55 * config.dim)
+    return max(1, min(largest, int(budget_bytes // per_forward)))
+
+
+def comfy_table(config: DiTConfig | None = None) -> list[dict]:
+    """Predicted peak device memory of ZEraseTrain for Z-Image-Turbo: 512² and 1024², bf16 and fp8 weights, with
+    and without per-block checkpointing, batch 1 and 4 (allocated bytes; add ~0.5 GiB CUDA context)."""
+    config = config or DiTConfig()
+    rows = []
+    for size in (512, 1024):
+        for weight_bytes, dtype in ((2, "bf16"), (1, "fp8")):
+            for checkpointing in (True, False):
+                for batch in (1, 4):
+                    result = predict(comfy_problem(config, size, weight_bytes, checkpointing, batch))
+                    rows.append({"size": size, "dtype": dtype, "checkpointing": checkpointing, "batch": batch,
+                                 **{key: round(value, 2) for key, value in result.items() if key != "tokens"}})
+    return rows
 
 
 def _segment_bytes(config: DiTConfig, counts: dict, trajectories: int, steps: int, activation_bytes: int) -> float:

@@ -5,6 +5,10 @@ import numpy
 import torch
 
 from zerase_core.config import DiTConfig
+from zerase_core.erase_config import EraseConfig
+from zerase_core.prompts import PromptSet
+from zerase_core.shuffle_bank import PreparedConditioner, ShuffleBank
+from zerase_core.trainer import SHUFFLING_METHODS
 
 from .nano_objects import NanoTextModel
 
@@ -104,3 +108,20 @@ def conditioner_for(clip, config: DiTConfig):
         raise ValueError(f"the CLIP gives {width}-wide text features but this MODEL reads {config.cap_feat_dim}-wide "
                          f"ones; connect the MODEL's own text encoder (Qwen3-4B for Z-Image, the nano CLIP for nano)")
     return conditioner
+
+
+def training_prompts(prompts: PromptSet, config: EraseConfig) -> list[str]:
+    """Every prompt the trainer encodes with a shuffle bank: erase, anchors, mapped, preserve, empty, and the word
+    orders. The bank is drawn as the trainer draws it (its own seeded stream over the erase prompts in order; the
+    trainer's pool may use a prefix of them, whose orders come first and are the same)."""
+    needed = [*prompts.erase, *prompts.anchors, *prompts.targets, *prompts.preserve, ""]
+    if config.shuffle_bank and config.method in SHUFFLING_METHODS:
+        needed += ShuffleBank(prompts, prompts.erase, config.shuffle_bank, config.seed).prompts()
+    return list(dict.fromkeys(needed))
+
+
+def prepare(conditioner, prompts: PromptSet, config: EraseConfig, extra: tuple[str, ...] = ()) -> PreparedConditioner:
+    """Features and keyword rows of every prompt of the run, encoded now: the result holds no text encoder."""
+    for keyword in prompts.keywords:
+        conditioner.check_keyword(keyword)
+    return PreparedConditioner(conditioner, [*training_prompts(prompts, config), *extra], prompts)

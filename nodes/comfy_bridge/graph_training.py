@@ -23,6 +23,7 @@ from zerase_core.model import AttentionCapture, keyword_attention
 
 from .erasures import WRAPPER_KEY, ErasureInjection, _layout_wrapper
 from .models import zimage_network
+from .vram import RECOMPUTING, MemoryPlan, layer_checkpointing, load_for_training
 
 TRAINING_INJECTION_KEY = "zerase.training"
 COMPUTE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)   # dtypes torch computes in, on CPU too
@@ -56,6 +57,7 @@ class TrainingContext:
     patcher: object
     network: nn.Module
     denoiser: "NextDiTDenoiser"
+    memory_report: str = ""
 
     @contextmanager
     def attached(self, adapters: AdapterSet):
@@ -71,8 +73,11 @@ class TrainingContext:
 
 
 @contextmanager
-def training(model):
-    """Inference mode off, grads on, `in_training` set, the MODEL's clone loaded; everything restored after."""
+def training(model, memory: MemoryPlan | None = None):
+    """Inference mode off, grads on, `in_training` set, the MODEL's clone loaded by ComfyUI with `memory.reserve_bytes`
+    kept free for training (vram.load_for_training; None: fully loaded, nothing reserved), the joint blocks
+    checkpointed where `memory.checkpointing`; everything restored after. `TrainingContext.memory_report` says how
+    the DiT was loaded."""
     patcher = model.clone()
     network = zimage_network(patcher)
     patcher.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY, _layout_wrapper)
@@ -80,9 +85,14 @@ def training(model):
     with torch.inference_mode(False), torch.enable_grad():
         try:
             _make_trainable(network)
-            model_management.load_models_gpu([patcher], memory_required=0, force_full_load=True)
+            if memory is None:
+                model_management.load_models_gpu([patcher], memory_required=0, force_full_load=True)
+                report = "DiT fully loaded (no memory plan)"
+            else:
+                report = load_for_training(patcher, memory)
             model_management.in_training = True
-            yield TrainingContext(patcher, network, NextDiTDenoiser(patcher, network))
+            with layer_checkpointing(network, memory is not None and memory.checkpointing):
+                yield TrainingContext(patcher, network, NextDiTDenoiser(patcher, network), report)
         finally:
             model_management.in_training = previous
             patcher.eject_model()
@@ -221,7 +231,7 @@ class _KeywordProbe:
 
     def __call__(self, attention, *args, **kwargs):
         options = kwargs.get("transformer_options") or {}
-        if options.get("block_type") == "double":
+        if options.get("block_type") == "double" and not RECOMPUTING.get():
             query, key = args[0], args[1]          # (B, H, L, D), normalised and rotated (skip_reshape)
             found = keyword_attention(query, key, None, self.layout.text_span, self.layout.image_tokens,
                                       self.columns.to(query.device))

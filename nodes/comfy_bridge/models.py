@@ -3,6 +3,7 @@ or loading one."""
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from .nano_objects import NanoLatentFormat, NanoTextModel, NanoTokenizer, NanoVA
 
 BASE_ATTACHMENT = "zerase.base"  # BaseInfo of a MODEL built by LoadSingleStreamDiT
 logger = logging.getLogger(__name__)
+_QUANT_KEY = re.compile(r"(?:^|\.)(?:scale_weight|weight_scale|scale_input|input_scale|comfy_quant)$|^scaled_fp8$")
 STORED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # weights assigned as stored (no conversion)
 
 # ComfyUI's model-config class name -> what it is, for refusals (notes §A1, checkpoint_keys._FOREIGN).
@@ -196,7 +198,9 @@ def load_diffusion_file(name: str):
         raise ValueError(f"{name} is not a .safetensors file; ZErase loads safetensors only")
     path = Path(folder_paths.get_full_path_or_raise("diffusion_models", name))
     try:
-        detect_architecture(_header_tensors(path))
+        # ComfyUI reads scaled-fp8 / quantized files itself: their scale keys are no other architecture's
+        detect_architecture({key: value for key, value in _header_tensors(path).items()
+                             if not _QUANT_KEY.search(key)})
     except UnsupportedModelError as error:
         raise ValueError(f"{name}: {error}") from None
     from safetensors import safe_open
@@ -205,6 +209,8 @@ def load_diffusion_file(name: str):
     stated = DiTConfig.from_metadata(metadata)
     if stated is not None and stated.dim != {"z-image": 3840, "lumina2": 2304}[stated.kind]:
         # ComfyUI's detector knows Z-Image only at dim 3840 and Lumina-2 at 2304 (notes §A5); build others ourselves.
+        if stated.kind == "z-image" and _fp8_file(path):
+            return _fp8_patcher(str(path), stated)
         state, _ = read_state_dict(path)
         return build_zimage_patcher(stated, normalize_keys(state), nano=False)
     model = load_zimage_file(str(path))
@@ -268,4 +274,42 @@ def _assigned_patcher(path: str):
     if unexpected:
         logger.warning("%s: ignored %d keys ComfyUI's NextDiT does not use: %s", Path(path).name, len(unexpected),
                        unexpected[:4])
+    return patcher
+
+
+def _fp8_file(path: Path) -> bool:
+    """Weights stored in fp8: ComfyUI's fp8_e4m3fn / e5m2 files, or scaled fp8 (a `scaled_fp8` marker key)."""
+    from safetensors import safe_open
+    with safe_open(str(path), framework="pt", device="cpu") as handle:
+        keys = list(handle.keys())
+        return "scaled_fp8" in keys or any(handle.get_slice(key).get_dtype() in ("F8_E4M3", "F8_E5M2")
+                                           for key in keys)
+
+
+def _fp8_patcher(path: str, config: DiTConfig):
+    """A Z-Image file below dim 3840 with fp8 weights, loaded the way ComfyUI's diffusion-model loader loads one
+    it detects: its quant conversion (scaled fp8 -> mixed-precision ops with QuantizedTensor weights), its dtype
+    policy (`unet_dtype`, `unet_manual_cast`; e.g. `--fp8_e4m3fn-unet` keeps plain fp8), its ops and weight loading;
+    only the model config comes from the file's ZErase metadata instead of ComfyUI's detection."""
+    with torch.inference_mode(False):
+        state, metadata = comfy.utils.load_torch_file(path, return_metadata=True)
+        state, metadata = comfy.utils.convert_old_quants(state, "", metadata=metadata)
+        model_config = comfy.supported_models.ZImage(_unet_config(config))
+        model_config.sampling_settings = {"multiplier": 1.0, "shift": config.shift}
+        quantized = comfy.utils.detect_layer_quantization(state, "")
+        if quantized:
+            model_config.quant_config = quantized
+        load_device = model_management.get_torch_device()
+        supported = list(model_config.supported_inference_dtypes)
+        stored = None if quantized else comfy.utils.weight_dtype(state)
+        dtype = model_management.unet_dtype(model_params=comfy.utils.calculate_parameters(state),
+                                            supported_dtypes=supported, weight_dtype=stored)
+        manual = model_management.unet_manual_cast(None if quantized else dtype, load_device, supported)
+        model_config.set_inference_dtype(dtype, manual, device=load_device)
+        model = model_config.get_model(state, "")
+        patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device,
+                                                   offload_device=model_management.unet_offload_device())
+        model.load_model_weights(state, "")
+    patcher.set_attachments(BASE_ATTACHMENT, BaseInfo(config, False))
+    patcher.cached_patcher_init = (_fp8_patcher, (path, config))
     return patcher
