@@ -401,7 +401,7 @@ def test_the_erase_loss_regresses_onto_the_chosen_target_on_the_chosen_states(ta
         torch.testing.assert_close(teacher["target"], reference, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(teacher["concept"], concept, rtol=1e-4, atol=1e-5)
     # adapters start as a zero delta, so the student is the teacher: L_erase = (1 + η)²·‖v(c) − v(reference)‖²
-    loss = trainer._erase_losses(picks, teacher, shuffle=False)["erase"]
+    loss = trainer.erase_parts(picks, teacher, shuffle=False)["erase"]
     expected = (1 + eta) ** 2 * torch.nn.functional.mse_loss(concept, reference)
     torch.testing.assert_close(loss, expected, rtol=1e-3, atol=1e-7)
     assert float(expected) > 1e-6

@@ -59,7 +59,9 @@ class AdapterConfig:
 class GatedLoRA(nn.Module):
     """Low-rank deltas for some of q/k/v rows of a fused projection, added only where the gate is open."""
 
-    def __init__(self, in_features: int, width: int, config: AdapterConfig, family: str):
+    def __init__(self, in_features: int, width: int, config: AdapterConfig, family: str,
+                 generator: torch.Generator | None = None):
+        """`generator` draws the down-projections' initial values (default: torch's global generator)."""
         super().__init__()
         self.family, self.gate_policy, self.width = family, config.gate, width
         self.slices = config.slices
@@ -68,7 +70,7 @@ class GatedLoRA(nn.Module):
         self.up = nn.ParameterDict()
         for name in self.slices:
             down = torch.empty(config.rank, in_features)
-            nn.init.kaiming_uniform_(down, a=math.sqrt(5))
+            nn.init.kaiming_uniform_(down, a=math.sqrt(5), generator=generator)
             self.down[name] = nn.Parameter(down)
             self.up[name] = nn.Parameter(torch.zeros(width, config.rank))   # identity at init
         self.enabled = True
@@ -155,7 +157,7 @@ def unwrap_forwards(records: list[tuple]) -> None:
 class AdapterSet(nn.Module):
     """All gated adapters of one erasure; attach to a model, detach, enable/disable, set strength."""
 
-    def __init__(self, model: nn.Module, config: AdapterConfig):
+    def __init__(self, model: nn.Module, config: AdapterConfig, generator: torch.Generator | None = None):
         super().__init__()
         self.config = config
         self.adapters = nn.ModuleDict()
@@ -163,7 +165,8 @@ class AdapterSet(nn.Module):
         for path in self.paths:
             linear = model.get_submodule(path)
             width = linear.out_features // 3
-            self.adapters[self._key(path)] = GatedLoRA(linear.in_features, width, config, _family_of(path))
+            self.adapters[self._key(path)] = GatedLoRA(linear.in_features, width, config, _family_of(path),
+                                                           generator)
         self._attached: list[tuple[nn.Module, object]] = []
 
     @staticmethod
@@ -173,7 +176,7 @@ class AdapterSet(nn.Module):
     def adapter(self, path: str) -> GatedLoRA:
         return self.adapters[self._key(path)]
 
-    def attach(self, model: nn.Module) -> "AdapterSet":
+    def attach(self, model: nn.Module) -> AdapterSet:
         if self._attached:
             raise RuntimeError("adapters are already attached; detach them first")
         for path in self.paths:

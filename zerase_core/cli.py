@@ -16,7 +16,6 @@ from .files import check_output
 from .limits import check_cfg, check_strength
 from .nano.world import DEFAULT_CFG, DEFAULT_STEPS, IMAGE_SIZE
 
-
 # tqdm's unit per progress phase (zerase_core.progress): sampler steps of a batch, cached chunks, optimizer steps,
 # scored (strength, concept) pairs
 PHASE_UNITS = {"x_t pool": "sampler step", "teacher cache": "chunk", "shuffle bank": "chunk", "train": "step",
@@ -92,13 +91,12 @@ def _load_world(args):
 def erase_config_from_args(args):
     """The EraseConfig of `erase`'s training options (None for uce-text); `erase-many` shares them."""
     from .erase_config import EraseConfig
+    from .settings import from_arguments
     if args.method == "uce-text":
         return None
-    overrides = {name: value for name, value in (
-        ("steps", args.steps), ("learning_rate", args.lr), ("rank", args.rank), ("eta", args.eta),
-        ("epsilon", args.epsilon), ("beta", args.beta), ("pool_prompts", args.pool_prompts),
-        ("sample_steps", args.sample_steps), ("shuffle_bank", args.shuffle_bank),
-        ("erase_target", args.erase_target), ("target_eta", args.target_eta)) if value is not None}
+    overrides = from_arguments(args, EraseConfig)       # the options generated from EraseConfig's settings
+    if args.erase_target is not None:
+        overrides["erase_target"] = args.erase_target
     if args.targets:
         overrides["slices"] = tuple(args.targets)
     return EraseConfig(method=args.method, seed=args.seed, **overrides)
@@ -174,6 +172,9 @@ def command_demo(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .engine.methods import method_names
+    from .erase_config import EraseConfig
+    from .settings import add_arguments
     parser = argparse.ArgumentParser(prog="python -m zerase_core", description="ZErase core (no ComfyUI needed)")
     commands = parser.add_subparsers(dest="command", required=True)
     generate = commands.add_parser("generate", help="text-to-image grid with the nano model")
@@ -191,25 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
     erase = commands.add_parser("erase", help="erase concept(s) from the nano model and write an erasure file")
     erase.add_argument("--concept", action="append", help="word to erase (repeat for joint multi-concept erasure)")
     erase.add_argument("--anchor", action="append", help="preservation prompt (default: generated from the concept)")
-    erase.add_argument("--method", default="zerase",
-                       choices=["zerase", "esd", "ac", "eraseanything", "naive-esd", "uce-text"])
-    erase.add_argument("--steps", type=int)
-    erase.add_argument("--lr", type=float)
-    erase.add_argument("--rank", type=int)
+    erase.add_argument("--method", default="zerase", choices=list(method_names()))
     erase.add_argument("--targets", choices=["q", "k", "v"], action="append",
                        help="qkv slices (default q and k; q, k and v for colours)")
-    erase.add_argument("--eta", type=float, help="negative guidance η (default 2)")
     erase.add_argument("--erase-target", choices=["anchor", "empty"],
                        help="what erase prompts are trained to draw: the anchor prompt pushed away from the concept "
                             "(default for zerase) or ESD on the empty prompt (the paper; default for the baselines)")
-    erase.add_argument("--target-eta", type=float, help="η of the anchor target (default 1; 0 = the anchor alone)")
-    erase.add_argument("--epsilon", type=float, help="ε tolerance (default: preset of the concept kind)")
-    erase.add_argument("--beta", type=float, help="λ step size β (default 1; the paper: 0.1 over 1,000 steps)")
-    erase.add_argument("--pool-prompts", type=int, help="x_t trajectories sampled once and reused (default 32)")
-    erase.add_argument("--sample-steps", type=int, help="sampler steps of those trajectories (default 20)")
-    erase.add_argument("--shuffle-bank", type=int, metavar="K",
-                       help="encode K word orders of each erase prompt before training instead of a fresh order "
-                            "every step; the text encoder is then not used while training (default 0)")
+    add_arguments(erase, EraseConfig)       # --steps, --lr, --rank, --eta, ...: EraseConfig's settings
     erase.add_argument("--seed", type=int, default=0)
     erase.add_argument("--out", type=Path, required=True, help="erasure file to write (.safetensors)")
     erase.add_argument("--resume", type=Path, help="partial erasure file to continue (settings come from it)")

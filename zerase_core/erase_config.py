@@ -6,9 +6,12 @@ from dataclasses import dataclass
 
 from .adapters import SLICES, AdapterConfig
 from .dataclass_dicts import config_from_dict
-from .limits import CFG_RANGE, check_range
+from .engine.methods import method as method_named
+from .engine.methods import method_names
+from .limits import CFG_RANGE
+from .settings import check_ranges, setting
 
-METHODS = ("zerase", "esd", "ac", "eraseanything", "naive-esd")
+METHODS = method_names(trainable=True)       # engine/methods: one file per method (as registered at import)
 INFERENCE_METHODS = ("token-zeroing", "uce-text")
 # Z-Erase §7: tighter preservation for diffuse concepts, looser for concrete ones. "attribute": a property drawn on
 # an object (a colour) rather than the object itself.
@@ -44,45 +47,67 @@ TARGET_STATES = ("erase", "mapped")
 ANCHOR_ATTENTION_PRESETS = {"object": 0.0}
 
 
-def _check_range(name: str, value: float, low: float, high: float, hint: str = "") -> None:
-    check_range(name, value, low, high, hint)
-
-
 @dataclass(frozen=True)
 class EraseConfig:
     method: str = "zerase"
-    steps: int = 200
-    learning_rate: float = 1e-3          # AdamW on the adapter weights
-    rank: int = 8
+    steps: int = setting(200, "Training steps (optimizer updates).", minimum=1, maximum=100_000, kind=int,
+                         cli="--steps", node="steps")
+    learning_rate: float = setting(1e-3, "AdamW learning rate of the adapter weights.", minimum=1e-7, maximum=1.0,
+                                   cli="--lr", node="learning_rate", step=1e-5, round=1e-7)
+    rank: int = setting(8, "Rank of each low-rank adapter (alpha = rank).", minimum=1, maximum=256, kind=int,
+                        cli="--rank", node="rank")
     alpha: float | None = None           # None = rank (delta scale 1)
     slices: tuple[str, ...] = DEFAULT_SLICES  # the released checkpoint: Q+K of every joint layer; SLICE_PRESETS
     families: tuple[str, ...] = ("layers",)
     layers: tuple[int, ...] | None = None
-    eta: float = 2.0                     # negative guidance of the ESD target
+    eta: float = setting(2.0, "η: negative guidance of the ESD target v(∅) − η(v(c) − v(∅)).", minimum=0.0,
+                         maximum=50.0, hint=" (negative guidance η; the paper uses 2)", cli="--eta", node="eta",
+                         step=0.1)
     erase_target: str | None = None      # ERASE_TARGETS; None = per method (zerase: anchor)
-    target_eta: float | None = None      # η of the "anchor" target; None = ANCHOR_ETA
+    target_eta: float | None = setting(None, "η of the anchor target (0 = the anchor alone).", minimum=0.0,
+                                       maximum=50.0, hint=" (η of the anchor-mapped target)", cli="--target-eta",
+                                       unset=f"{ANCHOR_ETA:g}")
     target_states: str | None = None     # TARGET_STATES: where the anchor target is taken; None = "mapped"
-    attention_weight: float = 1.0        # L_er = L_erase + w·L_attn (the paper: unweighted)
+    attention_weight: float = setting(1.0, "w of L_er = L_erase + w·L_attn (the paper: unweighted).", minimum=0.0,
+                                      maximum=1000.0)
     concept_kind: str = "object"
-    epsilon: float | None = None         # None = the preset of concept_kind
+    epsilon: float | None = setting(None, "ε of the λ update (preservation slack); unset (the node: 0) = the preset "
+                                    "of the concept kind (1e-3 style/nudity, 1e-2 object).", minimum=0.0, maximum=1.0,
+                                    hint=" (ε presets: 1e-3 … 1e-2)", cli="--epsilon", node="epsilon",
+                                    node_default=0.0, step=1e-4, round=1e-6)
     # Dual step size of λ. The paper uses 0.1 over 1,000 steps; our default run is 200 steps, and λ integrates
     # β·g̃ per step, so 0.1 left λ too small to hold L_pr (nano, 2026-11-28: yellow keep 0.84× base at β 0.1,
     # 0.94× at β 1; red 0.90× → 0.97×). The paper reports robustness to β; the bench's sweep measures it.
-    beta: float = 1.0
-    lagrangian_alpha: float | None = None  # α of g̃ = ΔL_pr/α + ε; None = learning_rate (as the paper writes)
+    beta: float = setting(1.0, "β: step size of the λ update (the paper: 0.1 over 1,000 steps).", minimum=0.0,
+                          maximum=100.0, cli="--beta", node="beta", step=0.01)
+    lagrangian_alpha: float | None = setting(None, "α of g̃ = ΔL_pr/α + ε (None = learning_rate, as the paper).",
+                                             minimum=1e-12, maximum=1e6, hint=" (α of g̃ = ΔL_pr/α + ε; must be > 0)")
     lambda_mode: str = "adaptive"        # "fixed" keeps λ = fixed_lambda (ablation)
-    fixed_lambda: float = 0.0
-    lambda_max: float = 100.0            # the theory assumes bounded λ ∈ [0, D]
-    shuffle_probability: float = 0.9
+    fixed_lambda: float = setting(0.0, "λ of lambda_mode fixed.", minimum=0.0, maximum=1e6)
+    lambda_max: float = setting(100.0, "Upper bound of λ (the theory assumes bounded λ ∈ [0, D]).", minimum=0.0,
+                                maximum=1e6)
+    shuffle_probability: float = setting(0.9, "Probability that a step shuffles the erase prompt's words.",
+                                         minimum=0.0, maximum=1.0)
     # 0: every step draws a fresh word order (the paper), so the text encoder runs during training. K > 0: K orders
     # of each erase prompt are drawn and encoded once, before training; the steps pick among them and the trainer
     # keeps no text encoder (shuffle_bank.py). At Z-Image scale that keeps Qwen3-4B out of the training loop.
-    shuffle_bank: int = 0
-    batch_size: int = 4
-    probe_size: int = 2                  # fixed (x_t, prompt) pairs of the λ probe, measured before/after each step
-    pool_prompts: int = 32               # trajectories in the x_t pool
-    sample_steps: int = 20               # sampler steps of the x_t trajectories (the schedule t is drawn from)
-    sample_cfg: float = 3.0              # guidance of the frozen sampler for x_t (1 = none, Turbo)
+    shuffle_bank: int = setting(0, "0: a fresh word order of the erase prompt every step (the paper), so the text "
+                                "encoder runs while training. K: K orders per erase prompt are encoded before "
+                                "training and the steps pick among them (try 16 on small GPUs).", minimum=0,
+                                maximum=4096, kind=int, hint=" (word orders encoded per erase prompt before training; "
+                                "0 = a fresh order every step)", cli="--shuffle-bank", node="shuffle_bank",
+                                metavar="K")
+    batch_size: int = setting(4, "Pool states per training step.", minimum=1, maximum=1024, kind=int,
+                              node="batch_size")
+    probe_size: int = setting(2, "Fixed (x_t, prompt) pairs of the λ probe, measured before and after each step.",
+                              minimum=1, maximum=1024, kind=int)
+    pool_prompts: int = setting(32, "Trajectories sampled once with the frozen model (at most 4 per erase prompt).",
+                                minimum=1, maximum=100_000, kind=int, cli="--pool-prompts", node="pool_prompts")
+    sample_steps: int = setting(20, "Sampler steps of the frozen x_t trajectories (Turbo: 8).", minimum=1,
+                                maximum=1000, kind=int, cli="--sample-steps", node="sample_steps")
+    sample_cfg: float = setting(3.0, "Guidance of the frozen sampler for x_t (1 = none, Turbo).", minimum=CFG_RANGE[0],
+                                maximum=CFG_RANGE[1], hint=" (guidance of the x_t sampler; 1 = none)",
+                                node="sample_cfg", step=0.1)
     anchor_trajectories: bool = True     # also sample the pool with the anchor prompts; L_pr's anchor term uses them
     latent_size: tuple[int, int] = (8, 8)
     seed: int = 0
@@ -90,8 +115,8 @@ class EraseConfig:
     cache: bool = True                   # reuse teacher velocities at pool states
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; trainable methods: {METHODS} "
+        if self.method not in method_names(trainable=True):
+            raise ValueError(f"unknown method {self.method!r}; trainable methods: {method_names(trainable=True)} "
                              f"(inference-time: {INFERENCE_METHODS})")
         if self.concept_kind not in EPSILON_PRESETS:
             raise ValueError(f"unknown concept kind {self.concept_kind!r}; expected one of {list(EPSILON_PRESETS)}")
@@ -99,31 +124,11 @@ class EraseConfig:
             raise ValueError(f"erase_target {self.erase_target!r} must be one of {ERASE_TARGETS}")
         if self.target_states is not None and self.target_states not in TARGET_STATES:
             raise ValueError(f"target_states {self.target_states!r} must be one of {TARGET_STATES}")
-        if self.target_eta is not None:
-            _check_range("target_eta", self.target_eta, 0.0, 50.0, " (η of the anchor-mapped target)")
         if self.lambda_mode not in LAMBDA_MODES:
             raise ValueError(f"lambda_mode {self.lambda_mode!r} must be one of {LAMBDA_MODES}")
-        _check_range("steps", self.steps, 1, 100_000)
-        _check_range("learning_rate", self.learning_rate, 1e-7, 1.0)
-        _check_range("rank", self.rank, 1, 256)
-        _check_range("eta", self.eta, 0.0, 50.0, " (negative guidance η; the paper uses 2)")
-        _check_range("beta", self.beta, 0.0, 100.0)
-        _check_range("epsilon", self.epsilon_value, 0.0, 1.0, " (ε presets: 1e-3 … 1e-2)")
-        _check_range("attention_weight", self.attention_weight, 0.0, 1000.0)
-        _check_range("shuffle_probability", self.shuffle_probability, 0.0, 1.0)
-        _check_range("sample_cfg", self.sample_cfg, *CFG_RANGE, " (guidance of the x_t sampler; 1 = none)")
         if isinstance(self.shuffle_bank, bool) or not isinstance(self.shuffle_bank, int):
             raise ValueError(f"shuffle_bank={self.shuffle_bank!r} must be a whole number of word orders (0 = none)")
-        _check_range("shuffle_bank", self.shuffle_bank, 0, 4096, " (word orders encoded per erase prompt before "
-                     "training; 0 = a fresh order every step)")
-        _check_range("batch_size", self.batch_size, 1, 1024)
-        _check_range("probe_size", self.probe_size, 1, 1024)
-        _check_range("pool_prompts", self.pool_prompts, 1, 100_000)
-        _check_range("sample_steps", self.sample_steps, 1, 1000)
-        _check_range("fixed_lambda", self.fixed_lambda, 0.0, 1e6)
-        _check_range("lambda_max", self.lambda_max, 0.0, 1e6)
-        if self.lagrangian_alpha is not None:
-            _check_range("lagrangian_alpha", self.lagrangian_alpha, 1e-12, 1e6, " (α of g̃ = ΔL_pr/α + ε; must be > 0)")
+        check_ranges(self)      # every described field against its Setting's range (settings.py)
         if any(s not in SLICES for s in self.slices):
             raise ValueError(f"slices {self.slices} must be a subset of {SLICES}")
         object.__setattr__(self, "slices", tuple(self.slices))
@@ -141,7 +146,7 @@ class EraseConfig:
     def erase_target_value(self) -> str:
         if self.erase_target is not None:
             return self.erase_target
-        return "anchor" if self.method == "zerase" else "empty"
+        return method_named(self.method).erase_target
 
     @property
     def target_states_value(self) -> str:
@@ -159,13 +164,13 @@ class EraseConfig:
 
     @property
     def gate(self) -> str:
-        return "all" if self.method == "naive-esd" else "text"
+        return method_named(self.method).gate
 
     def adapter_config(self) -> AdapterConfig:
         return AdapterConfig(rank=self.rank, alpha=float(self.alpha or self.rank), slices=self.slices,
                              families=self.families, layers=self.layers, gate=self.gate)
 
-    def with_kind(self, kind: str) -> "EraseConfig":
+    def with_kind(self, kind: str) -> EraseConfig:
         """This config for a concept of `kind`: its ε preset (unless `epsilon` is set) and its qkv slices preset
         (unless `slices` differ from the default Q+K), and under the anchor target its L_attn weight
         (ANCHOR_ATTENTION_PRESETS, unless `attention_weight` differs from the default)."""
@@ -179,7 +184,7 @@ class EraseConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "EraseConfig":
+    def from_dict(cls, data: dict) -> EraseConfig:
         if "erase_target" not in data:     # written before erase targets existed: ESD on ∅, as it was trained
             data = {**data, "erase_target": "empty"}
         return config_from_dict(cls, data, tuple_fields=("slices", "families", "layers", "latent_size"))

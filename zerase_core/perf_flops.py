@@ -20,18 +20,18 @@ at the same size with batch 1. The first step (which runs the probe twice and fi
 from __future__ import annotations
 
 import sys
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
+from torch.utils import flop_counter
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves, tree_map_only
-from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
 from .erase_config import EraseConfig
 from .model import ZImageDiT
 from .perf_steps import BenchTrainer, DeviceDenoiser, StageClock, SyntheticConditioner
-from .trainer import EraseTrainer
 
 META = torch.device("meta")
 PATHS = ("cli", "device", "comfyui")
@@ -114,13 +114,7 @@ def to_meta(module: torch.nn.Module) -> None:
 class FlopTrainer(BenchTrainer):
     """BenchTrainer whose clock reads a FLOP counter; L_pr's own forwards are their own stage (`preserve`)."""
 
-    def _student(self, states, sigma, prompts, capture=None):
-        return EraseTrainer._student(self, states, sigma, prompts, capture)      # staged by `_student_rows`
-
-    def _student_rows(self, picks, prompts, kinds, capture=None):
-        preserve = capture is None and all(kind == "anchor" or prompt == "" for prompt, kind in zip(prompts, kinds))
-        with self.clock.stage("preserve" if preserve else "student_forward"):
-            return EraseTrainer._student_rows(self, picks, prompts, kinds, capture)
+    stage_names: ClassVar[dict[str, str]] = {}
 
 
 def _cpu_attention(query, key, value, *args, out_shape=None, **kwargs) -> int:
@@ -302,6 +296,7 @@ def format_flops(results: dict) -> str:
 
 def main(argv=None, comfyui=None, prog: str = "python -m zerase_core.perf_flops") -> int:
     import argparse
+
     from .perf import add_perf_arguments
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     add_perf_arguments(parser)

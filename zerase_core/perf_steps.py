@@ -12,6 +12,7 @@ import time
 import zlib
 from contextlib import contextmanager
 from dataclasses import replace
+from typing import ClassVar
 
 import numpy
 import torch
@@ -20,7 +21,7 @@ from .adapters import AdapterSet
 from .config import DiTConfig
 from .model import AttentionCapture, ZImageDiT
 from .objectives import velocity_mse
-from .sampling import initial_noise
+from .sampling import guided_velocity, initial_noise
 from .trainer import EraseTrainer
 
 STAGES = ("sampling", "teacher", "student_forward", "backward", "probe", "optimizer", "other")
@@ -205,47 +206,22 @@ class DeviceDenoiser:
 
 
 class BenchTrainer(EraseTrainer):
-    """EraseTrainer with stage timing; `pool=` reuses another trainer's x_t pool (same frozen model, seeds and
-    settings give the same pool); `fresh_samples=True` samples x_t afresh at every step (the uncached loop)."""
+    """EraseTrainer with stage timing (its `stage` hook); `pool=` reuses another trainer's x_t pool (same frozen
+    model, seeds and settings give the same pool); `fresh_samples=True` samples x_t afresh at every step (the uncached
+    loop, through the trainer's `step_states` hook). L_pr-only forwards count as `student_forward` here
+    (`stage_names` renames stages: perf_flops keeps `preserve` apart)."""
+
+    stage_names: ClassVar[dict[str, str]] = {"preserve": "student_forward"}
 
     def __init__(self, *args, clock: StageClock, pool=None, fresh_samples: bool = False, build_batch: int | None = None,
                  **kwargs):
-        self.clock, self._given_pool, self.fresh_samples = clock, pool, fresh_samples
+        self.clock, self.fresh_samples = clock, fresh_samples
         if build_batch:
             self.sample_batch = self.cache_batch = build_batch
         self._fresh_seed = 10_000_000
-        super().__init__(*args, **kwargs)
-        zero_grad, step = self.optimizer.zero_grad, self.optimizer.step
-
-        def timed_zero_grad(*a, **k):
-            zero_grad(*a, **k)
-            self.clock.enter("backward")          # backward (and its bookkeeping) runs until the optimizer step
-
-        def timed_step(*a, **k):
-            self.clock.leave("backward")
-            with self.clock.stage("optimizer"):
-                return step(*a, **k)
-
-        self.optimizer.zero_grad, self.optimizer.step = timed_zero_grad, timed_step
-
-    def _build_pool(self, in_channels: int, shift: float):
-        return self._given_pool if self._given_pool is not None else super()._build_pool(in_channels, shift)
-
-    def _teacher(self, picks):
-        with self.clock.stage("teacher"):
-            return super()._teacher(picks)
-
-    def _student(self, states, sigma, prompts, capture=None):
-        with self.clock.stage("student_forward"):
-            return super()._student(states, sigma, prompts, capture)
-
-    def _student_rows(self, picks, prompts, kinds, capture=None):
-        with self.clock.stage("student_forward"):
-            return super()._student_rows(picks, prompts, kinds, capture)
-
-    def probe(self) -> float:
-        with self.clock.stage("probe"):
-            return super().probe()
+        super().__init__(*args, pool=pool, stage=lambda name: clock.stage(self.stage_names.get(name, name)), **kwargs)
+        if fresh_samples:
+            self.step_states = self._fresh_pool_states
 
     def train_step(self) -> dict[str, float]:
         self.clock.begin_step()
@@ -269,16 +245,14 @@ class BenchTrainer(EraseTrainer):
             for index in range(max(ks)):
                 rows = torch.tensor([row for row, k in enumerate(ks) if k > index])
                 sigma = pool.sigmas[index].expand(len(rows))
-                v = self._velocity(x[rows], sigma, context[rows], lengths[rows]).float()
-                if config.sample_cfg != 1.0:
-                    v_empty = self._velocity(x[rows], sigma, empty[rows], empty_lengths[rows]).float()
-                    v = v_empty + config.sample_cfg * (v - v_empty)
-                x[rows] = x[rows] + (pool.sigmas[index + 1] - pool.sigmas[index]) * v
+                velocity = guided_velocity(self._velocity, context[rows], lengths[rows], config.sample_cfg,
+                                           empty[rows], empty_lengths[rows])
+                x[rows] = x[rows] + (pool.sigmas[index + 1] - pool.sigmas[index]) * velocity(x[rows], sigma)
         return x
 
-    def _losses(self, picks):
-        if not self.fresh_samples:
-            return super()._losses(picks)
+    @contextmanager
+    def _fresh_pool_states(self, picks):
+        """The pool states of `picks` replaced by freshly sampled ones while the step's losses are computed."""
         pool = self.pool
         fields = ["states"] + (["anchor_states"] if pool.anchor_states is not None else [])
         with self.clock.stage("sampling"):
@@ -290,7 +264,7 @@ class BenchTrainer(EraseTrainer):
             for row, pick in enumerate(picks):
                 getattr(pool, name)[pick] = fresh[name][row]
         try:
-            return super()._losses(picks)
+            yield
         finally:
             for name in fields:
                 for pick, state in saved[name].items():

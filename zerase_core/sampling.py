@@ -7,7 +7,7 @@ v = v_uncond + cfg·(v_cond − v_uncond).
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -37,14 +37,18 @@ def initial_noise(shape, seed: int) -> torch.Tensor:
 VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def guided_velocity(model, context, context_lengths=None, cfg: float = 1.0, uncond=None, uncond_lengths=None) -> VelocityFn:
-    """A function (x, sigma (B,)) -> v for a DiT, with optional classifier-free guidance against `uncond`."""
+def guided_velocity(model, context, context_lengths=None, cfg: float = 1.0, uncond=None, uncond_lengths=None,
+                    **conditional_options) -> VelocityFn:
+    """A function (x, sigma (B,)) -> v for a DiT, with optional classifier-free guidance against `uncond`.
+    `model(x, sigma, context, lengths, **options)`: `conditional_options` go to the conditional call only (e.g. the
+    evaluation's `suppress_keys`). This is the one sampler of the project: generate, the evaluation, the node's
+    preview and the x_t pool all step with `euler_sample` on it."""
     cfg = check_cfg(cfg)
     if cfg != 1.0 and uncond is None:
         raise ValueError(f"cfg={cfg} needs an unconditional context (the empty prompt's features)")
 
     def velocity(x, sigma):
-        cond = model(x, sigma, context, context_lengths)
+        cond = model(x, sigma, context, context_lengths, **conditional_options)
         if cfg == 1.0:
             return cond.float()
         uncond_v = model(x, sigma, uncond, uncond_lengths).float()

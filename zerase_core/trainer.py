@@ -1,4 +1,5 @@
-"""One trainer for every fine-tuning method: Z-Erase and the baselines, selected by `EraseConfig.method`.
+"""One trainer for every fine-tuning method: Z-Erase and the baselines, each a `Method` object named by
+`EraseConfig.method` (engine/methods: which losses a step computes); λ comes from `engine.lagrangian`.
 
 Z-Erase step (Alg. 1, with the details the paper leaves open fixed as in paper-notes §7):
   1. draw (trajectory, k) pairs from the frozen x_t pool; teacher velocities (adapters off) for ∅, c_er, c_pr
@@ -14,18 +15,25 @@ Z-Erase step (Alg. 1, with the details the paper leaves open fixed as in paper-n
      its inputs never change, so the frozen part of that forward (embeddings, refiners) is computed once.
 Baselines: `esd` (L_erase only), `ac` (model-based anchor loss), `eraseanything` (erase and preserve on alternating
 steps, as its official code), `naive-esd` (ESD with the gate open on every token: reproduces the collapse).
+
+Instrumentation uses the parts, not subclass overrides: `stage(name)` (a context manager factory) brackets the
+teacher, student, probe, backward and optimizer work of a step; `pool=` reuses a built x_t pool; `step_states(picks)`
+(a context manager factory) may replace the pool states of a step's picks while its losses are computed.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy
 import torch
 from torch import nn
 
 from .adapters import AdapterSet
+from .engine.lagrangian import LambdaController
+from .engine.methods import method as method_named
 from .erase_config import EraseConfig
 from .model import AttentionCapture, ZImageDiT
 from .objectives import attention_suppression, esd_target, preservation, velocity_mse
@@ -37,7 +45,7 @@ from .shuffle_bank import PreparedConditioner, ShuffleBank
 from .trajectory import TrajectoryPool, pool_ticks, sample_pool, teacher_velocities
 
 StepCallback = Callable[[int, int, dict], None]
-SHUFFLING_METHODS = ("zerase", "eraseanything")     # the methods that train on word-shuffled erase prompts
+Stage = Callable[[str], AbstractContextManager]
 
 
 class SingleProcess:
@@ -84,40 +92,54 @@ class EraseTrainer:
 
     def __init__(self, diffusion_model: nn.Module, conditioner: TextConditioner, prompts: PromptSet,
                  config: EraseConfig, denoise: Callable | None = None, in_channels: int = 16, shift: float = 3.0,
-                 attach: bool = True, progress: Progress | None = None, parallel=None):
+                 attach: bool = True, progress: Progress | None = None, parallel=None,
+                 pool: TrajectoryPool | None = None, stage: Stage | None = None):
         """`parallel` (distributed.DataParallel) splits each step's batch across processes; default one process.
         `attach=False` leaves attaching `self.adapters` to the caller (the ComfyUI bridge does it from a
         PatcherInjection); the x_t pool is built before that, which is the same as with the adapters disabled.
         `progress(phase, done, total)` follows the work done here, before the first step: phases "x_t pool",
-        "teacher cache" and (with a shuffle bank) "shuffle bank" (zerase_core.progress)."""
+        "teacher cache" and (with a shuffle bank) "shuffle bank" (zerase_core.progress). `pool` is an x_t pool built
+        before with the same model and settings; `stage(name)` brackets each part of a step (see the module doc)."""
         self.model, self.conditioner, self.prompts, self.config = diffusion_model, conditioner, prompts, config
         # denoise(x, sigma, context, lengths, capture=None) -> v; ZImageDiT.forward has this signature
         self.denoise = denoise or diffusion_model
         self.parallel = parallel or SingleProcess()
+        self.method = method_named(config.method)
+        self.stage = stage or (lambda name: nullcontext())
+        self.step_states: Callable[[list], AbstractContextManager] | None = None
         if config.batch_size < self.parallel.world:
             raise ValueError(f"batch_size {config.batch_size} is smaller than the {self.parallel.world} processes "
                              f"it is split across; use a batch of at least {self.parallel.world}")
         for keyword in prompts.keywords:
             conditioner.check_keyword(keyword)
         diffusion_model.requires_grad_(False)
-        torch.manual_seed(config.seed)
-        self.adapters = AdapterSet(diffusion_model, config.adapter_config())
+        # the adapters' initial values come from their own generator: the global RNG (every other ComfyUI node's
+        # randomness) is left as it was
+        self.adapters = AdapterSet(diffusion_model, config.adapter_config(), torch.Generator().manual_seed(config.seed))
         if attach:
             self.adapters.attach(diffusion_model)
         self.optimizer = torch.optim.AdamW(self.adapters.parameters(), lr=config.learning_rate, weight_decay=0.0)
         self.rng = numpy.random.default_rng(config.seed)
         self.step = 0
-        self.lam = config.fixed_lambda if config.lambda_mode == "fixed" else 0.0
+        self.lagrangian = LambdaController.from_config(config, self.method.constrained)
         self.history: list[StepRecord] = []
         self._probe_loss: float | None = None
         self._probe_prefix = None
         self._last_finite: dict[str, torch.Tensor] | None = None
         self.progress = progress
-        self.pool = self._build_pool(in_channels, shift)
+        self.pool = pool if pool is not None else self._build_pool(in_channels, shift)
         self.probe_picks = [(index % self.pool.size, self.pool.steps // 2) for index in range(config.probe_size)]
         self.bank = None
-        if config.shuffle_bank and config.method in SHUFFLING_METHODS:
+        if config.shuffle_bank and self.method.shuffles:
             self._prepare_bank()
+
+    @property
+    def lam(self) -> float:
+        return self.lagrangian.value
+
+    @lam.setter
+    def lam(self, value: float) -> None:
+        self.lagrangian.value = value
 
     # -- setup -------------------------------------------------------------------------------------------------
     def _velocity(self, x, sigma, context, lengths, capture=None):
@@ -189,11 +211,16 @@ class EraseTrainer:
 
     # -- one step ----------------------------------------------------------------------------------------------
     def _teacher(self, picks):
-        with self.adapters.disabled():
+        with self.stage("teacher"), self.adapters.disabled():
             return {kind: teacher_velocities(self.pool, picks, kind, texts, self._velocity, self.conditioner, self.config.cache)
                     for kind, texts in self._teacher_prompts(self.pool, picks).items()}
 
-    def _student(self, states, sigma, prompts, capture=None):
+    def student(self, states, sigma, prompts, capture=None):
+        """The adapted model's velocity at `states` for `prompts` (the full forward, text encoding included)."""
+        with self.stage("student_forward"):
+            return self._forward(states, sigma, prompts, capture)
+
+    def _forward(self, states, sigma, prompts, capture=None):
         context, lengths = self.conditioner.encode(prompts)
         return self._velocity(states, sigma, context, lengths, capture)
 
@@ -225,12 +252,15 @@ class EraseTrainer:
         return list(velocity.split(count))
 
     def _student_rows(self, picks, prompts, kinds, capture=None) -> torch.Tensor:
-        """One student forward over rows (pick, prompt, state kind): from the kept refiner outputs when there are."""
-        if self._keeps_segments():
-            inputs = self.pool.segments.joint_input(self.model, self.conditioner, self.pool, picks, prompts, kinds)
-            return self.model.joint(inputs, capture)
-        states, sigma = self.pool.batch(picks, kinds)
-        return self._student(states, sigma, prompts, capture)
+        """One student forward over rows (pick, prompt, state kind): from the kept refiner outputs when there are.
+        Its stage is "preserve" when every row serves L_pr only (∅ or anchor, no attention captured)."""
+        preserve = capture is None and all(kind == "anchor" or prompt == "" for prompt, kind in zip(prompts, kinds))
+        with self.stage("preserve" if preserve else "student_forward"):
+            if self._keeps_segments():
+                inputs = self.pool.segments.joint_input(self.model, self.conditioner, self.pool, picks, prompts, kinds)
+                return self.model.joint(inputs, capture)
+            states, sigma = self.pool.batch(picks, kinds)
+            return self._forward(states, sigma, prompts, capture)
 
     def preservation_loss(self, picks, teacher=None) -> torch.Tensor:
         teacher = teacher or self._teacher(picks)
@@ -238,7 +268,7 @@ class EraseTrainer:
         empty, anchor = self._students(picks, [[""] * len(picks), anchors], ["erase", "anchor"])
         return preservation(empty, teacher["empty"], anchor, teacher["anchor"])
 
-    def _erase_losses(self, picks, teacher, shuffle: bool, preserve: bool = False) -> dict[str, torch.Tensor]:
+    def erase_parts(self, picks, teacher, shuffle: bool, preserve: bool = False) -> dict[str, torch.Tensor]:
         """L_erase (+ L_attn), and with `preserve` L_pr on the same states (its forwards after the erase one)."""
         config = self.config
         prompts = [self.pool.prompts[p] for p, _ in picks]
@@ -255,11 +285,9 @@ class EraseTrainer:
             target = esd_target(teacher["target"], teacher["concept"], config.target_eta_value)
         else:
             target = esd_target(teacher["empty"], teacher["erase"], config.eta)
-        if config.method == "ac":
-            with torch.no_grad():
-                target = self._student(states, sigma, [self.pool.anchors[p] for p, _ in picks]).float()
+        target = self.method.reference(self, states, sigma, picks, target)
         capture = None
-        if config.method in ("zerase", "eraseanything") and config.attention_weight > 0:
+        if self.method.attention and config.attention_weight > 0:
             columns, mask = keyword_columns(self.conditioner, prompts, keywords)
             capture = AttentionCapture(columns=columns, column_mask=mask)
         prompt_lists, kinds = [prompts], [erase_kind]
@@ -276,20 +304,15 @@ class EraseTrainer:
 
     def _losses(self, picks) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
         """(L_er, L_pr or None, parts) for this step's method, as means over this process's rows of `picks`."""
-        config = self.config
-        local = self.parallel.local(picks)
-        teacher = self._teacher(local)
-        method = config.method
-        if method == "eraseanything" and self.step % 2 == 1:
-            parts = {"preserve": self.preservation_loss(local, teacher)}
-            return parts["preserve"], None, parts
-        parts = self._erase_losses(picks, teacher, shuffle=method in SHUFFLING_METHODS,
-                                   preserve=method == "zerase")
-        erase_total = parts["erase"] + config.attention_weight * parts.get("attention", 0.0)
-        return erase_total, parts.get("preserve"), parts
+        with self.step_states(picks) if self.step_states is not None else nullcontext():
+            return self.method.losses(self, picks, self._teacher(self.parallel.local(picks)))
 
     @torch.no_grad()
     def probe(self) -> float:
+        with self.stage("probe"):
+            return self._probe_mean()
+
+    def _probe_mean(self) -> float:
         # split across processes when each gets a row, else every process measures the whole probe
         picks = self.parallel.local(self.probe_picks) if len(self.probe_picks) >= self.parallel.world else self.probe_picks
         value = self._probe(picks)
@@ -338,10 +361,10 @@ class EraseTrainer:
         config = self.config
         picks = [(int(self.rng.integers(self.pool.size)), int(self.rng.integers(self.pool.steps)))
                  for _ in range(config.batch_size)]
-        adaptive = config.method == "zerase" and config.lambda_mode == "adaptive"
+        adaptive = self.lagrangian.adaptive
         if adaptive and self._probe_loss is None:
             self._probe_loss = self.probe()
-        stationarity = (config.method == "zerase" and config.stationarity_every
+        stationarity = (self.method.constrained and config.stationarity_every
                         and (self.step + 1) % config.stationarity_every == 0)
         erase_total, preserve, parts = self.parallel.losses(self._losses, picks, sync=not stationarity)
         total = erase_total if preserve is None else erase_total + self.lam * preserve
@@ -355,21 +378,11 @@ class EraseTrainer:
             raise TrainingDiverged(f"non-finite loss at step {self.step + 1}; adapters restored to the state of "
                                    f"step {max(0, self.step - 1)}, the last with a finite loss")
         params = list(self.adapters.parameters())
-        self.optimizer.zero_grad(set_to_none=True)
-        residual = None
-        if preserve is not None and stationarity:
-            grad_erase = torch.autograd.grad(erase_total * scale, params, retain_graph=True, allow_unused=True)
-            grad_preserve = torch.autograd.grad(preserve * scale, params, allow_unused=True)
-            for param, g_er, g_pr in zip(params, grad_erase, grad_preserve):
-                g_er = torch.zeros_like(param) if g_er is None else g_er
-                g_pr = torch.zeros_like(param) if g_pr is None else g_pr
-                param.grad = g_er + self.lam * g_pr
-            self.parallel.average_gradients(params)     # autograd.grad bypasses DDP's hooks
-            residual = math.sqrt(sum(float(param.grad.square().sum()) for param in params))
-        else:
-            (total * scale if scale != 1.0 else total).backward()
-        self._last_finite = {name: tensor.detach().clone() for name, tensor in self.adapters.state_dict().items()}
-        self.optimizer.step()
+        with self.stage("backward"):
+            residual = self._backward(params, erase_total, preserve, total, scale, stationarity)
+            self._last_finite = {name: tensor.detach().clone() for name, tensor in self.adapters.state_dict().items()}
+        with self.stage("optimizer"):
+            self.optimizer.step()
         if not all(torch.isfinite(param).all() for param in params):
             self.adapters.load_state_dict(self._last_finite)
             raise TrainingDiverged(f"non-finite adapter weights after step {self.step + 1}; restored the last finite state")
@@ -377,8 +390,7 @@ class EraseTrainer:
         metrics["lambda"] = self.lam
         if adaptive:
             after = self.probe()
-            g_tilde = (self._probe_loss - after) / config.alpha_value + config.epsilon_value
-            self.lam = float(min(config.lambda_max, max(0.0, self.lam - config.beta * g_tilde)))
+            g_tilde = self.lagrangian.update(self._probe_loss, after)
             self._probe_loss = after
             metrics["g_tilde"] = g_tilde
             metrics["probe_preserve"] = after
@@ -387,6 +399,21 @@ class EraseTrainer:
         self.step += 1
         self.history.append(StepRecord(self.step, metrics))
         return metrics
+
+    def _backward(self, params, erase_total, preserve, total, scale: float, stationarity: bool) -> float | None:
+        """Gradients of L into the adapters; on stationarity steps of L_er and L_pr apart, returning ‖∇L_er + λ∇L_pr‖."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if preserve is None or not stationarity:
+            (total * scale if scale != 1.0 else total).backward()
+            return None
+        grad_erase = torch.autograd.grad(erase_total * scale, params, retain_graph=True, allow_unused=True)
+        grad_preserve = torch.autograd.grad(preserve * scale, params, allow_unused=True)
+        for param, g_er, g_pr in zip(params, grad_erase, grad_preserve):
+            g_er = torch.zeros_like(param) if g_er is None else g_er
+            g_pr = torch.zeros_like(param) if g_pr is None else g_pr
+            param.grad = g_er + self.lam * g_pr
+        self.parallel.average_gradients(params)     # autograd.grad bypasses DDP's hooks
+        return math.sqrt(sum(float(param.grad.square().sum()) for param in params))
 
     def run(self, on_step: StepCallback | None = None) -> list[StepRecord]:
         """Train until `config.steps`; `on_step(step, total, metrics)` may raise to stop (state stays consistent)."""

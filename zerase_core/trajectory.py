@@ -7,12 +7,12 @@ are pure functions of (state, prompt), so they are cached too.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
-from .sampling import initial_noise, shifted_sigmas
+from .sampling import euler_sample, guided_velocity, initial_noise, shifted_sigmas
 
 
 @dataclass
@@ -73,18 +73,16 @@ def sample_trajectories(velocity_of, conditioner, prompts: list[str], seeds: lis
         context, lengths = conditioner.encode(chunk)
         empty, empty_lengths = conditioner.encode([""] * len(chunk))
         noise = torch.cat([initial_noise((1, channels, *latent_hw), seed) for seed in seeds[start:start + batch_size]])
-        x = noise * sigmas[0]
-        states = []
-        for index in range(len(sigmas) - 1):
-            states.append(x)
-            sigma = sigmas[index].expand(len(chunk))
-            v = velocity_of(x, sigma, context, lengths).float()
-            if cfg != 1.0:
-                v_empty = velocity_of(x, sigma, empty, empty_lengths).float()
-                v = v_empty + cfg * (v - v_empty)
-            x = x + (sigmas[index + 1] - sigmas[index]) * v
+        states = [noise * sigmas[0]]
+
+        def keep(index: int, x: torch.Tensor, states: list = states) -> None:
+            if index < len(sigmas) - 2:       # the state after the last step (sigma 0) is no x_t
+                states.append(x)
             if tick is not None:
                 tick()
+
+        velocity = guided_velocity(velocity_of, context, lengths, cfg, empty, empty_lengths)
+        euler_sample(velocity, noise, sigmas, callback=keep)
         all_states.append(torch.stack(states, dim=1))
     return torch.cat(all_states)
 

@@ -61,6 +61,25 @@ def test_pack_registers_four_v3_nodes_with_tooltips(pack):
     assert (pack["path"] / "js").is_dir()
 
 
+def test_train_widgets_are_the_erase_configs_settings(pack):
+    """Every EraseConfig setting with a widget: the node's default, range and tooltip are the setting's."""
+    from zerase_core.settings import described
+    inputs = pack["nodes"]["ZEraseTrain"].INPUT_TYPES()
+    widgets = {**inputs["required"], **inputs.get("optional", {})}
+    checked = []
+    for name, (field, spec) in described(EraseConfig).items():
+        if spec.node is None:
+            continue
+        kind, options = widgets[spec.node]
+        default = 0.0 if name == "epsilon" else field.default          # the widget's 0 is the preset (None)
+        assert kind == {int: "INT", float: "FLOAT"}[spec.kind], name
+        assert (options["default"], options["min"], options["max"]) == (default, spec.minimum, spec.maximum), name
+        assert options["tooltip"] == spec.help, name
+        checked.append(spec.node)
+    assert {"steps", "learning_rate", "rank", "epsilon", "beta", "eta", "sample_steps", "sample_cfg", "batch_size",
+            "pool_prompts", "shuffle_bank"} <= set(checked)
+
+
 def test_stock_nodes_reproduce_the_core_sampler(nano):
     from zerase_core.nano.world import NanoWorld
     image = generate(*nano)
