@@ -5,7 +5,7 @@ over the adapters only.
 joins the default process group: NCCL when CUDA is available, else gloo. Without those variables it is one process
 and nothing is initialised.
 
-`DataParallel` implements the trainer's data-parallel hooks (`trainer.SingleProcess`): each step's batch of
+`DataParallel` implements the trainer's data-parallel hooks (`SingleProcess`, below): each step's batch of
 (trajectory, t) picks is drawn identically in every process (same seed, same RNG), each process keeps a contiguous
 share of the rows, and the loss runs through `DistributedDataParallel` wrapped around the adapters alone (the DiT is
 frozen and replicated, never wrapped). Only the adapters' gradients are all-reduced (plus a few scalars: the step's
@@ -182,3 +182,24 @@ class DataParallel:
             if param.grad is not None:
                 dist.all_reduce(param.grad)
                 param.grad /= self.world
+
+
+class SingleProcess:
+    """The trainer's data-parallel hooks for one process: every row is local and nothing is communicated.
+    `DataParallel` implements the same hooks over torch.distributed (DDP over the adapters only)."""
+    world = 1
+
+    def local(self, rows):
+        return list(rows)
+
+    def losses(self, function, picks, sync: bool = True):
+        return function(picks)
+
+    def gradient_scale(self, local: int, total: int) -> float:
+        return 1.0
+
+    def batch_mean(self, values: dict[str, torch.Tensor], local: int, total: int) -> dict[str, torch.Tensor]:
+        return values
+
+    def average_gradients(self, params) -> None:
+        pass

@@ -32,41 +32,21 @@ import torch
 from torch import nn
 
 from .adapters import AdapterSet
+from .distributed import SingleProcess
 from .engine.lagrangian import LambdaController
 from .engine.methods import method as method_named
+from .engine.pool import build_pool, teacher_prompts
 from .erase_config import EraseConfig
 from .model import AttentionCapture, ZImageDiT
 from .objectives import attention_suppression, esd_target, preservation, velocity_mse
 from .progress import PhaseCounter, Progress
 from .prompts import PromptSet, TextConditioner, keyword_columns, shuffle_words
 from .resume_state import StepSnapshot
-from .segments import SegmentCache
 from .shuffle_bank import PreparedConditioner, ShuffleBank
-from .trajectory import TrajectoryPool, pool_ticks, sample_pool, teacher_velocities
+from .trajectory import TrajectoryPool, teacher_velocities
 
 StepCallback = Callable[[int, int, dict], None]
 Stage = Callable[[str], AbstractContextManager]
-
-
-class SingleProcess:
-    """The trainer's data-parallel hooks for one process: every row is local and nothing is communicated.
-    `distributed.DataParallel` implements the same hooks over torch.distributed (DDP over the adapters only)."""
-    world = 1
-
-    def local(self, rows):
-        return list(rows)
-
-    def losses(self, function, picks, sync: bool = True):
-        return function(picks)
-
-    def gradient_scale(self, local: int, total: int) -> float:
-        return 1.0
-
-    def batch_mean(self, values: dict[str, torch.Tensor], local: int, total: int) -> dict[str, torch.Tensor]:
-        return values
-
-    def average_gradients(self, params) -> None:
-        pass
 
 
 class TrainingDiverged(RuntimeError):
@@ -146,42 +126,10 @@ class EraseTrainer:
         return self.denoise(x, sigma, context, lengths, capture) if capture is not None else self.denoise(x, sigma, context, lengths)
 
     def _build_pool(self, in_channels: int, shift: float) -> TrajectoryPool:
-        config = self.config
-        count = min(config.pool_prompts, max(len(self.prompts.erase), 1) * 4)
-        prompts = [self.prompts.erase[index % len(self.prompts.erase)] for index in range(count)]
-        anchors = [self.prompts.anchors[index % len(self.prompts.anchors)] for index in range(count)]
-        seeds = [config.seed * 100_003 + index for index in range(count)]
-        targets = None
-        if config.erase_target_value == "anchor":
-            targets = [self.prompts.target_of(index % len(self.prompts.erase)) for index in range(count)]
         with self.adapters.disabled():
-            sampling = PhaseCounter(self.progress, "x_t pool", pool_ticks(count, config.sample_steps, self.sample_batch,
-                                                                            config.anchor_trajectories,
-                                                                            config.target_states_value == "mapped"
-                                                                            and targets is not None))
-            pool = sample_pool(self._velocity, self.conditioner, prompts, anchors, seeds, config.latent_size,
-                               in_channels, config.sample_steps, shift, config.sample_cfg, self.sample_batch,
-                               config.anchor_trajectories, sampling.advance,
-                               targets if config.target_states_value == "mapped" else None)
-            if targets is not None:
-                pool.targets = targets
-            if config.cache:
-                # Every teacher velocity in a fixed batch order: training and a resumed run see identical numbers.
-                # Where the refiners stay frozen, their outputs are kept too (segments.py).
-                if self._reuses_prefix():
-                    pool.segments = SegmentCache(config.latent_size)
-                picks = [(p, k) for p in range(pool.size) for k in range(pool.steps)]
-                caching = PhaseCounter(self.progress, "teacher cache", -(-len(picks) // self.cache_batch))
-                for start in range(0, len(picks), self.cache_batch):
-                    chunk = picks[start:start + self.cache_batch]
-                    for kind, texts in self._teacher_prompts(pool, chunk).items():
-                        if pool.segments is not None:
-                            pool.segments.fill(self.model, pool, chunk, kind, texts, self.conditioner)
-                        else:
-                            teacher_velocities(pool, chunk, kind, texts, self._velocity, self.conditioner)
-                    caching.advance()
-                pool.hits = pool.misses = 0
-        return pool
+            return build_pool(self._velocity, self.model, self.conditioner, self.prompts, self.config, in_channels,
+                              shift, sample_batch=self.sample_batch, cache_batch=self.cache_batch,
+                              keep_segments=self._reuses_prefix(), progress=self.progress)
 
     def _prepare_bank(self) -> None:
         """Draw and encode the erase prompts' word orders now; from here on the trainer has no text encoder."""
@@ -200,20 +148,11 @@ class EraseTrainer:
             return self.bank.pick(prompt, self.rng, self.config.shuffle_probability)
         return shuffle_words(prompt, keywords, self.rng, self.config.shuffle_probability)
 
-    @staticmethod
-    def _teacher_prompts(pool: TrajectoryPool, picks) -> dict[str, list[str]]:
-        prompts = {"empty": [""] * len(picks), "erase": [pool.prompts[p] for p, _ in picks],
-                   "anchor": [pool.anchors[p] for p, _ in picks]}
-        if pool.targets is not None:     # the mapped and the erase prompt on the mapped prompt's own trajectory
-            prompts["target"] = [pool.targets[p] for p, _ in picks]
-            prompts["concept"] = prompts["erase"]
-        return prompts
-
     # -- one step ----------------------------------------------------------------------------------------------
     def _teacher(self, picks):
         with self.stage("teacher"), self.adapters.disabled():
             return {kind: teacher_velocities(self.pool, picks, kind, texts, self._velocity, self.conditioner, self.config.cache)
-                    for kind, texts in self._teacher_prompts(self.pool, picks).items()}
+                    for kind, texts in teacher_prompts(self.pool, picks).items()}
 
     def student(self, states, sigma, prompts, capture=None):
         """The adapted model's velocity at `states` for `prompts` (the full forward, text encoding included)."""
