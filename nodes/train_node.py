@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from zerase_core.erase_config import METHODS, EraseConfig
-from zerase_core.settings import node_input
+from zerase_core.engine.erase_config import METHODS, EraseConfig
+from zerase_core.engine.settings import node_input
 
 from . import comfy_bridge, training
 from .ids import CATEGORY, ERASURE_TYPE, TRAIN, display_name
@@ -14,7 +14,7 @@ NO_RESUME = "none"
 
 
 def _setting(name: str) -> dict:
-    """Default, range, step and tooltip of the widget of EraseConfig field `name` (zerase_core.settings)."""
+    """Default, range, step and tooltip of the widget of EraseConfig field `name` (zerase_core.engine.settings)."""
     return node_input(EraseConfig, name)
 
 

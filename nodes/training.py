@@ -13,16 +13,16 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from zerase_core.adapters import TARGET_PRESETS
-from zerase_core.engine.run import ResumeState, TrainResult, read_partial, run_erasure  # noqa: F401 (the node's run)
-from zerase_core.erase_config import (
+from zerase_core.adapters.gated import TARGET_PRESETS
+from zerase_core.common.prompts import PromptSet
+from zerase_core.engine.erase_config import (
     DEFAULT_SLICES,
     EPSILON_PRESETS,
     METHODS,
     EraseConfig,
 )
-from zerase_core.erasure_file import ErasureFileError
-from zerase_core.prompts import PromptSet
+from zerase_core.engine.run import ResumeState, TrainResult, read_partial, run_erasure  # noqa: F401 (the node's run)
+from zerase_core.formats.erasure_file import ErasureFileError
 
 from .parsing import lines, words_list
 

@@ -6,7 +6,7 @@
 #   scripts/gpu_check.sh [OUT_DIR]            (default: $OUT, else ./gpu-check)
 #
 # Runs, each in a fresh process (its own CUDA peak), all with per-block gradient checkpointing and rank 8:
-#   1. batch 1: every variant of `python -m zerase_core.perf` (zerase, uncached loop, esd, naive-esd, plain LoRA,
+#   1. batch 1: every variant of `python -m zerase_core.bench.perf` (zerase, uncached loop, esd, naive-esd, plain LoRA,
 #      teacher forward) -> OUT/turbo512_b1.json
 #   2. batch 4: zerase, plain LoRA, teacher forward -> OUT/turbo512_b4.json
 #   3. batch 1 without checkpointing: zerase and plain LoRA (checks the per-block activation numbers) ->
@@ -61,7 +61,7 @@ run() {
     local name=$1
     shift
     echo "== $name: $*" | tee -a "$LOG"
-    "$PYTHON" -m zerase_core.perf --preset turbo --device "$DEVICE" "${SIZE[@]}" "$@" --json "$OUT_DIR/$name.json" \
+    "$PYTHON" -m zerase_core.bench.perf --preset turbo --device "$DEVICE" "${SIZE[@]}" "$@" --json "$OUT_DIR/$name.json" \
         2>&1 | tee -a "$LOG"
     return "${PIPESTATUS[0]}"
 }

@@ -26,8 +26,8 @@ from comfy_support import (
 )
 from torch import nn
 
-from zerase_core.config import DiTConfig
-from zerase_core.model import ZImageDiT
+from zerase_core.model.config import DiTConfig
+from zerase_core.model.dit import ZImageDiT
 
 TOLERANCE = 1e-5            # max|ours − ComfyUI| ≤ TOLERANCE · max|ours|, per case
 MIN_BLOCK_EFFECT = 0.10     # skipping any one block changes the output by more than this (relative L2)

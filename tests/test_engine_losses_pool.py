@@ -5,10 +5,15 @@ import pytest
 import torch
 from zerase_fixtures import WordConditioner, randomized_dit
 
+from zerase_core.common.prompts import PromptSet
+from zerase_core.engine.erase_config import EraseConfig
+from zerase_core.engine.objectives import (
+    attention_suppression,
+    esd_target,
+    preservation,
+    velocity_mse,
+)
 from zerase_core.engine.pool import build_pool, teacher_prompts
-from zerase_core.erase_config import EraseConfig
-from zerase_core.objectives import attention_suppression, esd_target, preservation, velocity_mse
-from zerase_core.prompts import PromptSet
 
 WORDS = ["a", "red", "blue", "star", "circle", "on", "white", "black"]
 PROMPTS = PromptSet(erase=("a red star on white", "a red circle on black"), keywords=("red",),

@@ -5,12 +5,12 @@ import pytest
 import torch
 from zerase_fixtures import WordConditioner, randomized_dit
 
+from zerase_core.common.prompts import PromptSet
+from zerase_core.engine.erase_config import METHODS, EraseConfig
 from zerase_core.engine.lagrangian import LambdaController
 from zerase_core.engine.methods import Method, method, method_names, register
 from zerase_core.engine.methods import base as registry
-from zerase_core.erase_config import METHODS, EraseConfig
-from zerase_core.prompts import PromptSet
-from zerase_core.trainer import EraseTrainer
+from zerase_core.engine.trainer import EraseTrainer
 
 WORDS = ["a", "red", "blue", "star", "circle", "on", "white", "black"]
 SMALL = {"steps": 2, "batch_size": 2, "pool_prompts": 2, "sample_steps": 2, "latent_size": (4, 4), "sample_cfg": 1.0,

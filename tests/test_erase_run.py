@@ -8,7 +8,7 @@ import numpy
 import torch
 from test_nodes_inputs import nodes_module
 
-from zerase_core.erasure_file import read_erasure
+from zerase_core.formats.erasure_file import read_erasure
 from zerase_core.nano.erasure_runs import erase
 from zerase_core.nano.prompts import NanoConditioner
 from zerase_core.nano.world import NanoWorld

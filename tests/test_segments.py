@@ -1,4 +1,4 @@
-"""Kept refiner outputs (zerase_core/segments.py): a step assembled from them computes what the whole model computes,
+"""Kept refiner outputs (zerase_core/engine/segments.py): a step assembled from them computes what the whole model computes,
 for cached and uncached prompts and caption lengths; the cache is used only where the refiners stay frozen and the
 pool's states are the ones it was filled from. Tiny random DiT with refiners, word-level conditioner."""
 from __future__ import annotations
@@ -7,11 +7,11 @@ import dataclasses
 
 import pytest
 import torch
-
 from zerase_fixtures import TINY_CONFIG, fresh_dit
-from zerase_core.erase_config import EraseConfig
-from zerase_core.prompts import PromptSet
-from zerase_core.trainer import EraseTrainer
+
+from zerase_core.common.prompts import PromptSet
+from zerase_core.engine.erase_config import EraseConfig
+from zerase_core.engine.trainer import EraseTrainer
 
 PROMPTS = PromptSet(erase=("a red circle on white background", "a red star on black background"), keywords=("red",),
                     anchors=("a circle on white background", "a star on black background"))

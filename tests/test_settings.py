@@ -8,8 +8,8 @@ import pytest
 from test_nodes_inputs import nodes_module
 
 from zerase_core.cli import build_parser, erase_config_from_args
-from zerase_core.erase_config import EraseConfig
-from zerase_core.settings import described, node_input
+from zerase_core.engine.erase_config import EraseConfig
+from zerase_core.engine.settings import described, node_input
 
 REQUIRED = ["erase", "--concept", "star", "--out", "x.safetensors"]
 

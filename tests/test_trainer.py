@@ -11,11 +11,11 @@ import numpy
 import pytest
 import torch
 import torch._dynamo  # noqa: F401  (the first optimizer imports it lazily, ~3 s: pay at collection, not in a test)
-
 from zerase_fixtures import TINY_CONFIG, fresh_dit
-from zerase_core.erase_config import METHODS, EraseConfig
-from zerase_core.prompts import PromptSet, keyword_columns, shuffle_words
-from zerase_core.trainer import EraseTrainer, TrainingDiverged
+
+from zerase_core.common.prompts import PromptSet, keyword_columns, shuffle_words
+from zerase_core.engine.erase_config import METHODS, EraseConfig
+from zerase_core.engine.trainer import EraseTrainer, TrainingDiverged
 
 # two joint layers and no refiners: the trainer only adapts joint layers, and every forward counts here
 TRAINER_DIT = dataclasses.replace(TINY_CONFIG, n_layers=2, n_refiner_layers=0)

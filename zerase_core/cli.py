@@ -12,11 +12,11 @@ from pathlib import Path
 
 import torch
 
-from .files import check_output
-from .limits import check_cfg, check_strength
+from .common.files import check_output
+from .common.limits import check_cfg, check_strength
 from .nano.world import DEFAULT_CFG, DEFAULT_STEPS, IMAGE_SIZE
 
-# tqdm's unit per progress phase (zerase_core.progress): sampler steps of a batch, cached chunks, optimizer steps,
+# tqdm's unit per progress phase (zerase_core.common.progress): sampler steps of a batch, cached chunks, optimizer steps,
 # scored (strength, concept) pairs
 PHASE_UNITS = {"x_t pool": "sampler step", "teacher cache": "chunk", "shuffle bank": "chunk", "train": "step",
                "strength search": "score", "compare": "part"}
@@ -46,7 +46,7 @@ def _sampling_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def command_generate(args) -> None:
-    from .grid import labelled_grid, save_png
+    from .common.grid import labelled_grid, save_png
     from .nano.erasure_runs import attach_file
     check_output(args.out, "--out")
     strengths = [check_strength(value, "--strength") for value in args.strength or []]
@@ -78,7 +78,7 @@ def _load_world(args):
     from .nano.world import NanoWorld
     world = NanoWorld.load()
     if getattr(args, "base", None) is not None:
-        from .checkpoint import load_dit
+        from .model.checkpoint import load_dit
         dit = load_dit(args.base)
         width = world.text_encoder.config.width
         if dit.config.cap_feat_dim != width:
@@ -90,8 +90,8 @@ def _load_world(args):
 
 def erase_config_from_args(args):
     """The EraseConfig of `erase`'s training options (None for uce-text); `erase-many` shares them."""
-    from .erase_config import EraseConfig
-    from .settings import from_arguments
+    from .engine.erase_config import EraseConfig
+    from .engine.settings import from_arguments
     if args.method == "uce-text":
         return None
     overrides = from_arguments(args, EraseConfig)       # the options generated from EraseConfig's settings
@@ -103,10 +103,10 @@ def erase_config_from_args(args):
 
 
 def command_erase(args) -> None:
+    from .common.progress import PhaseBars
+    from .engine.trainer import TrainingDiverged
     from .nano.erasure_runs import erase, erase_uce, read_resume
     from .nano.prompts import NanoConditioner, concept_words
-    from .progress import PhaseBars
-    from .trainer import TrainingDiverged
     if args.out.suffix != ".safetensors":
         raise UsageError(f"--out {args.out} must end in .safetensors")
     check_output(args.out, "--out")
@@ -152,15 +152,15 @@ def command_erase(args) -> None:
 
 
 def command_export_lora(args) -> None:
-    from .erasure_file import export_stock_lora
-    from .stock_export import stock_path
+    from .formats.erasure_file import export_stock_lora
+    from .formats.stock_export import stock_path
     out = check_output(stock_path(args.file, args.out), "--out")
     print(f"wrote {export_stock_lora(args.file, out)}")
 
 
 def command_demo(args) -> None:
+    from .common.progress import PhaseBars
     from .demo import run_demo
-    from .progress import PhaseBars
     check_output(args.out, "--out")
     check_output(args.erasure_out, "--erasure-out")
     bars = PhaseBars(units=PHASE_UNITS, label=args.concept)
@@ -172,9 +172,9 @@ def command_demo(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .engine.erase_config import EraseConfig
     from .engine.methods import method_names
-    from .erase_config import EraseConfig
-    from .settings import add_arguments
+    from .engine.settings import add_arguments
     parser = argparse.ArgumentParser(prog="python -m zerase_core", description="ZErase core (no ComfyUI needed)")
     commands = parser.add_subparsers(dest="command", required=True)
     generate = commands.add_parser("generate", help="text-to-image grid with the nano model")

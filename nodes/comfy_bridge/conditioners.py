@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy
 import torch
 
-from zerase_core.config import DiTConfig
+from zerase_core.model.config import DiTConfig
 
 from .nano_objects import NanoTextModel
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..erase_config import EraseConfig
-from ..progress import PhaseCounter, Progress
-from ..prompts import PromptSet
-from ..segments import SegmentCache
-from ..trajectory import TrajectoryPool, pool_ticks, sample_pool, teacher_velocities
+from ..common.progress import PhaseCounter, Progress
+from ..common.prompts import PromptSet
+from .erase_config import EraseConfig
+from .segments import SegmentCache
+from .trajectory import TrajectoryPool, pool_ticks, sample_pool, teacher_velocities
 
 
 def teacher_prompts(pool: TrajectoryPool, picks) -> dict[str, list[str]]:

@@ -19,19 +19,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..adapters import AdapterSet
-from ..checkpoint import fingerprint
-from ..erase_config import EraseConfig
-from ..erasure_file import (
+from ..adapters.gated import AdapterSet
+from ..common.progress import Progress
+from ..common.prompts import PromptSet
+from ..formats.erasure_file import (
     ErasureFileError,
     ErasureInfo,
     adapter_dict,
     read_erasure,
     save_erasure,
 )
-from ..progress import Progress
-from ..prompts import PromptSet
-from ..trainer import EraseTrainer, StepRecord
+from ..model.checkpoint import fingerprint
+from .erase_config import EraseConfig
+from .trainer import EraseTrainer, StepRecord
 
 Attach = Callable[[AdapterSet], AbstractContextManager]
 # (the trained edit) -> (recommended strength, the table of the strengths tried)

@@ -15,7 +15,8 @@ from typing import Protocol
 
 import torch
 
-from ..closed_form import keyword_suppression
+from ..adapters.closed_form import keyword_suppression
+from ..model.sampling import euler_sample, guided_velocity, shifted_sigmas
 from ..nano.prompts import NanoConditioner
 from ..nano.world import (
     DEFAULT_CFG,
@@ -24,7 +25,6 @@ from ..nano.world import (
     NanoWorld,
     check_image_size,
 )
-from ..sampling import euler_sample, guided_velocity, shifted_sigmas
 
 
 class Renderer(Protocol):

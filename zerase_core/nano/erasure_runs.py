@@ -10,19 +10,19 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from ..checkpoint import fingerprint
+from ..common.progress import PhaseCounter, Progress
+from ..common.prompts import PromptSet
+from ..engine.erase_config import EraseConfig
 from ..engine.methods import method as method_named
 from ..engine.run import ResumeState, read_partial, run_erasure
-from ..erase_config import EraseConfig
-from ..erasure_file import (
+from ..formats.erasure_file import (
     UCE_DELTA_KEY,
     ErasureFileError,
     ErasureInfo,
     read_erasure,
     save_erasure,
 )
-from ..progress import PhaseCounter, Progress
-from ..prompts import PromptSet
+from ..model.checkpoint import fingerprint
 from .prompts import NanoConditioner, attribute_of, concept_words, training_prompt_set
 from .scoring import recommend_strength
 from .world import NanoWorld
@@ -134,8 +134,8 @@ def attach_file(world: NanoWorld, path: Path, strength: float | None = None, all
 
     A partial file (an interrupted run) is refused unless `allow_partial`, as ApplyErasedWeights refuses it.
     """
-    from ..closed_form import UCE_TARGET, WeightDelta
-    from ..erasure_file import load_erasure
+    from ..adapters.closed_form import UCE_TARGET, WeightDelta
+    from ..formats.erasure_file import load_erasure
     info, tensors, _ = read_erasure(path)
     if info.partial and not allow_partial:
         raise ErasureFileError(f"{path} is a partial erasure ({info.steps_done}/{info.steps_total} steps); finish it "

@@ -11,5 +11,5 @@ class UceText(Method):
     trainable = False
 
     def solve(self, model, conditioner, prompts):
-        from ...closed_form import uce_text
+        from ...adapters.closed_form import uce_text
         return uce_text(model, conditioner, prompts)

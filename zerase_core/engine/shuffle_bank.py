@@ -14,7 +14,7 @@ from collections.abc import Iterable
 import numpy
 import torch
 
-from .prompts import PromptSet, shuffle_words
+from ..common.prompts import PromptSet, shuffle_words
 
 
 class ShuffleBank:

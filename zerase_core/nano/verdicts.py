@@ -5,15 +5,13 @@
 """
 from __future__ import annotations
 
-
 import torch
-
 
 
 def _judge(evaluator):
     if evaluator is None:
-        from .nano import paths
-        from .nano.evaluator import Evaluator
+        from . import paths
+        from .evaluator import Evaluator
         evaluator = Evaluator.load(paths.EVALUATOR).eval()
     return evaluator
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .layout import FAMILIES, current_layout
-from .limits import check_alpha, check_strength
+from ..common.limits import check_alpha, check_strength
+from ..model.layout import FAMILIES, current_layout
 
 GATES = ("text", "image", "all")
 SLICES = ("q", "k", "v")

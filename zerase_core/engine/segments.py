@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from .layout import TokenLayout
-from .model import JointInput, ZImageDiT
+from ..model.dit import JointInput, ZImageDiT
+from ..model.layout import TokenLayout
 from .trajectory import TrajectoryPool
 
 

@@ -31,16 +31,16 @@ import numpy
 import torch
 from torch import nn
 
-from .adapters import AdapterSet
+from ..adapters.gated import AdapterSet
+from ..common.progress import PhaseCounter, Progress
+from ..common.prompts import PromptSet, TextConditioner, keyword_columns, shuffle_words
+from ..model.dit import AttentionCapture, ZImageDiT
 from .distributed import SingleProcess
-from .engine.lagrangian import LambdaController
-from .engine.methods import method as method_named
-from .engine.pool import build_pool, teacher_prompts
 from .erase_config import EraseConfig
-from .model import AttentionCapture, ZImageDiT
+from .lagrangian import LambdaController
+from .methods import method as method_named
 from .objectives import attention_suppression, esd_target, preservation, velocity_mse
-from .progress import PhaseCounter, Progress
-from .prompts import PromptSet, TextConditioner, keyword_columns, shuffle_words
+from .pool import build_pool, teacher_prompts
 from .resume_state import StepSnapshot
 from .shuffle_bank import PreparedConditioner, ShuffleBank
 from .trajectory import TrajectoryPool, teacher_velocities
@@ -78,7 +78,7 @@ class EraseTrainer:
         `attach=False` leaves attaching `self.adapters` to the caller (the ComfyUI bridge does it from a
         PatcherInjection); the x_t pool is built before that, which is the same as with the adapters disabled.
         `progress(phase, done, total)` follows the work done here, before the first step: phases "x_t pool",
-        "teacher cache" and (with a shuffle bank) "shuffle bank" (zerase_core.progress). `pool` is an x_t pool built
+        "teacher cache" and (with a shuffle bank) "shuffle bank" (zerase_core.common.progress). `pool` is an x_t pool built
         before with the same model and settings; `stage(name)` brackets each part of a step (see the module doc)."""
         self.model, self.conditioner, self.prompts, self.config = diffusion_model, conditioner, prompts, config
         # denoise(x, sigma, context, lengths, capture=None) -> v; ZImageDiT.forward has this signature

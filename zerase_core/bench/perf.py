@@ -10,7 +10,7 @@ Measured, on the nano model by default or on a randomly initialised DiT of any s
 Variants run interleaved (one step of each per round) so that background load hits all of them alike; each time is
 the median over `--steps` rounds after `--warmup` rounds. Peak memory is the process RSS (and the CUDA peak on a
 GPU) during each variant's steps; `peak_rss_gb` is the whole run's peak. The memory model's prediction for the zerase
-step is printed next to the measurement (zerase_core/memory_model.py, docs/performance.md).
+step is printed next to the measurement (zerase_core/bench/memory_model.py, docs/performance.md).
 """
 from __future__ import annotations
 
@@ -23,11 +23,21 @@ from dataclasses import replace
 
 import torch
 
+from ..engine.erase_config import EraseConfig
+from ..model.config import DiTConfig
 from . import memory_model
-from .config import DiTConfig
-from .erase_config import EraseConfig
-from .perf_steps import (STAGES, BenchTrainer, DeviceDenoiser, MemoryProbe, PlainLoraVariant, StageClock,
-                         SyntheticConditioner, TeacherForwardVariant, TrainerVariant, random_dit)
+from .perf_steps import (
+    STAGES,
+    BenchTrainer,
+    DeviceDenoiser,
+    MemoryProbe,
+    PlainLoraVariant,
+    StageClock,
+    SyntheticConditioner,
+    TeacherForwardVariant,
+    TrainerVariant,
+    random_dit,
+)
 
 VARIANTS = ("zerase", "zerase_uncached", "zerase_gate_all", "esd", "naive_esd", "plain_lora", "plain_lora_gate_text", "teacher_forward")
 PRESETS = {
@@ -85,7 +95,7 @@ def _axes_for(head_dim: int) -> tuple[int, int, int]:
 
 def dit_config(args) -> DiTConfig:
     if args.preset == "nano":
-        from .nano.training.dit import NANO_CONFIG
+        from ..nano.training.dit import NANO_CONFIG
         base = NANO_CONFIG
     else:
         base = DiTConfig.turbo()
@@ -127,13 +137,13 @@ def _device(name: str) -> torch.device:
 
 def build_world(args, config: DiTConfig, settings: dict, device: torch.device):
     """(model, conditioner, prompt set, weights label) for the run."""
-    from .nano.prompts import NanoConditioner, training_prompt_set
+    from ..nano.prompts import NanoConditioner, training_prompt_set
     dtype = DTYPES[settings["dtype"]]
     prompts = training_prompt_set(["star"])
     weights = "random"
     if args.preset == "nano" and settings["caption_tokens"] is None:
-        from .nano import paths
-        from .nano.text_encoder import NanoTextEncoder
+        from ..nano import paths
+        from ..nano.text_encoder import NanoTextEncoder
         trained = paths.TEXT_ENCODER.exists() and not args.random_weights
         encoder = NanoTextEncoder.load(paths.TEXT_ENCODER) if trained else NanoTextEncoder().eval().requires_grad_(False)
         conditioner = NanoConditioner(encoder)
@@ -142,10 +152,10 @@ def build_world(args, config: DiTConfig, settings: dict, device: torch.device):
                              "to use the synthetic conditioner with another --cap-feat-dim")
     else:
         conditioner = SyntheticConditioner(config.cap_feat_dim, settings["caption_tokens"] or 16)
-    from .nano import paths
+    from ..nano import paths
     reshaped = any(value is not None for value in (args.dim, args.heads, args.layers, args.refiners))
     if args.preset == "nano" and not reshaped and paths.DIT.exists() and not args.random_weights:
-        from .checkpoint import load_dit
+        from ..model.checkpoint import load_dit
         model, weights = load_dit(paths.DIT, dtype=dtype, device=device), "trained"
     else:
         model = random_dit(config, dtype, device)
@@ -257,7 +267,7 @@ def run_perf(args) -> dict:
     results["memory_model"] = prediction
     print(format_table(results))
     if args.json:
-        from .files import atomic_write_json
+        from ..common.files import atomic_write_json
         atomic_write_json(results, args.json)
         print(f"wrote {args.json}")
     return results
@@ -321,7 +331,7 @@ def format_table(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m zerase_core.perf", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m zerase_core.bench.perf", description=__doc__.splitlines()[0])
     add_perf_arguments(parser)
     args = parser.parse_args(argv)
     try:

@@ -12,7 +12,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .sampling import euler_sample, guided_velocity, initial_noise, shifted_sigmas
+from ..model.sampling import (
+    euler_sample,
+    guided_velocity,
+    initial_noise,
+    shifted_sigmas,
+)
 
 
 @dataclass

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .adapters import KEY_PREFIX, AdapterConfig
+from ..adapters.gated import KEY_PREFIX, AdapterConfig
 from .erasure_info import UCE_DELTA_KEY, UCE_TEXT_METHOD, ErasureFileError, ErasureInfo
 
 STOCK_SUFFIX = ".stock-lora.safetensors"

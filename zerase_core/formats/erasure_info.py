@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from .adapters import KEY_PREFIX, AdapterConfig
-from .config import DiTConfig
-from .limits import check_alpha, check_strength
+from ..adapters.gated import KEY_PREFIX, AdapterConfig
+from ..common.limits import check_alpha, check_strength
+from ..model.config import DiTConfig
 
 ERASURE_FORMAT_VERSION = 1
 METADATA_KEY = "zerase.erasure"

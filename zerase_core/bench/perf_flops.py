@@ -29,8 +29,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves, tree_map_only
 from torch.utils.flop_counter import FlopCounterMode
 
-from .erase_config import EraseConfig
-from .model import ZImageDiT
+from ..engine.erase_config import EraseConfig
+from ..model.dit import ZImageDiT
 from .perf_steps import BenchTrainer, DeviceDenoiser, StageClock, SyntheticConditioner
 
 META = torch.device("meta")
@@ -207,7 +207,7 @@ def run_flops(args, comfyui=None) -> dict:
     `comfyui(config, settings, size, rank, prompts)` counts the comfyui path; the core never imports ComfyUI, so it
     is given by scripts/comfy_flops.py (run with ComfyUI's python) and the path is reported as skipped otherwise.
     """
-    from .nano.prompts import training_prompt_set
+    from ..nano.prompts import training_prompt_set
     from .perf import _settings, dit_config
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -238,7 +238,7 @@ def run_flops(args, comfyui=None) -> dict:
     results["forward_equivalents_per_zerase_step"] = worst
     print(format_flops(results))
     if args.json:
-        from .files import atomic_write_json
+        from ..common.files import atomic_write_json
         atomic_write_json(results, args.json)
         print(f"wrote {args.json}", file=sys.stderr)      # the final line of stdout stays the count
     return results
@@ -294,7 +294,7 @@ def format_flops(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None, comfyui=None, prog: str = "python -m zerase_core.perf_flops") -> int:
+def main(argv=None, comfyui=None, prog: str = "python -m zerase_core.bench.perf_flops") -> int:
     import argparse
 
     from .perf import add_perf_arguments

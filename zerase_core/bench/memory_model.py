@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import DiTConfig
+from ..model.config import DiTConfig
 
 GB = 2**30
 # Saved bytes per joint block and sample without checkpointing, σ(L) = L·(α·d + β·f) + γ·d: least-squares fit to
@@ -71,7 +71,7 @@ def _round_up(value: int, multiple: int) -> int:
 
 @functools.lru_cache(maxsize=32)
 def parameter_count(config: DiTConfig) -> int:
-    from .model import ZImageDiT
+    from ..model.dit import ZImageDiT
     return sum(p.numel() for p in ZImageDiT(config, device="meta").parameters())
 
 
@@ -163,8 +163,8 @@ def measure_block_bytes(config: DiTConfig, dtype: torch.dtype, caption_tokens: i
     frozen weights excluded), from the difference between a 1- and a 2-layer model of the same width."""
     from dataclasses import replace
 
-    from .adapters import AdapterConfig, AdapterSet
-    from .model import AttentionCapture
+    from ..adapters.gated import AdapterConfig, AdapterSet
+    from ..model.dit import AttentionCapture
     from .perf_steps import random_dit
     totals = []
     for layers in (1, 2):

@@ -9,7 +9,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
-from .dataclass_dicts import config_from_dict
+from ..common.dataclass_dicts import config_from_dict
 
 METADATA_KEY = "zerase.dit_config"
 

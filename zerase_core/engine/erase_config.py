@@ -4,11 +4,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from .adapters import SLICES, AdapterConfig
-from .dataclass_dicts import config_from_dict
-from .engine.methods import method as method_named
-from .engine.methods import method_names
-from .limits import CFG_RANGE
+from ..adapters.gated import SLICES, AdapterConfig
+from ..common.dataclass_dicts import config_from_dict
+from ..common.limits import CFG_RANGE
+from .methods import method as method_named
+from .methods import method_names
 from .settings import check_ranges, setting
 
 METHODS = method_names(trainable=True)       # engine/methods: one file per method (as registered at import)

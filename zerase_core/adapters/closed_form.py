@@ -12,9 +12,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .adapters import KEY_PREFIX, unwrap_forwards, wrap_forward
-from .limits import check_strength
-from .prompts import PromptSet, TextConditioner
+from ..common.limits import check_strength
+from ..common.prompts import PromptSet, TextConditioner
+from .gated import KEY_PREFIX, unwrap_forwards, wrap_forward
 
 UCE_TARGET = "cap_embedder.1"
 

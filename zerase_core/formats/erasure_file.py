@@ -25,14 +25,21 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .adapters import KEY_PREFIX, AdapterSet
-from .checkpoint import fingerprint
-from .config import DiTConfig
-from .erasure_info import (ERASURE_FORMAT_VERSION, METADATA_KEY, UCE_DELTA_KEY, UCE_TEXT_METHOD, ErasureFileError,
-                           ErasureInfo, adapter_dict)
-from .files import atomic_save_safetensors, read_safetensors
-from .layout import FAMILIES
-from .limits import check_strength
+from ..adapters.gated import KEY_PREFIX, AdapterSet
+from ..common.files import atomic_save_safetensors, read_safetensors
+from ..common.limits import check_strength
+from ..model.checkpoint import fingerprint
+from ..model.config import DiTConfig
+from ..model.layout import FAMILIES
+from .erasure_info import (
+    ERASURE_FORMAT_VERSION,
+    METADATA_KEY,
+    UCE_DELTA_KEY,
+    UCE_TEXT_METHOD,
+    ErasureFileError,
+    ErasureInfo,
+    adapter_dict,
+)
 from .stock_export import STOCK_SUFFIX, stock_lora_tensors, stock_path  # noqa: F401 (STOCK_SUFFIX re-exported)
 
 logger = logging.getLogger(__name__)

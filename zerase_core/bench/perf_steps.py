@@ -17,12 +17,12 @@ from typing import ClassVar
 import numpy
 import torch
 
-from .adapters import AdapterSet
-from .config import DiTConfig
-from .model import AttentionCapture, ZImageDiT
-from .objectives import velocity_mse
-from .sampling import guided_velocity, initial_noise
-from .trainer import EraseTrainer
+from ..adapters.gated import AdapterSet
+from ..engine.objectives import velocity_mse
+from ..engine.trainer import EraseTrainer
+from ..model.config import DiTConfig
+from ..model.dit import AttentionCapture, ZImageDiT
+from ..model.sampling import guided_velocity, initial_noise
 
 STAGES = ("sampling", "teacher", "student_forward", "backward", "probe", "optimizer", "other")
 

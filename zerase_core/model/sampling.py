@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 
-from .limits import check_cfg
+from ..common.limits import check_cfg
 
 
 def time_shift(t: torch.Tensor, shift: float) -> torch.Tensor:

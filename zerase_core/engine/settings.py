@@ -9,7 +9,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from .limits import check_range
+from ..common.limits import check_range
 
 KEY = "setting"
 _UNSET: Any = object()

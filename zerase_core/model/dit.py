@@ -21,7 +21,12 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .config import DiTConfig
-from .layers import FinalLayer, JointTransformerBlock, TimestepEmbedder, rope_frequencies
+from .layers import (
+    FinalLayer,
+    JointTransformerBlock,
+    TimestepEmbedder,
+    rope_frequencies,
+)
 from .layout import BATCH_PAD, TEXT_PAD, TokenLayout, active_layout, current_layout
 
 

@@ -15,9 +15,16 @@ from pathlib import Path
 
 import torch
 
-from .adapters import KEY_PREFIX, SLICES, AdapterConfig
-from .erasure_file import UCE_DELTA_KEY, UCE_TEXT_METHOD, ErasureFileError, ErasureInfo, adapter_dict, read_erasure
-from .erasure_file import save_erasure
+from ..adapters.gated import KEY_PREFIX, SLICES, AdapterConfig
+from .erasure_file import (
+    UCE_DELTA_KEY,
+    UCE_TEXT_METHOD,
+    ErasureFileError,
+    ErasureInfo,
+    adapter_dict,
+    read_erasure,
+    save_erasure,
+)
 
 MAX_RANK = 256
 MERGED_METHOD = "merged"

@@ -22,11 +22,19 @@ from typing import BinaryIO
 import torch
 from torch import nn
 
-from .checkpoint_keys import (CheckpointError, StateDict, UnsupportedModelError, comfy_names, detect_architecture,
-                              infer_config, normalize_keys, strip_prefix)
+from ..common.files import read_safetensors
+from .checkpoint_keys import (
+    CheckpointError,
+    StateDict,
+    UnsupportedModelError,
+    comfy_names,
+    detect_architecture,
+    infer_config,
+    normalize_keys,
+    strip_prefix,
+)
 from .config import DiTConfig
-from .files import read_safetensors
-from .model import ZImageDiT
+from .dit import ZImageDiT
 
 PathLike = str | os.PathLike[str]
 
