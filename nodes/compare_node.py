@@ -5,11 +5,11 @@ import numpy
 import torch
 from comfy_api.latest import io, ui
 
-from zerase_core.grid import labelled_grid
+from zerase_core.common.grid import labelled_grid
 
 from . import comfy_bridge, report
-from .parsing import lines, parse_sweep
 from .ids import CATEGORY, COMPARE, display_name
+from .parsing import lines, parse_sweep
 
 
 class ErasureCompare(io.ComfyNode):

@@ -50,7 +50,7 @@ def check_name(name: str, what: str = "file name") -> str:
 
 def output_inside(folder: str | os.PathLike, name: str, what: str = "save_name") -> Path:
     """`resolve_inside` for a file to write: the folder must also exist and be writable (checked before training)."""
-    from zerase_core.files import check_output
+    from zerase_core.common.files import check_output
     return check_output(resolve_inside(folder, name, what), what)
 
 

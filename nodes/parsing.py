@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from zerase_core.limits import check_strength
+from zerase_core.common.limits import check_strength
 
 
 def lines(text: str) -> tuple[str, ...]:

@@ -9,8 +9,8 @@ import importlib.util
 
 import torch
 
-from zerase_core.evaluate import verdicts
 from zerase_core.nano.prompts import attribute_of
+from zerase_core.nano.verdicts import verdicts
 from zerase_core.nano.vocab import VOCABULARY
 
 

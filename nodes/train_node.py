@@ -5,7 +5,8 @@ import logging
 
 from comfy_api.latest import io
 
-from zerase_core.erase_config import METHODS, EraseConfig
+from zerase_core.engine.erase_config import METHODS, EraseConfig
+from zerase_core.engine.settings import node_input
 
 from . import comfy_bridge, training
 from .ids import CATEGORY, ERASURE_TYPE, TRAIN, display_name
@@ -13,6 +14,11 @@ from .ids import CATEGORY, ERASURE_TYPE, TRAIN, display_name
 Erasure = io.Custom(ERASURE_TYPE)
 NO_RESUME = "none"
 logger = logging.getLogger(__name__)
+
+
+def _setting(name: str) -> dict:
+    """Default, range, step and tooltip of the widget of EraseConfig field `name` (zerase_core.engine.settings)."""
+    return node_input(EraseConfig, name)
 
 
 def _inputs() -> list:
@@ -36,20 +42,16 @@ def _inputs() -> list:
         io.Combo.Input("method", options=list(METHODS), default="zerase",
                        tooltip="zerase: stream-gated adapters with Lagrangian preservation (the paper). Baselines: "
                                "esd, ac, eraseanything, naive-esd (gate open on every token: collapses)."),
-        io.Int.Input("steps", default=200, min=1, max=100_000, tooltip="Training steps (optimizer updates)."),
-        io.Float.Input("learning_rate", default=1e-3, min=1e-7, max=1.0, step=1e-5, round=1e-7,
-                       tooltip="AdamW learning rate of the adapter weights."),
-        io.Int.Input("rank", default=8, min=1, max=256, tooltip="Rank of each low-rank adapter (alpha = rank)."),
+        io.Int.Input("steps", **_setting("steps")),
+        io.Float.Input("learning_rate", **_setting("learning_rate")),
+        io.Int.Input("rank", **_setting("rank")),
         io.Combo.Input("targets", options=list(training.TARGETS), default="auto",
                        tooltip="Rows of each joint layer's fused attention.qkv that get an adapter. auto: the concept "
                                "kind's rows (q and k, the paper's released checkpoint; q, k and v for colours and "
                                "other attributes, which Q+K alone erased weakly on the nano world)."),
-        io.Float.Input("epsilon", default=0.0, min=0.0, max=1.0, step=1e-4, round=1e-6,
-                       tooltip="ε of the λ update (preservation slack). 0 = the preset of the concept kind "
-                               "(1e-3 style/nudity, 1e-2 object)."),
-        io.Float.Input("beta", default=EraseConfig.beta, min=0.0, max=100.0, step=0.01, tooltip="β: step size of the λ update."),
-        io.Float.Input("eta", default=2.0, min=0.0, max=50.0, step=0.1,
-                       tooltip="η: negative guidance of the ESD target v(∅) − η(v(c) − v(∅))."),
+        io.Float.Input("epsilon", **_setting("epsilon")),
+        io.Float.Input("beta", **_setting("beta")),
+        io.Float.Input("eta", **_setting("eta")),
         io.Int.Input("seed", default=0, min=0, max=2**31 - 1, tooltip="Seed of the adapters, the x_t pool and the "
                                                                       "shuffles; same seed, same erasure."),
         io.Int.Input("resolution", default=64, min=16, max=2048, step=16,
@@ -64,20 +66,12 @@ def _inputs() -> list:
         io.Vae.Input("vae", optional=True, tooltip="Only for previews during training."),
         io.Combo.Input("concept_kind", options=list(training.CONCEPT_KINDS), default="auto", advanced=True,
                        tooltip="Sets the ε preset; auto: from the nano concept, else object."),
-        io.Int.Input("sample_steps", default=20, min=1, max=1000, advanced=True,
-                     tooltip="Sampler steps of the frozen x_t trajectories (Turbo: 8)."),
-        io.Float.Input("sample_cfg", default=3.0, min=1.0, max=30.0, step=0.1, advanced=True,
-                       tooltip="Guidance of the frozen sampler for x_t (Turbo: 1)."),
-        io.Int.Input("batch_size", default=4, min=1, max=1024, advanced=True,
-                     tooltip="Pool states per training step."),
-        io.Int.Input("pool_prompts", default=32, min=1, max=100_000, advanced=True,
-                     tooltip="Trajectories sampled once with the frozen model (at most 4 per erase prompt)."),
+        io.Int.Input("sample_steps", advanced=True, **_setting("sample_steps")),
+        io.Float.Input("sample_cfg", advanced=True, **_setting("sample_cfg")),
+        io.Int.Input("batch_size", advanced=True, **_setting("batch_size")),
+        io.Int.Input("pool_prompts", advanced=True, **_setting("pool_prompts")),
         # optional, so that its value comes after `preserve` in saved workflows: older ones keep loading unchanged
-        io.Int.Input("shuffle_bank", default=0, min=-1, max=4096, optional=True, advanced=True,
-                     tooltip="Word orders of each erase prompt encoded before training. 0 (auto): 8 on a GPU, so the "
-                             "text encoder is unloaded before the DiT loads; a fresh order every step on a CPU. -1: a "
-                             "fresh order every step (the paper), the text encoder runs while training. K: K orders, "
-                             "the steps pick among them."),
+        io.Int.Input("shuffle_bank", optional=True, advanced=True, **_setting("shuffle_bank")),
     ]
 
 
@@ -95,8 +89,9 @@ class ZEraseTrain(io.ComfyNode):
     @classmethod
     def execute(cls, model, clip, concepts, keywords, anchors, method, steps, learning_rate, rank, targets, epsilon,
                 beta, eta, seed, resolution, save_name, resume_from, preview_every, preserve="", vae=None,
-                concept_kind="auto", sample_steps=20, sample_cfg=3.0, batch_size=4, pool_prompts=32,
-                shuffle_bank=0) -> io.NodeOutput:
+                concept_kind="auto", sample_steps=EraseConfig.sample_steps, sample_cfg=EraseConfig.sample_cfg,
+                batch_size=EraseConfig.batch_size, pool_prompts=EraseConfig.pool_prompts,
+                shuffle_bank=EraseConfig.shuffle_bank) -> io.NodeOutput:
         request = training.TrainInputs(
             concepts=concepts, keywords=keywords, anchors=anchors, preserve=preserve or "", method=method, steps=steps,
             learning_rate=learning_rate, rank=rank, targets=targets, epsilon=epsilon, beta=beta, eta=eta, seed=seed,

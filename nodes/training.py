@@ -1,4 +1,5 @@
-"""What `ZEraseTrain` does, without ComfyUI: node inputs -> EraseConfig + PromptSet -> the core EraseTrainer.
+"""What `ZEraseTrain` does, without ComfyUI: node inputs -> EraseConfig + PromptSet -> the core erase run
+(`zerase_core.engine.run.run_erasure`, which the CLI calls too: the same file metadata for the same settings).
 
 For the bundled nano model the prompt sets, the concept kind and the settings come from the same functions the CLI
 uses (`zerase_core.nano.erasure_runs`), so a node run and `python -m zerase_core erase` with the same seed train the
@@ -9,22 +10,19 @@ partial file resumes to the same result as an uninterrupted run.
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import torch
-from torch import nn
-
-from zerase_core.adapters import TARGET_PRESETS, AdapterSet
-from zerase_core.checkpoint import fingerprint
-from zerase_core.erase_config import DEFAULT_SLICES, EPSILON_PRESETS, METHODS, EraseConfig
-from zerase_core.erasure_file import ErasureFileError, ErasureInfo, adapter_dict, read_erasure, save_erasure
-from zerase_core.progress import Progress
-from zerase_core.prompts import PromptSet
-from zerase_core.trainer import EraseTrainer, StepRecord
+from zerase_core.adapters.gated import TARGET_PRESETS
+from zerase_core.common.prompts import PromptSet
+from zerase_core.engine.erase_config import (
+    DEFAULT_SLICES,
+    EPSILON_PRESETS,
+    METHODS,
+    EraseConfig,
+)
+from zerase_core.engine.run import ResumeState, TrainResult, read_partial, run_erasure  # noqa: F401 (the node's run)
+from zerase_core.formats.erasure_file import ErasureFileError
 
 from .parsing import lines, words_list
 
@@ -41,21 +39,21 @@ class TrainInputs:
     anchors: str = ""
     preserve: str = ""
     method: str = "zerase"
-    steps: int = 200
-    learning_rate: float = 1e-3
-    rank: int = 8
+    steps: int = EraseConfig.steps       # the defaults of EraseConfig's settings, as the widgets show them
+    learning_rate: float = EraseConfig.learning_rate
+    rank: int = EraseConfig.rank
     targets: str = "auto"
     epsilon: float = 0.0             # 0 = the preset of the concept kind
     beta: float = EraseConfig.beta
-    eta: float = 2.0
+    eta: float = EraseConfig.eta
     seed: int = 0
     resolution: int = 64
     concept_kind: str = "auto"
-    sample_steps: int = 20
-    sample_cfg: float = 3.0
-    batch_size: int = 4
-    pool_prompts: int = 32
-    shuffle_bank: int = 0
+    sample_steps: int = EraseConfig.sample_steps
+    sample_cfg: float = EraseConfig.sample_cfg
+    batch_size: int = EraseConfig.batch_size
+    pool_prompts: int = EraseConfig.pool_prompts
+    shuffle_bank: int = EraseConfig.shuffle_bank
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -126,25 +124,10 @@ def prompt_set(inputs: TrainInputs, nano: bool) -> PromptSet:
     return PromptSet(erase=concepts, keywords=keywords, anchors=anchors or targets, targets=targets)
 
 
-@dataclass
-class ResumeState:
-    config: EraseConfig
-    prompts: PromptSet
-    concepts: tuple[str, ...]
-    adapter_tensors: dict[str, torch.Tensor]
-    state_tensors: dict[str, torch.Tensor]
-    trainer_state: dict
-
-
 def resume_state(path: Path, nano: bool) -> ResumeState:
     """Settings, prompts and trainer state of a partial file (the node's widget values are not used)."""
-    info, adapter_tensors, state_tensors = read_erasure(path)
-    if not info.partial:
-        raise ErasureFileError(f"{path.name} is a finished erasure ({info.steps_done}/{info.steps_total} steps); "
-                               f"resume_from takes only partial files (interrupted runs)")
+    info, adapter_tensors, state_tensors = read_partial(path)
     training = info.training
-    if "config" not in training or "state" not in training or "anchors" not in training:
-        raise ErasureFileError(f"{path.name} has no resume state (config, anchors and trainer state)")
     config = EraseConfig.from_dict(training["config"])
     if nano:
         from zerase_core.nano.erasure_runs import prompt_set as nano_prompt_set
@@ -156,69 +139,3 @@ def resume_state(path: Path, nano: bool) -> ResumeState:
         prompts = PromptSet(erase=tuple(training["erase"]), keywords=info.keywords, anchors=tuple(training["anchors"]),
                             targets=tuple(training.get("targets", ())))
     return ResumeState(config, prompts, info.concepts, adapter_tensors, state_tensors, training["state"])
-
-
-@dataclass
-class TrainResult:
-    info: ErasureInfo
-    tensors: dict[str, torch.Tensor]
-    history: list[StepRecord]
-    path: Path
-
-
-Attach = Callable[[AdapterSet], AbstractContextManager]
-
-
-def _info(trainer: EraseTrainer, concepts, prompts: PromptSet, config: EraseConfig, base_fingerprint: str,
-          base_config: dict, partial: bool, extra_summary: dict | None = None) -> ErasureInfo:
-    return ErasureInfo(
-        method=config.method, concepts=tuple(concepts), keywords=prompts.keywords, anchors=prompts.anchors[:8],
-        adapter=adapter_dict(trainer.adapters.config), base_fingerprint=base_fingerprint, base_config=base_config,
-        recommended_strength=1.0, steps_done=trainer.step, steps_total=config.steps, seed=config.seed,
-        partial=partial, summary={**trainer.summary(), **(extra_summary or {})},
-        training={"config": config.to_dict(), "anchors": list(prompts.anchors), "erase": list(prompts.erase),
-                  "targets": list(prompts.targets), "state": trainer.state_metadata()},
-    )
-
-
-def run_erasure(model: nn.Module, conditioner, prompts: PromptSet, config: EraseConfig, *, out: Path,
-                base_config: dict, concepts, denoise=None, in_channels: int = 16, shift: float = 3.0,
-                resume: ResumeState | None = None, on_step=None, attach: Attach | None = None,
-                on_ready: Callable[[EraseTrainer], None] | None = None,
-                progress: Progress | None = None, build_batch: int | None = None) -> TrainResult:
-    """Train, save the erasure file to `out`; on any exception save a partial file there first, then re-raise.
-
-    `attach(adapters)` is a context manager that attaches the adapters for the run (the bridge's PatcherInjection);
-    without it the trainer attaches them to `model` itself. `progress(phase, done, total)` follows the work before
-    the first step (x_t pool, teacher cache, shuffle bank; zerase_core.progress); `on_step` the steps.
-    `build_batch` caps the forwards per pool / teacher-cache batch (EraseTrainer.sample_batch / cache_batch).
-    """
-    base_fingerprint = fingerprint(model)
-    trainer_class = EraseTrainer
-    if build_batch is not None:
-        sizes = {"sample_batch": min(EraseTrainer.sample_batch, build_batch),
-                 "cache_batch": min(EraseTrainer.cache_batch, build_batch)}
-        trainer_class = type("EraseTrainer", (EraseTrainer,), sizes)
-    trainer = trainer_class(model, conditioner, prompts, config, denoise=denoise, in_channels=in_channels,
-                           shift=shift, attach=attach is None, progress=progress)
-    attached = attach(trainer.adapters) if attach is not None else nullcontext()
-    try:
-        with attached:
-            if resume is not None:
-                trainer.restore(resume.adapter_tensors, resume.state_tensors, resume.trainer_state)
-            if on_ready is not None:
-                on_ready(trainer)
-            started = time.monotonic()
-            try:
-                trainer.run(on_step)
-            except BaseException:
-                info = _info(trainer, concepts, prompts, config, base_fingerprint, base_config, True)
-                save_erasure(out, trainer.adapters, info, extra_tensors=trainer.state_tensors())
-                raise
-            summary = {"train_seconds": time.monotonic() - started}
-            info = _info(trainer, concepts, prompts, config, base_fingerprint, base_config, False, summary)
-            save_erasure(out, trainer.adapters, info)
-            return TrainResult(info, trainer.adapters.export_tensors(), list(trainer.history), out)
-    finally:
-        if attach is None:
-            trainer.adapters.detach()

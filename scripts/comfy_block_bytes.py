@@ -31,10 +31,10 @@ MB = 1e6
 def measure(bridge, layers: int, size: int, caption: int, capture: bool, checkpointing: bool) -> int:
     import torch
 
-    from zerase_core.adapters import AdapterConfig, AdapterSet
-    from zerase_core.config import DiTConfig
-    from zerase_core.model import AttentionCapture
-    from zerase_core.perf_steps import random_dit
+    from zerase_core.adapters.gated import AdapterConfig, AdapterSet
+    from zerase_core.model.config import DiTConfig
+    from zerase_core.model.dit import AttentionCapture
+    from zerase_core.bench.perf_steps import random_dit
     config = DiTConfig.turbo(n_layers=layers, n_refiner_layers=0)
     state = random_dit(config, torch.bfloat16).state_dict()
     patcher = bridge.build_zimage_patcher(config, state, nano=False, dtype=torch.bfloat16)
@@ -69,8 +69,8 @@ def main(argv=None) -> int:
     import torch
     torch.set_num_threads(1)
 
-    from zerase_core import memory_model
-    from zerase_core.config import DiTConfig
+    from zerase_core.bench import memory_model
+    from zerase_core.model.config import DiTConfig
     work = Path(tempfile.mkdtemp(prefix="zerase-block-bytes-"))
     atexit.register(shutil.rmtree, work, True)
     _, bridge = gpu_comfy_check._load_pack(work)

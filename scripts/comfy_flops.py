@@ -76,7 +76,8 @@ def comfy_patcher(bridge, config, dtype):
     import comfy.model_management as model_management
     import comfy.model_patcher
     import comfy.supported_models
-    from zerase_core.perf_flops import META
+
+    from zerase_core.bench.perf_flops import META
     models = importlib.import_module(f"{PACK_NAME}.comfy_bridge.models")
     model_config = comfy.supported_models.ZImage(models._unet_config(config))
     model_config.sampling_settings = {"multiplier": 1.0, "shift": config.shift}
@@ -91,9 +92,16 @@ def comfy_patcher(bridge, config, dtype):
 def comfy_path_counts(bridge, config, settings: dict, size: int, rank: int, prompts) -> dict:
     """{"comfyui": counts} of one ZEraseTrain step: `comfy_bridge.training` on a meta MODEL, the trainer's denoiser
     its `NextDiTDenoiser`, the adapters attached through its PatcherInjection (as nodes/train_node.py runs it)."""
-    from zerase_core.perf import DTYPES
-    from zerase_core.perf_flops import FlopTrainer, MetaTensors, count_step, erase_config, reference_forward_flops, to_meta
-    from zerase_core.perf_steps import SyntheticConditioner
+    from zerase_core.bench.perf import DTYPES
+    from zerase_core.bench.perf_flops import (
+        FlopTrainer,
+        MetaTensors,
+        count_step,
+        erase_config,
+        reference_forward_flops,
+        to_meta,
+    )
+    from zerase_core.bench.perf_steps import SyntheticConditioner
     with MetaTensors(), gpu_attention():
         patcher = comfy_patcher(bridge, config, DTYPES[settings["dtype"]])
         conditioner = SyntheticConditioner(config.cap_feat_dim, settings["caption_tokens"] or 16)
@@ -121,7 +129,7 @@ def comfy_path_counts(bridge, config, settings: dict, size: int, rank: int, prom
 
 
 def main(argv=None) -> int:
-    from zerase_core import perf_flops
+    from zerase_core.bench import perf_flops
     bridge, why = comfy_available()
     if bridge is None:
         print(f"error: {why}", file=sys.stderr)

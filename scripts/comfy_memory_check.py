@@ -57,7 +57,15 @@ import threading
 import time
 from pathlib import Path
 
-from comfy_memory_child import CONCEPT, GIB, REPO, RUNS, SETTINGS, cli_argv, status  # beside this script
+from comfy_memory_child import (  # beside this script
+    CONCEPT,
+    GIB,
+    REPO,
+    RUNS,
+    SETTINGS,
+    cli_argv,
+    status,
+)
 
 CHILD = Path(__file__).resolve().parent / "comfy_memory_child.py"
 LIMIT = 1.15
@@ -162,7 +170,7 @@ def ensure_model(args) -> Path:
 
 def stored_settings(path: Path) -> dict:
     sys.path.insert(0, str(REPO))
-    from zerase_core.erasure_file import read_erasure
+    from zerase_core.formats.erasure_file import read_erasure
     info, _, _ = read_erasure(path)
     return {"config": info.training.get("config"), "anchors": info.training.get("anchors"),
             "keywords": list(info.keywords), "base_fingerprint": info.base_fingerprint, "steps": info.steps_done}

@@ -94,7 +94,7 @@ def install_hooks(spec: dict, reset_at_trainer: bool) -> None:
     import torch
     from torch import nn
 
-    from zerase_core import trainer as trainer_module
+    from zerase_core.engine import trainer as trainer_module
 
     trainer_class = trainer_module.EraseTrainer
     original_init, original_step = trainer_class.__init__, trainer_class.train_step

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from zerase_core.memory_model import comfy_table
+from zerase_core.bench.memory_model import comfy_table
 
 COLUMNS = ("weights", "adapters", "activations", "backward_transient", "cast_copies", "step_peak_gb",
            "build_peak_gb", "peak_gb")

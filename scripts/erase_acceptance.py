@@ -19,12 +19,12 @@ from pathlib import Path
 
 import torch
 
-from zerase_core.files import atomic_write_json
+from zerase_core.common.files import atomic_write_json
 from zerase_core.nano.erasure_runs import attach_file
 from zerase_core.nano.prompts import attribute_of, evaluation_sets
 from zerase_core.nano.scoring import EVALUATION_SEED, _score, score
+from zerase_core.nano.vocab import COLOURS, SHAPES
 from zerase_core.nano.world import NanoWorld
-from zerase_core.nano.vocab import SHAPES, COLOURS
 
 
 def run_erase(words: list[str], out: Path, method: str, seed: int, threads: int, extra: tuple[str, ...] = ()) -> float:

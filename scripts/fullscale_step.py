@@ -4,7 +4,7 @@ The exact Turbo config (30 joint layers, 2+2 refiners, dim 3840, 6.155B paramete
 would need 24.6 GB), with per-block gradient checkpointing, at 256² (1024-token latents become 256 image tokens),
 batch 1, rank 8 on Q+K of every joint layer, a 64-token caption, and the smallest x_t pool (1 trajectory × 2 steps,
 no guidance, as Turbo). It reports wall time per phase (model creation, pool + teacher cache, the step and its
-stages) and peak RSS next to the memory model's prediction (zerase_core/memory_model.py, docs/performance.md).
+stages) and peak RSS next to the memory model's prediction (zerase_core/bench/memory_model.py, docs/performance.md).
 
 Full scale (10–15 min on 2 cores, ≈ 12–13 GB RAM):
     nice -n 19 .venv/bin/python scripts/fullscale_step.py --threads 2 --json fullscale.json
@@ -23,12 +23,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # run from a checkout without installing
 
-from zerase_core import memory_model                                # noqa: E402
-from zerase_core.config import DiTConfig                           # noqa: E402
-from zerase_core.erase_config import EraseConfig                   # noqa: E402
-from zerase_core.nano.prompts import training_prompt_set           # noqa: E402
-from zerase_core.perf_steps import (STAGES, BenchTrainer, MemoryProbe, StageClock, SyntheticConditioner,  # noqa: E402
-                                    random_dit)
+from zerase_core.bench import memory_model  # noqa: E402
+from zerase_core.bench.perf_steps import (  # noqa: E402
+    STAGES,
+    BenchTrainer,
+    MemoryProbe,
+    StageClock,
+    SyntheticConditioner,
+    random_dit,
+)
+from zerase_core.engine.erase_config import EraseConfig  # noqa: E402
+from zerase_core.model.config import DiTConfig  # noqa: E402
+from zerase_core.nano.prompts import training_prompt_set  # noqa: E402
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -138,7 +144,7 @@ def run(args) -> dict:
     print(f"peak RSS {results['peak_rss_gb']:.2f} GiB ({phases}); memory model {predicted['peak_gb']:.2f} GiB "
           f"(build {predicted['build_peak_gb']:.2f}, step {predicted['step_peak_gb']:.2f}; {error:+.1%})")
     if args.json:
-        from zerase_core.files import atomic_write_json
+        from zerase_core.common.files import atomic_write_json
         atomic_write_json(results, args.json)
         print(f"wrote {args.json}")
     return results

@@ -8,7 +8,7 @@
 #
 #   scripts/gpu_check.sh [OUT_DIR]            (default: $OUT, else ./gpu-check)
 #
-# 1. CLI / core engine, in a fresh process, per-block checkpointing, rank 8, 512²: `python -m zerase_core.perf`,
+# 1. CLI / core engine, in a fresh process, per-block checkpointing, rank 8, 512²: `python -m zerase_core.bench.perf`,
 #    batch 1, zerase and the teacher forward -> OUT/turbo512_b1.json. ZERASE_GPU_CHECK_FULL=1 adds every variant
 #    (uncached loop, esd, naive-esd, plain LoRA), batch 4 and batch 1 without checkpointing (+3 min).
 # 2. ComfyUI (COMFYUI_PATH, default ../shared/comfyui; its python: COMFY_PYTHON, default PYTHON) with the pack:
@@ -69,7 +69,7 @@ run() {
     local name=$1
     shift
     echo "== $name: $*" | tee -a "$LOG"
-    "$PYTHON" -m zerase_core.perf --preset turbo --device "$DEVICE" "${SIZE[@]}" "$@" --json "$OUT_DIR/$name.json" \
+    "$PYTHON" -m zerase_core.bench.perf --preset turbo --device "$DEVICE" "${SIZE[@]}" "$@" --json "$OUT_DIR/$name.json" \
         2>&1 | tee -a "$LOG"
     return "${PIPESTATUS[0]}"
 }

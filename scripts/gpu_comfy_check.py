@@ -43,9 +43,9 @@ PROMPT = "a painting of a city street by Van Gogh"
 def make_models(folder: Path, tiny: bool) -> None:
     import torch
 
-    from zerase_core.checkpoint import save_dit
-    from zerase_core.config import DiTConfig
-    from zerase_core.perf_steps import random_dit
+    from zerase_core.model.checkpoint import save_dit
+    from zerase_core.model.config import DiTConfig
+    from zerase_core.bench.perf_steps import random_dit
     folder.mkdir(parents=True, exist_ok=True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     started = time.monotonic()
@@ -165,7 +165,7 @@ def run(args) -> int:
 
     import folder_paths
 
-    from zerase_core.trainer import EraseTrainer
+    from zerase_core.engine.trainer import EraseTrainer
     if total is not None:
         torch.cuda.set_per_process_memory_fraction(min(1.0, args.vram_gb / total))
     work = Path(tempfile.mkdtemp(prefix="zerase-gpu-comfy-"))

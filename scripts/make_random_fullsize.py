@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from zerase_core.config import DiTConfig
-from zerase_core.model import ZImageDiT
+from zerase_core.model.config import DiTConfig
+from zerase_core.model.dit import ZImageDiT
 
 # Qwen3-4B (Z-Image's text encoder): its config.json values
 QWEN3_4B_SHAPES = {"vocab": 151936, "hidden": 2560, "layers": 36, "intermediate": 9728, "heads": 32, "kv_heads": 8,

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from zerase_core.checkpoint import save_dit
-from zerase_core.config import DiTConfig
-from zerase_core.model import ZImageDiT
+from zerase_core.model.checkpoint import save_dit
+from zerase_core.model.config import DiTConfig
+from zerase_core.model.dit import ZImageDiT
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 

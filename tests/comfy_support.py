@@ -35,7 +35,7 @@ HOW_TO_RUN = (f"run the ComfyUI tests with ComfyUI's python: export {ENV_VAR}=..
 if str(REPO_ROOT) not in sys.path:
     sys.path.append(str(REPO_ROOT))
 
-from zerase_core.config import DiTConfig  # noqa: E402
+from zerase_core.model.config import DiTConfig  # noqa: E402
 
 # Modules every ComfyUI test needs; more can be asked for in `require_comfy(...)`.
 _BASE_MODULES = ("comfy.model_management", "comfy.ops", "comfy.ldm.lumina.model")

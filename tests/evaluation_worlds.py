@@ -13,17 +13,24 @@ import itertools
 import numpy
 import pytest
 import torch
+from zerase_fixtures import embed_tokens
 
-from zerase_core.model import ZImageDiT
+from zerase_core.evaluation.metrics import thumbnail_features
+from zerase_core.model.dit import ZImageDiT
 from zerase_core.nano.codec import CodecConfig, LatentCodec
 from zerase_core.nano.evaluator import Evaluator, EvaluatorConfig
 from zerase_core.nano.prompts import attribute_of
-from zerase_core.nano.render import Scene, compose, images_to_tensor, random_scene, render, to_uint8
+from zerase_core.nano.render import (
+    Scene,
+    compose,
+    images_to_tensor,
+    random_scene,
+    render,
+    to_uint8,
+)
 from zerase_core.nano.text_encoder import NanoTextEncoder, TextEncoderConfig
 from zerase_core.nano.vocab import ATTRIBUTES, VOCABULARY
 from zerase_core.nano.world import NanoWorld
-from zerase_core.evaluation.metrics import thumbnail_features
-from zerase_fixtures import embed_tokens
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from zerase_core.checkpoint import save_dit
-from zerase_core.config import DiTConfig
+from zerase_core.model.checkpoint import save_dit
+from zerase_core.model.config import DiTConfig
 from zerase_fixtures import randomized_dit
 
 # head dim 32 (axes 8/12/12), 16 latent channels as the Flux VAE; caption width 32 = the tiny Qwen3's hidden size

@@ -10,10 +10,18 @@ import pytest
 import torch
 import torch._dynamo  # noqa: F401  (the first optimizer imports it lazily, ~3 s: pay at collection, not in a test)
 import torch.nn.functional as F
-
 from zerase_fixtures import fresh_dit
-from zerase_core.adapters import KEY_PREFIX, AdapterConfig, AdapterSet
-from zerase_core.layout import BATCH_PAD, FAMILIES, IMAGE, IMAGE_PAD, TEXT, TEXT_PAD, active_layout
+
+from zerase_core.adapters.gated import KEY_PREFIX, AdapterConfig, AdapterSet
+from zerase_core.model.layout import (
+    BATCH_PAD,
+    FAMILIES,
+    IMAGE,
+    IMAGE_PAD,
+    TEXT,
+    TEXT_PAD,
+    active_layout,
+)
 
 GATES = ("text", "image", "all")
 OPEN_KINDS = {"text": (TEXT, TEXT_PAD), "image": (IMAGE, IMAGE_PAD), "all": (TEXT, TEXT_PAD, IMAGE, IMAGE_PAD, BATCH_PAD)}

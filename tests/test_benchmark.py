@@ -3,18 +3,18 @@ import json
 
 import pytest
 import torch
-from PIL import Image
-
-from zerase_fixtures import randomized_dit
 from evaluation_worlds import one_thread, tiny_nano_world  # noqa: F401 (autouse fixture)
+from PIL import Image
+from zerase_fixtures import randomized_dit
+
 from zerase_core.cli import build_parser
-from zerase_core.erasure_file import read_erasure
 from zerase_core.evaluation.bench_command import plan_from_arguments, sweep_plot, tables
 from zerase_core.evaluation.benchmark import BenchPlan, Cell, run_benchmark
 from zerase_core.evaluation.concept_sets import SetSizes
 from zerase_core.evaluation.plot import Panel, line_chart
 from zerase_core.evaluation.protocol import EvaluationSettings
 from zerase_core.evaluation.rendering import SamplingSettings
+from zerase_core.formats.erasure_file import read_erasure
 from zerase_core.nano.erasure_runs import erase
 
 TINY_TRAINING = {"pool_prompts": 2, "sample_steps": 2, "sample_cfg": 1.0, "batch_size": 1}

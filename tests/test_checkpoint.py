@@ -7,8 +7,9 @@ import os
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from zerase_fixtures import TINY_CONFIG, dit_output, randomized_dit
 
-from zerase_core.checkpoint import (
+from zerase_core.model.checkpoint import (
     CheckpointError,
     UnsupportedModelError,
     detect_architecture,
@@ -19,9 +20,8 @@ from zerase_core.checkpoint import (
     read_state_dict,
     save_dit,
 )
-from zerase_core.config import METADATA_KEY, DiTConfig
-from zerase_core.model import ZImageDiT
-from zerase_fixtures import TINY_CONFIG, dit_output, randomized_dit
+from zerase_core.model.config import METADATA_KEY, DiTConfig
+from zerase_core.model.dit import ZImageDiT
 
 TINY = dataclasses.replace(TINY_CONFIG, n_layers=1)
 # head dim 128 and the default pad multiple: the only shape family inferable without metadata

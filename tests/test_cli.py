@@ -6,13 +6,13 @@ import sys
 import pytest
 import torch
 from safetensors.torch import save_file
+from zerase_fixtures import randomized_dit
 
-from zerase_core.checkpoint import save_dit
+from zerase_core.model.checkpoint import save_dit
 from zerase_core.nano import paths
 from zerase_core.nano.evaluator import Evaluator
 from zerase_core.nano.text_encoder import NanoTextEncoder, TextEncoderConfig
 from zerase_core.nano.training.dit import NANO_CONFIG
-from zerase_fixtures import randomized_dit
 
 
 def _random_world(folder, seed):

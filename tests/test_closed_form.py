@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from zerase_fixtures import fresh_dit
-from zerase_core.closed_form import UCE_TARGET, WeightDelta, uce_text
-from zerase_core.prompts import PromptSet
+
+from zerase_core.adapters.closed_form import UCE_TARGET, WeightDelta, uce_text
+from zerase_core.common.prompts import PromptSet
 
 ONE_PAIR = PromptSet(erase=("a red circle on white background",), keywords=("red",),
                      anchors=("a circle on white background",))

@@ -26,8 +26,8 @@ from comfy_support import (
 )
 from torch import nn
 
-from zerase_core.config import DiTConfig
-from zerase_core.model import ZImageDiT
+from zerase_core.model.config import DiTConfig
+from zerase_core.model.dit import ZImageDiT
 
 TOLERANCE = 1e-5            # max|ours − ComfyUI| ≤ TOLERANCE · max|ours|, per case
 MIN_BLOCK_EFFECT = 0.10     # skipping any one block changes the output by more than this (relative L2)
@@ -270,7 +270,7 @@ def test_parity_lumina2_full_size_keys_detected_as_lumina2(prefix):
         assert expected.pop(key) == default, key
     assert detected == expected
     assert model_config.sampling_settings["shift"] == config.shift
-    from zerase_core.checkpoint import detect_architecture, infer_config
+    from zerase_core.model.checkpoint import detect_architecture, infer_config
     assert detect_architecture(state) == "lumina2"
     assert infer_config({key[len(prefix):]: value for key, value in state.items()}) == config
 

@@ -7,9 +7,13 @@ import dataclasses
 import pytest
 import torch
 
-from zerase_core.checkpoint import load_dit
-from zerase_core.model import ZImageDiT
-from zerase_core.real.diffusers_format import config_from_diffusers, diffusers_config, diffusers_state_dict
+from zerase_core.model.checkpoint import load_dit
+from zerase_core.model.dit import ZImageDiT
+from zerase_core.real.diffusers_format import (
+    config_from_diffusers,
+    diffusers_config,
+    diffusers_state_dict,
+)
 
 diffusers = pytest.importorskip("diffusers", reason="diffusers is not installed; the real-model parity tests need the `real` extra: pip install -e \".[real]\"")
 

@@ -10,14 +10,21 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from zerase_core.adapters import AdapterSet
-from zerase_core.concept_list import ConceptListError, assign, parse_concepts
-from zerase_core.erasure_file import ErasureInfo, adapter_dict, apply_erasures, load_erasure, read_erasure, save_erasure
-from zerase_core.checkpoint import fingerprint
-from zerase_core.erase_config import EraseConfig
-from zerase_core.merge import merge_files
 from zerase_fixtures import dit_output, randomized_dit
+
+from zerase_core.adapters.gated import AdapterSet
+from zerase_core.concept_list import ConceptListError, assign, parse_concepts
+from zerase_core.engine.erase_config import EraseConfig
+from zerase_core.formats.erasure_file import (
+    ErasureInfo,
+    adapter_dict,
+    apply_erasures,
+    load_erasure,
+    read_erasure,
+    save_erasure,
+)
+from zerase_core.formats.merge import merge_files
+from zerase_core.model.checkpoint import fingerprint
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--steps", "3", "--pool-prompts", "4", "--sample-steps", "3", "--no-strength-search"]
@@ -166,12 +173,12 @@ def test_joint_ddp_equals_one_process(tmp_path):
 JOINT_SCRIPT = '''
 import sys
 import torch
-from zerase_core.distributed import DataParallel, launch, shutdown
-from zerase_core.erase_config import EraseConfig
+from zerase_core.engine.distributed import DataParallel, launch, shutdown
+from zerase_core.engine.erase_config import EraseConfig
 from zerase_core.nano.erasure_runs import prompt_set
 from zerase_core.nano.prompts import NanoConditioner
 from zerase_core.nano.world import NanoWorld
-from zerase_core.trainer import EraseTrainer
+from zerase_core.engine.trainer import EraseTrainer
 
 torch.set_num_threads(1)
 # float64 with the default (anchor) target: the pipeline keeps ComfyUI's float32 casts (rope, timestep features,

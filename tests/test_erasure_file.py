@@ -8,10 +8,10 @@ import re
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from zerase_fixtures import TINY_CONFIG, dit_output, randomized_dit
 
-from zerase_core.adapters import AdapterConfig, AdapterSet
-from zerase_core.checkpoint import fingerprint
-from zerase_core.erasure_file import (
+from zerase_core.adapters.gated import AdapterConfig, AdapterSet
+from zerase_core.formats.erasure_file import (
     METADATA_KEY,
     STOCK_LORA_SUFFIXES,
     UCE_DELTA_KEY,
@@ -24,8 +24,8 @@ from zerase_core.erasure_file import (
     read_erasure,
     save_erasure,
 )
-from zerase_core.model import ZImageDiT
-from zerase_fixtures import TINY_CONFIG, dit_output, randomized_dit
+from zerase_core.model.checkpoint import fingerprint
+from zerase_core.model.dit import ZImageDiT
 
 JOINT = AdapterConfig(rank=8, alpha=8.0, slices=("q", "k"), families=("layers",))
 CONTEXT = AdapterConfig(rank=4, alpha=2.0, slices=("q", "k", "v"), families=("context_refiner",))

@@ -3,17 +3,17 @@ import json
 
 import pytest
 import torch
-
-from zerase_fixtures import randomized_dit
 from evaluation_worlds import one_thread, tiny_nano_world  # noqa: F401 (autouse fixture)
-from zerase_core.adapters import AdapterConfig, AdapterSet
-from zerase_core.checkpoint import fingerprint
+from zerase_fixtures import randomized_dit
+
+from zerase_core.adapters.gated import AdapterConfig, AdapterSet
 from zerase_core.cli import build_parser
-from zerase_core.erasure_file import ErasureInfo, adapter_dict, save_erasure
 from zerase_core.evaluation.command import evaluate_file, format_table
 from zerase_core.evaluation.concept_sets import SetSizes
 from zerase_core.evaluation.protocol import EvaluationSettings
 from zerase_core.evaluation.rendering import SamplingSettings
+from zerase_core.formats.erasure_file import ErasureInfo, adapter_dict, save_erasure
+from zerase_core.model.checkpoint import fingerprint
 
 CONTRACT = ("acc_e", "acc_ir", "h", "collapse", "attack_success", "attack_success_synonym", "attack_success_shuffle",
             "attack_success_vector", "erase_other", "no_object", "blank", "h_content")

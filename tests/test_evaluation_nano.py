@@ -1,10 +1,10 @@
 """The nano renderer and the collapse score on real (small, random) nano-world networks."""
 import pytest
 import torch
-
-from zerase_fixtures import randomized_dit
 from evaluation_worlds import one_thread, tiny_nano_world  # noqa: F401 (autouse fixture)
-from zerase_core.adapters import AdapterConfig, AdapterSet
+from zerase_fixtures import randomized_dit
+
+from zerase_core.adapters.gated import AdapterConfig, AdapterSet
 from zerase_core.evaluation.judges import nano_judge
 from zerase_core.evaluation.metrics import frechet_distance
 from zerase_core.evaluation.rendering import NanoRenderer, SamplingSettings
@@ -83,6 +83,7 @@ def test_broken_adapters_collapse_the_shipped_nano_model():
 @pytest.mark.skipif(not paths.EVALUATOR.exists(), reason="nano evaluator weights not trained yet")
 def test_shipped_judge_scores_renders_of_the_asked_attributes_near_1():
     import numpy
+
     from zerase_core.evaluation.concept_sets import SetSizes, concept_sets
     from zerase_core.evaluation.metrics import attribute_accuracy, detection_rate
     from zerase_core.nano.evaluator import Evaluator

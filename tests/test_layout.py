@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from zerase_core.layout import (
+from zerase_core.model.layout import (
     BATCH_PAD,
     FAMILIES,
     IMAGE,

@@ -7,9 +7,9 @@ import dataclasses
 import pytest
 import torch
 
-from zerase_core.checkpoint import detect_architecture, fingerprint, load_dit
-from zerase_core.config import DiTConfig
-from zerase_core.model import ZImageDiT
+from zerase_core.model.checkpoint import detect_architecture, fingerprint, load_dit
+from zerase_core.model.config import DiTConfig
+from zerase_core.model.dit import ZImageDiT
 from zerase_core.real.lumina import (lumina_comfy_names, lumina_config_from_diffusers, lumina_diffusers_config,
                                      lumina_diffusers_state_dict)
 

@@ -7,13 +7,13 @@ import re
 import pytest
 import torch
 
-from zerase_core.adapters import AdapterConfig, AdapterSet
-from zerase_core.checkpoint import (UnsupportedModelError, detect_architecture, fingerprint, infer_config, load_dit,
+from zerase_core.adapters.gated import AdapterConfig, AdapterSet
+from zerase_core.model.checkpoint import (UnsupportedModelError, detect_architecture, fingerprint, infer_config, load_dit,
                                     save_dit)
-from zerase_core.config import DiTConfig
-from zerase_core.erasure_file import ErasureFileError, load_erasure, save_erasure
-from zerase_core.erasure_info import ErasureInfo, adapter_dict
-from zerase_core.model import ZImageDiT
+from zerase_core.model.config import DiTConfig
+from zerase_core.formats.erasure_file import ErasureFileError, load_erasure, save_erasure
+from zerase_core.formats.erasure_info import ErasureInfo, adapter_dict
+from zerase_core.model.dit import ZImageDiT
 from zerase_fixtures import TINY_CONFIG, randomized_dit
 
 LUMINA = DiTConfig.lumina2(dim=256, n_layers=2, n_refiner_layers=1, n_heads=8, n_kv_heads=4, axes_dims=(8, 12, 12),
@@ -111,7 +111,7 @@ def test_a_file_for_one_family_is_refused_on_the_other_naming_both_fingerprints(
 def test_stock_export_of_a_lumina_erasure_takes_q_slices_only(tmp_path):
     """ComfyUI's LoRA key map places to_k / to_v as dim-wide qkv blocks; Lumina-2's GQA k and v are narrower."""
     from safetensors.torch import load_file
-    from zerase_core.erasure_file import export_stock_lora
+    from zerase_core.formats.erasure_file import export_stock_lora
     model = randomized_dit(LUMINA)
     context_qkv = AdapterConfig(rank=4, alpha=4.0, slices=("q", "k", "v"), families=("context_refiner",))
     adapters = AdapterSet(model, context_qkv)

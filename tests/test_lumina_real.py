@@ -18,7 +18,7 @@ diffusers = pytest.importorskip("diffusers", reason="diffusers is not installed 
 
 from test_lumina_diffusers_parity import TINY, random_diffusers, relative  # noqa: E402
 from test_real_generate import TINY_VAE  # noqa: E402
-from zerase_core.checkpoint import load_dit  # noqa: E402
+from zerase_core.model.checkpoint import load_dit  # noqa: E402
 from zerase_core.real.gemma import SYSTEM_PROMPT, GemmaConditioner, load_gemma2  # noqa: E402
 from zerase_core.real.lumina import lumina_config_from_diffusers  # noqa: E402
 from zerase_core.real.sources import component_kind, find_model, load_transformer  # noqa: E402
@@ -119,7 +119,7 @@ def test_diffusers_folder_and_single_files_load_every_part(pipeline, tmp_path):
 
     # ComfyUI-style single files: the DiT with ComfyUI names (save_dit) and a text encoder with `model.` keys
     from safetensors.torch import save_file
-    from zerase_core.checkpoint import save_dit
+    from zerase_core.model.checkpoint import save_dit
     dit_file, encoder_file = tmp_path / "lumina_2_model.safetensors", tmp_path / "gemma_2_2b.safetensors"
     save_dit(world.dit, dit_file)
     save_file({f"model.{key}": value.contiguous() for key, value in pipeline.text_encoder.state_dict().items()},

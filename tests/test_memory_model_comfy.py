@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from zerase_core import memory_model
-from zerase_core.config import DiTConfig
+from zerase_core.bench import memory_model
+from zerase_core.model.config import DiTConfig
 
 TURBO = DiTConfig.turbo()
 

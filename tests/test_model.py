@@ -6,14 +6,14 @@ import dataclasses
 
 import pytest
 import torch
-
 from zerase_fixtures import TINY_CONFIG, fresh_dit, randomized_dit
-from zerase_core.closed_form import keyword_suppression
-from zerase_core.config import DiTConfig
-from zerase_core.layers import apply_rope
-from zerase_core.layout import BATCH_PAD
-from zerase_core.model import AttentionCapture, ZImageDiT, count_parameters
-from zerase_core.prompts import padded_columns
+
+from zerase_core.adapters.closed_form import keyword_suppression
+from zerase_core.common.prompts import padded_columns
+from zerase_core.model.config import DiTConfig
+from zerase_core.model.dit import AttentionCapture, ZImageDiT, count_parameters
+from zerase_core.model.layers import apply_rope
+from zerase_core.model.layout import BATCH_PAD
 
 
 def make_inputs(lengths, latent_hw=(6, 10), seed=0, width=32, channels=16):

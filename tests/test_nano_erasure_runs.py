@@ -48,7 +48,11 @@ def test_multi_concept_prompt_sets_never_show_another_erased_value():
 
 
 def test_colours_are_attributes_and_adapt_v_by_default():
-    from zerase_core.erase_config import DEFAULT_SLICES, EPSILON_PRESETS, EraseConfig
+    from zerase_core.engine.erase_config import (
+        DEFAULT_SLICES,
+        EPSILON_PRESETS,
+        EraseConfig,
+    )
     from zerase_core.nano.erasure_runs import concept_kind
     assert concept_kind(["red"]) == concept_kind(["star", "orange"]) == "attribute"
     assert concept_kind(["star"]) == "object" and concept_kind(["red", "striped"]) == "style"
@@ -77,7 +81,11 @@ def test_held_out_keep_prompts_leave_out_the_other_erased_values():
 
 def test_training_prompts_use_only_train_phrasings_and_map_the_concept_to_its_anchor():
     from zerase_core.nano.phrasings import HELD_OUT, TRAIN, fill
-    from zerase_core.nano.prompts import ANCHOR_VALUES, anchor_value, training_prompt_set
+    from zerase_core.nano.prompts import (
+        ANCHOR_VALUES,
+        anchor_value,
+        training_prompt_set,
+    )
     from zerase_core.nano.vocab import ATTRIBUTES, VOCABULARY
     prompts = training_prompt_set(["circle"], count=96, seed=0)
     assert prompts.targets and len(prompts.targets) == len(prompts.erase)

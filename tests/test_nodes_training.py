@@ -9,11 +9,11 @@ from dataclasses import replace
 
 import pytest
 import torch
-from zerase_fixtures import TINY_CONFIG, WordConditioner, randomized_dit
 from test_nodes_inputs import nodes_module
+from zerase_fixtures import TINY_CONFIG, WordConditioner, randomized_dit
 
-from zerase_core.erase_config import EraseConfig
-from zerase_core.erasure_file import ErasureFileError, read_erasure
+from zerase_core.engine.erase_config import EraseConfig
+from zerase_core.formats.erasure_file import ErasureFileError, read_erasure
 from zerase_core.nano.erasure_runs import concept_kind
 from zerase_core.nano.erasure_runs import prompt_set as cli_prompt_set
 

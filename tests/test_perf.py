@@ -15,17 +15,17 @@ from pathlib import Path
 import pytest
 import torch
 import torch._dynamo  # noqa: F401  (the first optimizer imports it lazily, ~3 s: pay at collection, not in a test)
-
 from zerase_fixtures import TINY_CONFIG, WordConditioner, fresh_dit
-from zerase_core import memory_model
+
+from zerase_core.bench import memory_model
+from zerase_core.bench.perf import add_perf_arguments, run_perf
+from zerase_core.bench.perf_steps import STAGES, BenchTrainer, StageClock
 from zerase_core.cli import main as cli_main
-from zerase_core.config import DiTConfig
-from zerase_core.erase_config import EraseConfig
-from zerase_core.model import keyword_attention
-from zerase_core.perf import add_perf_arguments, run_perf
-from zerase_core.perf_steps import STAGES, BenchTrainer, StageClock
-from zerase_core.prompts import PromptSet
-from zerase_core.trainer import EraseTrainer
+from zerase_core.common.prompts import PromptSet
+from zerase_core.engine.erase_config import EraseConfig
+from zerase_core.engine.trainer import EraseTrainer
+from zerase_core.model.config import DiTConfig
+from zerase_core.model.dit import keyword_attention
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAINER_DIT = dataclasses.replace(TINY_CONFIG, n_layers=2, n_refiner_layers=0)
@@ -160,7 +160,7 @@ def test_fused_student_forwards_give_the_losses_and_gradients_of_separate_forwar
 def test_a_device_denoiser_trains_what_the_model_itself_trains(word_conditioner):
     """Through `DeviceDenoiser` (what `--device cuda` uses) the trainer takes the whole-forward path, with no kept
     refiner outputs or probe prefix; on the CPU it must give the steps of the model used directly."""
-    from zerase_core.perf_steps import DeviceDenoiser
+    from zerase_core.bench.perf_steps import DeviceDenoiser
     direct = small_trainer(word_conditioner)
     model = fresh_dit(TRAINER_DIT)
     through = EraseTrainer(model, word_conditioner, PROMPTS, direct.config,
@@ -268,7 +268,7 @@ def test_gpu_check_script_runs_its_cpu_path(tmp_path):
 
 
 def test_memory_probe_keeps_the_lifetime_peak_across_resets():
-    from zerase_core.perf_steps import MemoryProbe
+    from zerase_core.bench.perf_steps import MemoryProbe
     probe = MemoryProbe(torch.device("cpu"))
     block = torch.ones(64 * 2**20 // 4)                   # 64 MiB, touched
     during = probe.rss_gb()

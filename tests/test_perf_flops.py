@@ -8,15 +8,22 @@ import json
 
 import pytest
 import torch
-
 from zerase_fixtures import TINY_CONFIG, fresh_dit
+
+from zerase_core.bench.perf_flops import (
+    FLOP_STAGES,
+    META,
+    FlopTrainer,
+    MetaTensors,
+    count_step,
+    reference_forward_flops,
+    to_meta,
+)
+from zerase_core.bench.perf_steps import DeviceDenoiser, SyntheticConditioner
 from zerase_core.cli import main as cli_main
-from zerase_core.erase_config import EraseConfig
-from zerase_core.model import ZImageDiT
-from zerase_core.perf_flops import (FLOP_STAGES, META, FlopTrainer, MetaTensors, count_step, reference_forward_flops,
-                                    to_meta)
-from zerase_core.perf_steps import DeviceDenoiser, SyntheticConditioner
-from zerase_core.prompts import PromptSet
+from zerase_core.common.prompts import PromptSet
+from zerase_core.engine.erase_config import EraseConfig
+from zerase_core.model.dit import ZImageDiT
 
 PROMPTS = PromptSet(erase=("a red circle on white background", "a red star on black background"), keywords=("red",),
                     anchors=("a circle on white background", "a star on black background"))

@@ -7,13 +7,13 @@ import io
 import re
 
 import pytest
-
-from zerase_core.erase_config import EraseConfig
-from zerase_core.progress import PhaseBars, PhaseCounter
-from zerase_core.prompts import PromptSet
-from zerase_core.trainer import EraseTrainer
-from zerase_core.trajectory import pool_ticks
 from zerase_fixtures import TINY_CONFIG, randomized_dit
+
+from zerase_core.common.progress import PhaseBars, PhaseCounter
+from zerase_core.common.prompts import PromptSet
+from zerase_core.engine.erase_config import EraseConfig
+from zerase_core.engine.trainer import EraseTrainer
+from zerase_core.engine.trajectory import pool_ticks
 
 PROMPTS = PromptSet(erase=("a red circle on white background", "a red star on black background"), keywords=("red",),
                     anchors=("a circle on white background", "a star on black background"))

@@ -12,9 +12,9 @@ pytest.importorskip("diffusers", reason="diffusers is not installed (pip install
 transformers = pytest.importorskip("transformers", reason="transformers is not installed")
 
 from real_models import QUICK_ERASE, diffusers_folder, model_options, single_files, tokenizer_folder  # noqa: E402
-from zerase_core.checkpoint import fingerprint  # noqa: E402
+from zerase_core.model.checkpoint import fingerprint  # noqa: E402
 from zerase_core.cli import main  # noqa: E402
-from zerase_core.erasure_file import read_erasure  # noqa: E402
+from zerase_core.formats.erasure_file import read_erasure  # noqa: E402
 from zerase_core.real import run as real_run  # noqa: E402
 from zerase_core.real.sources import load_transformer  # noqa: E402
 from zerase_core.real.world import parts  # noqa: E402
@@ -143,7 +143,7 @@ def test_model_options_fail_clearly(files, tmp_path, capsys):
 
 
 def test_interrupted_real_erase_resumes_to_the_uninterrupted_result(files, tmp_path):
-    from zerase_core.erase_config import EraseConfig
+    from zerase_core.engine.erase_config import EraseConfig
     paths = files["a"]
     source = parts(dit=paths["dit"], text_encoder=paths["text_encoder"], tokenizer=paths["tokenizer"])
     prompts = real_run.real_prompt_set(["cat"], None, None)

@@ -11,13 +11,16 @@ diffusers = pytest.importorskip("diffusers", reason="diffusers is not installed 
 
 from test_diffusers_parity import random_diffusers, relative  # noqa: E402
 from test_real_text_encoder import TOKENIZER, tiny_qwen3  # noqa: E402
-from zerase_core.checkpoint import load_dit  # noqa: E402
+
+from zerase_core.model.checkpoint import load_dit  # noqa: E402
 from zerase_core.real.diffusers_format import config_from_diffusers  # noqa: E402
-from zerase_core.real.text_encoder import QwenConditioner, load_tokenizer  # noqa: E402
-from zerase_core.real.vae import FLUX_VAE  # noqa: E402
-from zerase_core.real.world import RealWorld, conditioner, parts, unshifted_sigmas  # noqa: E402
 from zerase_core.real.sources import load_transformer  # noqa: E402
-from zerase_core.real.vae import load_vae  # noqa: E402
+from zerase_core.real.text_encoder import QwenConditioner, load_tokenizer  # noqa: E402
+from zerase_core.real.vae import (
+    FLUX_VAE,  # noqa: E402
+    load_vae,  # noqa: E402
+)
+from zerase_core.real.world import RealWorld, conditioner, parts, unshifted_sigmas  # noqa: E402
 
 QWEN3_TEMPLATE = __import__("test_real_text_encoder").QWEN3_TEMPLATE
 TINY_VAE = {**FLUX_VAE, "latent_channels": 4, "block_out_channels": [8, 8, 8, 8], "norm_num_groups": 4}

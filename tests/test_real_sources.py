@@ -7,13 +7,13 @@ import json
 import pytest
 import torch
 from safetensors.torch import save_file
+from zerase_fixtures import dit_output, randomized_dit
 
-from zerase_core.checkpoint import save_dit
-from zerase_core.checkpoint_keys import CheckpointError, UnsupportedModelError
+from zerase_core.model.checkpoint import save_dit
+from zerase_core.model.checkpoint_keys import CheckpointError, UnsupportedModelError
+from zerase_core.model.config import DiTConfig
 from zerase_core.real.mapped import read_header
 from zerase_core.real.sources import component_kind, find_model, load_transformer
-from zerase_fixtures import dit_output, randomized_dit
-from zerase_core.config import DiTConfig
 
 # head dim 128: inferable from shapes alone, as a ComfyUI file without metadata must be
 SHAPES = DiTConfig(dim=256, n_layers=1, n_refiner_layers=1, n_heads=2, axes_dims=(32, 48, 48), cap_feat_dim=32)

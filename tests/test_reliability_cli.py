@@ -17,13 +17,13 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
-
 from test_cli import _random_world, assert_one_line_error, run_cli
 from zerase_fixtures import unwritable_folder  # noqa: F401 (fixture)
-from zerase_core.erasure_info import METADATA_KEY
-from zerase_core.erasure_file import read_erasure
-from zerase_core.files import PARTIAL_SUFFIX
-from zerase_core.limits import ALPHA_RANGE, CFG_RANGE, STRENGTH_RANGE
+
+from zerase_core.common.files import PARTIAL_SUFFIX
+from zerase_core.common.limits import ALPHA_RANGE, CFG_RANGE, STRENGTH_RANGE
+from zerase_core.formats.erasure_file import read_erasure
+from zerase_core.formats.erasure_info import METADATA_KEY
 
 QUICK = ["--steps", "1", "--pool-prompts", "2", "--sample-steps", "2", "--no-strength-search"]
 PROMPT = "a red star on a white background"
@@ -80,7 +80,7 @@ def test_an_unwritable_output_is_refused_before_any_work(tmp_path, world, uce_fi
 def test_json_reports_still_create_their_folder(tmp_path):
     """JSON reports (evaluate/bench --json, erase-many status) keep creating their folder: only the outputs named
     with --out must be in an existing folder."""
-    from zerase_core.files import atomic_write_json
+    from zerase_core.common.files import atomic_write_json
     assert atomic_write_json({"ok": True}, tmp_path / "runs" / "report.json").exists()
 
 
@@ -142,7 +142,7 @@ def test_absurd_numbers_edited_into_a_file_are_refused(tmp_path, world, adapter_
 @pytest.fixture(scope="module")
 def partial_file(tmp_path_factory, world):
     """A partial erasure file, as Ctrl-C after the first step leaves it."""
-    from zerase_core.erase_config import EraseConfig
+    from zerase_core.engine.erase_config import EraseConfig
     from zerase_core.nano.erasure_runs import erase
     from zerase_core.nano.world import NanoWorld
     out = tmp_path_factory.mktemp("partial") / "star-partial.safetensors"
@@ -196,7 +196,7 @@ def test_output_files_follow_the_umask(tmp_path, world, mask):
 
 def test_a_killed_save_leaves_a_partial_that_the_next_save_removes(tmp_path, world):
     out = tmp_path / "star.safetensors"
-    writer = ("import sys, time\nfrom zerase_core.files import atomic_write\n"
+    writer = ("import sys, time\nfrom zerase_core.common.files import atomic_write\n"
               "def write(temporary):\n    open(temporary, 'wb').write(b'half')\n    print('writing', flush=True)\n"
               "    time.sleep(600)\n"
               f"atomic_write({str(out)!r}, write)\n")

@@ -1,6 +1,6 @@
 """Reliability of the nodes' inputs (issue 19), without ComfyUI: the helpers ZEraseTrain, ApplyErasedWeights and
 ErasureCompare call before any work. Names stay inside the folder and are writable files; numbers are finite and in
-the core's ranges (zerase_core.limits, the same as the CLI); concepts are read as the CLI reads them.
+the core's ranges (zerase_core.common.limits, the same as the CLI); concepts are read as the CLI reads them.
 docs/safety.md lists the checks and their messages."""
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import re
 from dataclasses import replace
 
 import pytest
-
 from test_nodes_inputs import nodes_module
 from zerase_fixtures import unwritable_folder  # noqa: F401 (fixture)
-from zerase_core.limits import CFG_RANGE, STRENGTH_RANGE
+
+from zerase_core.common.limits import CFG_RANGE, STRENGTH_RANGE
 from zerase_core.nano.erasure_runs import prompt_set as cli_prompt_set
 
 names = nodes_module("names")

@@ -9,11 +9,11 @@ import json
 
 import pytest
 import torch
-
 from zerase_fixtures import TINY_CONFIG, fresh_dit
-from zerase_core.erase_config import METHODS, EraseConfig
-from zerase_core.prompts import PromptSet
-from zerase_core.trainer import EraseTrainer
+
+from zerase_core.common.prompts import PromptSet
+from zerase_core.engine.erase_config import METHODS, EraseConfig
+from zerase_core.engine.trainer import EraseTrainer
 
 DIT = dataclasses.replace(TINY_CONFIG, n_layers=2, n_refiner_layers=0)
 PROMPTS = PromptSet(erase=("a red circle on white background", "a red star on black background"), keywords=("red",),

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from zerase_fixtures import fresh_dit
-from zerase_core.sampling import euler_sample, guided_velocity, initial_noise, shifted_sigmas, time_shift
+
+from zerase_core.model.sampling import (
+    euler_sample,
+    guided_velocity,
+    initial_noise,
+    shifted_sigmas,
+    time_shift,
+)
 
 
 def test_turbo_schedule_matches_z_image():

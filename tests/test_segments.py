@@ -1,4 +1,4 @@
-"""Kept refiner outputs (zerase_core/segments.py): a step assembled from them computes what the whole model computes,
+"""Kept refiner outputs (zerase_core/engine/segments.py): a step assembled from them computes what the whole model computes,
 for cached and uncached prompts and caption lengths; the cache is used only where the refiners stay frozen and the
 pool's states are the ones it was filled from. Tiny random DiT with refiners, word-level conditioner."""
 from __future__ import annotations
@@ -7,11 +7,11 @@ import dataclasses
 
 import pytest
 import torch
-
 from zerase_fixtures import TINY_CONFIG, fresh_dit
-from zerase_core.erase_config import EraseConfig
-from zerase_core.prompts import PromptSet
-from zerase_core.trainer import EraseTrainer
+
+from zerase_core.common.prompts import PromptSet
+from zerase_core.engine.erase_config import EraseConfig
+from zerase_core.engine.trainer import EraseTrainer
 
 PROMPTS = PromptSet(erase=("a red circle on white background", "a red star on black background"), keywords=("red",),
                     anchors=("a circle on white background", "a star on black background"))
@@ -25,10 +25,11 @@ def make_trainer(conditioner, **overrides) -> EraseTrainer:
     settings.update(overrides)
     trainer = EraseTrainer(fresh_dit(dataclasses.replace(TINY_CONFIG, n_layers=2)), conditioner, PROMPTS,
                            EraseConfig(**settings))
+    generator = torch.Generator().manual_seed(0)     # the same deltas in every trainer made here
     with torch.no_grad():
         for adapter in trainer.adapters.adapters.values():         # non-zero deltas: the joint layers are adapted
             for up in adapter.up.values():
-                up.normal_(0.0, 0.5)
+                up.normal_(0.0, 0.5, generator=generator)
     return trainer
 
 
@@ -75,10 +76,10 @@ def test_a_step_from_kept_segments_gives_the_losses_of_full_forwards(word_condit
     teacher = trainer._teacher(picks)
     state = trainer.rng.bit_generator.state
     with torch.no_grad():
-        kept = trainer._erase_losses(picks, teacher, shuffle=True, preserve=True)
+        kept = trainer.erase_parts(picks, teacher, shuffle=True, preserve=True)
         segments, trainer.pool.segments = trainer.pool.segments, None
         trainer.rng.bit_generator.state = state                            # the same word shuffles
-        full = trainer._erase_losses(picks, teacher, shuffle=True, preserve=True)
+        full = trainer.erase_parts(picks, teacher, shuffle=True, preserve=True)
         trainer.pool.segments = segments
     assert kept.keys() == full.keys() == {"erase", "attention", "preserve"}
     for name in kept:

@@ -11,12 +11,12 @@ import weakref
 import numpy
 import pytest
 import torch
-
 from zerase_fixtures import TINY_CONFIG, WordConditioner, fresh_dit
-from zerase_core.erase_config import EraseConfig
-from zerase_core.prompts import PromptSet
-from zerase_core.shuffle_bank import ShuffleBank
-from zerase_core.trainer import EraseTrainer
+
+from zerase_core.common.prompts import PromptSet
+from zerase_core.engine.erase_config import EraseConfig
+from zerase_core.engine.shuffle_bank import ShuffleBank
+from zerase_core.engine.trainer import EraseTrainer
 
 PROMPTS = PromptSet(erase=("a red circle on white background", "a red star on black background"),
                     keywords=("red circle", "red star"),

@@ -11,11 +11,11 @@ import numpy
 import pytest
 import torch
 import torch._dynamo  # noqa: F401  (the first optimizer imports it lazily, ~3 s: pay at collection, not in a test)
-
 from zerase_fixtures import TINY_CONFIG, fresh_dit
-from zerase_core.erase_config import METHODS, EraseConfig
-from zerase_core.prompts import PromptSet, keyword_columns, shuffle_words
-from zerase_core.trainer import EraseTrainer, TrainingDiverged
+
+from zerase_core.common.prompts import PromptSet, keyword_columns, shuffle_words
+from zerase_core.engine.erase_config import METHODS, EraseConfig
+from zerase_core.engine.trainer import EraseTrainer, TrainingDiverged
 
 # two joint layers and no refiners: the trainer only adapts joint layers, and every forward counts here
 TRAINER_DIT = dataclasses.replace(TINY_CONFIG, n_layers=2, n_refiner_layers=0)
@@ -401,7 +401,7 @@ def test_the_erase_loss_regresses_onto_the_chosen_target_on_the_chosen_states(ta
         torch.testing.assert_close(teacher["target"], reference, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(teacher["concept"], concept, rtol=1e-4, atol=1e-5)
     # adapters start as a zero delta, so the student is the teacher: L_erase = (1 + η)²·‖v(c) − v(reference)‖²
-    loss = trainer._erase_losses(picks, teacher, shuffle=False)["erase"]
+    loss = trainer.erase_parts(picks, teacher, shuffle=False)["erase"]
     expected = (1 + eta) ** 2 * torch.nn.functional.mse_loss(concept, reference)
     torch.testing.assert_close(loss, expected, rtol=1e-3, atol=1e-7)
     assert float(expected) > 1e-6

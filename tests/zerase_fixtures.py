@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from zerase_core.config import DiTConfig
-from zerase_core.model import ZImageDiT
+from zerase_core.model.config import DiTConfig
+from zerase_core.model.dit import ZImageDiT
 
 TINY_CONFIG = DiTConfig(dim=256, n_layers=2, n_refiner_layers=1, n_heads=8, axes_dims=(8, 12, 12),
                         cap_feat_dim=32, pad_tokens_multiple=8)

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import torch
 
-from .files import check_output
-from .limits import check_cfg, check_strength
+from .common.files import check_output
+from .common.limits import check_cfg, check_strength
 from .nano.world import DEFAULT_CFG, DEFAULT_STEPS, IMAGE_SIZE
 
-
-# tqdm's unit per progress phase (zerase_core.progress): sampler steps of a batch, cached chunks, optimizer steps,
+# tqdm's unit per progress phase (zerase_core.common.progress): sampler steps of a batch, cached chunks, optimizer steps,
 # scored (strength, concept) pairs
 PHASE_UNITS = {"x_t pool": "sampler step", "teacher cache": "chunk", "shuffle bank": "chunk", "train": "step",
                "strength search": "score", "compare": "part"}
@@ -51,7 +50,7 @@ def _sampling_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def command_generate(args) -> None:
-    from .grid import labelled_grid, save_png
+    from .common.grid import labelled_grid, save_png
     from .nano.erasure_runs import attach_file
     from .real.run import real_source
     check_output(args.out, "--out")
@@ -88,8 +87,8 @@ def command_generate(args) -> None:
 
 
 def _generate_real(args, source, strengths) -> None:
-    from .grid import labelled_grid, save_png
-    from .progress import PhaseBars
+    from .common.grid import labelled_grid, save_png
+    from .common.progress import PhaseBars
     from .real.run import REAL_PHASES, device_of, generate_real
     from .real.world import BASE, TURBO
     preset = TURBO if args.preset == "turbo" else BASE
@@ -118,7 +117,7 @@ def _load_world(args):
                          " generate, evaluate and export-lora")
     world = NanoWorld.load()
     if getattr(args, "base", None) is not None:
-        from .checkpoint import load_dit
+        from .model.checkpoint import load_dit
         dit = load_dit(args.base)
         width = world.text_encoder.config.width
         if dit.config.cap_feat_dim != width:
@@ -130,25 +129,23 @@ def _load_world(args):
 
 def erase_config_from_args(args):
     """The EraseConfig of `erase`'s training options (None for uce-text); `erase-many` shares them."""
-    from .erase_config import EraseConfig
+    from .engine.erase_config import EraseConfig
+    from .engine.settings import from_arguments
     if args.method == "uce-text":
         return None
-    overrides = {name: value for name, value in (
-        ("steps", args.steps), ("learning_rate", args.lr), ("rank", args.rank), ("eta", args.eta),
-        ("epsilon", args.epsilon), ("beta", args.beta), ("pool_prompts", args.pool_prompts),
-        ("sample_steps", args.sample_steps), ("shuffle_bank", args.shuffle_bank),
-        ("erase_target", args.erase_target), ("target_eta", args.target_eta),
-        ("batch_size", getattr(args, "batch_size", None))) if value is not None}
+    overrides = from_arguments(args, EraseConfig)       # the options generated from EraseConfig's settings
+    if args.erase_target is not None:
+        overrides["erase_target"] = args.erase_target
     if args.targets:
         overrides["slices"] = tuple(args.targets)
     return EraseConfig(method=args.method, seed=args.seed, **overrides)
 
 
 def command_erase(args) -> None:
+    from .common.progress import PhaseBars
+    from .engine.trainer import TrainingDiverged
     from .nano.erasure_runs import erase, erase_uce, read_resume
     from .nano.prompts import NanoConditioner, concept_words
-    from .progress import PhaseBars
-    from .trainer import TrainingDiverged
     if args.out.suffix != ".safetensors":
         raise UsageError(f"--out {args.out} must end in .safetensors")
     check_output(args.out, "--out")
@@ -201,9 +198,9 @@ def command_erase(args) -> None:
 
 
 def _erase_real(args, source, config) -> None:
-    from .progress import PhaseBars
+    from .common.progress import PhaseBars
     from .real.run import DEFAULT_RESOLUTION, REAL_PHASES, device_of, erase_real, prepare_config, real_prompt_set
-    from .trainer import TrainingDiverged
+    from .engine.trainer import TrainingDiverged
     if config is None:
         raise UsageError("--method uce-text runs on the nano model only; on a real model use zerase (default)")
     prompts = real_prompt_set(args.concept or ["resumed"], args.prompt, args.anchor)
@@ -230,8 +227,8 @@ def _erase_real(args, source, config) -> None:
 
 
 def command_export_lora(args) -> None:
-    from .erasure_file import export_stock_lora
-    from .stock_export import stock_path
+    from .formats.erasure_file import export_stock_lora
+    from .formats.stock_export import stock_path
     out = check_output(stock_path(args.file, args.out), "--out")
     from .real.run import check_base
     check_base(args)                 # --model/--dit given: the file must be made for it
@@ -239,8 +236,8 @@ def command_export_lora(args) -> None:
 
 
 def command_demo(args) -> None:
+    from .common.progress import PhaseBars
     from .demo import run_demo
-    from .progress import PhaseBars
     check_output(args.out, "--out")
     check_output(args.erasure_out, "--erasure-out")
     bars = PhaseBars(units=PHASE_UNITS, label=args.concept)
@@ -252,6 +249,9 @@ def command_demo(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .engine.erase_config import EraseConfig
+    from .engine.methods import method_names
+    from .engine.settings import add_arguments
     from .real.run import add_model_arguments
     parser = argparse.ArgumentParser(prog="python -m zerase_core", description="ZErase core (no ComfyUI needed)")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -271,25 +271,13 @@ def build_parser() -> argparse.ArgumentParser:
     erase = commands.add_parser("erase", help="erase concept(s) from the nano model and write an erasure file")
     erase.add_argument("--concept", action="append", help="word to erase (repeat for joint multi-concept erasure)")
     erase.add_argument("--anchor", action="append", help="preservation prompt (default: generated from the concept)")
-    erase.add_argument("--method", default="zerase",
-                       choices=["zerase", "esd", "ac", "eraseanything", "naive-esd", "uce-text"])
-    erase.add_argument("--steps", type=int)
-    erase.add_argument("--lr", type=float)
-    erase.add_argument("--rank", type=int)
+    erase.add_argument("--method", default="zerase", choices=list(method_names()))
     erase.add_argument("--targets", choices=["q", "k", "v"], action="append",
                        help="qkv slices (default q and k; q, k and v for colours)")
-    erase.add_argument("--eta", type=float, help="negative guidance η (default 2)")
     erase.add_argument("--erase-target", choices=["anchor", "empty"],
                        help="what erase prompts are trained to draw: the anchor prompt pushed away from the concept "
                             "(default for zerase) or ESD on the empty prompt (the paper; default for the baselines)")
-    erase.add_argument("--target-eta", type=float, help="η of the anchor target (default 1; 0 = the anchor alone)")
-    erase.add_argument("--epsilon", type=float, help="ε tolerance (default: preset of the concept kind)")
-    erase.add_argument("--beta", type=float, help="λ step size β (default 1; the paper: 0.1 over 1,000 steps)")
-    erase.add_argument("--pool-prompts", type=int, help="x_t trajectories sampled once and reused (default 32)")
-    erase.add_argument("--sample-steps", type=int, help="sampler steps of those trajectories (default 20)")
-    erase.add_argument("--shuffle-bank", type=int, metavar="K",
-                       help="encode K word orders of each erase prompt before training instead of a fresh order "
-                            "every step; the text encoder is then not used while training (default 0)")
+    add_arguments(erase, EraseConfig)       # --steps, --lr, --rank, --eta, ...: EraseConfig's settings
     erase.add_argument("--seed", type=int, default=0)
     erase.add_argument("--out", type=Path, required=True, help="erasure file to write (.safetensors)")
     erase.add_argument("--resume", type=Path, help="partial erasure file to continue (settings come from it)")
@@ -298,7 +286,6 @@ def build_parser() -> argparse.ArgumentParser:
                        help="skip choosing the recommended strength on held-out prompts (it is then 1.0)")
     erase.add_argument("--prompt", action="append", help="real models: an erase prompt containing the concept "
                        "(repeatable; default: a few templates around each --concept)")
-    erase.add_argument("--batch-size", type=int, help="(trajectory, step) pairs per training step (default 4)")
     erase.add_argument("--resolution", type=int, help="real models: training resolution in pixels (default 512)")
     add_model_arguments(erase)
     erase.set_defaults(run=command_erase)

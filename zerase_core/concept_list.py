@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .erase_config import EPSILON_PRESETS
+from .engine.erase_config import EPSILON_PRESETS
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
 _KEYS = ("anchor", "kind", "name")

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import torch
 
-from .erase_config import EraseConfig
-from .evaluate import verdicts
-from .grid import labelled_grid, save_png
+from .common.grid import labelled_grid, save_png
+from .common.progress import PhaseCounter, Progress
+from .engine.erase_config import EraseConfig
 from .nano.erasure_runs import attach_file, erase
 from .nano.prompts import evaluation_sets
+from .nano.verdicts import verdicts
 from .nano.world import NanoWorld
-from .progress import PhaseCounter, Progress
+
 
 def demo_prompts(concept: str) -> list[str]:
     """Three prompts with the concept (different colours/patterns/backgrounds) and three without."""

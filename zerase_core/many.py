@@ -20,9 +20,16 @@ import time
 import traceback
 from pathlib import Path
 
+from .common.files import atomic_write, atomic_write_json
 from .concept_list import ConceptEntry, assign, read_concepts
-from .distributed import DataParallel, Launch, broadcast_object, gather_objects, launch, shutdown
-from .files import atomic_write, atomic_write_json
+from .engine.distributed import (
+    DataParallel,
+    Launch,
+    broadcast_object,
+    gather_objects,
+    launch,
+    shutdown,
+)
 
 STATUS_FOLDER = "erase-many"
 # erase options that erase-many replaces by the list (concepts, anchors) and the folder (out, resume)
@@ -129,7 +136,7 @@ def _entry_config(config, entry: ConceptEntry):
 
 def _existing(out: Path, concepts) -> tuple[str, object]:
     """("new" | "finished" | "partial", info) for the file at `out`."""
-    from .erasure_file import ErasureFileError, read_erasure
+    from .formats.erasure_file import ErasureFileError, read_erasure
     if not out.exists():
         return "new", None
     info, _, _ = read_erasure(out)
@@ -154,7 +161,7 @@ def run_entry(world, entry: ConceptEntry, config, args, out_dir: Path, place: La
               parallel=None) -> dict:
     """Erase one list entry (or, with `parallel`, the joint entry on every rank); never raises for the entry's own
     errors (they are returned as a failed record); KeyboardInterrupt does raise (its partial file is saved)."""
-    from .erasure_file import read_erasure
+    from .formats.erasure_file import read_erasure
     from .nano.erasure_runs import erase, erase_uce
     out = out_dir / f"{entry.name}.safetensors"
     started = time.monotonic()
@@ -247,7 +254,7 @@ def write_summary(out_dir: Path, records: list[dict], world: int, seconds: float
 
 
 def _merge(out_dir: Path, name: str, records: list[dict]) -> dict:
-    from .merge import merge_files
+    from .formats.merge import merge_files
     finished = [record for record in records if record["status"] in ("done", "resumed", "skipped")]
     names = [record["name"] for record in finished]
     try:

@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy
 import torch
 
-from zerase_core.config import DiTConfig
-from zerase_core.erase_config import EraseConfig
-from zerase_core.prompts import PromptSet
-from zerase_core.shuffle_bank import PreparedConditioner, ShuffleBank
-from zerase_core.trainer import SHUFFLING_METHODS
+from zerase_core.common.prompts import PromptSet
+from zerase_core.engine.erase_config import EraseConfig
+from zerase_core.engine.shuffle_bank import PreparedConditioner, ShuffleBank
+from zerase_core.engine.methods import shuffles
+from zerase_core.model.config import DiTConfig
 
 from .nano_objects import NanoTextModel
 
@@ -115,7 +115,7 @@ def training_prompts(prompts: PromptSet, config: EraseConfig) -> list[str]:
     orders. The bank is drawn as the trainer draws it (its own seeded stream over the erase prompts in order; the
     trainer's pool may use a prefix of them, whose orders come first and are the same)."""
     needed = [*prompts.erase, *prompts.anchors, *prompts.targets, *prompts.preserve, ""]
-    if config.shuffle_bank and config.method in SHUFFLING_METHODS:
+    if config.shuffle_bank and shuffles(config.method):
         needed += ShuffleBank(prompts, prompts.erase, config.shuffle_bank, config.seed).prompts()
     return list(dict.fromkeys(needed))
 

@@ -8,17 +8,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import comfy.patcher_extension
 import torch
 from torch import nn
 
-import comfy.patcher_extension
-
-from zerase_core.adapters import AdapterSet
-from zerase_core.checkpoint import fingerprint
-from zerase_core.config import KINDS
-from zerase_core.erasure_file import ErasureFileError, ErasureInfo, read_erasure
-from zerase_core.layout import TokenLayout, active_layout
-from zerase_core.limits import check_strength
+from zerase_core.adapters.gated import AdapterSet
+from zerase_core.common.limits import check_strength
+from zerase_core.formats.erasure_file import ErasureFileError, ErasureInfo, read_erasure
+from zerase_core.model.checkpoint import fingerprint
+from zerase_core.model.config import KINDS
+from zerase_core.model.layout import TokenLayout, active_layout
 
 from .models import zimage_network
 

@@ -11,15 +11,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import comfy.model_management as model_management
+import comfy.patcher_extension
 import torch
 from torch import nn
 
-import comfy.model_management as model_management
-import comfy.patcher_extension
-
-from zerase_core.adapters import AdapterSet
-from zerase_core.layout import TokenLayout
-from zerase_core.model import AttentionCapture, keyword_attention
+from zerase_core.adapters.gated import AdapterSet
+from zerase_core.model.dit import AttentionCapture, keyword_attention
+from zerase_core.model.layout import TokenLayout
 
 from .erasures import WRAPPER_KEY, ErasureInjection, _layout_wrapper
 from .models import zimage_network

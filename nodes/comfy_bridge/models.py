@@ -7,8 +7,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 import comfy.ldm.lumina.model
 import comfy.model_detection
 import comfy.model_management as model_management
@@ -18,10 +16,16 @@ import comfy.supported_models
 import comfy.supported_models_base
 import comfy.utils
 import folder_paths
+import torch
 
-from zerase_core.checkpoint import UnsupportedModelError, detect_architecture, infer_config, normalize_keys, \
-    read_state_dict
-from zerase_core.config import DiTConfig
+from zerase_core.model.checkpoint import (
+    UnsupportedModelError,
+    detect_architecture,
+    infer_config,
+    normalize_keys,
+    read_state_dict,
+)
+from zerase_core.model.config import DiTConfig
 from zerase_core.nano import paths as nano_paths
 
 from .nano_objects import NanoLatentFormat, NanoTextModel, NanoTokenizer, NanoVAE

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy
-import torch
-
 import comfy.model_management as model_management
 import comfy.utils
+import numpy
+import torch
 
 from ..ids import TRAIN_EVENT
 from .graph_training import NextDiTDenoiser
@@ -16,7 +15,7 @@ from .graph_training import NextDiTDenoiser
 class StepReporter:
     """`on_step` for the trainer: progress bar (with a preview every N steps), server event, interrupt check.
 
-    `progress(phase, done, total)` (zerase_core.progress) shows the work before the first step (loading, x_t pool,
+    `progress(phase, done, total)` (zerase_core.common.progress) shows the work before the first step (loading, x_t pool,
     teacher cache, shuffle bank) on the node's bar, a fresh bar per phase (ComfyUI's bar drops an update that is
     lower than the last one sent), and checks for an interrupt at each report.
     """
@@ -60,7 +59,12 @@ def preview_sampler(denoiser: NextDiTDenoiser, conditioner, vae, prompt: str, la
     """A function step -> PIL image of `prompt` sampled with the current adapters (fixed noise)."""
     from PIL import Image
 
-    from zerase_core.sampling import euler_sample, guided_velocity, initial_noise, shifted_sigmas
+    from zerase_core.model.sampling import (
+        euler_sample,
+        guided_velocity,
+        initial_noise,
+        shifted_sigmas,
+    )
 
     def render(step: int):
         with torch.no_grad():

@@ -20,10 +20,10 @@ from torch import nn
 
 import comfy.model_management as model_management
 
-from zerase_core import memory_model
-from zerase_core.config import DiTConfig
-from zerase_core.layout import active_layout, current_layout
-from zerase_core.trainer import SHUFFLING_METHODS
+from zerase_core.bench import memory_model
+from zerase_core.model.config import DiTConfig
+from zerase_core.model.layout import active_layout, current_layout
+from zerase_core.engine.methods import shuffles
 
 from .conditioners import prepare
 
@@ -54,11 +54,11 @@ def encode_before_training(clip, conditioner, prompts, config, gpu: bool):
     """(conditioner for the trainer, a note). Where every prompt of the run is known (a shuffle bank; or a method
     without shuffles, on a GPU) all are encoded now and the text encoder is unloaded; on a CPU a method without
     shuffles keeps encoding as the CLI does (same numbers). With per-step shuffles the text encoder stays in use."""
-    shuffles = config.method in SHUFFLING_METHODS
-    if (shuffles and config.shuffle_bank) or (not shuffles and gpu):
+    shuffled = shuffles(config.method)
+    if (shuffled and config.shuffle_bank) or (not shuffled and gpu):
         prepared = prepare(conditioner, prompts, config)
         return prepared, f"{len(prepared)} prompts encoded before training; " + release_text_encoder(clip)
-    if shuffles:
+    if shuffled:
         return conditioner, ("text encoder used at every step (a fresh word order per step; shuffle_bank 0 on a GPU "
                              "or K > 0 encodes the orders before training instead)")
     return conditioner, "text encoder used by the trainer as the CLI uses it (CPU)"

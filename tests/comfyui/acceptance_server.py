@@ -88,7 +88,7 @@ class Client:
 
 
 async def main(args) -> None:
-    from zerase_core.erasure_file import read_erasure
+    from zerase_core.formats.erasure_file import read_erasure
     models = Path(args.models)
     async with Client(args.url) as client:
         info = await client.get("/object_info")

@@ -29,8 +29,8 @@ PACK_FOLDER = "ComfyUI-ZErase.v1"
 
 def write_random_nano(folder: Path, seed: int = 0) -> None:
     """Nano-shaped DiT (bf16, like the shipped file), text encoder, codec and evaluator with random weights."""
-    from zerase_core.checkpoint import save_dit
-    from zerase_core.model import ZImageDiT
+    from zerase_core.model.checkpoint import save_dit
+    from zerase_core.model.dit import ZImageDiT
     from zerase_core.nano.codec import LatentCodec
     from zerase_core.nano.evaluator import Evaluator
     from zerase_core.nano.text_encoder import NanoTextEncoder, TextEncoderConfig
@@ -75,6 +75,7 @@ def nano_weights(tmp_path_factory):
 def pack(comfy, tmp_path_factory):
     """The pack loaded by ComfyUI's custom-node loader; its erasure folder is a temporary directory."""
     import folder_paths
+
     import nodes
 
     custom = tmp_path_factory.mktemp("custom_nodes")

@@ -25,8 +25,8 @@ def files(pack, comfy, tmp_path_factory):
     import folder_paths
     from safetensors.torch import save_file
     from test_comfyui_real_format import tiny_qwen3_clip
-    from zerase_core.checkpoint import save_dit
-    from zerase_core.config import DiTConfig
+    from zerase_core.model.checkpoint import save_dit
+    from zerase_core.model.config import DiTConfig
     from zerase_fixtures import randomized_dit
 
     folder = tmp_path_factory.mktemp("diffusion_models")
@@ -51,7 +51,7 @@ def _source(files, name="z_image_tiny.safetensors"):
 
 
 def _noise(seed: int) -> torch.Tensor:
-    from zerase_core.sampling import initial_noise
+    from zerase_core.model.sampling import initial_noise
     return initial_noise((1, 16, SIZE // 8, SIZE // 8), seed)
 
 
@@ -123,9 +123,9 @@ def test_zerase_train_file_applies_in_the_cli_with_the_same_samples(pack, files)
 
 
 def test_a_file_for_another_base_is_refused_by_both_front_ends(pack, files, tmp_path, capsys):
-    from zerase_core.checkpoint import fingerprint
+    from zerase_core.model.checkpoint import fingerprint
     from zerase_core.cli import main
-    from zerase_core.erasure_file import read_erasure
+    from zerase_core.formats.erasure_file import read_erasure
     from zerase_core.real.sources import load_transformer
     path = pack["erasures"] / "cli-van-gogh.safetensors"
     if not path.exists():

@@ -3,13 +3,12 @@ trainer's NextDiTDenoiser, adapters through the PatcherInjection), with meta wei
 from __future__ import annotations
 
 import dataclasses
-
 import sys
 
 import pytest
 from comfy_support import REPO_ROOT
 
-from zerase_core.config import DiTConfig
+from zerase_core.model.config import DiTConfig
 from zerase_core.nano.prompts import training_prompt_set
 
 CONFIG = dataclasses.replace(DiTConfig.turbo(), dim=256, n_heads=2, n_layers=2, n_refiner_layers=1)
@@ -27,8 +26,9 @@ def bridge(comfy):
 
 
 def test_comfyui_step_is_counted_on_comfyuis_nextdit(bridge):
-    from zerase_core.perf_flops import core_path_counts
     from comfy_flops import comfy_path_counts
+
+    from zerase_core.bench.perf_flops import core_path_counts
     prompts = training_prompt_set(["star"])
     core = core_path_counts(CONFIG, SETTINGS, 64, 8, ("cli",), prompts)
     counted = comfy_path_counts(bridge, CONFIG, SETTINGS, 64, 8, prompts)["comfyui"]

@@ -67,8 +67,8 @@ def tiny_gemma_clip():
 def lumina(comfy, pack, tmp_path_factory):
     """(MODEL, CLIP, layout, config) of a tiny random Lumina-2 file in a diffusion_models folder ComfyUI lists."""
     import folder_paths
-    from zerase_core.checkpoint import save_dit
-    from zerase_core.config import DiTConfig
+    from zerase_core.model.checkpoint import save_dit
+    from zerase_core.model.config import DiTConfig
     from zerase_fixtures import randomized_dit
 
     config = DiTConfig.lumina2(dim=256, n_layers=2, n_refiner_layers=1, n_heads=8, n_kv_heads=2,
@@ -147,7 +147,7 @@ def _first_qkv(model, clip) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_train_apply_gates_text_rows_and_compare_runs(pack, lumina, nano_weights):
-    from zerase_core.layout import TokenLayout
+    from zerase_core.model.layout import TokenLayout
     model, clip, _, config = lumina
     with torch.inference_mode():
         erased = pack["nodes"]["ZEraseTrain"].execute(
@@ -156,7 +156,7 @@ def test_train_apply_gates_text_rows_and_compare_runs(pack, lumina, nano_weights
             resolution=32, save_name="lumina-tiny", resume_from="none", preview_every=0).result[0]
         applied = pack["nodes"]["ApplyErasedWeights"].execute(
             model=model, strength=1.0, allow_other_base=False, erasure_file_1="lumina-tiny.safetensors").result[0]
-    from zerase_core.erasure_file import read_erasure
+    from zerase_core.formats.erasure_file import read_erasure
     info, tensors, _ = read_erasure(pack["erasures"] / "lumina-tiny.safetensors")
     assert info.base_config["kind"] == "lumina2" and info.base_config["n_kv_heads"] == 2
     assert tensors["zerase.layers.0.attention.qkv.k.up"].shape == (2 * 32, 4)        # GQA: 2 kv heads of 32
@@ -178,10 +178,10 @@ def test_train_apply_gates_text_rows_and_compare_runs(pack, lumina, nano_weights
 
 
 def test_a_file_for_one_family_is_refused_on_the_other_naming_both_fingerprints(pack, lumina, nano_weights):
-    from zerase_core.adapters import AdapterConfig, AdapterSet
-    from zerase_core.checkpoint import fingerprint
-    from zerase_core.erasure_file import save_erasure
-    from zerase_core.erasure_info import ErasureInfo, adapter_dict
+    from zerase_core.adapters.gated import AdapterConfig, AdapterSet
+    from zerase_core.model.checkpoint import fingerprint
+    from zerase_core.formats.erasure_file import save_erasure
+    from zerase_core.formats.erasure_info import ErasureInfo, adapter_dict
     from zerase_fixtures import TINY_CONFIG, randomized_dit
     lumina_model = lumina[0]
     with torch.inference_mode():
@@ -212,8 +212,8 @@ def test_the_erased_lumina_model_computes_what_the_core_computes(pack, lumina):
     """ApplyErasedWeights on ComfyUI's Lumina2 MODEL and the core's ZImageDiT with the same erasure file attached
     (load_erasure) give the same denoised output for the same CLIP conditioning (fp32, ≤ 1e-5 relative)."""
     import comfy.model_management
-    from zerase_core.checkpoint import load_dit
-    from zerase_core.erasure_file import load_erasure
+    from zerase_core.model.checkpoint import load_dit
+    from zerase_core.formats.erasure_file import load_erasure
     model, clip, _, _ = lumina
     file = pack["erasures"] / "lumina-tiny.safetensors"
     if not file.exists():

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from zerase_core.erase_config import EraseConfig
-from zerase_core.erasure_file import read_erasure
+from zerase_core.engine.erase_config import EraseConfig
+from zerase_core.formats.erasure_file import read_erasure
 
 PROMPT = "a red star on a white background"
 TRAIN_DEFAULTS = dict(concepts="star", keywords="", anchors="", method="zerase", steps=4, learning_rate=1e-3, rank=8,
@@ -36,6 +36,7 @@ def strong(pack, nano):
 
 def generate(model, clip, vae, text=PROMPT, seed=0, steps=20, cfg=3.0):
     import comfy_extras.nodes_sd3 as sd3
+
     import nodes
     with torch.inference_mode():
         positive = nodes.CLIPTextEncode().encode(clip, text)[0]
@@ -59,6 +60,25 @@ def test_pack_registers_four_v3_nodes_with_tooltips(pack):
         missing = [item.id for item in schema.inputs if not item.tooltip]
         assert not missing, f"{node_id} inputs without a tooltip: {missing}"
     assert (pack["path"] / "js").is_dir()
+
+
+def test_train_widgets_are_the_erase_configs_settings(pack):
+    """Every EraseConfig setting with a widget: the node's default, range and tooltip are the setting's."""
+    from zerase_core.engine.settings import described
+    inputs = pack["nodes"]["ZEraseTrain"].INPUT_TYPES()
+    widgets = {**inputs["required"], **inputs.get("optional", {})}
+    checked = []
+    for name, (field, spec) in described(EraseConfig).items():
+        if spec.node is None:
+            continue
+        kind, options = widgets[spec.node]
+        default = 0.0 if name == "epsilon" else field.default          # the widget's 0 is the preset (None)
+        assert kind == {int: "INT", float: "FLOAT"}[spec.kind], name
+        assert (options["default"], options["min"], options["max"]) == (default, spec.minimum, spec.maximum), name
+        assert options["tooltip"] == spec.help, name
+        checked.append(spec.node)
+    assert {"steps", "learning_rate", "rank", "epsilon", "beta", "eta", "sample_steps", "sample_cfg", "batch_size",
+            "pool_prompts", "shuffle_bank"} <= set(checked)
 
 
 def test_stock_nodes_reproduce_the_core_sampler(nano):
@@ -121,7 +141,7 @@ def test_erased_model_from_train_and_apply_are_identical_and_input_is_untouched(
 
 def test_image_rows_of_every_adapted_projection_are_unchanged(pack, nano, strong):
     """Each adapted qkv gives exactly the frozen W·x at image rows (its delta reaches text rows only)."""
-    from zerase_core.layout import TokenLayout
+    from zerase_core.model.layout import TokenLayout
     model, clip, vae = nano
     with torch.inference_mode():
         erased = pack["nodes"]["ApplyErasedWeights"].execute(
@@ -152,10 +172,10 @@ def qkv_rows(model, clip, vae) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
 
 
 def test_other_architectures_are_refused_with_their_name(pack, comfy, strong, tmp_path):
-    import folder_paths
-    from safetensors.torch import save_file
     import comfy.model_patcher
     import comfy.supported_models
+    import folder_paths
+    from safetensors.torch import save_file
     loader = pack["nodes"]["LoadSingleStreamDiT"]
     folder = tmp_path / "diffusion_models"
     folder.mkdir()
@@ -192,7 +212,7 @@ def test_save_name_cannot_leave_the_pack_folder(pack, nano, name):
 def test_erasure_for_another_base_is_refused_unless_allowed(pack, nano, strong):
     from dataclasses import replace
 
-    from zerase_core.erasure_file import save_erasure
+    from zerase_core.formats.erasure_file import save_erasure
     model, _, _ = nano
     info, tensors, _ = read_erasure(pack["erasures"] / "strong.safetensors")
     save_erasure(pack["erasures"] / "other-base.safetensors", tensors, replace(info, base_fingerprint="0123456789abcdef"))

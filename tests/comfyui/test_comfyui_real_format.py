@@ -78,7 +78,8 @@ def test_multi_token_keyword_maps_to_its_token_rows(pack, clip):
 def turbo_width_file(comfy, tmp_path_factory):
     """`zimage-random.safetensors` (bf16, 1 joint layer) in a diffusion_models folder ComfyUI lists, for the module."""
     import folder_paths
-    from zerase_core.checkpoint import save_dit
+
+    from zerase_core.model.checkpoint import save_dit
 
     spec = importlib.util.spec_from_file_location("make_random_zimage", REPO_ROOT / "scripts" / "make_random_zimage.py")
     script = importlib.util.module_from_spec(spec)
@@ -96,6 +97,7 @@ def test_load_single_stream_dit_assigns_the_file_tensors(pack, turbo_width_file,
     """With --bf16-unet ComfyUI keeps the bf16 weights: LoadSingleStreamDiT then builds UNETLoader's MODEL (same
     config, dtypes, ops, weights) but with the file's mmapped tensors as the weights, not a copy of them."""
     import comfy.cli_args
+
     import nodes
     monkeypatch.setattr(comfy.cli_args.args, "bf16_unet", True)
     with torch.inference_mode():
@@ -133,7 +135,7 @@ def _mapped_ranges(path) -> list[tuple[int, int]]:
 @pytest.mark.slow
 def test_random_turbo_width_file_trains_applies_and_samples(pack, clip, turbo_width_file):
     import nodes
-    from zerase_core.layout import TokenLayout
+    from zerase_core.model.layout import TokenLayout
 
     with torch.inference_mode():
         model = nodes.UNETLoader().load_unet("zimage-random.safetensors", "default")[0]
@@ -156,8 +158,9 @@ def test_random_turbo_width_file_trains_applies_and_samples(pack, clip, turbo_wi
 def _first_qkv(model, clip) -> tuple[torch.Tensor, torch.Tensor]:
     """(frozen W·x, actual output) of layers.0.attention.qkv in a one-step 16×16 sample through the stock nodes."""
     import comfy_extras.nodes_sd3 as sd3
-    import nodes
     import torch.nn.functional as F
+
+    import nodes
     found = {}
     qkv = model.model.diffusion_model.layers[0].attention.qkv
 

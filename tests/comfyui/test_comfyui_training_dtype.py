@@ -10,12 +10,16 @@ import pytest
 import torch
 from torch import nn
 
-from zerase_core.adapters import AdapterConfig, AdapterSet
+from zerase_core.adapters.gated import AdapterConfig, AdapterSet
 
 
 @pytest.fixture(scope="module")
 def nano_state(pack, nano_weights):
-    from zerase_core.checkpoint import infer_config, normalize_keys, read_state_dict
+    from zerase_core.model.checkpoint import (
+        infer_config,
+        normalize_keys,
+        read_state_dict,
+    )
     from zerase_core.nano import paths
     state, metadata = read_state_dict(paths.DIT)
     state = normalize_keys(state)

@@ -14,9 +14,9 @@ import pytest
 import torch
 from test_comfyui_real_format import CAPTION_WIDTH, tiny_qwen3_clip
 
-from zerase_core.checkpoint import save_dit
-from zerase_core.config import DiTConfig
-from zerase_core.model import ZImageDiT
+from zerase_core.model.checkpoint import save_dit
+from zerase_core.model.config import DiTConfig
+from zerase_core.model.dit import ZImageDiT
 
 TINY = DiTConfig(dim=256, n_layers=2, n_refiner_layers=1, n_heads=2, cap_feat_dim=CAPTION_WIDTH, ffn_multiple_of=32)
 TRAIN = dict(concepts="a painting by Van Gogh", keywords="Van Gogh", anchors="a painting", method="zerase",
@@ -143,7 +143,7 @@ def test_shuffle_bank_auto_is_a_bank_on_a_gpu_and_per_step_on_a_cpu(pack):
 def _step(pack, model, checkpointing: bool, partial: bool = False):
     """One denoiser forward + backward inside ZEraseTrain's context: (velocity, adapter grads, saved bytes).
     `partial`: half the DiT then unloaded by ComfyUI (its lowvram state: those modules cast their weights per op)."""
-    from zerase_core.adapters import AdapterConfig, AdapterSet
+    from zerase_core.adapters.gated import AdapterConfig, AdapterSet
     bridge = pack["bridge"]
     memory = bridge.MemoryPlan(0, checkpointing, None, 0.0)
     saved = {}
@@ -223,7 +223,7 @@ def test_fp8_files_train_with_bf16_compute_and_keep_fp8_weights(pack, files, nam
 def test_memory_plan_on_a_gpu_checkpoints_caps_the_build_and_reserves_what_the_model_predicts(pack, files):
     """The plan is arithmetic on the MODEL's dtype and device (no GPU needed): a bf16 MODEL whose load device is a
     GPU, planned for Z-Image-Turbo at 512² / 1024², batch 1, rank 8."""
-    from zerase_core import memory_model
+    from zerase_core.bench import memory_model
     bridge = pack["bridge"]
     model = bridge.build_zimage_patcher(TINY, _tiny_dit().state_dict(), nano=False, dtype=torch.bfloat16)
     assert bridge.plan(model, TINY, 64, 1, 8).checkpointing is False       # on the CPU: results as the CLI's

@@ -16,7 +16,7 @@ import pytest
 import torch
 from comfy_support import REPO_ROOT
 
-from zerase_core.erasure_file import read_erasure
+from zerase_core.formats.erasure_file import read_erasure
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 from workflow_sources import NANO_DEMO, WORKFLOWS  # noqa: E402

@@ -2,7 +2,7 @@
 
 Runs (or resumes) the nano benchmark and prints its markdown tables. `--quick` is zerase, esd and naive-esd on one
 shape with one seed, strength 1 (no held-out strength search) and smaller prompt sets: a ≤ 10 min smoke run, not
-the table of record. `--perf` hands over to `zerase_core.perf` when that module is installed.
+the table of record. `--perf` hands over to `zerase_core.bench.perf` when that module is installed.
 """
 from __future__ import annotations
 
@@ -13,14 +13,29 @@ from pathlib import Path
 
 import torch
 
-from .benchmark import (ALL_CONCEPTS, FULL_CONCEPTS, FULL_METHODS, FULL_SEEDS, METHODS, QUICK_CONCEPTS, QUICK_METHODS, QUICK_SEEDS,
-                        BenchPlan, run_benchmark)
+from .benchmark import (
+    ALL_CONCEPTS,
+    FULL_CONCEPTS,
+    FULL_METHODS,
+    FULL_SEEDS,
+    METHODS,
+    QUICK_CONCEPTS,
+    QUICK_METHODS,
+    QUICK_SEEDS,
+    BenchPlan,
+    run_benchmark,
+)
 from .concept_sets import SetSizes
-from .protocol import PROBES
 from .judges import NANO_JUDGES
 from .plot import Panel, line_chart
-from .protocol import EvaluationSettings
-from .tables import method_concept_table, method_table, sweep_series, sweep_table, targets_table
+from .protocol import PROBES, EvaluationSettings
+from .tables import (
+    method_concept_table,
+    method_table,
+    sweep_series,
+    sweep_table,
+    targets_table,
+)
 
 SWEEPS = {"epsilon": (0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0), "beta": (0.01, 0.05, 0.1, 0.5, 1.0)}
 QUICK_SIZES = SetSizes(erase=16, keep=32, probe=16)
@@ -71,13 +86,13 @@ def command_bench(args) -> None:
     if getattr(args, "flops", False):
         if args.perf_missing:
             raise ValueError(f"bench --flops is unavailable: {args.perf_missing}")
-        from ..perf_flops import run_flops
+        from ..bench.perf_flops import run_flops
         run_flops(args)
         return
     if args.perf:
         if args.perf_missing:
             raise ValueError(f"bench --perf is unavailable: {args.perf_missing}")
-        from ..perf import run_perf
+        from ..bench.perf import run_perf
         run_perf(args)
         return
     if args.plot is not None and not args.sweep:
@@ -101,19 +116,19 @@ def command_bench(args) -> None:
 
 
 def _add_perf_arguments(parser: argparse.ArgumentParser) -> str | None:
-    """Let zerase_core.perf declare its options first; returns why it is unavailable, or None."""
+    """Let zerase_core.bench.perf declare its options first; returns why it is unavailable, or None."""
     if importlib.util.find_spec(f"{__package__.rsplit('.', 1)[0]}.perf") is None:
-        return "zerase_core.perf is not installed"
+        return "zerase_core.bench.perf is not installed"
     try:
-        from ..perf import add_perf_arguments
+        from ..bench.perf import add_perf_arguments
     except ImportError as error:          # a broken perf module must not take the other commands down with it
-        return f"zerase_core.perf failed to import: {error}"
+        return f"zerase_core.bench.perf failed to import: {error}"
     add_perf_arguments(parser)
     return None
 
 
 def _add(parser: argparse.ArgumentParser, *flags: str, **options) -> None:
-    """Add an option unless zerase_core.perf already declared it (--json, --threads: same meaning in both modes)."""
+    """Add an option unless zerase_core.bench.perf already declared it (--json, --threads: same meaning in both modes)."""
     try:
         parser.add_argument(*flags, **options)
     except argparse.ArgumentError:
@@ -123,7 +138,7 @@ def _add(parser: argparse.ArgumentParser, *flags: str, **options) -> None:
 def add_bench_command(commands) -> argparse.ArgumentParser:
     parser = commands.add_parser("bench", help="nano benchmark: methods × concepts × seeds (resumable), ε/β sweep")
     perf_missing = _add_perf_arguments(parser)
-    _add(parser, "--perf", action="store_true", help="timing benchmark of the engine (zerase_core.perf)")
+    _add(parser, "--perf", action="store_true", help="timing benchmark of the engine (zerase_core.bench.perf)")
     parser.add_argument("--quick", action="store_true", help="zerase, esd, naive-esd × 1 shape × 1 seed (≤ 10 min)")
     _add(parser, "--json", help="state/result file (default runs/bench.json, runs/bench-quick.json, runs/bench-sweep.json)")
     parser.add_argument("--workdir", type=Path, help="erasure files (default: <json stem>-files next to the JSON)")

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..erase_config import EraseConfig
-from ..files import atomic_write_json
-from ..trainer import TrainingDiverged
+from ..common.files import atomic_write_json
+from ..engine.erase_config import EraseConfig
+from ..engine.trainer import TrainingDiverged
 from .judges import named_nano_judge
 from .protocol import EvaluationSettings, Reference, base_reference, measure_against
 from .rendering import NanoRenderer, erasure_applied
@@ -134,7 +134,7 @@ def load_state(path: Path, plan: BenchPlan) -> dict:
 def _trained_file(world, plan: BenchPlan, cell: Cell, path: Path, on_event: EventFn):
     """Train (or resume, or reuse) the cell's erasure file; returns (info, wall seconds spent here or None,
     the divergence message or None)."""
-    from ..erasure_file import read_erasure
+    from ..formats.erasure_file import read_erasure
     from ..nano.erasure_runs import erase, erase_uce
     resume = None
     if path.exists():

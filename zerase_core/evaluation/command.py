@@ -16,11 +16,16 @@ from pathlib import Path
 
 import torch
 
-from ..files import atomic_write_json
+from ..common.files import atomic_write_json
 from .concept_sets import SetSizes
-from .protocol import PROBES
 from .judges import NANO_JUDGES, named_nano_judge
-from .protocol import EvaluationSettings, base_reference, measure_against, report
+from .protocol import (
+    PROBES,
+    EvaluationSettings,
+    base_reference,
+    measure_against,
+    report,
+)
 from .rendering import NanoRenderer, SamplingSettings, erasure_applied
 
 ROWS = (("acc_e", "Acc_e (erased concept detected, lower is better)"),
@@ -62,7 +67,7 @@ def format_table(result: dict) -> str:
 def evaluate_file(world, path: Path, strength: float | None, settings: EvaluationSettings, judge=None,
                   allow_other_base: bool = False) -> dict:
     """Base references for the file's concepts, then the same measurements with the erasure attached."""
-    from ..erasure_file import read_erasure
+    from ..formats.erasure_file import read_erasure
     from .judges import nano_judge
     started = time.monotonic()
     judge = judge or nano_judge(world.evaluator)
@@ -111,7 +116,7 @@ def command_evaluate(args) -> None:
 
 
 def _evaluate_real(args, source) -> None:
-    from ..progress import PhaseBars
+    from ..common.progress import PhaseBars
     from ..real.evaluate import ClipJudge, evaluate_real, nudenet_detector
     from ..real.run import REAL_PHASES, device_of
     from ..real.world import TURBO

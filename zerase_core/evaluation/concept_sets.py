@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 import numpy
 
+from ..common.prompts import shuffle_words
 from ..nano.phrasings import fill, phrasings, stated
 from ..nano.prompts import attribute_of, combinations, evaluation_sets
 from ..nano.vocab import ATTRIBUTES, TEMPLATES
-from ..prompts import shuffle_words
 
 Item = tuple[str, dict[str, str]]
 

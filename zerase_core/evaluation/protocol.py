@@ -18,9 +18,24 @@ import torch
 from ..nano.scoring import EVALUATION_SEED
 from .concept_sets import ConceptSets, SetSizes, concept_sets
 from .judges import Judge
-from .metrics import (attribute_accuracy, blank_rate, content_score, detection_rate, frechet_distance,
-                      high_frequency_energy, no_object_rate, stated_accuracy)
-from .probes import CALIBRATION_TARGET, DEFAULT_STRENGTHS, Calibration, attack_rate, calibrate, concept_vector
+from .metrics import (
+    attribute_accuracy,
+    blank_rate,
+    content_score,
+    detection_rate,
+    frechet_distance,
+    high_frequency_energy,
+    no_object_rate,
+    stated_accuracy,
+)
+from .probes import (
+    CALIBRATION_TARGET,
+    DEFAULT_STRENGTHS,
+    Calibration,
+    attack_rate,
+    calibrate,
+    concept_vector,
+)
 from .rendering import Renderer, SamplingSettings
 
 PROBES = ("synonym", "shuffle", "vector")

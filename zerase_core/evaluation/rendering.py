@@ -15,10 +15,16 @@ from typing import Protocol
 
 import torch
 
-from ..closed_form import keyword_suppression
+from ..adapters.closed_form import keyword_suppression
+from ..model.sampling import euler_sample, guided_velocity, shifted_sigmas
 from ..nano.prompts import NanoConditioner
-from ..nano.world import DEFAULT_CFG, DEFAULT_STEPS, IMAGE_SIZE, NanoWorld, check_image_size
-from ..sampling import euler_sample, shifted_sigmas
+from ..nano.world import (
+    DEFAULT_CFG,
+    DEFAULT_STEPS,
+    IMAGE_SIZE,
+    NanoWorld,
+    check_image_size,
+)
 
 
 class Renderer(Protocol):
@@ -80,13 +86,8 @@ class NanoRenderer:
         empty, empty_lengths = self.encode([""] * len(prompts))
         suppress = self._suppression(prompts)
 
-        def velocity(x, sigma):
-            conditional = world.dit(x, sigma, context, lengths, suppress_keys=suppress).float()
-            if sampling.cfg == 1.0:
-                return conditional
-            unconditional = world.dit(x, sigma, empty, empty_lengths).float()
-            return unconditional + sampling.cfg * (conditional - unconditional)
-
+        velocity = guided_velocity(world.dit, context, lengths, sampling.cfg, empty, empty_lengths,
+                                   suppress_keys=suppress)
         noise = world.noise(seeds, sampling.size)
         latents = euler_sample(velocity, noise, shifted_sigmas(sampling.steps, world.dit.config.shift))
         return world.codec.decode(latents)

@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from zerase_core.dataclass_dicts import config_from_dict
+from ..common.dataclass_dicts import config_from_dict
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_CODEC_PATH = WEIGHTS_DIR / "codec.safetensors"

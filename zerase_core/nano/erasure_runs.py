@@ -6,17 +6,23 @@ to the same result as an uninterrupted run with the same seed.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
-from ..checkpoint import fingerprint
-from ..closed_form import uce_text
-from ..erase_config import EraseConfig
-from ..erasure_file import UCE_DELTA_KEY, ErasureFileError, ErasureInfo, adapter_dict, read_erasure, save_erasure
-from ..progress import PhaseCounter, Progress
-from ..prompts import PromptSet
-from ..trainer import EraseTrainer
+from ..common.progress import PhaseCounter, Progress
+from ..common.prompts import PromptSet
+from ..engine.erase_config import EraseConfig
+from ..engine.methods import method as method_named
+from ..engine.run import ResumeState, read_partial, run_erasure
+from ..formats.erasure_file import (
+    UCE_DELTA_KEY,
+    ErasureFileError,
+    ErasureInfo,
+    read_erasure,
+    save_erasure,
+)
+from ..model.checkpoint import fingerprint
 from .prompts import NanoConditioner, attribute_of, concept_words, training_prompt_set
 from .scoring import recommend_strength
 from .world import NanoWorld
@@ -39,98 +45,65 @@ def prompt_set(concepts: list[str], anchors: list[str] | None, seed: int) -> Pro
     return generated if not anchors else replace(generated, anchors=tuple(anchors))
 
 
-def _info(world: NanoWorld, trainer: EraseTrainer, concepts, prompts: PromptSet, config: EraseConfig,
-          strength: float, partial: bool, extra_summary=None) -> ErasureInfo:
-    return ErasureInfo(
-        method=config.method, concepts=tuple(concepts), keywords=prompts.keywords, anchors=prompts.anchors[:8],
-        adapter=adapter_dict(trainer.adapters.config), base_fingerprint=fingerprint(world.dit),
-        base_config=world.dit.config.to_dict(), recommended_strength=strength, steps_done=trainer.step,
-        steps_total=config.steps, seed=config.seed, partial=partial,
-        summary={**trainer.summary(), **(extra_summary or {})},
-        training={"config": config.to_dict(), "anchors": list(prompts.anchors), "state": trainer.state_metadata()},
-    )
-
-
 def read_resume(path: Path):
     """(info, adapter tensors, resume state) of a partial erasure file; ErasureFileError for any other file."""
-    info, adapter_tensors, state_tensors = read_erasure(path)
-    if not info.partial:
-        raise ErasureFileError(f"{path} is a finished erasure ({info.steps_done}/{info.steps_total} steps); "
-                               "only partial files (interrupted runs) can be resumed")
-    if "config" not in info.training or "state" not in info.training:
-        raise ErasureFileError(f"{path} has no resume state")
-    return info, adapter_tensors, state_tensors
+    return read_partial(path)
 
 
 def erase(world: NanoWorld, concepts: list[str], config: EraseConfig, out: Path, anchors: list[str] | None = None,
           resume: Path | None = None, on_step: Callable | None = None, choose_strength: bool = True,
           progress: Progress | None = None, parallel=None, checkpoint_every: int = 0) -> Path:
-    """Train `config.method` on the nano DiT and write the erasure file to `out`. `progress(phase, done, total)`
-    follows every phase: x_t pool, teacher cache (shuffle bank), train, strength search.
+    """Train `config.method` on the nano DiT and write the erasure file to `out` (`engine.run.run_erasure`).
+    `progress(phase, done, total)` follows every phase: x_t pool, teacher cache (shuffle bank), train, strength
+    search.
 
     `parallel` (distributed.DataParallel) splits each step's batch across processes; only its rank 0 writes files
     and chooses the strength. `checkpoint_every` > 0 saves a partial file every that many steps, so a killed process
     loses at most that many steps (`resume=` continues from it).
     """
-    writes = parallel is None or parallel.rank == 0
-    resume_info = None
+    state = None
     if resume is not None:
-        resume_info, adapter_tensors, state_tensors = read_resume(resume)
-        config = EraseConfig.from_dict(resume_info.training["config"])
-        concepts, anchors = list(resume_info.concepts), resume_info.training["anchors"]
+        info, adapter_tensors, state_tensors = read_resume(resume)
+        config = EraseConfig.from_dict(info.training["config"])
+        concepts, anchors = list(info.concepts), info.training["anchors"]
     concepts = concept_words(concepts)
     if config.concept_kind == "object" and resume is None:
         config = config.with_kind(concept_kind(concepts))     # the kind's ε and slices presets (colours: Q+K+V)
     prompts = prompt_set(concepts, anchors, config.seed)
-    conditioner = NanoConditioner(world.text_encoder)
-    trainer = EraseTrainer(world.dit, conditioner, prompts, config, in_channels=world.dit.config.in_channels,
-                           shift=world.dit.config.shift, progress=progress, parallel=parallel)
+    if resume is not None:
+        state = ResumeState(config, prompts, tuple(concepts), adapter_tensors, state_tensors, info.training["state"])
+    training = _TrainPhase(progress, on_step)
 
-    def save_partial():
-        if writes:
-            save_erasure(out, trainer.adapters, _info(world, trainer, concepts, prompts, config, 1.0, True),
-                         extra_tensors=trainer.state_tensors())
+    def strength_search(edit):
+        return recommend_strength(world, edit, concepts, progress=progress)
 
-    def step_done(step, total, metrics):
-        if checkpoint_every and step % checkpoint_every == 0 and step < total:
-            save_partial()
-        if on_step is not None:
-            on_step(step, total, metrics)
-    try:
-        if resume_info is not None:
-            trainer.restore(adapter_tensors, state_tensors, resume_info.training["state"])
-        started = time.monotonic()
-        try:
-            trainer.run(_reporting(step_done if checkpoint_every or on_step is not None else None, progress,
-                                   trainer.step, config.steps))
-        except BaseException:
-            save_partial()
-            raise
-        train_seconds = time.monotonic() - started
-        strength, table = (1.0, [])
-        if choose_strength and writes:
-            strength, table = recommend_strength(world, trainer.adapters, concepts, progress=progress)
-        summary = {"train_seconds": train_seconds, "strength_table": table}
-        if not writes:
-            return out
-        return save_erasure(out, trainer.adapters, _info(world, trainer, concepts, prompts, config, strength, False, summary))
-    finally:
-        trainer.adapters.detach()
+    run_erasure(world.dit, NanoConditioner(world.text_encoder), prompts, config, out=out,
+                base_config=world.dit.config.to_dict(), concepts=concepts, in_channels=world.dit.config.in_channels,
+                shift=world.dit.config.shift, resume=state, on_step=training.on_step(), on_ready=training.ready,
+                progress=progress, parallel=parallel, checkpoint_every=checkpoint_every,
+                choose_strength=strength_search if choose_strength else None)
+    return out
 
 
-def _reporting(on_step: Callable | None, progress: Progress | None, done: int, total: int) -> Callable | None:
-    """`on_step` that also reports the "train" phase to `progress`."""
-    if progress is None:
-        return on_step
-    counter = PhaseCounter(progress, "train", total)
-    counter.advance(done)
+class _TrainPhase:
+    """Reports the "train" phase to `progress` (from the step a run starts at) and passes each step to `on_step`."""
 
-    def report(step: int, steps: int, metrics: dict) -> None:
-        counter.advance(step - counter.done)
-        if on_step is not None:
-            on_step(step, steps, metrics)
+    def __init__(self, progress: Progress | None, on_step: Callable | None):
+        self.progress, self.user_step, self.counter = progress, on_step, None
 
-    return report
+    def ready(self, trainer) -> None:
+        if self.progress is not None:
+            self.counter = PhaseCounter(self.progress, "train", trainer.config.steps)
+            self.counter.advance(trainer.step)
+
+    def on_step(self) -> Callable | None:
+        return self.report if self.progress is not None or self.user_step is not None else None
+
+    def report(self, step: int, steps: int, metrics: dict) -> None:
+        if self.counter is not None:
+            self.counter.advance(step - self.counter.done)
+        if self.user_step is not None:
+            self.user_step(step, steps, metrics)
 
 
 def erase_uce(world: NanoWorld, concepts: list[str], out: Path, anchors: list[str] | None = None, seed: int = 0,
@@ -139,7 +112,7 @@ def erase_uce(world: NanoWorld, concepts: list[str], out: Path, anchors: list[st
     concepts = concept_words(concepts)
     prompts = prompt_set(concepts, anchors, seed)
     started = time.monotonic()
-    delta = uce_text(world.dit, NanoConditioner(world.text_encoder), prompts)
+    delta = method_named("uce-text").solve(world.dit, NanoConditioner(world.text_encoder), prompts)
     solve_seconds = time.monotonic() - started
     delta.attach(world.dit)
     try:
@@ -161,8 +134,8 @@ def attach_file(world: NanoWorld, path: Path, strength: float | None = None, all
 
     A partial file (an interrupted run) is refused unless `allow_partial`, as ApplyErasedWeights refuses it.
     """
-    from ..closed_form import UCE_TARGET, WeightDelta
-    from ..erasure_file import load_erasure
+    from ..adapters.closed_form import UCE_TARGET, WeightDelta
+    from ..formats.erasure_file import load_erasure
     info, tensors, _ = read_erasure(path)
     if info.partial and not allow_partial:
         raise ErasureFileError(f"{path} is a partial erasure ({info.steps_done}/{info.steps_total} steps); finish it "

@@ -15,10 +15,10 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from zerase_core.dataclass_dicts import config_from_dict
-from zerase_core.nano.codec import WEIGHTS_DIR, load_module_file, save_module
-from zerase_core.nano.render import NONE
-from zerase_core.nano.vocab import ATTRIBUTES
+from ..common.dataclass_dicts import config_from_dict
+from .codec import WEIGHTS_DIR, load_module_file, save_module
+from .render import NONE
+from .vocab import ATTRIBUTES
 
 DEFAULT_EVALUATOR_PATH = WEIGHTS_DIR / "evaluator.safetensors"
 # Class names per head: vocabulary order, `none` last.

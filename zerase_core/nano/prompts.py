@@ -6,7 +6,7 @@ import itertools
 import numpy
 import torch
 
-from ..prompts import PromptSet
+from ..common.prompts import PromptSet
 from .phrasings import fill, phrasings
 from .text_encoder import NanoTextEncoder
 from .vocab import ATTRIBUTES, TEMPLATES, VOCABULARY

@@ -14,8 +14,8 @@ from collections import defaultdict
 import numpy
 import torch
 
-from ..evaluate import verdicts
 from .render import random_scene, render_batch
+from .verdicts import verdicts
 from .vocab import ATTRIBUTES, TEMPLATES
 from .world import NanoWorld
 
@@ -87,7 +87,7 @@ def main(argv=None) -> None:
     _print_values("nano DiT samples (synonym words)", report["synonyms"], count)
     print(f"\n({time.monotonic() - started:.0f} s)")
     if args.json:
-        from ..files import atomic_write_json
+        from ..common.files import atomic_write_json
         atomic_write_json(report, args.json)
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy
 import torch
 
-from zerase_core.nano.vocab import ATTRIBUTES, BACKGROUNDS, COLOURS, PATTERNS, SHAPES
+from .vocab import ATTRIBUTES, BACKGROUNDS, COLOURS, PATTERNS, SHAPES
 
 SUPERSAMPLE = 3
 EXTENT_RANGE = (0.5, 0.8)  # shape extent as a fraction of the image side

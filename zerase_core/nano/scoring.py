@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..evaluate import verdicts
-from ..progress import PhaseCounter, Progress
+from ..common.progress import PhaseCounter, Progress
 from .prompts import attribute_of, evaluation_sets
+from .verdicts import verdicts
 from .vocab import ATTRIBUTES, TEMPLATES
 from .world import NanoWorld
 

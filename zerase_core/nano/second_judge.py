@@ -16,9 +16,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from zerase_core.dataclass_dicts import config_from_dict
-from zerase_core.nano.codec import WEIGHTS_DIR, load_module_file, save_module
-from zerase_core.nano.evaluator import CLASSES
+from ..common.dataclass_dicts import config_from_dict
+from .codec import WEIGHTS_DIR, load_module_file, save_module
+from .evaluator import CLASSES
 
 DEFAULT_JUDGE2_PATH = WEIGHTS_DIR / "judge2.safetensors"
 KIND = "nano-judge2"

@@ -72,7 +72,7 @@ class NanoTextEncoder(nn.Module):
         return self(ids), lengths
 
     def save(self, path: str | Path) -> None:
-        from ..files import atomic_save_safetensors
+        from ..common.files import atomic_save_safetensors
         state = {name: tensor.detach().contiguous() for name, tensor in self.state_dict().items()}
         atomic_save_safetensors(state, path, {METADATA_KEY: json.dumps(asdict(self.config))})
 

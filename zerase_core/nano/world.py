@@ -7,9 +7,14 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import load_dit
-from ..model import ZImageDiT
-from ..sampling import euler_sample, guided_velocity, initial_noise, shifted_sigmas
+from ..model.checkpoint import load_dit
+from ..model.dit import ZImageDiT
+from ..model.sampling import (
+    euler_sample,
+    guided_velocity,
+    initial_noise,
+    shifted_sigmas,
+)
 from . import paths
 from .codec import LatentCodec
 from .evaluator import Evaluator

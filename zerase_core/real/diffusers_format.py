@@ -15,8 +15,8 @@ from collections.abc import Mapping
 
 import torch
 
-from ..checkpoint_keys import CheckpointError
-from ..config import DiTConfig
+from ..model.checkpoint_keys import CheckpointError
+from ..model.config import DiTConfig
 
 DIFFUSERS_QK_NORM_EPS = 1e-5
 DIFFUSERS_TIME_HIDDEN = 1024

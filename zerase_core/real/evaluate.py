@@ -23,10 +23,10 @@ from pathlib import Path
 
 import torch
 
-from ..erasure_file import read_erasure
+from ..formats.erasure_file import read_erasure
 from ..evaluation.metrics import frechet_distance, high_frequency_energy
 from ..evaluation.protocol import METRIC_KEYS
-from ..progress import PhaseCounter, Progress
+from ..common.progress import PhaseCounter, Progress
 from .run import ERASE_TEMPLATES, _on_device, _Steps, _without, decode_latents, encode_all
 from .sources import ModelSource, load_transformer
 from .world import RealWorld

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint_keys import CheckpointError
+from ..model.checkpoint_keys import CheckpointError
 from .mapped import mapped_safetensors
 from .text_encoder import QwenConditioner, _transformers
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import fingerprint
-from ..erasure_file import ErasureFileError, read_erasure
+from ..model.checkpoint import fingerprint
+from ..formats.erasure_file import ErasureFileError, read_erasure
 from .sources import ModelSource, load_transformer
 from .world import parts
 

@@ -19,13 +19,14 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import fingerprint
-from ..erase_config import EraseConfig
-from ..erasure_file import ErasureInfo, adapter_dict, read_erasure, save_erasure
-from ..progress import PhaseCounter, Progress
-from ..prompts import PromptSet
-from ..shuffle_bank import PreparedConditioner, ShuffleBank
-from ..trainer import SHUFFLING_METHODS, EraseTrainer
+from ..model.checkpoint import fingerprint
+from ..engine.erase_config import EraseConfig
+from ..formats.erasure_file import ErasureInfo, adapter_dict, read_erasure, save_erasure
+from ..common.progress import PhaseCounter, Progress
+from ..common.prompts import PromptSet
+from ..engine.shuffle_bank import PreparedConditioner, ShuffleBank
+from ..engine.methods import shuffles
+from ..engine.trainer import EraseTrainer
 from .options import add_model_arguments, check_base, device_of, real_source  # noqa: F401 (the CLI's)
 from .sources import ModelSource, load_transformer
 from .world import TURBO, RealWorld, conditioner, load_vae_of
@@ -41,7 +42,7 @@ def _on_device(dit, device: torch.device):
     in and float32 velocities back (the x_t pool and teacher cache stay in CPU memory, as in docs/gpu-h200)."""
     if device.type == "cpu":
         return dit, None
-    from ..perf_steps import DeviceDenoiser
+    from ..bench.perf_steps import DeviceDenoiser
     dit = dit.to(device)
     return dit, DeviceDenoiser(dit, device)
 
@@ -107,7 +108,7 @@ def real_prompt_set(concepts: list[str], prompts: list[str] | None, anchors: lis
 def training_prompts(prompts: PromptSet, config: EraseConfig) -> list[str]:
     """Every prompt the trainer encodes: erase, anchors, mapped, empty, and the bank's word orders."""
     needed = [*prompts.erase, *prompts.anchors, *prompts.targets, *prompts.preserve, ""]
-    if config.shuffle_bank and config.method in SHUFFLING_METHODS:
+    if config.shuffle_bank and shuffles(config.method):
         needed += ShuffleBank(prompts, prompts.erase, config.shuffle_bank, config.seed).prompts()
     return needed
 
@@ -116,7 +117,7 @@ def prepare_config(config: EraseConfig, resolution: int) -> EraseConfig:
     if resolution % 16 or resolution < 16:
         raise ValueError(f"--resolution {resolution} must be a multiple of 16 (latent = resolution/8, patch 2),"
                          f" e.g. 512")
-    if config.method in SHUFFLING_METHODS and not config.shuffle_bank:
+    if shuffles(config.method) and not config.shuffle_bank:
         config = replace(config, shuffle_bank=DEFAULT_BANK)       # no text encoder during training
     return replace(config, latent_size=(resolution // 8, resolution // 8))
 

@@ -13,9 +13,14 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import load_dit
-from ..checkpoint_keys import CheckpointError, UnsupportedModelError, detect_architecture, strip_prefix
-from ..model import ZImageDiT
+from ..model.checkpoint import load_dit
+from ..model.checkpoint_keys import (
+    CheckpointError,
+    UnsupportedModelError,
+    detect_architecture,
+    strip_prefix,
+)
+from ..model.dit import ZImageDiT
 from .diffusers_format import config_from_diffusers
 from .lumina import lumina_config_from_diffusers
 from .mapped import mapped_safetensors, read_header

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint_keys import CheckpointError
+from ..model.checkpoint_keys import CheckpointError
 from .mapped import mapped_safetensors
 
 COMFY_TEMPLATE = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"

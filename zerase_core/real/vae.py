@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint_keys import CheckpointError
+from ..model.checkpoint_keys import CheckpointError
 from .mapped import mapped_safetensors
 
 # Z-Image's (= Flux's) VAE: 16 latent channels, 8x down-sampling, no quant convs

@@ -12,8 +12,13 @@ from pathlib import Path
 
 import torch
 
-from ..model import ZImageDiT
-from ..sampling import euler_sample, guided_velocity, initial_noise, shifted_sigmas
+from ..model.dit import ZImageDiT
+from ..model.sampling import (
+    euler_sample,
+    guided_velocity,
+    initial_noise,
+    shifted_sigmas,
+)
 from .sources import ModelSource, find_model
 from .text_encoder import COMFY_TEMPLATE, QwenConditioner, load_qwen3, load_tokenizer
 from .vae import decode, load_vae

@@ -18,10 +18,17 @@ import time
 import numpy
 import torch
 
-from zerase_core.nano.codec import DEFAULT_CODEC_PATH, LatentCodec
-from zerase_core.nano.render import render_mixed
-from zerase_core.nano.training import (LoopSettings, TrainingState, add_common_arguments, add_threads_argument, run_loop,
-                                       seed_torch, start_training)
+from ..codec import DEFAULT_CODEC_PATH, LatentCodec
+from ..render import render_mixed
+from . import (
+    LoopSettings,
+    TrainingState,
+    add_common_arguments,
+    add_threads_argument,
+    run_loop,
+    seed_torch,
+    start_training,
+)
 
 BATCH = 32
 IMAGE_SIZE = 64

@@ -19,16 +19,22 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from zerase_core.config import DiTConfig
-from zerase_core.files import atomic_save_safetensors
-from zerase_core.model import ZImageDiT
-from zerase_core.nano import paths
-from zerase_core.nano.codec import LatentCodec
-from zerase_core.nano.render import random_scene, render_batch
-from zerase_core.nano.text_encoder import NanoTextEncoder, TextEncoderConfig
-from zerase_core.nano.training import (LoopSettings, TrainingState, add_common_arguments, run_loop, seed_torch,
-                                       start_training)
-from zerase_core.nano.vocab import ATTRIBUTES, TEMPLATES, caption
+from ...common.files import atomic_save_safetensors
+from ...model.config import DiTConfig
+from ...model.dit import ZImageDiT
+from .. import paths
+from ..codec import LatentCodec
+from ..render import random_scene, render_batch
+from ..text_encoder import NanoTextEncoder, TextEncoderConfig
+from ..vocab import ATTRIBUTES, TEMPLATES, caption
+from . import (
+    LoopSettings,
+    TrainingState,
+    add_common_arguments,
+    run_loop,
+    seed_torch,
+    start_training,
+)
 
 NANO_CONFIG = DiTConfig(
     dim=256, n_layers=4, n_refiner_layers=1, n_heads=8, cap_feat_dim=128,
@@ -136,7 +142,7 @@ def batch_loss(pair: NanoPair, data: dict[str, torch.Tensor], state: TrainingSta
 
 
 def export(pair: NanoPair, dit_path: Path, text_path: Path) -> None:
-    from zerase_core.checkpoint import save_dit
+    from ...model.checkpoint import save_dit
     save_dit(pair.ema_dit, dit_path, dtype=torch.bfloat16)
     pair.ema_text.save(text_path)
     print(f"exported {dit_path} and {text_path}", flush=True)

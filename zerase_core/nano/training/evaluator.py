@@ -15,11 +15,18 @@ from pathlib import Path
 import numpy
 import torch
 
-from zerase_core.nano.codec import DEFAULT_CODEC_PATH, LatentCodec
-from zerase_core.nano.evaluator import CLASSES, DEFAULT_EVALUATOR_PATH, Evaluator, class_index
-from zerase_core.nano.render import SHAPES, random_scene, render_batch, render_mixed
-from zerase_core.nano.training import (LoopSettings, TrainingState, add_common_arguments, add_threads_argument, run_loop,
-                                       seed_torch, start_training)
+from ..codec import DEFAULT_CODEC_PATH, LatentCodec
+from ..evaluator import CLASSES, DEFAULT_EVALUATOR_PATH, Evaluator, class_index
+from ..render import SHAPES, random_scene, render_batch, render_mixed
+from . import (
+    LoopSettings,
+    TrainingState,
+    add_common_arguments,
+    add_threads_argument,
+    run_loop,
+    seed_torch,
+    start_training,
+)
 
 BATCH = 64
 IMAGE_SIZE = 64

@@ -17,13 +17,20 @@ from pathlib import Path
 
 import torch
 
-from zerase_core.nano.codec import DEFAULT_CODEC_PATH, LatentCodec
-from zerase_core.nano.evaluator import CLASSES
-from zerase_core.nano.render import render_mixed
-from zerase_core.nano.second_judge import DEFAULT_JUDGE2_PATH, SecondJudge
-from zerase_core.nano.training import (LoopSettings, TrainingState, add_common_arguments, add_threads_argument, run_loop,
-                                       seed_torch, start_training)
-from zerase_core.nano.training.evaluator import held_out_accuracy, label_tensor, reconstruct
+from ..codec import DEFAULT_CODEC_PATH, LatentCodec
+from ..evaluator import CLASSES
+from ..render import render_mixed
+from ..second_judge import DEFAULT_JUDGE2_PATH, SecondJudge
+from . import (
+    LoopSettings,
+    TrainingState,
+    add_common_arguments,
+    add_threads_argument,
+    run_loop,
+    seed_torch,
+    start_training,
+)
+from .evaluator import held_out_accuracy, label_tensor, reconstruct
 
 BATCH = 48
 NONE_FRACTION = 1 / 5

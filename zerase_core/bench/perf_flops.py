@@ -1,0 +1,313 @@
+"""`python -m zerase_core bench --flops`: the work of one training step, counted, per stage and per path (issue 16).
+
+Every count drives the real engine: `EraseTrainer` builds its x_t pool and teacher cache and runs `train_step()`
+on a real `ZImageDiT` (or ComfyUI's NextDiT), whose weights and activations are meta tensors (`MetaTensors`): shapes
+only, no memory, so the full Z-Image-Turbo config counts on any CPU. `torch.utils.flop_counter.FlopCounterMode`
+counts the matmul and attention FLOPs of every op the step dispatches (forward, checkpoint recomputation, backward);
+elementwise work (norms, activations, AdamW) is not counted, nor is the text encoder.
+
+Paths:
+  cli      the core model is the denoiser (`python -m zerase_core erase`): kept refiner segments, probe prefix
+  device   the same model through `perf_steps.DeviceDenoiser` (`bench --perf --device cuda`)
+  comfyui  ComfyUI's NextDiT through `nodes/comfy_bridge` (ZEraseTrain); needs ComfyUI (COMFYUI_PATH and its python)
+
+Stages (`FLOP_STAGES`): student_forward (the erase-prompt forward with attention capture; under a fused forward all
+three stacked forwards), preserve (the ∅ and anchor forwards of L_pr when they run separately), backward (all of
+it, checkpoint recomputation included), probe (the λ probe after the step), teacher (teacher velocities: cache
+reads), sampling, optimizer, other. A count is in forward-equivalents: FLOPs ÷ the frozen forward of the core model
+at the same size with batch 1. The first step (which runs the probe twice and fills one-time caches) is not counted.
+"""
+from __future__ import annotations
+
+import sys
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch.utils import flop_counter
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves, tree_map_only
+from torch.utils.flop_counter import FlopCounterMode
+
+from ..engine.erase_config import EraseConfig
+from ..model.dit import ZImageDiT
+from .perf_steps import BenchTrainer, DeviceDenoiser, StageClock, SyntheticConditioner
+
+META = torch.device("meta")
+PATHS = ("cli", "device", "comfyui")
+FLOP_STAGES = ("student_forward", "preserve", "backward", "probe", "teacher", "sampling", "optimizer", "other")
+DEFAULT_SIZES = {"turbo": (512, 1024), "nano": (64,)}
+
+
+class MetaTensors(TorchDispatchMode):
+    """Shapes only: an op that touches a meta tensor runs on meta copies of all its tensors (so CPU inputs such as
+    noise, sigmas and captions meet meta weights), and a meta result stays meta even when moved to the CPU. A value
+    read from a meta tensor (`.item()`, `bool()`) is 1 / True: losses count as finite, so the step takes its normal
+    path. Tensors that never meet a meta tensor (caption lengths, keyword columns) are computed for real. Attention
+    takes the fused kernel it takes on a CPU or GPU (`FusedAttention`), not the math fallback that meta tensors
+    would get, whose backward keeps the probabilities instead of recomputing them."""
+
+    def __enter__(self):
+        self._attention = FusedAttention()
+        self._attention.__enter__()
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        try:
+            return super().__exit__(*exc)
+        finally:
+            self._attention.__exit__(*exc)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.ops.aten._local_scalar_dense.default and args[0].is_meta:
+            dtype = args[0].dtype
+            return True if dtype == torch.bool else 1.0 if dtype.is_floating_point or dtype.is_complex else 1
+        if any(isinstance(leaf, torch.Tensor) and leaf.is_meta for leaf in tree_leaves((args, kwargs))):
+            args, kwargs = tree_map_only(torch.Tensor, lambda tensor: tensor if tensor.is_meta else tensor.to(META),
+                                         (args, kwargs))
+            if kwargs.get("device") is not None:
+                kwargs["device"] = META
+        return func(*args, **kwargs)
+
+
+class FusedAttention:
+    """While entered, `F.scaled_dot_product_attention` on meta tensors is the fused (flash) kernel that real CPUs run,
+    with a boolean key mask made the additive float mask, as torch makes it; other tensors take torch's own function.
+    Its FLOPs are those of the GPU kernels. (A function attribute, not a TorchFunctionMode: the checkpointed blocks'
+    recomputation in the backward must see it too.)"""
+
+    def __enter__(self):
+        self._original = F.scaled_dot_product_attention
+        original = self._original
+
+        def attention(query, *args, **kwargs):
+            return _flash(query, *args, **kwargs) if query.is_meta else original(query, *args, **kwargs)
+        F.scaled_dot_product_attention = attention
+        return self
+
+    def __exit__(self, *exc):
+        F.scaled_dot_product_attention = self._original
+
+
+def _flash(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+    if enable_gqa and key.shape[-3] != query.shape[-3]:
+        repeat = query.shape[-3] // key.shape[-3]
+        key, value = key.repeat_interleave(repeat, -3), value.repeat_interleave(repeat, -3)
+    if attn_mask is not None and attn_mask.dtype == torch.bool:
+        attn_mask = torch.zeros(attn_mask.shape, dtype=query.dtype, device=META).masked_fill(~attn_mask.to(META),
+                                                                                           float("-inf"))
+    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, key, value, dropout_p, is_causal,
+                                                                      attn_mask=attn_mask, scale=scale)[0]
+
+
+def to_meta(module: torch.nn.Module) -> None:
+    """Move a module's parameters to meta in place, keeping the Parameter objects (the optimizer holds them)."""
+    previous = torch.__future__.get_swap_module_params_on_conversion()
+    torch.__future__.set_swap_module_params_on_conversion(True)
+    try:
+        module.to(META)
+    finally:
+        torch.__future__.set_swap_module_params_on_conversion(previous)
+
+
+class FlopTrainer(BenchTrainer):
+    """BenchTrainer whose clock reads a FLOP counter; L_pr's own forwards are their own stage (`preserve`)."""
+
+    stage_names: ClassVar[dict[str, str]] = {}
+
+
+def _cpu_attention(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return flop_counter.sdpa_flop_count(query, key, value)
+
+
+def _cpu_attention_backward(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return flop_counter.sdpa_backward_flop_count(grad_out, query, key, value)
+
+
+# torch's counter has no formula for the CPU's fused attention kernel (meta tensors take the math path, counted as
+# its matmuls): the same formulas as the GPU kernels', so a step on real CPU tensors counts the same FLOPs.
+CPU_ATTENTION = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention,
+                 torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_attention_backward}
+
+
+class Counter:
+    """A FlopCounterMode that can be read while it runs."""
+
+    def __init__(self):
+        self.mode = FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION)
+
+    def total(self) -> int:
+        return int(self.mode.get_total_flops())
+
+
+def count_step(make_trainer, warmup: int = 1) -> dict:
+    """{stage: FLOPs} of one `train_step()` after `warmup` uncounted steps; `make_trainer(clock)` builds the trainer
+    (under MetaTensors) and returns it with its adapters on meta."""
+    counter = Counter()
+    clock = StageClock(reading=counter.total)
+    trainer = make_trainer(clock)
+    for _ in range(warmup):
+        trainer.train_step()
+    with counter.mode:
+        trainer.train_step()
+    stages = {stage: int(trainer.step_stages.get(stage, 0)) for stage in FLOP_STAGES}
+    return {"stages": stages, "step": counter.total(), "trainer": trainer, "fused": trainer._fused()}
+
+
+def erase_config(settings: dict, size: int, rank: int) -> EraseConfig:
+    latent = size // 8
+    return EraseConfig(method="zerase", steps=100_000, rank=rank, batch_size=settings["batch"],
+                       pool_prompts=settings["pool_prompts"], sample_steps=settings["sample_steps"],
+                       sample_cfg=settings["cfg"], latent_size=(latent, latent), stationarity_every=0)
+
+
+def core_path_counts(config, settings: dict, size: int, rank: int, paths, prompts) -> dict:
+    """Counts of the `cli` and `device` paths (those in `paths`) on one meta ZImageDiT, and `forward`: its frozen
+    forward at this size with batch 1 and a caption of the erase prompt (the unit of every count)."""
+    from .perf import DTYPES
+    results = {}
+    with MetaTensors():
+        model = ZImageDiT(config, device=META, dtype=DTYPES[settings["dtype"]]).eval().requires_grad_(False)
+        model.gradient_checkpointing = bool(settings["checkpointing"])
+        conditioner = SyntheticConditioner(config.cap_feat_dim, settings["caption_tokens"] or 16)
+        results["forward"] = reference_forward_flops(model, conditioner, size, prompts.erase[0])
+        erase = erase_config(settings, size, rank)
+        pool = None
+        for path in [path for path in ("cli", "device") if path in paths]:
+            denoise = model if path == "cli" else DeviceDenoiser(model, META)
+
+            def make(clock, denoise=denoise, pool=pool):
+                trainer = FlopTrainer(model, conditioner, prompts, erase, denoise=denoise,
+                                      in_channels=config.in_channels, shift=config.shift, clock=clock,
+                                      build_batch=settings["build_batch"], pool=pool)
+                to_meta(trainer.adapters)
+                return trainer
+            counted = count_step(make)
+            trainer = counted.pop("trainer")
+            pool = trainer.pool          # the same x_t pool and teacher cache for the next path (no second build)
+            trainer.adapters.detach()
+            results[path] = counted
+    return results
+
+
+def reference_forward_flops(denoise, conditioner, size: int, prompt: str, in_channels: int = 16) -> int:
+    """FLOPs of one no-grad forward of `denoise` at `size`² with `prompt`, batch 1 (the unit of the counts)."""
+    latent = size // 8
+    features, lengths = conditioner.encode([prompt])
+    counter = Counter()
+    with torch.no_grad(), counter.mode:
+        denoise(torch.zeros(1, in_channels, latent, latent), torch.tensor([0.5]), features, lengths)
+    return counter.total()
+
+
+def run_flops(args, comfyui=None) -> dict:
+    """Count every requested path at every size; print the table and the final line; return the results.
+
+    `comfyui(config, settings, size, rank, prompts)` counts the comfyui path; the core never imports ComfyUI, so it
+    is given by scripts/comfy_flops.py (run with ComfyUI's python) and the path is reported as skipped otherwise.
+    """
+    from ..nano.prompts import training_prompt_set
+    from .perf import _settings, dit_config
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.preset = args.preset or "turbo"
+    config = dit_config(args)
+    sizes = args.sizes or ([args.size] if args.size else DEFAULT_SIZES[args.preset])
+    paths = PATHS if not args.paths else tuple(name.strip() for name in args.paths.split(","))
+    unknown = sorted(set(paths) - set(PATHS))
+    if unknown:
+        raise ValueError(f"--paths: unknown paths {unknown}; choose from {list(PATHS)}")
+    prompts = training_prompt_set(["star"])
+    results = {"preset": args.preset, "dit": config.to_dict(), "torch": torch.__version__, "rank": args.rank,
+               "counted": "matmul and attention FLOPs (torch.utils.flop_counter), one steady-state train_step",
+               "sizes": {}, "skipped": {}}
+    if "comfyui" in paths and comfyui is None:
+        results["skipped"]["comfyui"] = ("counted by scripts/comfy_flops.py with ComfyUI's python "
+                                         "(zerase_core never imports ComfyUI)")
+    for size in sizes:
+        settings = _settings(_with_size(args, size))
+        results["settings"] = {key: settings[key] for key in ("batch", "dtype", "checkpointing", "pool_prompts",
+                                                              "sample_steps", "cfg", "caption_tokens")}
+        counts = core_path_counts(config, settings, size, args.rank, paths, prompts)
+        if "comfyui" in paths and comfyui is not None:
+            counts.update(comfyui(config, settings, size, args.rank, prompts))
+        results["sizes"][str(size)] = _in_forwards(counts)
+    worst = max(entry["step_forwards"] for per_size in results["sizes"].values() for name, entry in per_size.items()
+                if name in PATHS)
+    results["forward_equivalents_per_zerase_step"] = worst
+    print(format_flops(results))
+    if args.json:
+        from ..common.files import atomic_write_json
+        atomic_write_json(results, args.json)
+        print(f"wrote {args.json}", file=sys.stderr)      # the final line of stdout stays the count
+    return results
+
+
+def _with_size(args, size: int):
+    copy = type(args)(**vars(args))
+    copy.size = size
+    return copy
+
+
+def _in_forwards(counts: dict) -> dict:
+    forward = counts["forward"]
+    out = {"forward_flops": forward}
+    for name, counted in counts.items():
+        if name not in PATHS:
+            continue
+        entry = {"step_flops": counted["step"], "stages_flops": counted["stages"], "fused": counted["fused"],
+                 "step_forwards": counted["step"] / forward,
+                 "stages_forwards": {stage: value / forward for stage, value in counted["stages"].items()}}
+        if "own_forward" in counted:
+            entry["own_forward_forwards"] = counted["own_forward"] / forward
+        out[name] = entry
+    return out
+
+
+def format_flops(results: dict) -> str:
+    dit = results["dit"]
+    settings = results.get("settings", {})
+    lines = [f"ZErase step FLOPs — {results['preset']}: dim {dit['dim']}, {dit['n_layers']} layers, "
+             f"{dit['n_refiner_layers']}+{dit['n_refiner_layers']} refiners; batch {settings.get('batch')}, rank "
+             f"{results['rank']}, checkpointing {'on' if settings.get('checkpointing') else 'off'}, "
+             f"{settings.get('caption_tokens')}-token captions",
+             "in forward-equivalents (the frozen forward at the same size, batch 1); matmul + attention FLOPs", ""]
+    shown = [stage for stage in FLOP_STAGES if stage not in ("sampling", "optimizer")]
+    header = f"{'size':>6} {'path':<9}{'step':>8}" + "".join(f"{stage[:11]:>12}" for stage in shown)
+    lines += [header, "-" * len(header)]
+    for size, per_size in results["sizes"].items():
+        for name in PATHS:
+            if name not in per_size:
+                continue
+            entry = per_size[name]
+            lines.append(f"{size + '²':>6} {name:<9}{entry['step_forwards']:>8.2f}"
+                         + "".join(f"{entry['stages_forwards'][stage]:>12.2f}" for stage in shown)
+                         + ("   (fused: one stacked forward)" if entry["fused"] else ""))
+            if "own_forward_forwards" in entry:
+                lines.append(f"{'':>6} {name}: its own frozen forward = {entry['own_forward_forwards']:.3f}")
+        lines.append(f"{'':>6} frozen forward = {per_size['forward_flops'] / 1e9:,.1f} GFLOP")
+    for name, why in results["skipped"].items():
+        lines.append(f"{name}: not counted ({why})")
+    lines += ["", "largest over the paths and sizes above:",
+              f"forward-equivalents per zerase step: {results['forward_equivalents_per_zerase_step']:.2f}"]
+    return "\n".join(lines)
+
+
+def main(argv=None, comfyui=None, prog: str = "python -m zerase_core.bench.perf_flops") -> int:
+    import argparse
+
+    from .perf import add_perf_arguments
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    add_perf_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        run_flops(args, comfyui=comfyui)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

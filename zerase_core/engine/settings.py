@@ -1,0 +1,93 @@
+"""Settings described once. Each user-facing EraseConfig field carries a `Setting` (range, help, its CLI option and
+its ZEraseTrain widget) in its dataclass metadata; from it come the range check of EraseConfig, the options of
+`python -m zerase_core erase` and the node's inputs, so the three cannot disagree (tests/test_settings.py).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from ..common.limits import check_range
+
+KEY = "setting"
+_UNSET: Any = object()
+
+
+@dataclass(frozen=True)
+class Setting:
+    help: str
+    minimum: float | None = None       # range [minimum, maximum], checked by EraseConfig
+    maximum: float | None = None
+    hint: str = ""                     # appended to the out-of-range message: what the value means
+    kind: type = float                 # int or float (the field's default may be None)
+    cli: str | None = None             # the `erase` option ("--lr"); None: not a CLI option
+    node: str | None = None            # the ZEraseTrain widget; None: not a node input
+    node_default: Any = _UNSET         # where the widget's default differs from the field's (epsilon: 0 = preset)
+    node_minimum: float | None = None  # where the widget takes values the node resolves first (shuffle_bank: -1)
+    node_help: str | None = None       # the widget's tooltip where the node's meaning is wider than the field's
+    step: float | None = None          # the widget's increment and rounding
+    round: float | None = None
+    metavar: str | None = None
+    unset: str = "the concept kind's preset"   # what a None default means, for the CLI's help
+
+
+def setting(default: Any, help: str, **options: Any) -> Any:
+    """A dataclass field with `default` and its Setting(help, **options)."""
+    return dataclasses.field(default=default, metadata={KEY: Setting(help, **options)})
+
+
+def described(config_class) -> dict[str, tuple[dataclasses.Field, Setting]]:
+    """Field name -> (field, Setting) of every described field, in field order."""
+    return {field.name: (field, field.metadata[KEY]) for field in dataclasses.fields(config_class) if KEY in field.metadata}
+
+
+def check_ranges(config, names: tuple[str, ...] | None = None) -> None:
+    """Check each described field's value (None = its preset, not checked) against its range."""
+    for name, (_, spec) in described(type(config)).items():
+        value = getattr(config, name)
+        if (names is None or name in names) and value is not None and spec.minimum is not None:
+            check_range(name, value, spec.minimum, spec.maximum, spec.hint)
+
+
+def _parse(spec: Setting):
+    kind = spec.kind
+
+    def parse(text: str):
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a valid {kind.__name__}") from None
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def add_arguments(parser: argparse.ArgumentParser, config_class) -> None:
+    """The CLI options of the described fields that have one; each defaults to None (= the config's default)."""
+    for name, (field, spec) in described(config_class).items():
+        if spec.cli is None:
+            continue
+        shown = spec.unset if field.default is None else f"{field.default:g}"
+        parser.add_argument(spec.cli, dest=name, type=_parse(spec), metavar=spec.metavar,
+                            help=f"{spec.help.rstrip('.')} (default {shown})")
+
+
+def from_arguments(args: argparse.Namespace, config_class) -> dict[str, Any]:
+    """The fields given on the command line (options left out keep the config's defaults)."""
+    return {name: getattr(args, name) for name, (_, spec) in described(config_class).items()
+            if spec.cli is not None and getattr(args, name, None) is not None}
+
+
+def node_input(config_class, name: str) -> dict[str, Any]:
+    """Keyword arguments of the ComfyUI input of field `name`: default, min, max, step, round, tooltip."""
+    field, spec = described(config_class)[name]
+    default = field.default if spec.node_default is _UNSET else spec.node_default
+    minimum = spec.minimum if spec.node_minimum is None else spec.node_minimum
+    options = {"default": default, "min": spec.kind(minimum), "max": spec.kind(spec.maximum),
+               "tooltip": spec.help if spec.node_help is None else spec.node_help}
+    if spec.step is not None:
+        options["step"] = spec.step
+    if spec.round is not None:
+        options["round"] = spec.round
+    return options

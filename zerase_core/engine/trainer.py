@@ -1,0 +1,395 @@
+"""One trainer for every fine-tuning method: Z-Erase and the baselines, each a `Method` object named by
+`EraseConfig.method` (engine/methods: which losses a step computes); λ comes from `engine.lagrangian`.
+
+Z-Erase step (Alg. 1, with the details the paper leaves open fixed as in paper-notes §7):
+  1. draw (trajectory, k) pairs from the frozen x_t pool; teacher velocities (adapters off) for ∅, c_er, c_pr
+  2. student forward on the word-shuffled erase prompt, capturing image→keyword attention: L_er = L_erase + w·L_attn;
+     L_erase's target is EraseConfig.erase_target: "anchor" (zerase default) v(c_t) − η_t·(v(c_er) − v(c_t)) on the
+     mapped prompt c_t's trajectory (PromptSet.targets), or "empty", the paper's v(∅) − η·(v(c_er) − v(∅))
+  3. L_pr = MSE to the teacher on ∅ and on the anchor c_pr;  L = L_er + λ·L_pr;  one AdamW step. The anchor term
+     is taken at the anchor's own x_t (its trajectory from the same seed; `EraseConfig.anchor_trajectories`), where
+     the keep prompts actually sample: on nano colours and shapes this raised the keep ratio at equal erasure
+  4. λ ← clip(λ − β·g̃, 0, λ_max),  g̃ = (L_pr(θ_before) − L_pr(θ_after))/α + ε, with both L_pr values on the SAME
+     fixed probe (same x_t, t, noise and prompts) — the public code compares a loss with itself (notes §2.10).
+     L_pr(θ_after) of one step is L_pr(θ_before) of the next, so the probe costs one no-grad forward pair per step;
+     its inputs never change, so the frozen part of that forward (embeddings, refiners) is computed once.
+Baselines: `esd` (L_erase only), `ac` (model-based anchor loss), `eraseanything` (erase and preserve on alternating
+steps, as its official code), `naive-esd` (ESD with the gate open on every token: reproduces the collapse).
+
+Instrumentation uses the parts, not subclass overrides: `stage(name)` (a context manager factory) brackets the
+teacher, student, probe, backward and optimizer work of a step; `pool=` reuses a built x_t pool; `step_states(picks)`
+(a context manager factory) may replace the pool states of a step's picks while its losses are computed.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+
+import numpy
+import torch
+from torch import nn
+
+from ..adapters.gated import AdapterSet
+from ..common.progress import PhaseCounter, Progress
+from ..common.prompts import PromptSet, TextConditioner, keyword_columns, shuffle_words
+from ..model.dit import AttentionCapture, ZImageDiT
+from .distributed import SingleProcess
+from .erase_config import EraseConfig
+from .lagrangian import LambdaController
+from .methods import method as method_named
+from .objectives import attention_suppression, esd_target, preservation, velocity_mse
+from .pool import build_pool, teacher_prompts
+from .resume_state import StepSnapshot
+from .shuffle_bank import PreparedConditioner, ShuffleBank
+from .trajectory import TrajectoryPool, teacher_velocities
+
+StepCallback = Callable[[int, int, dict], None]
+Stage = Callable[[str], AbstractContextManager]
+
+
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss: the adapters were restored to the last finite state."""
+
+
+@dataclass
+class StepRecord:
+    step: int
+    metrics: dict[str, float]
+
+
+class EraseTrainer:
+    # Forwards per batch while sampling the x_t pool and filling the teacher cache (no grad). Their activations grow
+    # with the batch: at Z-Image scale and 512² a few per batch keep the build under the step's peak (see
+    # docs/performance.md); the nano model uses these defaults.
+    sample_batch = 32
+    cache_batch = 64
+    # The student forwards of one step (erase prompt, ∅, anchor; the probe's ∅ and anchor) run as one stacked batch:
+    # fewer, larger forwards. Under gradient checkpointing they stay separate, so that the block recomputed in the
+    # backward holds B samples, not 3·B. None = that rule; True / False force it.
+    fuse_forwards: bool | None = None
+
+    def __init__(self, diffusion_model: nn.Module, conditioner: TextConditioner, prompts: PromptSet,
+                 config: EraseConfig, denoise: Callable | None = None, in_channels: int = 16, shift: float = 3.0,
+                 attach: bool = True, progress: Progress | None = None, parallel=None,
+                 pool: TrajectoryPool | None = None, stage: Stage | None = None):
+        """`parallel` (distributed.DataParallel) splits each step's batch across processes; default one process.
+        `attach=False` leaves attaching `self.adapters` to the caller (the ComfyUI bridge does it from a
+        PatcherInjection); the x_t pool is built before that, which is the same as with the adapters disabled.
+        `progress(phase, done, total)` follows the work done here, before the first step: phases "x_t pool",
+        "teacher cache" and (with a shuffle bank) "shuffle bank" (zerase_core.common.progress). `pool` is an x_t pool built
+        before with the same model and settings; `stage(name)` brackets each part of a step (see the module doc)."""
+        self.model, self.conditioner, self.prompts, self.config = diffusion_model, conditioner, prompts, config
+        # denoise(x, sigma, context, lengths, capture=None) -> v; ZImageDiT.forward has this signature
+        self.denoise = denoise or diffusion_model
+        self.parallel = parallel or SingleProcess()
+        self.method = method_named(config.method)
+        self.stage = stage or (lambda name: nullcontext())
+        self.step_states: Callable[[list], AbstractContextManager] | None = None
+        if config.batch_size < self.parallel.world:
+            raise ValueError(f"batch_size {config.batch_size} is smaller than the {self.parallel.world} processes "
+                             f"it is split across; use a batch of at least {self.parallel.world}")
+        for keyword in prompts.keywords:
+            conditioner.check_keyword(keyword)
+        diffusion_model.requires_grad_(False)
+        # the adapters' initial values come from their own generator: the global RNG (every other ComfyUI node's
+        # randomness) is left as it was
+        self.adapters = AdapterSet(diffusion_model, config.adapter_config(), torch.Generator().manual_seed(config.seed))
+        if attach:
+            self.adapters.attach(diffusion_model)
+        self.optimizer = torch.optim.AdamW(self.adapters.parameters(), lr=config.learning_rate, weight_decay=0.0)
+        self.rng = numpy.random.default_rng(config.seed)
+        self.step = 0
+        self.lagrangian = LambdaController.from_config(config, self.method.constrained)
+        self.history: list[StepRecord] = []
+        self._probe_loss: float | None = None
+        self._probe_prefix = None
+        self._last_finite: dict[str, torch.Tensor] | None = None
+        self.progress = progress
+        self.pool = pool if pool is not None else self._build_pool(in_channels, shift)
+        self.probe_picks = [(index % self.pool.size, self.pool.steps // 2) for index in range(config.probe_size)]
+        self.bank = None
+        if config.shuffle_bank and self.method.shuffles:
+            self._prepare_bank()
+
+    @property
+    def lam(self) -> float:
+        return self.lagrangian.value
+
+    @lam.setter
+    def lam(self, value: float) -> None:
+        self.lagrangian.value = value
+
+    # -- setup -------------------------------------------------------------------------------------------------
+    def _velocity(self, x, sigma, context, lengths, capture=None):
+        return self.denoise(x, sigma, context, lengths, capture) if capture is not None else self.denoise(x, sigma, context, lengths)
+
+    def _build_pool(self, in_channels: int, shift: float) -> TrajectoryPool:
+        with self.adapters.disabled():
+            return build_pool(self._velocity, self.model, self.conditioner, self.prompts, self.config, in_channels,
+                              shift, sample_batch=self.sample_batch, cache_batch=self.cache_batch,
+                              keep_segments=self._reuses_prefix(), progress=self.progress)
+
+    def _prepare_bank(self) -> None:
+        """Draw and encode the erase prompts' word orders now; from here on the trainer has no text encoder."""
+        self.bank = ShuffleBank(self.prompts, self.pool.prompts, self.config.shuffle_bank, self.config.seed)
+        prompts = [*self.pool.prompts, *self.pool.anchors, "", *self.bank.prompts()]
+        orders = self.bank.prompts() if self.pool.segments is not None else []
+        counter = PhaseCounter(self.progress, "shuffle bank", 1 + -(-len(orders) // self.cache_batch))
+        self.conditioner = PreparedConditioner(self.conditioner, prompts, self.prompts)
+        counter.advance()
+        for start in range(0, len(orders), self.cache_batch):
+            self.pool.segments.add_texts(self.model, self.conditioner, orders[start:start + self.cache_batch])
+            counter.advance()
+
+    def _shuffled(self, prompt: str, keywords: list[str]) -> str:
+        if self.bank is not None:
+            return self.bank.pick(prompt, self.rng, self.config.shuffle_probability)
+        return shuffle_words(prompt, keywords, self.rng, self.config.shuffle_probability)
+
+    # -- one step ----------------------------------------------------------------------------------------------
+    def _teacher(self, picks):
+        with self.stage("teacher"), self.adapters.disabled():
+            return {kind: teacher_velocities(self.pool, picks, kind, texts, self._velocity, self.conditioner, self.config.cache)
+                    for kind, texts in teacher_prompts(self.pool, picks).items()}
+
+    def student(self, states, sigma, prompts, capture=None):
+        """The adapted model's velocity at `states` for `prompts` (the full forward, text encoding included)."""
+        with self.stage("student_forward"):
+            return self._forward(states, sigma, prompts, capture)
+
+    def _forward(self, states, sigma, prompts, capture=None):
+        context, lengths = self.conditioner.encode(prompts)
+        return self._velocity(states, sigma, context, lengths, capture)
+
+    def _fused(self) -> bool:
+        if self.fuse_forwards is not None:
+            return self.fuse_forwards
+        return not getattr(self.model, "gradient_checkpointing", False)
+
+    def _students(self, picks, prompt_lists, kinds, capture=None) -> list[torch.Tensor]:
+        """Student velocities at the pool states of `picks` for each prompt list, each list on the states of its
+        kind ("erase" or "anchor" trajectories); `capture` belongs to the first list."""
+        if len(prompt_lists) == 1 or not self._fused():
+            return [self._student_rows(picks, prompts, [kind] * len(picks), capture if index == 0 else None)
+                    for index, (prompts, kind) in enumerate(zip(prompt_lists, kinds))]
+        count, groups = len(picks), len(prompt_lists)
+        inner = None
+        if capture is not None:
+            # the other lists' rows capture nothing: their columns are masked, and their maps are dropped below
+            columns = capture.columns
+            mask = capture.column_mask if capture.column_mask is not None else torch.ones_like(columns, dtype=torch.bool)
+            padding = (groups - 1) * count
+            inner = AttentionCapture(columns=torch.cat([columns, columns.new_zeros(padding, columns.shape[1])]),
+                                     column_mask=torch.cat([mask, mask.new_zeros(padding, mask.shape[1])]),
+                                     rows=count)
+        velocity = self._student_rows(list(picks) * groups, [prompt for prompts in prompt_lists for prompt in prompts],
+                                      [kind for kind in kinds for _ in picks], inner)
+        if capture is not None:
+            capture.maps.extend(maps[:count] for maps in inner.maps)
+        return list(velocity.split(count))
+
+    def _student_rows(self, picks, prompts, kinds, capture=None) -> torch.Tensor:
+        """One student forward over rows (pick, prompt, state kind): from the kept refiner outputs when there are.
+        Its stage is "preserve" when every row serves L_pr only (∅ or anchor, no attention captured)."""
+        preserve = capture is None and all(kind == "anchor" or prompt == "" for prompt, kind in zip(prompts, kinds))
+        with self.stage("preserve" if preserve else "student_forward"):
+            if self._keeps_segments():
+                inputs = self.pool.segments.joint_input(self.model, self.conditioner, self.pool, picks, prompts, kinds)
+                return self.model.joint(inputs, capture)
+            states, sigma = self.pool.batch(picks, kinds)
+            return self._forward(states, sigma, prompts, capture)
+
+    def preservation_loss(self, picks, teacher=None) -> torch.Tensor:
+        teacher = teacher or self._teacher(picks)
+        anchors = [self.pool.anchors[p] for p, _ in picks]
+        empty, anchor = self._students(picks, [[""] * len(picks), anchors], ["erase", "anchor"])
+        return preservation(empty, teacher["empty"], anchor, teacher["anchor"])
+
+    def erase_parts(self, picks, teacher, shuffle: bool, preserve: bool = False) -> dict[str, torch.Tensor]:
+        """L_erase (+ L_attn), and with `preserve` L_pr on the same states (its forwards after the erase one)."""
+        config = self.config
+        prompts = [self.pool.prompts[p] for p, _ in picks]
+        keywords = [self.prompts.keywords_in(prompt) for prompt in prompts]
+        if shuffle:      # every row's word order is drawn in every process: the RNG stays in step
+            prompts = [self._shuffled(prompt, words) for prompt, words in zip(prompts, keywords)]
+        rows = self.parallel.local(range(len(picks)))     # `teacher` holds these rows only
+        picks, prompts, keywords = ([items[row] for row in rows] for items in (picks, prompts, keywords))
+        # the "anchor" target: its states are the pool's "target" source (TrajectoryPool.source: the mapped prompt's
+        # own trajectory when EraseConfig.target_states is "mapped", else the erase prompt's)
+        erase_kind = "target" if config.erase_target_value == "anchor" else "erase"
+        states, sigma = self.pool.batch(picks, erase_kind)
+        if erase_kind == "target":
+            target = esd_target(teacher["target"], teacher["concept"], config.target_eta_value)
+        else:
+            target = esd_target(teacher["empty"], teacher["erase"], config.eta)
+        target = self.method.reference(self, states, sigma, picks, target)
+        capture = None
+        if self.method.attention and config.attention_weight > 0:
+            columns, mask = keyword_columns(self.conditioner, prompts, keywords)
+            capture = AttentionCapture(columns=columns, column_mask=mask)
+        prompt_lists, kinds = [prompts], [erase_kind]
+        if preserve:
+            prompt_lists += [[""] * len(picks), [self.pool.anchors[p] for p, _ in picks]]
+            kinds += ["erase", "anchor"]
+        predictions = self._students(picks, prompt_lists, kinds, capture)
+        losses = {"erase": velocity_mse(predictions[0], target)}
+        if capture is not None:
+            losses["attention"] = attention_suppression(capture.maps)
+        if preserve:
+            losses["preserve"] = preservation(predictions[1], teacher["empty"], predictions[2], teacher["anchor"])
+        return losses
+
+    def _losses(self, picks) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
+        """(L_er, L_pr or None, parts) for this step's method, as means over this process's rows of `picks`."""
+        with self.step_states(picks) if self.step_states is not None else nullcontext():
+            return self.method.losses(self, picks, self._teacher(self.parallel.local(picks)))
+
+    @torch.no_grad()
+    def probe(self) -> float:
+        with self.stage("probe"):
+            return self._probe_mean()
+
+    def _probe_mean(self) -> float:
+        # split across processes when each gets a row, else every process measures the whole probe
+        picks = self.parallel.local(self.probe_picks) if len(self.probe_picks) >= self.parallel.world else self.probe_picks
+        value = self._probe(picks)
+        if len(picks) == len(self.probe_picks):
+            return value
+        mean = self.parallel.batch_mean({"probe": torch.tensor(value, dtype=torch.float64)}, len(picks),
+                                        len(self.probe_picks))
+        return float(mean["probe"])
+
+    def _probe(self, picks) -> float:
+        if not self._reuses_prefix():
+            return self.preservation_loss(picks).item()
+        # The probe's (x_t, prompt) pairs never change and the refiners are not adapted: their prefix (embeddings,
+        # refiners, position tables) is computed once and only the joint layers run at each probe.
+        if self._probe_prefix is None:
+            states, sigma = self.pool.batch(picks * 2, ["erase"] * len(picks) + ["anchor"] * len(picks))
+            context, lengths = self.conditioner.encode([""] * len(picks) + [self.pool.anchors[p] for p, _ in picks])
+            self._probe_prefix = self.model.prefix(states, sigma, context, lengths)
+        empty, anchor = self.model.joint(self._probe_prefix).split(len(picks))
+        teacher = self._teacher(picks)
+        return preservation(empty, teacher["empty"], anchor, teacher["anchor"]).item()
+
+    def _reuses_prefix(self) -> bool:
+        """Whether the student is the core model itself with adapters on the joint layers only."""
+        return (isinstance(self.model, ZImageDiT) and self.denoise is self.model
+                and set(self.adapters.config.families) == {"layers"})
+
+    def _keeps_segments(self) -> bool:
+        """Whether student forwards start from the pool's kept refiner outputs (not while its states are replaced)."""
+        return self.pool.segments is not None and self.config.cache and self._reuses_prefix()
+
+    def train_step(self) -> dict[str, float]:
+        """One optimizer step (and λ update). An exception inside it, Ctrl-C included, leaves the trainer as it was
+        before the step (resume_state.StepSnapshot), so a partial file saved then resumes bit-identically;
+        TrainingDiverged instead restores the last finite adapters, as its message says."""
+        snapshot = StepSnapshot(self)
+        try:
+            return self._train_step()
+        except TrainingDiverged:
+            raise
+        except BaseException:
+            snapshot.restore()
+            raise
+
+    def _train_step(self) -> dict[str, float]:
+        config = self.config
+        picks = [(int(self.rng.integers(self.pool.size)), int(self.rng.integers(self.pool.steps)))
+                 for _ in range(config.batch_size)]
+        adaptive = self.lagrangian.adaptive
+        if adaptive and self._probe_loss is None:
+            self._probe_loss = self.probe()
+        stationarity = (self.method.constrained and config.stationarity_every
+                        and (self.step + 1) % config.stationarity_every == 0)
+        erase_total, preserve, parts = self.parallel.losses(self._losses, picks, sync=not stationarity)
+        total = erase_total if preserve is None else erase_total + self.lam * preserve
+        local = len(self.parallel.local(range(len(picks))))
+        scale = self.parallel.gradient_scale(local, len(picks))   # DDP averages; rows may split unevenly
+        reported = self.parallel.batch_mean({**{f"loss_{name}": value.detach() for name, value in parts.items()},
+                                             "loss_total": total.detach()}, local, len(picks))
+        if not torch.isfinite(reported["loss_total"]):
+            if self._last_finite is not None:
+                self.adapters.load_state_dict(self._last_finite)
+            raise TrainingDiverged(f"non-finite loss at step {self.step + 1}; adapters restored to the state of "
+                                   f"step {max(0, self.step - 1)}, the last with a finite loss")
+        params = list(self.adapters.parameters())
+        with self.stage("backward"):
+            residual = self._backward(params, erase_total, preserve, total, scale, stationarity)
+            self._last_finite = {name: tensor.detach().clone() for name, tensor in self.adapters.state_dict().items()}
+        with self.stage("optimizer"):
+            self.optimizer.step()
+        if not all(torch.isfinite(param).all() for param in params):
+            self.adapters.load_state_dict(self._last_finite)
+            raise TrainingDiverged(f"non-finite adapter weights after step {self.step + 1}; restored the last finite state")
+        metrics = {name: float(value) for name, value in reported.items()}
+        metrics["lambda"] = self.lam
+        if adaptive:
+            after = self.probe()
+            g_tilde = self.lagrangian.update(self._probe_loss, after)
+            self._probe_loss = after
+            metrics["g_tilde"] = g_tilde
+            metrics["probe_preserve"] = after
+        if residual is not None:
+            metrics["stationarity"] = residual
+        self.step += 1
+        self.history.append(StepRecord(self.step, metrics))
+        return metrics
+
+    def _backward(self, params, erase_total, preserve, total, scale: float, stationarity: bool) -> float | None:
+        """Gradients of L into the adapters; on stationarity steps of L_er and L_pr apart, returning ‖∇L_er + λ∇L_pr‖."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if preserve is None or not stationarity:
+            (total * scale if scale != 1.0 else total).backward()
+            return None
+        grad_erase = torch.autograd.grad(erase_total * scale, params, retain_graph=True, allow_unused=True)
+        grad_preserve = torch.autograd.grad(preserve * scale, params, allow_unused=True)
+        for param, g_er, g_pr in zip(params, grad_erase, grad_preserve):
+            g_er = torch.zeros_like(param) if g_er is None else g_er
+            g_pr = torch.zeros_like(param) if g_pr is None else g_pr
+            param.grad = g_er + self.lam * g_pr
+        self.parallel.average_gradients(params)     # autograd.grad bypasses DDP's hooks
+        return math.sqrt(sum(float(param.grad.square().sum()) for param in params))
+
+    def run(self, on_step: StepCallback | None = None) -> list[StepRecord]:
+        """Train until `config.steps`; `on_step(step, total, metrics)` may raise to stop (state stays consistent)."""
+        while self.step < self.config.steps:
+            metrics = self.train_step()
+            if on_step is not None:
+                on_step(self.step, self.config.steps, metrics)
+        return self.history
+
+    # -- resume state ------------------------------------------------------------------------------------------
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        tensors = {}
+        for index, values in self.optimizer.state_dict()["state"].items():
+            for name, value in values.items():
+                tensors[f"optimizer.{index}.{name}"] = value.detach().clone()
+        return tensors
+
+    def state_metadata(self) -> dict:
+        return {"step": self.step, "lambda": self.lam, "rng": self.rng.bit_generator.state,
+                "history": [[record.step, record.metrics] for record in self.history]}
+
+    def restore(self, adapter_tensors: dict, state_tensors: dict, metadata: dict) -> None:
+        self.adapters.import_tensors(adapter_tensors)
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for name, value in state_tensors.items():
+            _, index, key = name.split(".", 2)
+            state.setdefault(int(index), {})[key] = value
+        optimizer_state = self.optimizer.state_dict()
+        optimizer_state["state"] = state
+        self.optimizer.load_state_dict(optimizer_state)
+        self.step = int(metadata["step"])
+        self.lam = float(metadata["lambda"])
+        self.rng.bit_generator.state = metadata["rng"]
+        self.history = [StepRecord(int(step), metrics) for step, metrics in metadata["history"]]
+        self._probe_loss = None
+
+    def summary(self) -> dict:
+        last = self.history[-1].metrics if self.history else {}
+        return {"steps": self.step, "lambda": self.lam, **{key: value for key, value in last.items()},
+                "cache_hits": self.pool.hits, "cache_misses": self.pool.misses}
