@@ -20,6 +20,21 @@ from .vae import decode, load_vae
 
 TURBO = {"steps": 8, "cfg": 1.0}          # Z-Image-Turbo: 8 steps, no guidance
 BASE = {"steps": 50, "cfg": 5.0}          # Z-Image (base): diffusers' guidance_scale 4 = cfg 5
+LUMINA2 = {"steps": 25, "cfg": 4.0}       # Lumina-Image-2.0: ComfyUI's template (25 steps, cfg 4, shift 6);
+#                                           Lumina2Pipeline's guidance_scale 4 is the same cfg (30 steps default)
+PRESETS = {"turbo": TURBO, "base": BASE, "lumina2": LUMINA2}
+PRESET_KINDS = {"turbo": "z-image", "base": "z-image", "lumina2": "lumina2"}
+DEFAULT_PRESET = {"z-image": "turbo", "lumina2": "lumina2"}
+
+
+def sampler_preset(kind: str, name: str | None) -> dict:
+    """{"steps", "cfg"} of a --preset for a model kind; None = the kind's default (Turbo's, Lumina-2's)."""
+    name = name or DEFAULT_PRESET[kind]
+    if PRESET_KINDS[name] != kind:
+        fits = sorted(preset for preset, owner in PRESET_KINDS.items() if owner == kind)
+        raise ValueError(f"--preset {name} is for {PRESET_KINDS[name]}, but the model is {kind}; use --preset"
+                         f" {' or '.join(fits)} (or leave it out)")
+    return PRESETS[name]
 
 
 def unshifted_sigmas(steps: int) -> list[float]:
@@ -117,5 +132,6 @@ def load_vae_of(source: ModelSource):
     return load_vae(source.vae)
 
 
-__all__ = ["TURBO", "BASE", "RealWorld", "parts", "conditioner", "load_vae_of", "unshifted_sigmas",
+__all__ = ["TURBO", "BASE", "LUMINA2", "PRESETS", "sampler_preset",
+           "RealWorld", "parts", "conditioner", "load_vae_of", "unshifted_sigmas",
            "comfy_tokenizer", "missing_parts"]
