@@ -1,4 +1,4 @@
-"""`erase`, `generate`, `evaluate` and `export-lora` on a tiny random Lumina-Image-2.0 from the command line, as
+"""`erase`, `generate`, `evaluate`, `export-lora` and `erase-many` on a tiny random Lumina-Image-2.0 from the command line, as
 ComfyUI single files (--dit/--text-encoder/--vae/--tokenizer) and as a diffusers folder (Lumina2Pipeline), built in
 fixtures; erasure files of the other family (Z-Image) are refused naming both fingerprints, both ways."""
 from __future__ import annotations
@@ -110,7 +110,13 @@ def test_diffusers_folder_erase_generate_and_evaluate(lumina_folder, tmp_path, c
         assert key in result and key in result["base"], key
     assert result["concepts"] == ["star"] and result["settings"]["cfg"] == LUMINA2["cfg"]
     assert result["change"]["erase"] > 0 and "--clip-checkpoint" in result["skipped"]["clip"]
-    assert never_together == [0, 0, 0]                     # erase, generate, evaluate
+    concepts = tmp_path / "concepts.txt"
+    concepts.write_text("dog | anchor=a photo of a puppy\n")
+    assert main(["erase-many", str(concepts), "--out-dir", str(tmp_path / "many"), "--model", str(lumina_folder),
+                 *QUICK_ERASE]) == 0
+    dog = read_erasure(tmp_path / "many" / "dog.safetensors")[0]
+    assert dog.training["anchors"] == ["a photo of a puppy"] and dog.base_fingerprint == info.base_fingerprint
+    assert never_together == [0, 0, 0, 0]                  # erase, generate, evaluate, erase-many
 
 
 def test_an_erasure_of_the_other_family_is_refused_naming_both_fingerprints(lumina, tmp_path, capsys):
@@ -130,3 +136,16 @@ def test_an_erasure_of_the_other_family_is_refused_naming_both_fingerprints(lumi
                          "--out", str(tmp_path / "x.png")]) == 2
             err = capsys.readouterr().err
             assert made_for in err and here in err, err
+
+
+def test_missing_lumina_parts_are_named_before_any_work(lumina, tmp_path, capsys):
+    given = {"--dit": lumina["dit"], "--text-encoder": lumina["text_encoder"], "--vae": lumina["vae"],
+             "--tokenizer": lumina["tokenizer"]}
+    for left_out, expected in (("--tokenizer", "need --tokenizer: the tokenizer/ folder of a diffusers"),
+                               ("--text-encoder", "needs --text-encoder (e.g. gemma_2_2b_fp16.safetensors)"),
+                               ("--vae", "needs --vae (e.g. ae.safetensors)")):
+        options = [str(part) for name, value in given.items() if name != left_out for part in (name, value)]
+        assert main(["generate", "--prompt", "a cat", "--size", "32", "--steps", "1", *options,
+                     "--out", str(tmp_path / "x.png")]) == 2
+        err = capsys.readouterr().err
+        assert expected in err and "encode prompts" not in err and "sample" not in err, err   # before any work

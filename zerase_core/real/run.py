@@ -28,7 +28,7 @@ from ..shuffle_bank import PreparedConditioner, ShuffleBank
 from ..trainer import SHUFFLING_METHODS, EraseTrainer
 from .options import add_model_arguments, check_base, device_of, real_source  # noqa: F401 (the CLI's)
 from .sources import ModelSource, load_transformer
-from .world import TURBO, RealWorld, conditioner, load_vae_of
+from .world import TURBO, RealWorld, conditioner, load_vae_of, missing_parts
 
 DEFAULT_BANK = 8                       # word orders per erase prompt when the user gives no --shuffle-bank
 DEFAULT_RESOLUTION = 512               # training resolution of Z-Image (the node's advice)
@@ -206,7 +206,8 @@ def generate_real(source: ModelSource, prompts: list[str], seeds: list[int], ste
                   allow_other_base: bool = False, allow_partial: bool = False,
                   progress: Progress | None = None, device: str = "cpu") -> torch.Tensor:
     """Images (B, 3, H, W) in [0, 1]; each erasure file attached at its strength (default: its recommended one,
-    1/N of it for N files, as on the nano model)."""
+    1/N of it for N files, as on the nano model). A missing VAE is named before any sampling."""
+    missing_parts(source, ("vae",))
     latents = sample_real(source, prompts, seeds, steps, cfg, height, width, erasures, strengths, allow_other_base,
                           allow_partial, progress, device=device)
     return decode_latents(source, latents, progress)
