@@ -1,6 +1,7 @@
-"""`erase`, `generate`, `evaluate`, `export-lora` and `erase-many` on a tiny random Lumina-Image-2.0 from the command line, as
-ComfyUI single files (--dit/--text-encoder/--vae/--tokenizer) and as a diffusers folder (Lumina2Pipeline), built in
-fixtures; erasure files of the other family (Z-Image) are refused naming both fingerprints, both ways."""
+"""`erase`, `generate`, `evaluate`, `export-lora` and `erase-many` on a tiny random Lumina-Image-2.0 from the command
+line, as ComfyUI single files (--dit/--text-encoder/--vae/--tokenizer) and as a diffusers folder (Lumina2Pipeline),
+built in fixtures; erasure files of the other family (Z-Image) are refused naming both fingerprints, both ways; a
+missing part is named before any work."""
 from __future__ import annotations
 
 import gc
@@ -141,7 +142,7 @@ def test_an_erasure_of_the_other_family_is_refused_naming_both_fingerprints(lumi
 def test_missing_lumina_parts_are_named_before_any_work(lumina, tmp_path, capsys):
     given = {"--dit": lumina["dit"], "--text-encoder": lumina["text_encoder"], "--vae": lumina["vae"],
              "--tokenizer": lumina["tokenizer"]}
-    for left_out, expected in (("--tokenizer", "need --tokenizer: the tokenizer/ folder of a diffusers"),
+    for left_out, expected in (("--tokenizer", "needs --tokenizer (the tokenizer/ folder of the diffusers download"),
                                ("--text-encoder", "needs --text-encoder (e.g. gemma_2_2b_fp16.safetensors)"),
                                ("--vae", "needs --vae (e.g. ae.safetensors)")):
         options = [str(part) for name, value in given.items() if name != left_out for part in (name, value)]

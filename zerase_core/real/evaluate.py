@@ -102,7 +102,7 @@ def _render(source: ModelSource, prompts: list[str], seeds: list[int], steps: in
             strength, allow_other_base: bool, progress: Progress | None, device: str = "cpu") -> dict[str, torch.Tensor]:
     """{"base", "erased"} images of every (prompt, seed): text encoder first and released, then the DiT, then the VAE."""
     from ..nano.erasure_runs import attach_file
-    missing_parts(source, ("vae",))                   # named before any sampling, not after
+    missing_parts(source, ("text_encoder", "tokenizer", "vae"))       # all named before any work
     prepared = encode_all(source, [*prompts, ""], None, progress)
     world = RealWorld(load_transformer(source), prepared, None)
     world.dit, denoise = _on_device(world.dit, torch.device(device))

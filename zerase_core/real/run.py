@@ -207,7 +207,7 @@ def generate_real(source: ModelSource, prompts: list[str], seeds: list[int], ste
                   progress: Progress | None = None, device: str = "cpu") -> torch.Tensor:
     """Images (B, 3, H, W) in [0, 1]; each erasure file attached at its strength (default: its recommended one,
     1/N of it for N files, as on the nano model). A missing VAE is named before any sampling."""
-    missing_parts(source, ("vae",))
+    missing_parts(source, ("text_encoder", "tokenizer", "vae"))
     latents = sample_real(source, prompts, seeds, steps, cfg, height, width, erasures, strengths, allow_other_base,
                           allow_partial, progress, device=device)
     return decode_latents(source, latents, progress)

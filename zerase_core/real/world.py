@@ -67,10 +67,17 @@ def parts(model: str | Path | None = None, dit: str | Path | None = None, text_e
     return source
 
 
+HINTS = {"text_encoder": "--text-encoder (e.g. qwen_3_4b.safetensors)", "vae": "--vae (e.g. ae.safetensors)",
+         "tokenizer": "--tokenizer (a diffusers tokenizer/ folder or ComfyUI's comfy/text_encoders/qwen25_tokenizer;"
+                      " or set COMFYUI_PATH)"}
+LUMINA_HINTS = {**HINTS, "text_encoder": "--text-encoder (e.g. gemma_2_2b_fp16.safetensors)",
+                "tokenizer": "--tokenizer (the tokenizer/ folder of the diffusers download Alpha-VLLM/Lumina-Image-2.0;"
+                             " the SentencePiece model inside gemma_2_2b_fp16.safetensors is not read)"}
+
+
 def missing_parts(source: ModelSource, needed: tuple[str, ...]) -> None:
-    hints = {"text_encoder": "--text-encoder (e.g. qwen_3_4b.safetensors)", "vae": "--vae (e.g. ae.safetensors)",
-             "tokenizer": "--tokenizer (a diffusers tokenizer/ folder or ComfyUI's comfy/text_encoders/"
-                          "qwen25_tokenizer; or set COMFYUI_PATH)"}
+    """One error naming every part in `needed` that `source` lacks, with the option and file that give it."""
+    hints = LUMINA_HINTS if source.kind == "lumina2" else HINTS
     absent = [hints[name] for name in needed if getattr(source, name) is None]
     if absent:
         raise ValueError(f"{source.dit} needs {' and '.join(absent)}")
@@ -79,10 +86,10 @@ def missing_parts(source: ModelSource, needed: tuple[str, ...]) -> None:
 def conditioner(source: ModelSource, dtype: torch.dtype | None = None) -> QwenConditioner:
     """The text encoder of `source` (loaded now) with its tokenizer: a diffusers folder's tokenizer brings its chat
     template; ComfyUI's tokenizer folder gets ComfyUI's Z-Image template."""
+    missing_parts(source, ("text_encoder", "tokenizer"))
     if source.kind == "lumina2":
         from .gemma import gemma_conditioner
         return gemma_conditioner(source, dtype)
-    missing_parts(source, ("text_encoder", "tokenizer"))
     tokenizer = load_tokenizer(source.tokenizer)
     own_template = source.folder is not None and source.tokenizer == source.folder / "tokenizer" \
         and getattr(tokenizer, "chat_template", None)
