@@ -1,4 +1,4 @@
-"""Peak RSS of `python -m zerase_core erase` on a real Z-Image (issue 14: ≤ max(DiT, text encoder) + 2 GB).
+"""Peak RSS of `python -m zerase_core erase` on a real Z-Image or Lumina-2 (issue 14: ≤ max(DiT, text encoder) + 2 GB).
 
 Runs the CLI as a child process on one thread, samples its /proc/PID/status (VmRSS, RssAnon, RssFile) every 0.2 s
 and takes the kernel's own peak (ru_maxrss from wait4) at the end; prints one JSON line and, with --json, writes it.
@@ -7,6 +7,9 @@ The model files may be random (scripts/make_random_fullsize.py): memory does not
     python scripts/make_random_fullsize.py --dit /tmp/i14big/dit.safetensors --text-encoder /tmp/i14big/te.safetensors
     python scripts/measure_erase_rss.py --dit /tmp/i14big/dit.safetensors --text-encoder /tmp/i14big/te.safetensors \
         --tokenizer $COMFYUI_PATH/comfy/text_encoders/qwen25_tokenizer --json docs/erase-rss-cpu.json
+
+A Lumina-Image-2.0 DiT and a Gemma-2-2B (make_random_fullsize.py --family lumina2) take a Gemma tokenizer folder
+(a diffusers Lumina-Image-2.0 tokenizer/, or for memory alone any tokenizer with Gemma's special tokens).
 """
 from __future__ import annotations
 

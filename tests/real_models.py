@@ -1,9 +1,11 @@
-"""Tiny random real Z-Images on disk, in both forms the CLI takes (built here, never downloaded):
+"""Tiny random real Z-Images and Lumina-Image-2.0s on disk, in both forms the CLI takes (built here, never downloaded):
 
 - `single_files(folder)`: ComfyUI single files, a DiT (ComfyUI key prefix, config in the metadata), a Qwen3 text
   encoder (`model.` keys as qwen_3_4b.safetensors) and a Flux-layout VAE (ae.safetensors; the real Flux VAE shape,
   random); the tokenizer is ComfyUI's Qwen one.
 - `diffusers_folder(folder)`: a ZImagePipeline saved with save_pretrained (tiny VAE with 4 latent channels).
+- `lumina_single_files(folder)` / `lumina_diffusers_folder(folder)`: the same two forms of a tiny Lumina-2 (Gemma-2
+  text encoder, a word-level tokenizer with Gemma's special tokens, as tests/test_lumina_real.py).
 """
 from __future__ import annotations
 
@@ -28,9 +30,7 @@ def tokenizer_folder() -> Path:
 
 def single_files(folder: Path, seed: int = 0) -> dict[str, Path]:
     """{"dit", "text_encoder", "vae", "tokenizer"} paths; `seed` changes the DiT only (another base)."""
-    import diffusers
     from test_real_text_encoder import tiny_qwen3
-    from zerase_core.real.vae import FLUX_VAE
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"dit": folder / f"z_image_tiny_{seed}.safetensors", "text_encoder": folder / "qwen_3_tiny.safetensors",
              "vae": folder / "ae_tiny.safetensors", "tokenizer": tokenizer_folder()}
@@ -39,11 +39,7 @@ def single_files(folder: Path, seed: int = 0) -> dict[str, Path]:
         encoder = tiny_qwen3(0)
         save_file({f"model.{key}": value.contiguous() for key, value in encoder.state_dict().items()},
                   str(paths["text_encoder"]))
-    if not paths["vae"].exists():
-        torch.manual_seed(3)
-        vae = diffusers.AutoencoderKL(**FLUX_VAE)
-        save_file({key: value.to(torch.bfloat16).contiguous() for key, value in vae.state_dict().items()},
-                  str(paths["vae"]))
+    single_files_vae(folder)
     return paths
 
 
@@ -74,3 +70,68 @@ def model_options(paths: dict[str, Path]) -> list[str]:
 # the smallest run that still trains: 2 steps, one trajectory of one sampler step, rank 2, 32² images
 QUICK_ERASE = ["--steps", "2", "--pool-prompts", "1", "--sample-steps", "1", "--rank", "2", "--resolution", "32",
                "--shuffle-bank", "2"]
+
+
+# Lumina-Image-2.0: words of every prompt the Lumina CLI tests use, so the tiny word-level Gemma tokenizer knows them
+LUMINA_WORDS = ("a picture of a photo of a painting of cat dog star red circle puppy", )
+
+
+def _lumina_tokenizer():
+    from test_lumina_real import tiny_tokenizer
+    from zerase_core.real.evaluate import KEEP_PROMPTS
+    return tiny_tokenizer((*LUMINA_WORDS, *KEEP_PROMPTS))
+
+
+def _lumina_dit(in_channels: int, seed: int):
+    from test_lumina_diffusers_parity import TINY, _randomize
+    import diffusers
+    return _randomize(diffusers.Lumina2Transformer2DModel(**{**TINY, "in_channels": in_channels}), seed)
+
+
+def lumina_single_files(folder: Path, seed: int = 0) -> dict[str, Path]:
+    """ComfyUI single files of a tiny random Lumina-2: DiT (ComfyUI names, 16 latent channels), Gemma-2 text encoder
+    (`model.` keys as gemma_2_2b_fp16.safetensors), the Flux-layout VAE, and a tokenizer/ folder."""
+    from test_lumina_real import tiny_gemma2
+    from zerase_core.checkpoint import load_dit
+    from zerase_core.real.lumina import lumina_config_from_diffusers
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {"dit": folder / f"lumina_2_tiny_{seed}.safetensors", "text_encoder": folder / "gemma_2_tiny.safetensors",
+             "vae": single_files_vae(folder), "tokenizer": folder / "gemma_tokenizer"}
+    transformer = _lumina_dit(16, seed)
+    config = lumina_config_from_diffusers(dict(transformer.config))
+    save_dit(load_dit(transformer.state_dict(), metadata=config.to_metadata()), paths["dit"])
+    if not paths["text_encoder"].exists():
+        tokenizer = _lumina_tokenizer()
+        tokenizer.save_pretrained(paths["tokenizer"])
+        encoder = tiny_gemma2(len(tokenizer))
+        save_file({f"model.{key}": value.contiguous() for key, value in encoder.state_dict().items()},
+                  str(paths["text_encoder"]))
+    return paths
+
+
+def single_files_vae(folder: Path) -> Path:
+    """A random Flux-layout VAE file (ae.safetensors' shapes, bf16), made once per folder."""
+    import diffusers
+    from zerase_core.real.vae import FLUX_VAE
+    path = folder / "ae_tiny.safetensors"
+    if not path.exists():
+        torch.manual_seed(3)
+        vae = diffusers.AutoencoderKL(**FLUX_VAE)
+        save_file({key: value.to(torch.bfloat16).contiguous() for key, value in vae.state_dict().items()}, str(path))
+    return path
+
+
+def lumina_diffusers_folder(folder: Path) -> Path:
+    """A saved Lumina2Pipeline with tiny random parts (4 latent channels, tiny VAE)."""
+    import diffusers
+    from test_lumina_real import tiny_gemma2
+    from test_real_generate import TINY_VAE
+    tokenizer = _lumina_tokenizer()
+    torch.manual_seed(5)
+    vae = diffusers.AutoencoderKL(**TINY_VAE).eval()
+    scheduler = diffusers.FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=6.0,
+                                                          use_dynamic_shifting=False)
+    pipeline = diffusers.Lumina2Pipeline(transformer=_lumina_dit(4, 0), scheduler=scheduler, vae=vae,
+                                         text_encoder=tiny_gemma2(len(tokenizer), seed=2), tokenizer=tokenizer)
+    pipeline.save_pretrained(folder)
+    return folder

@@ -28,9 +28,11 @@ from zerase_core.real.world import RealWorld, conditioner, parts, unshifted_sigm
 PROMPTS = ["a photo of a cat", "Van Gogh's starry night over a harbour, oil painting"]
 
 
-def tiny_tokenizer():
+def tiny_tokenizer(extra: tuple[str, ...] = ()):
+    """Gemma's special tokens and the words of the system prompt, PROMPTS and `extra` (texts)."""
     tokenizers = pytest.importorskip("tokenizers")
-    words = sorted(set(re.findall(r"\w+|[^\w\s]+", " ".join([SYSTEM_PROMPT, "<Prompt Start>", *PROMPTS]))))
+    text = " ".join([SYSTEM_PROMPT, "<Prompt Start>", *PROMPTS, *extra])
+    words = sorted(set(re.findall(r"\w+|[^\w\s]+", text)))
     vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, **{word: 4 + i for i, word in enumerate(words)}}
     model = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
     model.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()

@@ -40,13 +40,15 @@ def _positive(kind):
 
 def _sampling_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the first image (next ones: seed+1, ...)")
-    parser.add_argument("--steps", type=_positive(int), help=f"Euler steps (nano {DEFAULT_STEPS}; real: --preset's)")
+    parser.add_argument("--steps", type=_positive(int),
+                        help=f"Euler steps (nano {DEFAULT_STEPS}; real: --preset's)")
     parser.add_argument("--cfg", type=float, help=f"guidance (1 = none, as Turbo; nano {DEFAULT_CFG}; real: --preset's)")
     parser.add_argument("--size", type=_positive(int), help=f"image side in pixels (nano {IMAGE_SIZE}; real 1024)")
     parser.add_argument("--width", type=_positive(int), help="real models: image width (default --size)")
     parser.add_argument("--height", type=_positive(int), help="real models: image height (default --size)")
-    parser.add_argument("--preset", choices=["turbo", "base"], default="turbo",
-                        help="real models: Z-Image-Turbo's 8 steps at cfg 1, or Z-Image's 50 steps at cfg 5")
+    parser.add_argument("--preset", choices=["turbo", "base", "lumina2"],
+                        help="real models: Z-Image-Turbo's 8 steps at cfg 1 (Z-Image's default), Z-Image's 50 steps"
+                             " at cfg 5, or Lumina-Image-2.0's 25 steps at cfg 4 (its default)")
 
 
 def command_generate(args) -> None:
@@ -90,8 +92,8 @@ def _generate_real(args, source, strengths) -> None:
     from .common.grid import labelled_grid, save_png
     from .common.progress import PhaseBars
     from .real.run import REAL_PHASES, device_of, generate_real
-    from .real.world import BASE, TURBO
-    preset = TURBO if args.preset == "turbo" else BASE
+    from .real.world import sampler_preset
+    preset = sampler_preset(source.kind, args.preset)
     steps, cfg = args.steps or preset["steps"], check_cfg(preset["cfg"] if args.cfg is None else args.cfg, "--cfg")
     size = args.size or 1024
     height, width = args.height or size, args.width or size

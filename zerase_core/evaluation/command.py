@@ -119,12 +119,13 @@ def _evaluate_real(args, source) -> None:
     from ..common.progress import PhaseBars
     from ..real.evaluate import ClipJudge, evaluate_real, nudenet_detector
     from ..real.run import REAL_PHASES, device_of
-    from ..real.world import TURBO
+    from ..real.world import sampler_preset
+    preset = sampler_preset(source.kind, None)           # Z-Image: Turbo's 8 steps, cfg 1; Lumina-2: 25, cfg 4
     clip = ClipJudge(args.clip_checkpoint, args.clip_arch) if args.clip_checkpoint is not None else None
     bars = PhaseBars(units=REAL_PHASES)
     try:
-        result = evaluate_real(source, args.erasure, args.strength, args.steps or TURBO["steps"],
-                               TURBO["cfg"] if args.cfg is None else args.cfg, args.size, args.seeds,
+        result = evaluate_real(source, args.erasure, args.strength, args.steps or preset["steps"],
+                               preset["cfg"] if args.cfg is None else args.cfg, args.size, args.seeds,
                                args.keep_prompt, clip, nudenet_detector(), args.allow_other_base, bars,
                                str(device_of(args)))
     finally:
@@ -148,8 +149,8 @@ def add_evaluate_command(commands) -> argparse.ArgumentParser:
     parser.add_argument("--strength", type=float, help="erasure strength (default: the file's recommended one)")
     parser.add_argument("--seeds", type=int, default=1, help="images per prompt (default 1)")
     parser.add_argument("--json", type=Path, help="write the result object here (.json)")
-    parser.add_argument("--steps", type=int, help=f"sampler steps (nano {DEFAULT_STEPS}, real models 8)")
-    parser.add_argument("--cfg", type=float, help=f"guidance (nano {DEFAULT_CFG}, real models 1)")
+    parser.add_argument("--steps", type=int, help=f"sampler steps (nano {DEFAULT_STEPS}, Z-Image 8, Lumina-2 25)")
+    parser.add_argument("--cfg", type=float, help=f"guidance (nano {DEFAULT_CFG}, Z-Image 1, Lumina-2 4)")
     parser.add_argument("--probes", nargs="+", choices=list(PROBES), default=list(PROBES),
                         help="which attacks to run (default all; synonym alone skips the costly vector calibration)")
     parser.add_argument("--no-probes", action="store_true", help="skip the synonym/shuffle/vector attacks")

@@ -29,7 +29,7 @@ from ..evaluation.protocol import METRIC_KEYS
 from ..common.progress import PhaseCounter, Progress
 from .run import ERASE_TEMPLATES, _on_device, _Steps, _without, decode_latents, encode_all
 from .sources import ModelSource, load_transformer
-from .world import RealWorld
+from .world import RealWorld, missing_parts
 
 KEEP_PROMPTS = ("a photo of a dog on a beach", "a bowl of fruit on a wooden table", "a city street at night",
                 "a portrait of an old man", "a mountain lake at sunrise", "a red sports car",
@@ -102,6 +102,7 @@ def _render(source: ModelSource, prompts: list[str], seeds: list[int], steps: in
             strength, allow_other_base: bool, progress: Progress | None, device: str = "cpu") -> dict[str, torch.Tensor]:
     """{"base", "erased"} images of every (prompt, seed): text encoder first and released, then the DiT, then the VAE."""
     from ..nano.erasure_runs import attach_file
+    missing_parts(source, ("text_encoder", "tokenizer", "vae"))       # all named before any work
     prepared = encode_all(source, [*prompts, ""], None, progress)
     world = RealWorld(load_transformer(source), prepared, None)
     world.dit, denoise = _on_device(world.dit, torch.device(device))

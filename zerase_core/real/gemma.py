@@ -102,7 +102,11 @@ def load_gemma2(path: str | Path, dtype: torch.dtype | None = None):
 
 
 def load_gemma_tokenizer(path: str | Path | None):
-    if path is None or not Path(path).is_dir():
+    if path is None:
+        raise ValueError("Lumina-2 single files need --tokenizer: the tokenizer/ folder of a diffusers"
+                         " Lumina-Image-2.0 download (Alpha-VLLM/Lumina-Image-2.0); the tokenizer inside"
+                         " gemma_2_2b_fp16.safetensors is not read")
+    if not Path(path).is_dir():
         raise FileNotFoundError(f"Gemma tokenizer folder {path} does not exist; give --tokenizer (the tokenizer/"
                                 f" folder of a diffusers Lumina-Image-2.0 download)")
     tokenizer = _transformers().AutoTokenizer.from_pretrained(str(path), local_files_only=True)

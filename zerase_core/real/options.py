@@ -17,14 +17,18 @@ MODEL_OPTIONS = ("model", "dit", "text_encoder", "vae", "tokenizer")
 def add_model_arguments(parser) -> None:
     """--model / --dit / --text-encoder / --vae / --tokenizer: a real Z-Image instead of the bundled nano model."""
     group = parser.add_argument_group("real model (instead of the bundled nano model)")
-    group.add_argument("--model", type=Path, help="a diffusers Z-Image folder (model_index.json) or a ComfyUI"
-                                                   " diffusion-model file (e.g. z_image_turbo_bf16.safetensors)")
+    group.add_argument("--model", type=Path, help="a diffusers Z-Image or Lumina-Image-2.0 folder (model_index.json)"
+                                                   " or a ComfyUI diffusion-model file (e.g."
+                                                   " z_image_turbo_bf16.safetensors, lumina_2_model_bf16.safetensors)")
     group.add_argument("--dit", type=Path, help="the ComfyUI diffusion-model file (same as --model FILE)")
-    group.add_argument("--text-encoder", type=Path, help="ComfyUI text-encoder file (qwen_3_4b.safetensors) or a"
-                                                         " diffusers text_encoder/ folder")
+    group.add_argument("--text-encoder", type=Path, help="ComfyUI text-encoder file (qwen_3_4b.safetensors;"
+                                                         " Lumina-2: gemma_2_2b_fp16.safetensors) or a diffusers"
+                                                         " text_encoder/ folder")
     group.add_argument("--vae", type=Path, help="ComfyUI VAE file (ae.safetensors) or a diffusers vae/ folder")
-    group.add_argument("--tokenizer", type=Path, help="Qwen tokenizer folder (default: the diffusers folder's, else"
-                                                      " $COMFYUI_PATH/comfy/text_encoders/qwen25_tokenizer)")
+    group.add_argument("--tokenizer", type=Path, help="tokenizer folder (default: the diffusers folder's; Z-Image:"
+                                                      " else $COMFYUI_PATH/comfy/text_encoders/qwen25_tokenizer;"
+                                                      " Lumina-2 with single files: the tokenizer/ folder of a"
+                                                      " diffusers Lumina-Image-2.0 download)")
     group.add_argument("--device", default="cpu", help="where the DiT runs: cpu (default) or cuda[:N]; the text"
                                                       " encoder and VAE run on the CPU")
 

@@ -29,7 +29,7 @@ from ..engine.methods import shuffles
 from ..engine.trainer import EraseTrainer
 from .options import add_model_arguments, check_base, device_of, real_source  # noqa: F401 (the CLI's)
 from .sources import ModelSource, load_transformer
-from .world import TURBO, RealWorld, conditioner, load_vae_of
+from .world import TURBO, RealWorld, conditioner, load_vae_of, missing_parts
 
 DEFAULT_BANK = 8                       # word orders per erase prompt when the user gives no --shuffle-bank
 DEFAULT_RESOLUTION = 512               # training resolution of Z-Image (the node's advice)
@@ -207,17 +207,19 @@ def generate_real(source: ModelSource, prompts: list[str], seeds: list[int], ste
                   allow_other_base: bool = False, allow_partial: bool = False,
                   progress: Progress | None = None, device: str = "cpu") -> torch.Tensor:
     """Images (B, 3, H, W) in [0, 1]; each erasure file attached at its strength (default: its recommended one,
-    1/N of it for N files, as on the nano model)."""
+    1/N of it for N files, as on the nano model). A missing VAE is named before any sampling."""
+    missing_parts(source, ("text_encoder", "tokenizer"))
     latents = sample_real(source, prompts, seeds, steps, cfg, height, width, erasures, strengths, allow_other_base,
-                          allow_partial, progress, device=device)
+                          allow_partial, progress, device=device, needs=("vae",))
     return decode_latents(source, latents, progress)
 
 
 def sample_real(source: ModelSource, prompts: list[str], seeds: list[int], steps: int = TURBO["steps"],
                 cfg: float = TURBO["cfg"], height: int = 1024, width: int = 1024, erasures=(), strengths=(),
                 allow_other_base: bool = False, allow_partial: bool = False, progress: Progress | None = None,
-                noise: torch.Tensor | None = None, device: str = "cpu") -> torch.Tensor:
-    """The DiT's final latents of `generate_real` (before the VAE); the DiT is dropped when they are done."""
+                noise: torch.Tensor | None = None, device: str = "cpu", needs: tuple[str, ...] = ()) -> torch.Tensor:
+    """The DiT's final latents of `generate_real` (before the VAE); the DiT is dropped when they are done. The parts
+    in `needs` (generate: the VAE) are checked once the erasure files are, before the first step."""
     from ..nano.erasure_runs import attach_file
     prepared = encode_all(source, [*prompts, ""], None, progress)
     world = RealWorld(load_transformer(source), prepared, None)
@@ -228,6 +230,7 @@ def sample_real(source: ModelSource, prompts: list[str], seeds: list[int], steps
             edits.append(attach_file(world, path, strength, allow_other_base, allow_partial))
             if isinstance(edits[-1][0], torch.nn.Module):
                 edits[-1][0].to(torch.device(device))
+        missing_parts(source, needs)
         if len(edits) > 1:
             for index, (edit, info) in enumerate(edits):
                 if index >= len(strengths):

@@ -25,6 +25,21 @@ from .vae import decode, load_vae
 
 TURBO = {"steps": 8, "cfg": 1.0}          # Z-Image-Turbo: 8 steps, no guidance
 BASE = {"steps": 50, "cfg": 5.0}          # Z-Image (base): diffusers' guidance_scale 4 = cfg 5
+LUMINA2 = {"steps": 25, "cfg": 4.0}       # Lumina-Image-2.0: ComfyUI's template (25 steps, cfg 4, shift 6);
+#                                           Lumina2Pipeline's guidance_scale 4 is the same cfg (30 steps default)
+PRESETS = {"turbo": TURBO, "base": BASE, "lumina2": LUMINA2}
+PRESET_KINDS = {"turbo": "z-image", "base": "z-image", "lumina2": "lumina2"}
+DEFAULT_PRESET = {"z-image": "turbo", "lumina2": "lumina2"}
+
+
+def sampler_preset(kind: str, name: str | None) -> dict:
+    """{"steps", "cfg"} of a --preset for a model kind; None = the kind's default (Turbo's, Lumina-2's)."""
+    name = name or DEFAULT_PRESET[kind]
+    if PRESET_KINDS[name] != kind:
+        fits = sorted(preset for preset, owner in PRESET_KINDS.items() if owner == kind)
+        raise ValueError(f"--preset {name} is for {PRESET_KINDS[name]}, but the model is {kind}; use --preset"
+                         f" {' or '.join(fits)} (or leave it out)")
+    return PRESETS[name]
 
 
 def unshifted_sigmas(steps: int) -> list[float]:
@@ -57,10 +72,17 @@ def parts(model: str | Path | None = None, dit: str | Path | None = None, text_e
     return source
 
 
+HINTS = {"text_encoder": "--text-encoder (e.g. qwen_3_4b.safetensors)", "vae": "--vae (e.g. ae.safetensors)",
+         "tokenizer": "--tokenizer (a diffusers tokenizer/ folder or ComfyUI's comfy/text_encoders/qwen25_tokenizer;"
+                      " or set COMFYUI_PATH)"}
+LUMINA_HINTS = {**HINTS, "text_encoder": "--text-encoder (e.g. gemma_2_2b_fp16.safetensors)",
+                "tokenizer": "--tokenizer (the tokenizer/ folder of the diffusers download Alpha-VLLM/Lumina-Image-2.0;"
+                             " the SentencePiece model inside gemma_2_2b_fp16.safetensors is not read)"}
+
+
 def missing_parts(source: ModelSource, needed: tuple[str, ...]) -> None:
-    hints = {"text_encoder": "--text-encoder (e.g. qwen_3_4b.safetensors)", "vae": "--vae (e.g. ae.safetensors)",
-             "tokenizer": "--tokenizer (a diffusers tokenizer/ folder or ComfyUI's comfy/text_encoders/"
-                          "qwen25_tokenizer; or set COMFYUI_PATH)"}
+    """One error naming every part in `needed` that `source` lacks, with the option and file that give it."""
+    hints = LUMINA_HINTS if source.kind == "lumina2" else HINTS
     absent = [hints[name] for name in needed if getattr(source, name) is None]
     if absent:
         raise ValueError(f"{source.dit} needs {' and '.join(absent)}")
@@ -69,10 +91,10 @@ def missing_parts(source: ModelSource, needed: tuple[str, ...]) -> None:
 def conditioner(source: ModelSource, dtype: torch.dtype | None = None) -> QwenConditioner:
     """The text encoder of `source` (loaded now) with its tokenizer: a diffusers folder's tokenizer brings its chat
     template; ComfyUI's tokenizer folder gets ComfyUI's Z-Image template."""
+    missing_parts(source, ("text_encoder", "tokenizer"))
     if source.kind == "lumina2":
         from .gemma import gemma_conditioner
         return gemma_conditioner(source, dtype)
-    missing_parts(source, ("text_encoder", "tokenizer"))
     tokenizer = load_tokenizer(source.tokenizer)
     own_template = source.folder is not None and source.tokenizer == source.folder / "tokenizer" \
         and getattr(tokenizer, "chat_template", None)
@@ -122,5 +144,6 @@ def load_vae_of(source: ModelSource):
     return load_vae(source.vae)
 
 
-__all__ = ["TURBO", "BASE", "RealWorld", "parts", "conditioner", "load_vae_of", "unshifted_sigmas",
+__all__ = ["TURBO", "BASE", "LUMINA2", "PRESETS", "sampler_preset",
+           "RealWorld", "parts", "conditioner", "load_vae_of", "unshifted_sigmas",
            "comfy_tokenizer", "missing_parts"]
