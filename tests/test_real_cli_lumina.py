@@ -16,9 +16,9 @@ transformers = pytest.importorskip("transformers", reason="transformers is not i
 from real_models import (QUICK_ERASE, lumina_diffusers_folder, lumina_single_files, model_options,  # noqa: E402
                          single_files, tokenizer_folder)
 from test_evaluate_command import CONTRACT  # noqa: E402
-from zerase_core.checkpoint import fingerprint  # noqa: E402
+from zerase_core.model.checkpoint import fingerprint  # noqa: E402
 from zerase_core.cli import main  # noqa: E402
-from zerase_core.erasure_file import read_erasure  # noqa: E402
+from zerase_core.formats.erasure_file import read_erasure  # noqa: E402
 from zerase_core.real import run as real_run  # noqa: E402
 from zerase_core.real.sources import load_transformer  # noqa: E402
 from zerase_core.real.world import LUMINA2, parts  # noqa: E402
@@ -80,7 +80,7 @@ def test_single_files_erase_generate_and_export(lumina, tmp_path, capsys, never_
     # exports only on q: Lumina-2's k/v (GQA) are narrower than ComfyUI's LoRA loader places them
     assert main(["export-lora", str(out), *model_options(lumina)]) == 2
     assert "cannot be a stock LoRA" in capsys.readouterr().err
-    from zerase_core.erase_config import EraseConfig
+    from zerase_core.engine.erase_config import EraseConfig
     prompts = real_run.real_prompt_set(["cat"], ["a photo of cat"], None)
     for slices, code in ((("q", "k"), 2), (("q",), 0)):
         config = real_run.prepare_config(EraseConfig(steps=1, rank=2, pool_prompts=1, sample_steps=1, shuffle_bank=2,

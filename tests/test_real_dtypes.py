@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from zerase_core.config import DiTConfig
+from zerase_core.model.config import DiTConfig
 from zerase_core.real.mapped import read_header
 from zerase_core.real.sources import component_kind, load_transformer
 from zerase_fixtures import dit_output, randomized_dit

@@ -117,7 +117,7 @@ def command_bench(args) -> None:
 
 def _add_perf_arguments(parser: argparse.ArgumentParser) -> str | None:
     """Let zerase_core.bench.perf declare its options first; returns why it is unavailable, or None."""
-    if importlib.util.find_spec(f"{__package__.rsplit('.', 1)[0]}.perf") is None:
+    if importlib.util.find_spec("..bench.perf", __package__) is None:
         return "zerase_core.bench.perf is not installed"
     try:
         from ..bench.perf import add_perf_arguments
