@@ -5,7 +5,8 @@
   random); the tokenizer is ComfyUI's Qwen one.
 - `diffusers_folder(folder)`: a ZImagePipeline saved with save_pretrained (tiny VAE with 4 latent channels).
 - `lumina_single_files(folder)` / `lumina_diffusers_folder(folder)`: the same two forms of a tiny Lumina-2 (Gemma-2
-  text encoder, a word-level tokenizer with Gemma's special tokens, as tests/test_lumina_real.py).
+  text encoder, a word-level tokenizer with Gemma's special tokens, as tests/test_lumina_real.py);
+  `lumina_comfy_files(folder)`: the single files with the Gemma tokenizer inside the text-encoder file (ComfyUI's).
 """
 from __future__ import annotations
 
@@ -63,8 +64,9 @@ def diffusers_folder(folder: Path) -> Path:
 
 
 def model_options(paths: dict[str, Path]) -> list[str]:
-    return ["--dit", str(paths["dit"]), "--text-encoder", str(paths["text_encoder"]), "--vae", str(paths["vae"]),
-            "--tokenizer", str(paths["tokenizer"])]
+    """--dit/--text-encoder/--vae, and --tokenizer when `paths` has one."""
+    options = ["--dit", str(paths["dit"]), "--text-encoder", str(paths["text_encoder"]), "--vae", str(paths["vae"])]
+    return options + (["--tokenizer", str(paths["tokenizer"])] if "tokenizer" in paths else [])
 
 
 # the smallest run that still trains: 2 steps, one trajectory of one sampler step, rank 2, 32² images
@@ -106,6 +108,20 @@ def lumina_single_files(folder: Path, seed: int = 0) -> dict[str, Path]:
         encoder = tiny_gemma2(len(tokenizer))
         save_file({f"model.{key}": value.contiguous() for key, value in encoder.state_dict().items()},
                   str(paths["text_encoder"]))
+    return paths
+
+
+def lumina_comfy_files(folder: Path, seed: int = 0) -> dict[str, Path]:
+    """{"dit", "text_encoder", "vae"}: ComfyUI's Lumina-2 single files with no tokenizer folder; the Gemma file carries
+    a tiny trained SentencePiece model as `spiece_model`, as gemma_2_2b_fp16.safetensors does (tests/gemma_spiece.py)."""
+    from gemma_spiece import piece_count, save_gemma_file, train_spiece
+    from test_lumina_real import tiny_gemma2
+    from zerase_core.real.evaluate import KEEP_PROMPTS
+    paths = lumina_single_files(folder, seed)
+    proto = train_spiece((*LUMINA_WORDS, *KEEP_PROMPTS))
+    paths["text_encoder"] = save_gemma_file(folder / "gemma_2_tiny_spiece.safetensors",
+                                            tiny_gemma2(piece_count(proto), seed=1), proto)
+    del paths["tokenizer"]
     return paths
 
 

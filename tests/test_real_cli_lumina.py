@@ -1,6 +1,6 @@
 """`erase`, `generate`, `evaluate`, `export-lora` and `erase-many` on a tiny random Lumina-Image-2.0 from the command
-line, as ComfyUI single files (--dit/--text-encoder/--vae/--tokenizer) and as a diffusers folder (Lumina2Pipeline),
-built in fixtures; erasure files of the other family (Z-Image) are refused naming both fingerprints, both ways; a
+line, as ComfyUI single files (--dit/--text-encoder/--vae/--tokenizer; without --tokenizer when the Gemma file
+carries its SentencePiece model, as ComfyUI's does) and as a diffusers folder (Lumina2Pipeline), built in fixtures; erasure files of the other family (Z-Image) are refused naming both fingerprints, both ways; a
 missing part is named before sampling."""
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import torch
 pytest.importorskip("diffusers", reason="diffusers is not installed (pip install -e \".[real]\")")
 transformers = pytest.importorskip("transformers", reason="transformers is not installed")
 
-from real_models import (QUICK_ERASE, lumina_diffusers_folder, lumina_single_files, model_options,  # noqa: E402
-                         single_files, tokenizer_folder)
+from real_models import (QUICK_ERASE, lumina_comfy_files, lumina_diffusers_folder, lumina_single_files,  # noqa: E402
+                         model_options, single_files, tokenizer_folder)
 from test_evaluate_command import CONTRACT  # noqa: E402
 from zerase_core.model.checkpoint import fingerprint  # noqa: E402
 from zerase_core.cli import main  # noqa: E402
@@ -151,3 +151,25 @@ def test_missing_lumina_parts_are_named_before_sampling(lumina, tmp_path, capsys
         err = capsys.readouterr().err
         assert expected in err and "sample" not in err, err                   # before the first step
         assert ("encode prompts" in err) == (left_out == "--vae"), err      # after the erasure checks
+
+
+def test_comfyui_single_files_need_no_tokenizer_folder(tmp_path, capsys, never_together):
+    """gemma_2_2b_fp16.safetensors-style: the tokenizer is read from the text-encoder file's `spiece_model`."""
+    pytest.importorskip("sentencepiece", reason="sentencepiece is not installed (pip install -e \".[real]\")")
+    comfy = lumina_comfy_files(tmp_path / "comfy")
+    options = model_options(comfy)
+    assert "--tokenizer" not in options
+    out = tmp_path / "cat.safetensors"
+    assert main(["erase", "--concept", "cat", *options, *QUICK_ERASE, "--out", str(out)]) == 0
+    info = read_erasure(out)[0]
+    assert info.base_fingerprint == fingerprint(load_transformer(comfy["dit"])) and info.steps_done == 2
+    png = tmp_path / "cat.png"
+    assert main(["generate", "--prompt", "a photo of cat", "--size", "32", "--steps", "2", *options,
+                 "--erasure", str(out), "--out", str(png)]) == 0
+    assert png.stat().st_size > 0 and "2 steps, cfg 4" in capsys.readouterr().out
+    assert never_together == [0, 0]
+    source = parts(**comfy)
+    assert source.tokenizer == comfy["text_encoder"]
+    plain = real_run.generate_real(source, ["a photo of cat"], [3], 2, 4.0, 32, 32)
+    erased = real_run.generate_real(source, ["a photo of cat"], [3], 2, 4.0, 32, 32, [out], [4.0])
+    assert not torch.equal(plain, erased), "the erasure changed nothing"

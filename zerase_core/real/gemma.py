@@ -8,8 +8,8 @@ the right with an attention mask; Gemma is causal, so one prompt at a time witho
 ComfyUI's CLIPTextEncodeLumina2 builds the same text (its "superior" system prompt is the pipeline's default).
 
 Weights load memory-mapped into a meta-device model (`assign=True`): no second copy in RAM. A ComfyUI single file
-(gemma_2_2b_fp16.safetensors) stores its SentencePiece tokenizer as the tensor `spiece_model`; reading it needs
-sentencepiece, so with a single file pass a tokenizer/ folder (a diffusers Lumina-2 folder has one).
+(gemma_2_2b_fp16.safetensors) stores its SentencePiece tokenizer as the tensor `spiece_model`: with such a file no
+tokenizer/ folder is needed (`gemma_tokenizer.py`, needs sentencepiece); a diffusers folder brings its own.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from ..model.checkpoint_keys import CheckpointError
+from .gemma_tokenizer import SpieceGemmaTokenizer, has_embedded_tokenizer
 from .mapped import mapped_safetensors
 from .text_encoder import QwenConditioner, _transformers
 
@@ -101,16 +102,32 @@ def load_gemma2(path: str | Path, dtype: torch.dtype | None = None):
     return model.eval().requires_grad_(False)
 
 
+NO_TOKENIZER = ("Lumina-2 needs Gemma's tokenizer: give --tokenizer (the tokenizer/ folder of the diffusers download"
+                " Alpha-VLLM/Lumina-Image-2.0), or a --text-encoder file that carries it (ComfyUI's"
+                " gemma_2_2b_fp16.safetensors stores it as the tensor `spiece_model`")
+
+
 def load_gemma_tokenizer(path: str | Path | None):
+    """Gemma's tokenizer from a diffusers tokenizer/ folder (transformers) or from a text-encoder .safetensors file
+    that carries its SentencePiece model (ComfyUI's `spiece_model`)."""
     if path is None:
-        raise ValueError("Lumina-2 single files need --tokenizer: the tokenizer/ folder of a diffusers"
-                         " Lumina-Image-2.0 download (Alpha-VLLM/Lumina-Image-2.0); the tokenizer inside"
-                         " gemma_2_2b_fp16.safetensors is not read")
-    if not Path(path).is_dir():
-        raise FileNotFoundError(f"Gemma tokenizer folder {path} does not exist; give --tokenizer (the tokenizer/"
-                                f" folder of a diffusers Lumina-Image-2.0 download)")
+        raise ValueError(NO_TOKENIZER + ")")
+    path = Path(path)
+    if path.is_file():
+        if not has_embedded_tokenizer(path):
+            raise ValueError(f"{NO_TOKENIZER}; {path} has none)")
+        return SpieceGemmaTokenizer.from_file(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"Gemma tokenizer {path} does not exist; {NO_TOKENIZER})")
     tokenizer = _transformers().AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     tokenizer.padding_side = "right"        # what Lumina2Pipeline's masks assume (real tokens first)
+    return tokenizer
+
+
+def gemma_tokenizer_path(tokenizer: Path | None, text_encoder: Path | None) -> Path | None:
+    """The tokenizer to use: the one given, else the text-encoder file when it carries one, else None."""
+    if tokenizer is None and text_encoder is not None and has_embedded_tokenizer(text_encoder):
+        return Path(text_encoder)
     return tokenizer
 
 
@@ -130,8 +147,12 @@ def gemma_conditioner(source, dtype: torch.dtype | None = None) -> GemmaConditio
     """The Gemma-2 text encoder of a Lumina-2 `ModelSource` (loaded now) with its tokenizer."""
     if source.text_encoder is None:
         raise ValueError(f"{source.dit} needs --text-encoder (e.g. gemma_2_2b_fp16.safetensors)")
-    return GemmaConditioner(load_gemma_tokenizer(source.tokenizer), load_gemma2(source.text_encoder, dtype))
+    path = gemma_tokenizer_path(source.tokenizer, source.text_encoder)
+    if path is None:
+        raise ValueError(f"{NO_TOKENIZER}; {source.text_encoder} has none)")
+    tokenizer = load_gemma_tokenizer(path)
+    return GemmaConditioner(tokenizer, load_gemma2(source.text_encoder, dtype))
 
 
 __all__ = ["SYSTEM_PROMPT", "LUMINA_TEMPLATE", "GemmaConditioner", "gemma_conditioner", "gemma2_config_from_shapes",
-           "load_gemma2", "load_gemma_tokenizer"]
+           "gemma_tokenizer_path", "load_gemma2", "load_gemma_tokenizer"]

@@ -27,7 +27,8 @@ def add_model_arguments(parser) -> None:
     group.add_argument("--vae", type=Path, help="ComfyUI VAE file (ae.safetensors) or a diffusers vae/ folder")
     group.add_argument("--tokenizer", type=Path, help="tokenizer folder (default: the diffusers folder's; Z-Image:"
                                                       " else $COMFYUI_PATH/comfy/text_encoders/qwen25_tokenizer;"
-                                                      " Lumina-2 with single files: the tokenizer/ folder of a"
+                                                      " Lumina-2 with single files: the one inside the Gemma file"
+                                                      " (ComfyUI's spiece_model), else the tokenizer/ folder of a"
                                                       " diffusers Lumina-Image-2.0 download)")
     group.add_argument("--device", default="cpu", help="where the DiT runs: cpu (default) or cuda[:N]; the text"
                                                       " encoder and VAE run on the CPU")

@@ -67,8 +67,12 @@ def parts(model: str | Path | None = None, dit: str | Path | None = None, text_e
     overrides = {name: Path(value) for name, value in
                  (("text_encoder", text_encoder), ("vae", vae), ("tokenizer", tokenizer)) if value is not None}
     source = replace(source, **overrides)
-    if source.tokenizer is None and source.kind == "z-image":     # Lumina-2's Gemma tokenizer is not in ComfyUI
+    if source.tokenizer is None and source.kind == "z-image":
         source = replace(source, tokenizer=comfy_tokenizer())
+    if source.tokenizer is None and source.kind == "lumina2":     # ComfyUI's Gemma file carries its tokenizer
+        from .gemma_tokenizer import has_embedded_tokenizer
+        if source.text_encoder is not None and has_embedded_tokenizer(source.text_encoder):
+            source = replace(source, tokenizer=source.text_encoder)
     return source
 
 
@@ -76,8 +80,9 @@ HINTS = {"text_encoder": "--text-encoder (e.g. qwen_3_4b.safetensors)", "vae": "
          "tokenizer": "--tokenizer (a diffusers tokenizer/ folder or ComfyUI's comfy/text_encoders/qwen25_tokenizer;"
                       " or set COMFYUI_PATH)"}
 LUMINA_HINTS = {**HINTS, "text_encoder": "--text-encoder (e.g. gemma_2_2b_fp16.safetensors)",
-                "tokenizer": "--tokenizer (the tokenizer/ folder of the diffusers download Alpha-VLLM/Lumina-Image-2.0;"
-                             " the SentencePiece model inside gemma_2_2b_fp16.safetensors is not read)"}
+                "tokenizer": "--tokenizer (the tokenizer/ folder of the diffusers download Alpha-VLLM/Lumina-Image-2.0),"
+                             " or a --text-encoder file that carries Gemma's tokenizer (ComfyUI's"
+                             " gemma_2_2b_fp16.safetensors stores it as the tensor `spiece_model`; none was found)"}
 
 
 def missing_parts(source: ModelSource, needed: tuple[str, ...]) -> None:
