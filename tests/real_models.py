@@ -112,8 +112,9 @@ def lumina_single_files(folder: Path, seed: int = 0) -> dict[str, Path]:
 
 
 def lumina_comfy_files(folder: Path, seed: int = 0) -> dict[str, Path]:
-    """{"dit", "text_encoder", "vae"}: ComfyUI's Lumina-2 single files with no tokenizer folder; the Gemma file carries
-    a tiny trained SentencePiece model as `spiece_model`, as gemma_2_2b_fp16.safetensors does (tests/gemma_spiece.py)."""
+    """{"dit", "text_encoder", "vae"}: ComfyUI's Lumina-2 single files with no tokenizer folder; the Gemma file
+    carries a tiny trained SentencePiece model as `spiece_model`, as gemma_2_2b_fp16.safetensors does
+    (tests/gemma_spiece.py)."""
     from gemma_spiece import piece_count, save_gemma_file, train_spiece
     from test_lumina_real import tiny_gemma2
     from zerase_core.real.evaluate import KEEP_PROMPTS

@@ -12,6 +12,7 @@ transformers = pytest.importorskip("transformers", reason="transformers is not i
 
 from gemma_spiece import piece_count, save_gemma_file, train_spiece, transformers_tokenizer  # noqa: E402
 from test_lumina_real import tiny_gemma2  # noqa: E402
+
 from zerase_core.real.gemma import GemmaConditioner, gemma_conditioner, load_gemma2, load_gemma_tokenizer  # noqa: E402
 from zerase_core.real.gemma_tokenizer import SpieceGemmaTokenizer, has_embedded_tokenizer  # noqa: E402
 from zerase_core.real.sources import ModelSource  # noqa: E402
@@ -91,5 +92,5 @@ def test_parts_use_the_embedded_tokenizer_only_when_there_is_one(files, tmp_path
     given = parts(dit=made["dit"], text_encoder=files["with"], vae=made["vae"], tokenizer=files["folder"])
     assert given.tokenizer == files["folder"]                            # --tokenizer wins
     assert parts(dit=made["dit"], text_encoder=files["without"], vae=made["vae"]).tokenizer is None
-    with pytest.raises(ValueError, match="carries no Gemma tokenizer|has none"):
+    with pytest.raises(ValueError, match=r"carries no Gemma tokenizer|has none"):
         load_gemma_tokenizer(files["without"])

@@ -2,9 +2,9 @@
 prompt conditioning (system prompt, hidden layer, padding and masks), a full generate with fixed noise, and the
 same model loaded back from a diffusers folder (model_index.json naming Lumina2Pipeline).
 
-No Gemma tokenizer files exist offline (ComfyUI keeps Gemma's SentencePiece model inside the text-encoder file and
-sentencepiece is not installed), so the fixture builds a tiny word-level tokenizer with Gemma's special tokens
-(<pad> 0, <eos> 1, <bos> 2, BOS prepended, right padding as the pipeline's masks assume)."""
+No Gemma tokenizer files exist offline (ComfyUI keeps Gemma's SentencePiece model inside the text-encoder file; that
+path is tests/test_gemma_spiece_tokenizer.py's), so the fixture builds a tiny word-level tokenizer with Gemma's
+special tokens (<pad> 0, <eos> 1, <bos> 2, BOS prepended, right padding as the pipeline's masks assume)."""
 from __future__ import annotations
 
 import json

@@ -1,7 +1,8 @@
 """`erase`, `generate`, `evaluate`, `export-lora` and `erase-many` on a tiny random Lumina-Image-2.0 from the command
 line, as ComfyUI single files (--dit/--text-encoder/--vae/--tokenizer; without --tokenizer when the Gemma file
-carries its SentencePiece model, as ComfyUI's does) and as a diffusers folder (Lumina2Pipeline), built in fixtures; erasure files of the other family (Z-Image) are refused naming both fingerprints, both ways; a
-missing part is named before sampling."""
+carries its SentencePiece model, as ComfyUI's does) and as a diffusers folder (Lumina2Pipeline), built in fixtures;
+erasure files of the other family (Z-Image) are refused naming both fingerprints, both ways; a missing part is named
+before sampling."""
 from __future__ import annotations
 
 import gc

@@ -80,9 +80,10 @@ HINTS = {"text_encoder": "--text-encoder (e.g. qwen_3_4b.safetensors)", "vae": "
          "tokenizer": "--tokenizer (a diffusers tokenizer/ folder or ComfyUI's comfy/text_encoders/qwen25_tokenizer;"
                       " or set COMFYUI_PATH)"}
 LUMINA_HINTS = {**HINTS, "text_encoder": "--text-encoder (e.g. gemma_2_2b_fp16.safetensors)",
-                "tokenizer": "--tokenizer (the tokenizer/ folder of the diffusers download Alpha-VLLM/Lumina-Image-2.0),"
-                             " or a --text-encoder file that carries Gemma's tokenizer (ComfyUI's"
-                             " gemma_2_2b_fp16.safetensors stores it as the tensor `spiece_model`; none was found)"}
+                "tokenizer": "--tokenizer (the tokenizer/ folder of the diffusers download"
+                             " Alpha-VLLM/Lumina-Image-2.0), or a --text-encoder file that carries Gemma's tokenizer"
+                             " (ComfyUI's gemma_2_2b_fp16.safetensors stores it as the tensor `spiece_model`; none was"
+                             " found)"}
 
 
 def missing_parts(source: ModelSource, needed: tuple[str, ...]) -> None:
