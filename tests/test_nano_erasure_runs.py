@@ -58,6 +58,8 @@ def test_colours_are_attributes_and_adapt_v_by_default():
     # shapes adapt V under the anchor target (the keyword's values carry the mapped shape); the ESD target keeps Q+K
     assert EraseConfig().with_kind("object").slices == ("q", "k", "v")
     assert EraseConfig(erase_target="empty").with_kind("object").slices == DEFAULT_SLICES
+    assert EraseConfig().with_kind("style").slices == ("q", "k", "v")       # patterns too (plain → striped)
+    assert EraseConfig(erase_target="empty").with_kind("style").slices == DEFAULT_SLICES
     # slices set to anything but the default are the caller's choice; ε set explicitly stays too
     chosen = EraseConfig(slices=("q", "v"), epsilon=0.005).with_kind("attribute")
     assert chosen.slices == ("q", "v") and chosen.epsilon_value == 0.005

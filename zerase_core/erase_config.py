@@ -47,8 +47,11 @@ ANCHOR_ATTENTION_PRESETS = {"object": 0.0}
 # the old shape by turning into shapeless blobs. With V the keyword's values carry the mapped shape. Nano, 2026-12-07,
 # 36 erase prompts in train phrasings, strength 0.75 (nano evaluator / judge2): square → circle 0 % square, 8 % / 22 %
 # no object (base 6 % / 6 %); star → circle 0 % star, 6 % / 19 % no object (base 33 % / 36 %); with Q+K only the
-# bench had 64 % and 58 % no object (judge2). docs/erase-and-keep.md.
-ANCHOR_SLICE_PRESETS = {"object": ("q", "k", "v")}
+# bench had 64 % and 58 % no object (judge2). Patterns ("style") too: plain → striped must draw stripes that no other
+# token asks for (Q+K+V at 0.75: 0 % / 6 % plain, no more no-object images than the base; with Q+K the bench left
+# 11 % plain at 1.5); striped and dotted → plain keep the base's share either way (Q+K+V: 17 % / 22 % and 19 % / 22 %,
+# base 17 % / 22 % and 22 % / 25 %). docs/erase-and-keep.md.
+ANCHOR_SLICE_PRESETS = {"object": ("q", "k", "v"), "style": ("q", "k", "v")}
 
 
 def _check_range(name: str, value: float, low: float, high: float, hint: str = "") -> None:
