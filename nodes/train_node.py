@@ -40,7 +40,8 @@ def _inputs() -> list:
         io.Combo.Input("targets", options=list(training.TARGETS), default="auto",
                        tooltip="Rows of each joint layer's fused attention.qkv that get an adapter. auto: the concept "
                                "kind's rows (q and k, the paper's released checkpoint; q, k and v for colours and "
-                               "other attributes, which Q+K alone erased weakly on the nano world)."),
+                               "other attributes, which Q+K alone erased weakly on the nano world, and for objects "
+                               "and styles, whose keyword must carry the anchor's content under the anchor target)."),
         io.Float.Input("epsilon", default=0.0, min=0.0, max=1.0, step=1e-4, round=1e-6,
                        tooltip="ε of the λ update (preservation slack). 0 = the preset of the concept kind "
                                "(1e-3 style/nudity, 1e-2 object)."),

@@ -89,10 +89,10 @@ def recommend_strength(world: NanoWorld, edit, concepts: list[str],
     base (the margin absorbs the held-out set's sampling noise: 48 images); else the smallest with Acc_e ≤ target;
     else the best mean H less the no-object rise (`fallback_score`). A strength whose erase prompts show
     `max_no_object_rise` more no-object images than the base's (the erasure deletes the picture instead of replacing
-    the concept) is never chosen while another passes, but the search goes on past it. Strengths are tried in increasing order and the search stops at the first that
-    passes or that breaks the keep ratio (stronger ones only damage more). `edit` (adapters or a closed-form delta) must be
-    attached to `world.dit`; strength 0 gives the base model. `progress` gets the "strength search" phase, one unit
-    per (strength, concept) scored.
+    the concept) is never chosen while another passes, but the search goes on past it. Strengths are tried in
+    increasing order and the search stops at the first that passes or that breaks the keep ratio (stronger ones only
+    damage more). `edit` (adapters or a closed-form delta) must be attached to `world.dit`; strength 0 gives the base
+    model. `progress` gets the "strength search" phase, one unit per (strength, concept) scored.
     """
     table = []
     counter = PhaseCounter(progress, "strength search", len(concepts) * (1 + len(strengths)))
