@@ -79,9 +79,11 @@ def _fill(template: str, words: dict[str, str]) -> str:
 # lost 24 % in the bench), each colour gone (0–3 % detected). The nearest colour is not always better: green → blue
 # kept 0.72 / 0.67 and blue → purple still showed blue in 28 % / 42 %, so green → purple and blue → red stay.
 # Shapes: star → diamond (the nearest by mask overlap) left more images without an object than star → circle
-# (17 % / 28 % against 6 % / 19 %), so shapes keep their mapping.
+# (17 % / 28 % against 6 % / 19 %). Diamond → circle: at the first strength that erases (0.75) 11 % / 19 % no object
+# (base 14 % / 25 %); diamond → triangle erased at 0.5 already, where its in-between shapes left 17 % / 36 % (the
+# bench: 36 %), and diamond → cross 19 % / 33 % at 0.75.
 ANCHOR_VALUES = {
-    "shape": {"circle": "square", "square": "circle", "triangle": "diamond", "diamond": "triangle", "star": "circle",
+    "shape": {"circle": "square", "square": "circle", "triangle": "diamond", "diamond": "circle", "star": "circle",
               "cross": "square"},
     "colour": {"red": "orange", "green": "purple", "blue": "red", "yellow": "orange", "purple": "yellow",
                "orange": "yellow"},
