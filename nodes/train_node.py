@@ -48,7 +48,8 @@ def _inputs() -> list:
         io.Combo.Input("targets", options=list(training.TARGETS), default="auto",
                        tooltip="Rows of each joint layer's fused attention.qkv that get an adapter. auto: the concept "
                                "kind's rows (q and k, the paper's released checkpoint; q, k and v for colours and "
-                               "other attributes, which Q+K alone erased weakly on the nano world)."),
+                               "other attributes, which Q+K alone erased weakly on the nano world, and for objects "
+                               "and styles, whose keyword must carry the anchor's content under the anchor target)."),
         io.Float.Input("epsilon", **_setting("epsilon")),
         io.Float.Input("beta", **_setting("beta")),
         io.Float.Input("eta", **_setting("eta")),

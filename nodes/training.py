@@ -27,7 +27,7 @@ from zerase_core.formats.erasure_file import ErasureFileError
 from .parsing import lines, words_list
 
 CONCEPT_KINDS = ("auto", *EPSILON_PRESETS)
-TARGETS = ("auto", *TARGET_PRESETS)   # auto: the concept kind's rows (Q+K; colours/attributes Q+K+V)
+TARGETS = ("auto", *TARGET_PRESETS)   # auto: the concept kind's rows (EraseConfig.with_kind: Q+K, or Q+K+V)
 LATENT_FACTOR = 8                    # Z-Image's VAE (and the nano codec) downsample 8×
 
 

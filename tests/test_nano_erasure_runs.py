@@ -59,7 +59,11 @@ def test_colours_are_attributes_and_adapt_v_by_default():
     attribute = EraseConfig().with_kind("attribute")
     assert attribute.slices == ("q", "k", "v") and attribute.epsilon_value == EPSILON_PRESETS["attribute"]
     assert attribute.adapter_config().slices == ("q", "k", "v")
-    assert EraseConfig().with_kind("object").slices == DEFAULT_SLICES
+    # shapes adapt V under the anchor target (the keyword's values carry the mapped shape); the ESD target keeps Q+K
+    assert EraseConfig().with_kind("object").slices == ("q", "k", "v")
+    assert EraseConfig(erase_target="empty").with_kind("object").slices == DEFAULT_SLICES
+    assert EraseConfig().with_kind("style").slices == ("q", "k", "v")       # patterns too (plain → striped)
+    assert EraseConfig(erase_target="empty").with_kind("style").slices == DEFAULT_SLICES
     # slices set to anything but the default are the caller's choice; ε set explicitly stays too
     chosen = EraseConfig(slices=("q", "v"), epsilon=0.005).with_kind("attribute")
     assert chosen.slices == ("q", "v") and chosen.epsilon_value == 0.005
@@ -123,4 +127,11 @@ def test_the_strength_search_goes_on_past_a_no_object_rise_but_not_past_a_broken
     assert stops_search({**transition, "keep_ratio": 0.9}, target_acc_e=0.1, keep_ratio=0.95, margin=0.5)
     # and the choice then takes the stronger, clean strength over the transition
     table = [transition, {"strength": 0.75, "acc_e": 0.0, "keep_ratio": 0.99, "h": 0.99, "no_object_rise": 0.0}]
+    assert choose_strength(table, target_acc_e=0.1, keep_ratio=0.95, margin=0.5) == 0.75
+
+
+def test_the_fallback_strength_counts_the_no_object_images_it_adds():
+    # nothing passes: the plain best H (1.5) deletes the picture; H less the no-object rise prefers 0.75
+    table = [{"strength": 0.75, "acc_e": 0.25, "keep_ratio": 0.99, "h": 0.72, "no_object_rise": 0.10},
+             {"strength": 1.5, "acc_e": 0.12, "keep_ratio": 0.96, "h": 0.82, "no_object_rise": 0.58}]
     assert choose_strength(table, target_acc_e=0.1, keep_ratio=0.95, margin=0.5) == 0.75

@@ -45,6 +45,16 @@ TARGET_STATES = ("erase", "mapped")
 # shapes drop it, because the keyword must keep its attention to carry the mapped shape (square → circle at 0.75:
 # 29 % no object and 12 % square without it; the bench with it: 67 % no object, judge2).
 ANCHOR_ATTENTION_PRESETS = {"object": 0.0}
+# qkv rows per kind under the anchor target, where they differ from SLICE_PRESETS: shapes also adapt V. A Q/K delta
+# at the text rows can only move attention away from the keyword, whose values still say "square": the images lost
+# the old shape by turning into shapeless blobs. With V the keyword's values carry the mapped shape. Nano, 2026-12-07,
+# 36 erase prompts in train phrasings, strength 0.75 (nano evaluator / judge2): square → circle 0 % square, 8 % / 22 %
+# no object (base 6 % / 6 %); star → circle 0 % star, 6 % / 19 % no object (base 33 % / 36 %); with Q+K only the
+# bench had 64 % and 58 % no object (judge2). Patterns ("style") too: plain → striped must draw stripes that no other
+# token asks for (Q+K+V at 0.75: 0 % / 6 % plain, no more no-object images than the base; with Q+K the bench left
+# 11 % plain at 1.5); striped and dotted → plain keep the base's share either way (Q+K+V: 17 % / 22 % and 19 % / 22 %,
+# base 17 % / 22 % and 22 % / 25 %). docs/erase-and-keep.md.
+ANCHOR_SLICE_PRESETS = {"object": ("q", "k", "v"), "style": ("q", "k", "v")}
 
 
 @dataclass(frozen=True)
@@ -176,9 +186,14 @@ class EraseConfig:
 
     def with_kind(self, kind: str) -> EraseConfig:
         """This config for a concept of `kind`: its ε preset (unless `epsilon` is set) and its qkv slices preset
-        (unless `slices` differ from the default Q+K), and under the anchor target its L_attn weight
-        (ANCHOR_ATTENTION_PRESETS, unless `attention_weight` differs from the default)."""
-        slices = SLICE_PRESETS.get(kind, self.slices) if self.slices == DEFAULT_SLICES else self.slices
+        (unless `slices` differ from the default Q+K; under the anchor target ANCHOR_SLICE_PRESETS first), and under
+        the anchor target its L_attn weight (ANCHOR_ATTENTION_PRESETS, unless `attention_weight` differs from the
+        default)."""
+        slices = self.slices
+        if slices == DEFAULT_SLICES:
+            slices = SLICE_PRESETS.get(kind, slices)
+            if self.erase_target_value == "anchor":
+                slices = ANCHOR_SLICE_PRESETS.get(kind, slices)
         attention = self.attention_weight
         if self.erase_target_value == "anchor" and attention == EraseConfig.attention_weight:
             attention = ANCHOR_ATTENTION_PRESETS.get(kind, attention)

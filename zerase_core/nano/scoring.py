@@ -87,12 +87,12 @@ def recommend_strength(world: NanoWorld, edit, concepts: list[str],
     With several concepts each one's keep prompts leave out the other erased values (their loss is wanted, not damage).
     In order of preference: the smallest strength whose held-out Acc_e ≤ margin × target with Acc_ir ≥ keep_ratio ×
     base (the margin absorbs the held-out set's sampling noise: 48 images); else the smallest with Acc_e ≤ target;
-    else the best mean H. A strength whose erase prompts show `max_no_object_rise` more no-object images than the
-    base's (the erasure deletes the picture instead of replacing the concept) is never chosen while another passes,
-    but the search goes on past it. Strengths are tried in increasing order and the search stops at the first that
-    passes or that breaks the keep ratio (stronger ones only damage more). `edit` (adapters or a closed-form delta) must be
-    attached to `world.dit`; strength 0 gives the base model. `progress` gets the "strength search" phase, one unit
-    per (strength, concept) scored.
+    else the best mean H less the no-object rise (`fallback_score`). A strength whose erase prompts show
+    `max_no_object_rise` more no-object images than the base's (the erasure deletes the picture instead of replacing
+    the concept) is never chosen while another passes, but the search goes on past it. Strengths are tried in
+    increasing order and the search stops at the first that passes or that breaks the keep ratio (stronger ones only
+    damage more). `edit` (adapters or a closed-form delta) must be attached to `world.dit`; strength 0 gives the base
+    model. `progress` gets the "strength search" phase, one unit per (strength, concept) scored.
     """
     table = []
     counter = PhaseCounter(progress, "strength search", len(concepts) * (1 + len(strengths)))
@@ -142,4 +142,11 @@ def choose_strength(table: list[dict], target_acc_e: float, keep_ratio: float, m
         passing = [row for row in kept if row["acc_e"] <= bound]
         if passing:
             return passing[0]["strength"]
-    return max(table, key=lambda row: row["h"])["strength"]
+    return max(table, key=fallback_score)["strength"]
+
+
+def fallback_score(row: dict) -> float:
+    """The fallback of `choose_strength` when no strength passes: mean H less the no-object images the strength
+    adds to the base's, so a strength that erases by deleting the picture does not win on H alone (nano square →
+    circle, 2026-12-07: the plain best H was strength 1.5 with 58 points more no-object images)."""
+    return row["h"] - max(0.0, row.get("no_object_rise", 0.0))
