@@ -228,8 +228,8 @@ def measure_block_bytes(config: DiTConfig, dtype: torch.dtype, caption_tokens: i
     from dataclasses import replace
 
     from ..adapters.gated import AdapterConfig, AdapterSet
-    from ..model.dit import AttentionCapture
-    from .perf_steps import random_dit
+    from ..model.keyword_attention import AttentionCapture
+    from .synthetic import random_dit
     totals = []
     for layers in (1, 2):
         model = random_dit(replace(config, n_layers=layers, n_refiner_layers=0), dtype)
