@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy
 import torch
+
 from comfy_api.latest import io, ui
 
 from zerase_core.common.grid import labelled_grid

@@ -21,9 +21,9 @@ from torch import nn
 import comfy.model_management as model_management
 
 from zerase_core.bench import memory_model
+from zerase_core.engine.methods import shuffles
 from zerase_core.model.config import DiTConfig
 from zerase_core.model.layout import active_layout, current_layout
-from zerase_core.engine.methods import shuffles
 
 from .conditioners import prepare
 

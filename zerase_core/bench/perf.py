@@ -51,7 +51,10 @@ def build_world(args, config: DiTConfig, settings: dict, device: torch.device):
         from ..nano import paths
         from ..nano.text_encoder import NanoTextEncoder
         trained = paths.TEXT_ENCODER.exists() and not args.random_weights
-        encoder = NanoTextEncoder.load(paths.TEXT_ENCODER) if trained else NanoTextEncoder().eval().requires_grad_(False)
+        if trained:
+            encoder = NanoTextEncoder.load(paths.TEXT_ENCODER)
+        else:
+            encoder = NanoTextEncoder().eval().requires_grad_(False)
         conditioner = NanoConditioner(encoder)
         if config.cap_feat_dim != encoder.config.width:
             raise ValueError(f"the nano text encoder gives {encoder.config.width} features; give --caption-tokens "
@@ -161,7 +164,8 @@ def run_perf(args) -> dict:
 
     for name in times:
         results[f"{name}_step_s" if name != "teacher_forward" else "teacher_forward_s"] = _median(times[name])
-    results["stages_s"] = {name: {stage: _median(values) for stage, values in per.items()} for name, per in stages.items()}
+    results["stages_s"] = {name: {stage: _median(values) for stage, values in per.items()}
+                           for name, per in stages.items()}
     results["step_peak_rss_gb"] = {name: peak["rss"] for name, peak in peaks.items()}
     results["peak_rss_gb"] = memory.lifetime_peak_gb()
     if memory.cuda:
@@ -218,7 +222,8 @@ def format_table(results: dict) -> str:
         lines.append(f"{name:<22}{results[key]:>9.4f}" + "".join(f"{per[stage]:>10.4f}" for stage in STAGES)
                      + f"{peak:>9.2f}")
     lines.append("")
-    for key, label in (("cache_build_s", "pool + teacher cache build (init) s"), ("pool_sampling_s", "pool sampling only s"),
+    for key, label in (("cache_build_s", "pool + teacher cache build (init) s"),
+                       ("pool_sampling_s", "pool sampling only s"),
                        ("ratio_zerase_vs_plain_lora", "zerase / plain_lora"),
                        ("ratio_gate_text_vs_all_zerase", "gate text / all (zerase step)"),
                        ("ratio_gate_text_vs_all_esd", "gate text / all (esd vs naive-esd)"),

@@ -9,7 +9,8 @@ import torch
 
 from ..model.config import DiTConfig
 
-VARIANTS = ("zerase", "zerase_uncached", "zerase_gate_all", "esd", "naive_esd", "plain_lora", "plain_lora_gate_text", "teacher_forward")
+VARIANTS = ("zerase", "zerase_uncached", "zerase_gate_all", "esd", "naive_esd", "plain_lora", "plain_lora_gate_text",
+            "teacher_forward")
 PRESETS = {
     # the nano model as the CLI trains it (EraseConfig defaults)
     "nano": dict(size=64, dtype="float32", checkpointing=False, batch=4, pool_prompts=32, sample_steps=20, cfg=3.0,

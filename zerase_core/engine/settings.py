@@ -40,7 +40,8 @@ def setting(default: Any, help: str, **options: Any) -> Any:
 
 def described(config_class) -> dict[str, tuple[dataclasses.Field, Setting]]:
     """Field name -> (field, Setting) of every described field, in field order."""
-    return {field.name: (field, field.metadata[KEY]) for field in dataclasses.fields(config_class) if KEY in field.metadata}
+    return {field.name: (field, field.metadata[KEY]) for field in dataclasses.fields(config_class)
+            if KEY in field.metadata}
 
 
 def check_ranges(config, names: tuple[str, ...] | None = None) -> None:

@@ -62,7 +62,7 @@ class TrajectoryPool:
     def batch(self, picks, kinds: str | list[str] = "erase") -> tuple[torch.Tensor, torch.Tensor]:
         """(x_t, sigma) of the picks [(trajectory, k)], for one kind or a kind per pick."""
         kinds = [kinds] * len(picks) if isinstance(kinds, str) else kinds
-        states = torch.stack([self.state(kind, p, k) for (p, k), kind in zip(picks, kinds)])
+        states = torch.stack([self.state(kind, p, k) for (p, k), kind in zip(picks, kinds, strict=True)])
         return states, torch.stack([self.sigmas[k] for _, k in picks])
 
 
@@ -128,6 +128,6 @@ def teacher_velocities(pool: TrajectoryPool, picks: list[tuple[int, int]], kind:
         velocities = velocity_of(states, sigma, context, lengths).float()
         if not use_cache:
             return velocities
-        for row, velocity in zip(missing, velocities):
+        for row, velocity in zip(missing, velocities, strict=True):
             pool.teacher[(*picks[row], kind)] = velocity
     return torch.stack([pool.teacher[(*pick, kind)] for pick in picks])

@@ -105,7 +105,8 @@ class ZImageDiT(nn.Module):
             lengths = [int(n) for n in torch.as_tensor(context_lengths).tolist()]
             if len(lengths) != context.shape[0] or max(lengths) > context.shape[1] or min(lengths) < 1:
                 raise ValueError(
-                    f"context_lengths {lengths} must give 1..{context.shape[1]} tokens for each of {context.shape[0]} samples"
+                    f"context_lengths {lengths} must give 1..{context.shape[1]} tokens for each of "
+                    f"{context.shape[0]} samples"
                 )
         return TokenLayout.from_shapes(lengths, latent_hw, self.config.patch_size, self.config.pad_tokens_multiple)
 
@@ -157,7 +158,8 @@ class ZImageDiT(nn.Module):
 
     def _check_inputs(self, x, context) -> None:
         if x.dim() != 4 or context.dim() != 3 or context.shape[0] != x.shape[0]:
-            raise ValueError(f"expected x (B,C,H,W) and context (B,L,D) with equal B, got {tuple(x.shape)}, {tuple(context.shape)}")
+            raise ValueError(f"expected x (B,C,H,W) and context (B,L,D) with equal B, got {tuple(x.shape)}, "
+                             f"{tuple(context.shape)}")
 
     def _adaln(self, timesteps):
         return self.t_embedder((1.0 - timesteps.float()) * self.config.time_scale, self.dtype)
