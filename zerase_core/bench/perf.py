@@ -123,7 +123,7 @@ def run_perf(args) -> dict:
     if memory.cuda:
         results["cache_build_peak_cuda_gb"] = memory.peak_cuda_gb()
     pool = cached.pool
-    variants = []
+    variants: list[TrainerVariant | PlainLoraVariant | TeacherForwardVariant] = []
     if "zerase" in only:
         variants.append(TrainerVariant("zerase", cached))
     if "zerase_uncached" in only:
@@ -147,8 +147,8 @@ def run_perf(args) -> dict:
     if "teacher_forward" in only:
         variants.append(TeacherForwardVariant(velocity, conditioner, pool, erase, clock))
 
-    times = {variant.name: [] for variant in variants}
-    stages = {variant.name: {stage: [] for stage in STAGES} for variant in variants}
+    times: dict[str, list[float]] = {variant.name: [] for variant in variants}
+    stages: dict[str, dict[str, list[float]]] = {variant.name: {stage: [] for stage in STAGES} for variant in variants}
     peaks = {variant.name: {"rss": 0.0, "cuda": 0.0} for variant in variants}
     for round_index in range(args.warmup + args.steps):
         for variant in variants:

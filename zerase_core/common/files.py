@@ -76,7 +76,7 @@ def remove_stale_partials(path: str | os.PathLike) -> list[Path]:
     """Remove the temporary files a killed save of `path` left behind; returns them."""
     path = Path(path)
     prefix = f".{path.name}."
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(path.parent))
     except OSError:

@@ -11,7 +11,7 @@ from torch import nn
 
 from ..adapters.gated import AdapterSet
 from ..common.prompts import TextConditioner
-from ..model.dit import ZImageDiT
+from ..model.dit import JointInput, ZImageDiT
 from ..model.keyword_attention import AttentionCapture
 from .distributed import SingleProcess
 from .erase_config import EraseConfig
@@ -32,7 +32,7 @@ class TrainerForwards:
     stage: Callable[[str], AbstractContextManager]
     probe_picks: list[tuple[int, int]]
     fuse_forwards: bool | None
-    _probe_prefix: object
+    _probe_prefix: JointInput | None
 
     def _velocity(self, x, sigma, context, lengths, capture=None):
         if capture is None:

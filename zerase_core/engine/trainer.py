@@ -110,7 +110,7 @@ class EraseTrainer(TrainerForwards):
         self.progress = progress
         self.pool = pool if pool is not None else self._build_pool(in_channels, shift)
         self.probe_picks = [(index % self.pool.size, self.pool.steps // 2) for index in range(config.probe_size)]
-        self.bank = None
+        self.bank: ShuffleBank | None = None
         if config.shuffle_bank and self.method.shuffles:
             self._prepare_bank()
 
@@ -206,8 +206,8 @@ class EraseTrainer(TrainerForwards):
         adaptive = self.lagrangian.adaptive
         if adaptive and self._probe_loss is None:
             self._probe_loss = self.probe()
-        stationarity = (self.method.constrained and config.stationarity_every
-                        and (self.step + 1) % config.stationarity_every == 0)
+        stationarity = bool(self.method.constrained and config.stationarity_every
+                            and (self.step + 1) % config.stationarity_every == 0)
         erase_total, preserve, parts = self.parallel.losses(self._losses, picks, sync=not stationarity)
         total = erase_total if preserve is None else erase_total + self.lam * preserve
         local = len(self.parallel.local(range(len(picks))))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -18,6 +19,9 @@ from ..model.sampling import (
     initial_noise,
     shifted_sigmas,
 )
+
+if TYPE_CHECKING:     # segments imports this module
+    from .segments import SegmentCache
 
 
 @dataclass
@@ -29,7 +33,7 @@ class TrajectoryPool:
     # (P, K, C, h, w) or None: the same seeds sampled with the anchor prompts, where L_pr's anchor term is measured
     anchor_states: torch.Tensor | None = None
     teacher: dict[tuple[int, int, str], torch.Tensor] = field(default_factory=dict)
-    segments: object | None = None  # a `segments.SegmentCache` when the trainer keeps the refiners' outputs
+    segments: SegmentCache | None = None  # when the trainer keeps the refiners' outputs
     # the mapped prompt of each trajectory (the "anchor" erase target) and, from the same seeds, its own trajectory:
     # the erase loss is taken there, for the erase prompt ("concept") and the mapped one ("target")
     targets: list[str] | None = None
