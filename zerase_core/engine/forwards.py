@@ -1,6 +1,7 @@
 """The forwards of EraseTrainer's steps: teacher velocities (adapters off, from the pool's cache), student
 velocities (the full forward, or the joint layers from the pool's kept refiner outputs; several prompt lists fused
 into one batch unless checkpointing), L_pr, and the λ probe (its frozen prefix computed once)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from .trajectory import TrajectoryPool, teacher_velocities
 
 class TrainerForwards:
     """EraseTrainer's forwards (a base class of it; the attributes below are set by `EraseTrainer.__init__`)."""
+
     model: nn.Module
     denoise: Callable
     conditioner: TextConditioner
@@ -41,9 +43,12 @@ class TrainerForwards:
 
     def _teacher(self, picks):
         with self.stage("teacher"), self.adapters.disabled():
-            return {kind: teacher_velocities(self.pool, picks, kind, texts, self._velocity, self.conditioner,
-                                             self.config.cache)
-                    for kind, texts in teacher_prompts(self.pool, picks).items()}
+            return {
+                kind: teacher_velocities(
+                    self.pool, picks, kind, texts, self._velocity, self.conditioner, self.config.cache
+                )
+                for kind, texts in teacher_prompts(self.pool, picks).items()
+            }
 
     def student(self, states, sigma, prompts, capture=None):
         """The adapted model's velocity at `states` for `prompts` (the full forward, text encoding included)."""
@@ -63,8 +68,10 @@ class TrainerForwards:
         """Student velocities at the pool states of `picks` for each prompt list, each list on the states of its
         kind ("erase" or "anchor" trajectories); `capture` belongs to the first list."""
         if len(prompt_lists) == 1 or not self._fused():
-            return [self._student_rows(picks, prompts, [kind] * len(picks), capture if index == 0 else None)
-                    for index, (prompts, kind) in enumerate(zip(prompt_lists, kinds, strict=True))]
+            return [
+                self._student_rows(picks, prompts, [kind] * len(picks), capture if index == 0 else None)
+                for index, (prompts, kind) in enumerate(zip(prompt_lists, kinds, strict=True))
+            ]
         count, groups = len(picks), len(prompt_lists)
         inner = None
         if capture is not None:
@@ -74,11 +81,17 @@ class TrainerForwards:
             if mask is None:
                 mask = torch.ones_like(columns, dtype=torch.bool)
             padding = (groups - 1) * count
-            inner = AttentionCapture(columns=torch.cat([columns, columns.new_zeros(padding, columns.shape[1])]),
-                                     column_mask=torch.cat([mask, mask.new_zeros(padding, mask.shape[1])]),
-                                     rows=count)
-        velocity = self._student_rows(list(picks) * groups, [prompt for prompts in prompt_lists for prompt in prompts],
-                                      [kind for kind in kinds for _ in picks], inner)
+            inner = AttentionCapture(
+                columns=torch.cat([columns, columns.new_zeros(padding, columns.shape[1])]),
+                column_mask=torch.cat([mask, mask.new_zeros(padding, mask.shape[1])]),
+                rows=count,
+            )
+        velocity = self._student_rows(
+            list(picks) * groups,
+            [prompt for prompts in prompt_lists for prompt in prompts],
+            [kind for kind in kinds for _ in picks],
+            inner,
+        )
         if capture is not None:
             capture.maps.extend(maps[:count] for maps in inner.maps)
         return list(velocity.split(count))
@@ -86,8 +99,9 @@ class TrainerForwards:
     def _student_rows(self, picks, prompts, kinds, capture=None) -> torch.Tensor:
         """One student forward over rows (pick, prompt, state kind): from the kept refiner outputs when there are.
         Its stage is "preserve" when every row serves L_pr only (∅ or anchor, no attention captured)."""
-        preserve = capture is None and all(kind == "anchor" or prompt == ""
-                                           for prompt, kind in zip(prompts, kinds, strict=True))
+        preserve = capture is None and all(
+            kind == "anchor" or prompt == "" for prompt, kind in zip(prompts, kinds, strict=True)
+        )
         with self.stage("preserve" if preserve else "student_forward"):
             if self._keeps_segments():
                 inputs = self.pool.segments.joint_input(self.model, self.conditioner, self.pool, picks, prompts, kinds)
@@ -114,8 +128,9 @@ class TrainerForwards:
         value = self._probe(picks)
         if len(picks) == len(self.probe_picks):
             return value
-        mean = self.parallel.batch_mean({"probe": torch.tensor(value, dtype=torch.float64)}, len(picks),
-                                        len(self.probe_picks))
+        mean = self.parallel.batch_mean(
+            {"probe": torch.tensor(value, dtype=torch.float64)}, len(picks), len(self.probe_picks)
+        )
         return float(mean["probe"])
 
     def _probe(self, picks) -> float:
@@ -133,8 +148,11 @@ class TrainerForwards:
 
     def _reuses_prefix(self) -> bool:
         """Whether the student is the core model itself with adapters on the joint layers only."""
-        return (isinstance(self.model, ZImageDiT) and self.denoise is self.model
-                and set(self.adapters.config.families) == {"layers"})
+        return (
+            isinstance(self.model, ZImageDiT)
+            and self.denoise is self.model
+            and set(self.adapters.config.families) == {"layers"}
+        )
 
     def _keeps_segments(self) -> bool:
         """Whether student forwards start from the pool's kept refiner outputs (not while its states are replaced)."""
