@@ -4,8 +4,8 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from . import comfy_bridge
-from .parsing import erasure_strengths
 from .ids import APPLY, CATEGORY, ERASURE_TYPE, display_name
+from .parsing import erasure_strengths
 
 Erasure = io.Custom(ERASURE_TYPE)
 NONE = "none"
@@ -48,5 +48,5 @@ class ApplyErasedWeights(io.ComfyNode):
         if not erasures:
             raise ValueError("no erasure given: connect an ERASURE or pick an erasure file")
         values = erasure_strengths(strengths, strength, [data.info.recommended_strength for data in erasures])
-        entries = [comfy_bridge.ErasureEntry(data, value) for data, value in zip(erasures, values)]
+        entries = [comfy_bridge.ErasureEntry(data, value) for data, value in zip(erasures, values, strict=True)]
         return io.NodeOutput(comfy_bridge.with_erasures(model, entries, allow_other_base))

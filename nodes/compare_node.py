@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy
 import torch
+
 from comfy_api.latest import io, ui
 
 from zerase_core.common.grid import labelled_grid
@@ -55,7 +56,7 @@ class ErasureCompare(io.ComfyNode):
         prompts = erase + keep
         negative = comfy_bridge.encode_prompt(clip, "", template)
         bar = comfy_bridge.progress_bar(len(prompts) * len(columns), getattr(cls.hidden, "unique_id", None))
-        images = {title: [] for title in columns}
+        images: dict[str, list] = {title: [] for title in columns}
         for row, prompt in enumerate(prompts):
             positive = comfy_bridge.encode_prompt(clip, prompt, template)
             for title, model in columns.items():

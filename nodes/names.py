@@ -60,7 +60,8 @@ def resolve_inside(folder: str | os.PathLike, name: str, what: str = "file name"
     target = root / check_name(name, what)
     resolved = target.resolve()
     if resolved.parent != root and root not in resolved.parents:
-        raise UnsafeNameError(f"{what} {name!r} resolves to {resolved}, outside the erasure folder {root} (a symlink?); "
+        raise UnsafeNameError(f"{what} {name!r} resolves to {resolved}, outside the erasure folder {root} "
+                              f"(a symlink?); "
                          f"pick a file inside the folder")
     if resolved.is_dir():
         raise UnsafeNameError(f"{what} {name!r} is a folder in {root}, not a file; pick another name")

@@ -41,8 +41,9 @@ def erasure_strengths(text: str, multiplier: float, recommended: list[float]) ->
     explicit = parse_strengths(text, len(recommended))
     check_strength(multiplier, "strength multiplier")
     return [check_strength(value if value is not None else multiplier * own / len(recommended),
-                           f"strength of erasure {index + 1} = {multiplier:g} × recommended {own:g} / {len(recommended)}")
-            for index, (value, own) in enumerate(zip(explicit, recommended))]
+                           f"strength of erasure {index + 1} = {multiplier:g} × recommended {own:g} / "
+                           f"{len(recommended)}")
+            for index, (value, own) in enumerate(zip(explicit, recommended, strict=True))]
 
 
 def parse_sweep(text: str) -> list[float]:

@@ -36,7 +36,7 @@ def nano_report(concepts, erase_prompts, keep_prompts, images: dict[str, torch.T
         erased, kept = found[:len(erase_prompts)], found[len(erase_prompts):]
         still = [sum(v[attribute] == value for v in erased) / len(erased) for attribute, value in targets] \
             if erased and targets else []
-        hits = [v[name] == value for v, prompt in zip(kept, keep_prompts)
+        hits = [v[name] == value for v, prompt in zip(kept, keep_prompts, strict=True)
                 for name, value in expected_attributes(prompt).items()]
         row = {"concept_still_detected": max(still) if still else float("nan"),
                "keep_accuracy": sum(hits) / len(hits) if hits else float("nan")}

@@ -33,8 +33,8 @@ def measure(bridge, layers: int, size: int, caption: int, capture: bool, checkpo
 
     from zerase_core.adapters.gated import AdapterConfig, AdapterSet
     from zerase_core.model.config import DiTConfig
-    from zerase_core.model.dit import AttentionCapture
-    from zerase_core.bench.perf_steps import random_dit
+    from zerase_core.model.keyword_attention import AttentionCapture
+    from zerase_core.bench.synthetic import random_dit
     config = DiTConfig.turbo(n_layers=layers, n_refiner_layers=0)
     state = random_dit(config, torch.bfloat16).state_dict()
     patcher = bridge.build_zimage_patcher(config, state, nano=False, dtype=torch.bfloat16)

@@ -92,7 +92,7 @@ def comfy_patcher(bridge, config, dtype):
 def comfy_path_counts(bridge, config, settings: dict, size: int, rank: int, prompts) -> dict:
     """{"comfyui": counts} of one ZEraseTrain step: `comfy_bridge.training` on a meta MODEL, the trainer's denoiser
     its `NextDiTDenoiser`, the adapters attached through its PatcherInjection (as nodes/train_node.py runs it)."""
-    from zerase_core.bench.perf import DTYPES
+    from zerase_core.bench.perf_options import DTYPES
     from zerase_core.bench.perf_flops import (
         FlopTrainer,
         MetaTensors,
@@ -101,7 +101,7 @@ def comfy_path_counts(bridge, config, settings: dict, size: int, rank: int, prom
         reference_forward_flops,
         to_meta,
     )
-    from zerase_core.bench.perf_steps import SyntheticConditioner
+    from zerase_core.bench.synthetic import SyntheticConditioner
     with MetaTensors(), gpu_attention():
         patcher = comfy_patcher(bridge, config, DTYPES[settings["dtype"]])
         conditioner = SyntheticConditioner(config.cap_feat_dim, settings["caption_tokens"] or 16)

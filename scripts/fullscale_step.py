@@ -29,9 +29,8 @@ from zerase_core.bench.perf_steps import (  # noqa: E402
     BenchTrainer,
     MemoryProbe,
     StageClock,
-    SyntheticConditioner,
-    random_dit,
 )
+from zerase_core.bench.synthetic import SyntheticConditioner, random_dit  # noqa: E402
 from zerase_core.engine.erase_config import EraseConfig  # noqa: E402
 from zerase_core.model.config import DiTConfig  # noqa: E402
 from zerase_core.nano.prompts import training_prompt_set  # noqa: E402

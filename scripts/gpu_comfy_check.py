@@ -45,7 +45,7 @@ def make_models(folder: Path, tiny: bool) -> None:
 
     from zerase_core.model.checkpoint import save_dit
     from zerase_core.model.config import DiTConfig
-    from zerase_core.bench.perf_steps import random_dit
+    from zerase_core.bench.synthetic import random_dit
     folder.mkdir(parents=True, exist_ok=True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     started = time.monotonic()

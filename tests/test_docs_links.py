@@ -1,5 +1,6 @@
 """The docs for people: every relative link in README.md and docs/*.md resolves to a file (and, with `#anchor`, to a
-heading of that page), and no guide cites a commit hash: those belong to docs/history.md, the one lab-notebook page."""
+heading of that page), every code path (`zerase_core/.../x.py`, `nodes/.../x.py`) and `python -m zerase_core...` module
+a page names exists, and no guide cites a commit hash: those belong to docs/history.md, the one lab-notebook page."""
 from __future__ import annotations
 
 import re
@@ -20,6 +21,9 @@ FENCE = re.compile(r"^(```|~~~).*?^\1", re.M | re.S)
 CODE_SPAN = re.compile(r"`[^`\n]*`")
 # A commit hash as people write it: 7 to 40 hex digits with at least one letter a-f and one digit, as a whole word.
 HASH = re.compile(r"(?<![\w/.-])(?=[0-9a-f]*[a-f])(?=[0-9a-f]*[0-9])[0-9a-f]{7,40}(?![\w/-])")
+# A source file named from the repository root, and a module run with `python -m`.
+CODE_PATH = re.compile(r"(?<![\w./-])(?:zerase_core|nodes)/[\w/]*\w\.py(?![\w/])")
+MODULE = re.compile(r"python3? -m (zerase_core(?:\.\w+)*)")
 
 
 def _prose(text: str) -> str:
@@ -87,6 +91,24 @@ def test_guides_cite_no_commit_hash(page: Path, request: pytest.FixtureRequest) 
                         f"and describe the code as it is")
 
 
+def _missing_code(text: str) -> list[str]:
+    """The code paths and `python -m` modules named in `text` that do not exist in the repository."""
+    missing = [path for path in CODE_PATH.findall(text) if not (ROOT / path).is_file()]
+    for module in MODULE.findall(text):
+        base = ROOT.joinpath(*module.split("."))
+        if not (base.with_suffix(".py").is_file() or (base / "__main__.py").is_file()):
+            missing.append(f"python -m {module}")
+    return sorted(set(missing))
+
+
+@pytest.mark.parametrize("page", [page for page in PAGES if page != HISTORY],
+                         ids=lambda page: str(page.relative_to(ROOT)))
+def test_every_named_code_path_and_module_exists(page: Path) -> None:
+    missing = _missing_code(page.read_text(encoding="utf-8"))
+    assert not missing, (f"{page.relative_to(ROOT)} names code that does not exist (moved or renamed?): "
+                         f"{missing}")
+
+
 def test_the_checks_catch_what_they_should(tmp_path: Path) -> None:
     assert _slug("Measured: memory of `ZEraseTrain` vs the CLI") == "measured-memory-of-zerasetrain-vs-the-cli"
     assert _slug("What is checked, and what each error says") == "what-is-checked-and-what-each-error-says"
@@ -98,3 +120,7 @@ def test_the_checks_catch_what_they_should(tmp_path: Path) -> None:
                     "```\n[not](a-link)\n```\n", encoding="utf-8")
     assert _links(page) == ["page.md#a-b-c", "#top", "img.png"]
     assert _anchors(page) == {"top", "a-b-c"}
+    named = ("`zerase_core/engine/trainer.py`, zerase_core/trainer.py, nodes/comfy_bridge/vram.py, "
+             "python -m zerase_core.bench.perf, python -m zerase_core.perf, python -m zerase_core demo, "
+             "see docs/zerase_core/x.py.")
+    assert _missing_code(named) == ["python -m zerase_core.perf", "zerase_core/trainer.py"]

@@ -11,7 +11,8 @@ from zerase_fixtures import TINY_CONFIG, fresh_dit, randomized_dit
 from zerase_core.adapters.closed_form import keyword_suppression
 from zerase_core.common.prompts import padded_columns
 from zerase_core.model.config import DiTConfig
-from zerase_core.model.dit import AttentionCapture, ZImageDiT, count_parameters
+from zerase_core.model.dit import ZImageDiT, count_parameters
+from zerase_core.model.keyword_attention import AttentionCapture
 from zerase_core.model.layers import apply_rope
 from zerase_core.model.layout import BATCH_PAD
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch._dynamo  # noqa: F401  (the first optimizer imports it lazily, ~3 s: pay at collection, not in a test)
+import torch._dynamo
 from zerase_fixtures import TINY_CONFIG, WordConditioner, fresh_dit
 
 from zerase_core.bench import memory_model
@@ -25,7 +25,7 @@ from zerase_core.common.prompts import PromptSet
 from zerase_core.engine.erase_config import EraseConfig
 from zerase_core.engine.trainer import EraseTrainer
 from zerase_core.model.config import DiTConfig
-from zerase_core.model.dit import keyword_attention
+from zerase_core.model.keyword_attention import keyword_attention
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAINER_DIT = dataclasses.replace(TINY_CONFIG, n_layers=2, n_refiner_layers=0)
@@ -90,12 +90,10 @@ def test_perf_rejects_bad_flags_with_a_clear_message(flags, message):
 def test_stage_clock_gives_nested_time_to_the_inner_stage_and_everything_in_the_probe_to_the_probe():
     clock = StageClock()
     clock.begin_step()
-    with clock.stage("student_forward"):
-        with clock.stage("teacher"):
-            pass
-    with clock.stage("probe"):
-        with clock.stage("teacher"), clock.stage("student_forward"):
-            sum(range(10_000))
+    with clock.stage("student_forward"), clock.stage("teacher"):
+        pass
+    with clock.stage("probe"), clock.stage("teacher"), clock.stage("student_forward"):
+        sum(range(10_000))
     clock.enter("backward")
     clock.leave("backward")
     totals = clock.end_step()
@@ -137,7 +135,7 @@ def test_fused_student_forwards_give_the_losses_and_gradients_of_separate_forwar
     torch.set_default_dtype(torch.float64)
     try:
         for fused in (False, True):
-            conditioner = WordConditioner("a red blue green circle square star on white black background with".split())
+            conditioner = WordConditioner(["a", "red", "blue", "green", "circle", "square", "star", "on", "white", "black", "background", "with"])
             trainer = EraseTrainer(fresh_dit(TRAINER_DIT).double(), conditioner, PROMPTS,
                                    EraseConfig(steps=4, pool_prompts=2, sample_steps=2, batch_size=2, sample_cfg=1.0,
                                                latent_size=(4, 4), rank=2, stationarity_every=0,
@@ -160,7 +158,7 @@ def test_fused_student_forwards_give_the_losses_and_gradients_of_separate_forwar
 def test_a_device_denoiser_trains_what_the_model_itself_trains(word_conditioner):
     """Through `DeviceDenoiser` (what `--device cuda` uses) the trainer takes the whole-forward path, with no kept
     refiner outputs or probe prefix; on the CPU it must give the steps of the model used directly."""
-    from zerase_core.bench.perf_steps import DeviceDenoiser
+    from zerase_core.bench.synthetic import DeviceDenoiser
     direct = small_trainer(word_conditioner)
     model = fresh_dit(TRAINER_DIT)
     through = EraseTrainer(model, word_conditioner, PROMPTS, direct.config,

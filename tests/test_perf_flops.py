@@ -19,7 +19,7 @@ from zerase_core.bench.perf_flops import (
     reference_forward_flops,
     to_meta,
 )
-from zerase_core.bench.perf_steps import DeviceDenoiser, SyntheticConditioner
+from zerase_core.bench.synthetic import DeviceDenoiser, SyntheticConditioner
 from zerase_core.cli import main as cli_main
 from zerase_core.common.prompts import PromptSet
 from zerase_core.engine.erase_config import EraseConfig

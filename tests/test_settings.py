@@ -9,7 +9,7 @@ from test_nodes_inputs import nodes_module
 
 from zerase_core.cli import build_parser, erase_config_from_args
 from zerase_core.engine.erase_config import EraseConfig
-from zerase_core.engine.settings import described, node_input
+from zerase_core.engine.settings import Setting, described, node_input
 
 REQUIRED = ["erase", "--concept", "star", "--out", "x.safetensors"]
 
@@ -66,3 +66,11 @@ def test_node_inputs_and_train_inputs_take_the_settings_defaults():
         assert (widget["min"], widget["max"], widget["tooltip"]) == (minimum, spec.maximum, spec.node_help or spec.help)
         assert widget["default"] == getattr(inputs, spec.node) == (0.0 if name == "epsilon" else field.default)
     assert dataclasses.replace(inputs).steps == EraseConfig().steps
+
+
+@pytest.mark.parametrize("bounds", [{"minimum": 0.0}, {"maximum": 1.0}])
+def test_a_setting_with_one_bound_is_refused_where_it_is_written(bounds):
+    # a range check against a missing bound would fail with a TypeError on the first user's value instead
+    with pytest.raises(ValueError, match="give both minimum and maximum"):
+        Setting("learning rate", **bounds)
+    assert Setting("learning rate", minimum=0.0, maximum=1.0).maximum == 1.0

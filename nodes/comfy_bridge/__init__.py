@@ -12,17 +12,44 @@ Nothing in `zerase_core` imports ComfyUI; the node files import only `comfy_api.
 names are all re-exported here (`comfy_bridge.with_erasures(...)`).
 """
 from .conditioners import ClipConditioner, conditioner_for, prepare, prompt_template, training_prompts
-from .erasures import ERASURES_ATTACHMENT, INJECTION_KEY, WRAPPER_KEY, ErasureData, ErasureEntry, ErasureInjection, \
-    erasures_of, with_erasures, with_strength_scale
+from .erasures import (
+    ERASURES_ATTACHMENT,
+    INJECTION_KEY,
+    WRAPPER_KEY,
+    ErasureData,
+    ErasureEntry,
+    ErasureInjection,
+    erasures_of,
+    with_erasures,
+    with_strength_scale,
+)
 from .folders import diffusion_model_files, erasure_files, existing_erasure, register_folders, save_path
 from .graph_training import TRAINING_INJECTION_KEY, NextDiTDenoiser, TrainingContext, read_resume, training
-from .models import BASE_ATTACHMENT, BaseInfo, base_info, build_zimage_patcher, describe_layout, is_nano, \
-    load_diffusion_file, load_nano, zimage_network
+from .models import (
+    BASE_ATTACHMENT,
+    BaseInfo,
+    base_info,
+    build_zimage_patcher,
+    describe_layout,
+    is_nano,
+    load_diffusion_file,
+    load_nano,
+    zimage_network,
+)
 from .nano_objects import NanoFirstStage, NanoLatentFormat, NanoTextModel, NanoTokenizer, NanoVAE
 from .progress import StepReporter, preview_sampler, progress_bar, send_event
 from .sampling import encode_prompt, sample_images
-from .vram import GPU_SHUFFLE_BANK, MemoryPlan, encode_before_training, layer_checkpointing, load_for_training, on_gpu, plan, \
-    release_text_encoder, resolve_shuffle_bank
+from .vram import (
+    GPU_SHUFFLE_BANK,
+    MemoryPlan,
+    encode_before_training,
+    layer_checkpointing,
+    load_for_training,
+    on_gpu,
+    plan,
+    release_text_encoder,
+    resolve_shuffle_bank,
+)
 
 __all__ = [
     "BASE_ATTACHMENT", "ERASURES_ATTACHMENT", "INJECTION_KEY", "TRAINING_INJECTION_KEY", "WRAPPER_KEY",

@@ -6,8 +6,8 @@ import torch
 
 from zerase_core.common.prompts import PromptSet
 from zerase_core.engine.erase_config import EraseConfig
-from zerase_core.engine.shuffle_bank import PreparedConditioner, ShuffleBank
 from zerase_core.engine.methods import shuffles
+from zerase_core.engine.shuffle_bank import PreparedConditioner, ShuffleBank
 from zerase_core.model.config import DiTConfig
 
 from .nano_objects import NanoTextModel

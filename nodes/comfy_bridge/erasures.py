@@ -8,9 +8,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import comfy.patcher_extension
 import torch
 from torch import nn
+
+import comfy.patcher_extension
 
 from zerase_core.adapters.gated import AdapterSet
 from zerase_core.common.limits import check_strength
@@ -34,7 +35,7 @@ class ErasureData:
     path: Path | None = None
 
     @classmethod
-    def from_file(cls, path: Path) -> "ErasureData":
+    def from_file(cls, path: Path) -> ErasureData:
         info, tensors, _ = read_erasure(path)
         if info.partial:
             raise ErasureFileError(f"{path.name} is a partial erasure ({info.steps_done}/{info.steps_total} steps); "

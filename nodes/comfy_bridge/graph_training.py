@@ -11,13 +11,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import comfy.model_management as model_management
-import comfy.patcher_extension
 import torch
 from torch import nn
 
+import comfy.model_management as model_management
+import comfy.patcher_extension
+
 from zerase_core.adapters.gated import AdapterSet
-from zerase_core.model.dit import AttentionCapture, keyword_attention
+from zerase_core.model.keyword_attention import AttentionCapture, keyword_attention
 from zerase_core.model.layout import TokenLayout
 
 from .erasures import WRAPPER_KEY, ErasureInjection, _layout_wrapper
@@ -55,7 +56,7 @@ def _make_trainable(network: nn.Module) -> None:
 class TrainingContext:
     patcher: object
     network: nn.Module
-    denoiser: "NextDiTDenoiser"
+    denoiser: NextDiTDenoiser
     memory_report: str = ""
 
     @contextmanager

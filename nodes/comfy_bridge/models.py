@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 import comfy.ldm.lumina.model
 import comfy.model_detection
 import comfy.model_management as model_management
@@ -16,7 +18,6 @@ import comfy.supported_models
 import comfy.supported_models_base
 import comfy.utils
 import folder_paths
-import torch
 
 from zerase_core.model.checkpoint import (
     UnsupportedModelError,
@@ -161,7 +162,8 @@ def build_zimage_patcher(config: DiTConfig, state_dict: dict[str, torch.Tensor],
         weights = {key: value.to(dtype) if value.is_floating_point() else value for key, value in state_dict.items()}
         missing, unexpected = model.diffusion_model.load_state_dict(weights, strict=False)
     if missing or unexpected:
-        raise ValueError(f"the weights do not fit ComfyUI's NextDiT: missing {missing[:4]}, unexpected {unexpected[:4]}")
+        raise ValueError(f"the weights do not fit ComfyUI's NextDiT: missing {missing[:4]}, "
+                         f"unexpected {unexpected[:4]}")
     patcher = comfy.model_patcher.ModelPatcher(model, load_device=model_management.get_torch_device(),
                                                offload_device=model_management.unet_offload_device())
     patcher.set_attachments(BASE_ATTACHMENT, BaseInfo(config, nano))
@@ -193,7 +195,7 @@ def _header_tensors(path: Path) -> dict[str, torch.Tensor]:
     """Keys and shapes of a safetensors file as meta tensors (nothing is read but the header)."""
     from safetensors import safe_open
     with safe_open(str(path), framework="pt", device="cpu") as handle:
-        return {key: torch.empty(handle.get_slice(key).get_shape(), device="meta") for key in handle.keys()}
+        return {key: torch.empty(handle.get_slice(key).get_shape(), device="meta") for key in handle.keys()}  # noqa: SIM118 (a safetensors handle, not iterable)
 
 
 def load_diffusion_file(name: str):

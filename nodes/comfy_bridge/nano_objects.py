@@ -85,7 +85,7 @@ class NanoFirstStage(nn.Module):
 class NanoVAE(comfy.sd.VAE):
     """A `comfy.sd.VAE` whose first stage is the nano codec; VAEDecode / VAEEncode use ComfyUI's own code paths."""
 
-    def __init__(self):  # noqa: D401 - the base __init__ detects VAEs from state-dict keys; set what it would
+    def __init__(self):
         self.memory_used_encode = lambda shape, dtype: 4096 * shape[2] * shape[3] * 4
         self.memory_used_decode = lambda shape, dtype: 4096 * shape[2] * shape[3] * 64 * 4
         self.downscale_ratio = self.upscale_ratio = 8

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import comfy.model_management as model_management
-import comfy.utils
 import numpy
 import torch
+
+import comfy.model_management as model_management
+import comfy.utils
 
 from ..ids import TRAIN_EVENT
 from .graph_training import NextDiTDenoiser
@@ -15,7 +16,8 @@ from .graph_training import NextDiTDenoiser
 class StepReporter:
     """`on_step` for the trainer: progress bar (with a preview every N steps), server event, interrupt check.
 
-    `progress(phase, done, total)` (zerase_core.common.progress) shows the work before the first step (loading, x_t pool,
+    `progress(phase, done, total)` (zerase_core.common.progress) shows the work before the first step (loading,
+    x_t pool,
     teacher cache, shuffle bank) on the node's bar, a fresh bar per phase (ComfyUI's bar drops an update that is
     lower than the last one sent), and checks for an interrupt at each report.
     """

@@ -29,7 +29,7 @@ class WeightDelta(nn.Module):
         self.strength = 1.0
         self._attached: list[tuple[nn.Module, object, object]] = []
 
-    def attach(self, model: nn.Module) -> "WeightDelta":
+    def attach(self, model: nn.Module) -> WeightDelta:
         linear = model.get_submodule(self.path)
         if tuple(self.delta.shape) != (linear.out_features, linear.in_features):
             raise ValueError(f"{self.path} delta has shape {tuple(self.delta.shape)}, the model needs "
@@ -63,7 +63,8 @@ def uce_text(model: nn.Module, conditioner: TextConditioner, prompts: PromptSet,
         anchor = prompts.anchors[index % len(prompts.anchors)]
         features, lengths = conditioner.encode([prompt, anchor, ""])
         normed = norm(features.to(linear.weight.dtype)).double()
-        positions = sorted({p for word in prompts.keywords_in(prompt) for p in conditioner.keyword_positions(prompt, word)})
+        positions = sorted({p for word in prompts.keywords_in(prompt)
+                            for p in conditioner.keyword_positions(prompt, word)})
         for position in positions:
             concept = normed[0, position]
             guide = normed[1, position] if position < int(lengths[1]) else normed[2, 0]
@@ -81,7 +82,8 @@ def uce_text(model: nn.Module, conditioner: TextConditioner, prompts: PromptSet,
 
 def keyword_suppression(conditioner: TextConditioner, prompts: list[str], keywords: list[str]) -> torch.Tensor:
     """(B, L) bool: the keyword tokens of each prompt (for `ZImageDiT.forward(suppress_keys=...)`)."""
-    positions = [sorted({p for word in keywords for p in conditioner.keyword_positions(prompt, word)}) for prompt in prompts]
+    positions = [sorted({p for word in keywords for p in conditioner.keyword_positions(prompt, word)})
+                 for prompt in prompts]
     width = max([max(found) + 1 for found in positions if found] or [1])
     mask = torch.zeros(len(prompts), width, dtype=torch.bool)
     for row, found in enumerate(positions):

@@ -80,7 +80,10 @@ class GatedLoRA(nn.Module):
 
     def hidden(self, x: torch.Tensor) -> torch.Tensor:
         """(B, L, in) -> (B, L, rank·slices): the down-projections of every adapted slice in one matmul."""
-        down = torch.cat([self.down[name] for name in self.slices]) if len(self.slices) > 1 else self.down[self.slices[0]]
+        if len(self.slices) > 1:
+            down = torch.cat([self.down[name] for name in self.slices])
+        else:
+            down = self.down[self.slices[0]]
         return x.to(down.dtype) @ down.t()
 
     def gate(self, device) -> torch.Tensor | None:
@@ -104,16 +107,17 @@ class GatedLoRA(nn.Module):
         gate = self.gate(x.device)
         if gate is not None:
             if gate.shape[:2] != base_output.shape[:2]:
-                raise RuntimeError(f"layout gives {tuple(gate.shape[:2])} rows but the {self.family} input has {tuple(base_output.shape[:2])}")
+                raise RuntimeError(f"layout gives {tuple(gate.shape[:2])} rows but the {self.family} input has "
+                                   f"{tuple(base_output.shape[:2])}")
             # The gate closes the rank-r hidden rows (where, not multiply: closed rows get exactly zero delta and
             # no gradient, even from a NaN); so every full-width op below is an add on the adapted slices only.
             hidden = torch.where(gate, hidden, 0.0)
         hidden = hidden * (self.rank_scale * self.strength)
         rank = hidden.shape[-1] // len(self.slices)
-        parts = dict(zip(self.slices, hidden.split(rank, dim=-1)))
+        parts = dict(zip(self.slices, hidden.split(rank, dim=-1), strict=True))
         blocks = base_output.split(self.widths, dim=-1)
         return torch.cat([block + (parts[name] @ self.up[name].t()).to(block.dtype) if name in parts else block
-                          for name, block in zip(SLICES, blocks)], dim=-1)
+                          for name, block in zip(SLICES, blocks, strict=True)], dim=-1)
 
 
 def _qkv_widths(attention: nn.Module, linear: nn.Linear) -> int | tuple[int, int, int]:
@@ -155,7 +159,7 @@ def wrap_forward(module: nn.Module, make_forward) -> tuple:
 
 def unwrap_forwards(records: list[tuple]) -> None:
     """Undo `wrap_forward` records, newest first; refuses if another edit was stacked on top meanwhile."""
-    for module, previous, mine in reversed(records):
+    for module, _, mine in reversed(records):
         if module.__dict__.get("forward") is not mine:
             raise RuntimeError("detach stacked adapter sets in the reverse order of attaching them")
     for module, previous, _ in reversed(records):
@@ -192,8 +196,9 @@ class AdapterSet(nn.Module):
             raise RuntimeError("adapters are already attached; detach them first")
         for path in self.paths:
             adapter = self.adapter(path)
-            self._attached.append(wrap_forward(model.get_submodule(path),
-                                               lambda original, _adapter=adapter: lambda x: _adapter.add_delta(x, original(x))))
+            self._attached.append(wrap_forward(
+                model.get_submodule(path),
+                lambda original, _adapter=adapter: lambda x: _adapter.add_delta(x, original(x))))
         return self
 
     def detach(self) -> None:
@@ -229,7 +234,7 @@ class AdapterSet(nn.Module):
         try:
             yield
         finally:
-            for adapter, state in zip(self.adapters.values(), previous):
+            for adapter, state in zip(self.adapters.values(), previous, strict=True):
                 adapter.enabled = state
 
     def export_tensors(self) -> dict[str, torch.Tensor]:
@@ -247,7 +252,8 @@ class AdapterSet(nn.Module):
         missing = sorted(set(expected) - set(tensors))
         unexpected = sorted(set(tensors) - set(expected))
         if missing or unexpected:
-            raise ValueError(f"adapter tensors do not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+            raise ValueError(f"adapter tensors do not match the model: missing {missing[:5]}, "
+                             f"unexpected {unexpected[:5]}")
         with torch.no_grad():
             for path in self.paths:
                 adapter = self.adapter(path)
@@ -256,6 +262,7 @@ class AdapterSet(nn.Module):
                         value = tensors[f"{KEY_PREFIX}{path}.{name}.{kind}"]
                         if value.shape != store[name].shape:
                             raise ValueError(
-                                f"{path}.{name}.{kind} has shape {tuple(value.shape)}, the model needs {tuple(store[name].shape)}"
+                                f"{path}.{name}.{kind} has shape {tuple(value.shape)}, "
+                                f"the model needs {tuple(store[name].shape)}"
                             )
                         store[name].copy_(value)

@@ -221,6 +221,16 @@ def predict_run(config: DiTConfig, settings: dict, rank: int, device_type: str, 
     return predict(problem)
 
 
+def _recorder(weights: set[int], seen: dict[int, int]):
+    """A saved-tensor pack hook that records in `seen` the bytes of each storage not in `weights`."""
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in weights:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return tensor
+    return pack
+
+
 def measure_block_bytes(config: DiTConfig, dtype: torch.dtype, caption_tokens: int, image_size: int,
                         capture: bool, batch: int = 1) -> float:
     """Measured σ: bytes the autograd graph keeps per joint block and sample (saved-tensor hooks, unique storages,
@@ -228,21 +238,15 @@ def measure_block_bytes(config: DiTConfig, dtype: torch.dtype, caption_tokens: i
     from dataclasses import replace
 
     from ..adapters.gated import AdapterConfig, AdapterSet
-    from ..model.dit import AttentionCapture
-    from .perf_steps import random_dit
+    from ..model.keyword_attention import AttentionCapture
+    from .synthetic import random_dit
     totals = []
     for layers in (1, 2):
         model = random_dit(replace(config, n_layers=layers, n_refiner_layers=0), dtype)
         AdapterSet(model, AdapterConfig(rank=8)).attach(model)
         weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
         seen: dict[int, int] = {}
-
-        def pack(tensor):
-            storage = tensor.untyped_storage()
-            if storage.data_ptr() not in weights:
-                seen[storage.data_ptr()] = storage.nbytes()
-            return tensor
-
+        pack = _recorder(weights, seen)
         latent = image_size // 8
         x = torch.randn(batch, config.in_channels, latent, latent)
         context = torch.randn(batch, caption_tokens, config.cap_feat_dim)

@@ -26,113 +26,19 @@ import torch
 from ..engine.erase_config import EraseConfig
 from ..model.config import DiTConfig
 from . import memory_model
+from .perf_options import DTYPES, VARIANTS, add_perf_arguments, dit_config, perf_device, perf_settings
 from .perf_steps import (
     STAGES,
     BenchTrainer,
-    DeviceDenoiser,
     MemoryProbe,
     PlainLoraVariant,
     StageClock,
-    SyntheticConditioner,
     TeacherForwardVariant,
     TrainerVariant,
-    random_dit,
 )
+from .synthetic import DeviceDenoiser, SyntheticConditioner, random_dit
 
-VARIANTS = ("zerase", "zerase_uncached", "zerase_gate_all", "esd", "naive_esd", "plain_lora", "plain_lora_gate_text", "teacher_forward")
-PRESETS = {
-    # the nano model as the CLI trains it (EraseConfig defaults)
-    "nano": dict(size=64, dtype="float32", checkpointing=False, batch=4, pool_prompts=32, sample_steps=20, cfg=3.0,
-                 caption_tokens=None, build_batch=None),
-    # Z-Image-Turbo: 9-step schedule without guidance, bf16, per-block checkpointing, batch 1 as the public code
-    "turbo": dict(size=512, dtype="bfloat16", checkpointing=True, batch=1, pool_prompts=2, sample_steps=9, cfg=1.0,
-                  caption_tokens=64, build_batch=2),
-}
 RUN_STEPS = 200   # EraseConfig.steps default: the run length of the cached-vs-uncached projection
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def add_perf_arguments(parser: argparse.ArgumentParser) -> None:
-    size = parser.add_argument_group("model and problem size (defaults: the preset's)")
-    size.add_argument("--preset", choices=sorted(PRESETS),
-                      help="nano: the bundled model's shape; turbo: Z-Image-Turbo (30 layers, dim 3840, 6.15B); "
-                           "default nano for --perf, turbo for --flops")
-    size.add_argument("--dim", type=int, help="hidden width (heads keep head dim 128 for turbo, 32 for nano)")
-    size.add_argument("--heads", type=int, help="attention heads")
-    size.add_argument("--layers", type=int, help="joint layers")
-    size.add_argument("--refiners", type=int, help="blocks in each refiner")
-    size.add_argument("--size", type=int, help="image side in pixels (latent = size/8, 2×2 patches)")
-    size.add_argument("--caption-tokens", type=int, help="tokens per caption (synthetic conditioner)")
-    size.add_argument("--batch", type=int, help="samples per step")
-    size.add_argument("--rank", type=int, default=8, help="adapter rank")
-    size.add_argument("--pool-prompts", type=int, help="trajectories in the x_t pool")
-    size.add_argument("--sample-steps", type=int, help="sampler steps of the x_t schedule")
-    size.add_argument("--cfg", type=float, help="guidance of the frozen x_t sampler (1 = none)")
-    size.add_argument("--build-batch", type=int, help="forwards per batch while building pool and teacher cache")
-    run = parser.add_argument_group("how to run")
-    run.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    run.add_argument("--dtype", choices=sorted(DTYPES), help="weight dtype (adapters stay float32)")
-    run.add_argument("--checkpointing", action=argparse.BooleanOptionalAction, default=None,
-                     help="per-block gradient checkpointing of the joint layers")
-    run.add_argument("--steps", type=int, default=5, help="timed rounds (median over them; ≥ 5 for reported numbers)")
-    run.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
-    run.add_argument("--only", help=f"comma-separated subset of {','.join(VARIANTS)}")
-    run.add_argument("--random-weights", action="store_true", help="nano: random weights even if trained ones exist")
-    run.add_argument("--threads", type=int, help="torch CPU threads")
-    run.add_argument("--json", help="also write the results to this JSON file (atomically)")
-    flops = parser.add_argument_group("--flops: FLOPs of one step per stage and path, on meta tensors (perf_flops)")
-    flops.add_argument("--flops", action="store_true", help="count FLOPs instead of timing (no weights in memory)")
-    flops.add_argument("--sizes", type=int, nargs="+", help="image sides to count (turbo default: 512 1024)")
-    flops.add_argument("--paths", help="comma-separated subset of cli,device,comfyui (default: all; the comfyui path "
-                                       "is counted by scripts/comfy_flops.py with ComfyUI's python)")
-
-
-def _axes_for(head_dim: int) -> tuple[int, int, int]:
-    first = head_dim // 4 // 2 * 2
-    second = (head_dim - first) // 2 // 2 * 2
-    return first, second, head_dim - first - second
-
-
-def dit_config(args) -> DiTConfig:
-    if args.preset == "nano":
-        from ..nano.training.dit import NANO_CONFIG
-        base = NANO_CONFIG
-    else:
-        base = DiTConfig.turbo()
-    changes = {name: value for name, value in (("dim", args.dim), ("n_heads", args.heads), ("n_layers", args.layers),
-                                               ("n_refiner_layers", args.refiners)) if value is not None}
-    if "dim" in changes and "n_heads" not in changes:
-        changes["n_heads"] = max(1, changes["dim"] // base.head_dim)
-    if "dim" in changes or "n_heads" in changes:
-        dim, heads = changes.get("dim", base.dim), changes.get("n_heads", base.n_heads)
-        if dim % heads or (dim // heads) % 2:
-            raise ValueError(f"--dim {dim} must split into --heads {heads} heads of an even width")
-        changes["axes_dims"] = _axes_for(dim // heads)
-    return replace(base, **changes)
-
-
-def _settings(args) -> dict:
-    preset = PRESETS[args.preset]
-    settings = {name: getattr(args, name) if getattr(args, name) is not None else default
-                for name, default in preset.items()}
-    if settings["size"] < 16 or settings["size"] % 16:
-        raise ValueError(f"--size {settings['size']} must be a multiple of 16 (latent size/8, 2×2 patches)")
-    for name in ("batch", "pool_prompts", "sample_steps"):
-        if settings[name] < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be ≥ 1, got {settings[name]}")
-    if args.steps < 1 or args.warmup < 0:
-        raise ValueError(f"--steps must be ≥ 1 and --warmup ≥ 0, got {args.steps} and {args.warmup}")
-    return settings
-
-
-def _device(name: str) -> torch.device:
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available to this torch {torch.__version__} "
-                         f"(built with CUDA {torch.version.cuda}); use --device cpu")
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"--device {name}: only cpu and cuda are supported")
-    return device
 
 
 def build_world(args, config: DiTConfig, settings: dict, device: torch.device):
@@ -145,7 +51,10 @@ def build_world(args, config: DiTConfig, settings: dict, device: torch.device):
         from ..nano import paths
         from ..nano.text_encoder import NanoTextEncoder
         trained = paths.TEXT_ENCODER.exists() and not args.random_weights
-        encoder = NanoTextEncoder.load(paths.TEXT_ENCODER) if trained else NanoTextEncoder().eval().requires_grad_(False)
+        if trained:
+            encoder = NanoTextEncoder.load(paths.TEXT_ENCODER)
+        else:
+            encoder = NanoTextEncoder().eval().requires_grad_(False)
         conditioner = NanoConditioner(encoder)
         if config.cap_feat_dim != encoder.config.width:
             raise ValueError(f"the nano text encoder gives {encoder.config.width} features; give --caption-tokens "
@@ -172,8 +81,8 @@ def run_perf(args) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     args.preset = args.preset or "nano"
-    settings = _settings(args)
-    device = _device(args.device)
+    settings = perf_settings(args)
+    device = perf_device(args.device)
     config = dit_config(args)
     only = VARIANTS if not args.only else tuple(name.strip() for name in args.only.split(","))
     unknown = sorted(set(only) - set(VARIANTS))
@@ -214,7 +123,7 @@ def run_perf(args) -> dict:
     if memory.cuda:
         results["cache_build_peak_cuda_gb"] = memory.peak_cuda_gb()
     pool = cached.pool
-    variants = []
+    variants: list[TrainerVariant | PlainLoraVariant | TeacherForwardVariant] = []
     if "zerase" in only:
         variants.append(TrainerVariant("zerase", cached))
     if "zerase_uncached" in only:
@@ -238,8 +147,8 @@ def run_perf(args) -> dict:
     if "teacher_forward" in only:
         variants.append(TeacherForwardVariant(velocity, conditioner, pool, erase, clock))
 
-    times = {variant.name: [] for variant in variants}
-    stages = {variant.name: {stage: [] for stage in STAGES} for variant in variants}
+    times: dict[str, list[float]] = {variant.name: [] for variant in variants}
+    stages: dict[str, dict[str, list[float]]] = {variant.name: {stage: [] for stage in STAGES} for variant in variants}
     peaks = {variant.name: {"rss": 0.0, "cuda": 0.0} for variant in variants}
     for round_index in range(args.warmup + args.steps):
         for variant in variants:
@@ -255,7 +164,8 @@ def run_perf(args) -> dict:
 
     for name in times:
         results[f"{name}_step_s" if name != "teacher_forward" else "teacher_forward_s"] = _median(times[name])
-    results["stages_s"] = {name: {stage: _median(values) for stage, values in per.items()} for name, per in stages.items()}
+    results["stages_s"] = {name: {stage: _median(values) for stage, values in per.items()}
+                           for name, per in stages.items()}
     results["step_peak_rss_gb"] = {name: peak["rss"] for name, peak in peaks.items()}
     results["peak_rss_gb"] = memory.lifetime_peak_gb()
     if memory.cuda:
@@ -312,7 +222,8 @@ def format_table(results: dict) -> str:
         lines.append(f"{name:<22}{results[key]:>9.4f}" + "".join(f"{per[stage]:>10.4f}" for stage in STAGES)
                      + f"{peak:>9.2f}")
     lines.append("")
-    for key, label in (("cache_build_s", "pool + teacher cache build (init) s"), ("pool_sampling_s", "pool sampling only s"),
+    for key, label in (("cache_build_s", "pool + teacher cache build (init) s"),
+                       ("pool_sampling_s", "pool sampling only s"),
                        ("ratio_zerase_vs_plain_lora", "zerase / plain_lora"),
                        ("ratio_gate_text_vs_all_zerase", "gate text / all (zerase step)"),
                        ("ratio_gate_text_vs_all_esd", "gate text / all (esd vs naive-esd)"),

@@ -8,7 +8,7 @@ elementwise work (norms, activations, AdamW) is not counted, nor is the text enc
 
 Paths:
   cli      the core model is the denoiser (`python -m zerase_core erase`): kept refiner segments, probe prefix
-  device   the same model through `perf_steps.DeviceDenoiser` (`bench --perf --device cuda`)
+  device   the same model through `synthetic.DeviceDenoiser` (`bench --perf --device cuda`)
   comfyui  ComfyUI's NextDiT through `nodes/comfy_bridge` (ZEraseTrain); needs ComfyUI (COMFYUI_PATH and its python)
 
 Stages (`FLOP_STAGES`): student_forward (the erase-prompt forward with attention capture; under a fused forward all
@@ -31,7 +31,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..engine.erase_config import EraseConfig
 from ..model.dit import ZImageDiT
-from .perf_steps import BenchTrainer, DeviceDenoiser, StageClock, SyntheticConditioner
+from .perf_options import DTYPES, add_perf_arguments, dit_config, perf_settings
+from .perf_steps import BenchTrainer, StageClock
+from .synthetic import DeviceDenoiser, SyntheticConditioner
 
 META = torch.device("meta")
 PATHS = ("cli", "device", "comfyui")
@@ -165,7 +167,6 @@ def erase_config(settings: dict, size: int, rank: int) -> EraseConfig:
 def core_path_counts(config, settings: dict, size: int, rank: int, paths, prompts) -> dict:
     """Counts of the `cli` and `device` paths (those in `paths`) on one meta ZImageDiT, and `forward`: its frozen
     forward at this size with batch 1 and a caption of the erase prompt (the unit of every count)."""
-    from .perf import DTYPES
     results = {}
     with MetaTensors():
         model = ZImageDiT(config, device=META, dtype=DTYPES[settings["dtype"]]).eval().requires_grad_(False)
@@ -208,7 +209,6 @@ def run_flops(args, comfyui=None) -> dict:
     is given by scripts/comfy_flops.py (run with ComfyUI's python) and the path is reported as skipped otherwise.
     """
     from ..nano.prompts import training_prompt_set
-    from .perf import _settings, dit_config
     if args.threads:
         torch.set_num_threads(args.threads)
     args.preset = args.preset or "turbo"
@@ -226,7 +226,7 @@ def run_flops(args, comfyui=None) -> dict:
         results["skipped"]["comfyui"] = ("counted by scripts/comfy_flops.py with ComfyUI's python "
                                          "(zerase_core never imports ComfyUI)")
     for size in sizes:
-        settings = _settings(_with_size(args, size))
+        settings = perf_settings(_with_size(args, size))
         results["settings"] = {key: settings[key] for key in ("batch", "dtype", "checkpointing", "pool_prompts",
                                                               "sample_steps", "cfg", "caption_tokens")}
         counts = core_path_counts(config, settings, size, args.rank, paths, prompts)
@@ -297,7 +297,6 @@ def format_flops(results: dict) -> str:
 def main(argv=None, comfyui=None, prog: str = "python -m zerase_core.bench.perf_flops") -> int:
     import argparse
 
-    from .perf import add_perf_arguments
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     add_perf_arguments(parser)
     args = parser.parse_args(argv)

@@ -4,12 +4,12 @@ Every variant runs the real engine (`EraseTrainer`, `AdapterSet`, `ZImageDiT`); 
 timing hooks around its own methods, shares one x_t pool between methods, and (for the uncached loop) samples x_t
 afresh each step as ESD-style training without a trajectory pool does.
 """
+
 from __future__ import annotations
 
 import os
 import resource
 import time
-import zlib
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import ClassVar
@@ -20,9 +20,8 @@ import torch
 from ..adapters.gated import AdapterSet
 from ..engine.objectives import velocity_mse
 from ..engine.trainer import EraseTrainer
-from ..model.config import DiTConfig
-from ..model.dit import AttentionCapture, ZImageDiT
 from ..model.sampling import guided_velocity, initial_noise
+from .synthetic import DeviceDenoiser, SyntheticConditioner, random_dit  # noqa: F401 (real/run.py imports them here)
 
 STAGES = ("sampling", "teacher", "student_forward", "backward", "probe", "optimizer", "other")
 
@@ -84,7 +83,7 @@ class MemoryProbe:
     def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
         self.resettable = os.path.exists("/proc/self/clear_refs")
-        self._highest = 0.0          # the peak before the last reset (a reset also clears getrusage's maxrss)
+        self._highest = 0.0  # the peak before the last reset (a reset also clears getrusage's maxrss)
 
     @staticmethod
     def _status_gb(field: str) -> float | None:
@@ -102,7 +101,7 @@ class MemoryProbe:
         return value if value is not None else self.lifetime_peak_gb()
 
     def lifetime_peak_gb(self) -> float:
-        maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20   # kB on Linux
+        maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kB on Linux
         return max(self._highest, maxrss, self._status_gb("VmHWM") or 0.0)
 
     def reset(self) -> None:
@@ -129,82 +128,6 @@ class MemoryProbe:
         return torch.cuda.max_memory_allocated() / 2**30
 
 
-def random_dit(config: DiTConfig, dtype: torch.dtype = torch.float32, device="cpu", seed: int = 0) -> ZImageDiT:
-    """A randomly initialised DiT created directly in `dtype` on `device` (no float32 copy of the weights), frozen.
-
-    Default Linear init everywhere; the blocks' adaLN and the output layer, which training starts at zero, get small
-    random values so that no block is an identity and the velocity is not zero.
-    """
-    torch.manual_seed(seed)
-    model = ZImageDiT(config, device=device, dtype=dtype)
-    with torch.no_grad():
-        for block in list(model.layers) + list(model.noise_refiner):
-            block.adaLN_modulation[-1].weight.normal_(0.0, 0.02)
-        model.final_layer.adaLN_modulation[1].weight.normal_(0.0, 0.02)
-        model.final_layer.linear.weight.normal_(0.0, 0.02)
-    return model.eval().requires_grad_(False)
-
-
-class SyntheticConditioner:
-    """A `TextConditioner` of any width: one fixed random vector per word, every caption padded with template
-    tokens to `tokens` (the stand-in for Qwen3's chat-templated captions). The empty prompt is one token."""
-
-    def __init__(self, width: int, tokens: int = 64):
-        if tokens < 1:
-            raise ValueError(f"caption tokens must be ≥ 1, got {tokens}")
-        self.width, self.tokens = width, tokens
-
-    def _vector(self, word: str) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(zlib.crc32(word.encode()))
-        return torch.randn(self.width, generator=generator)
-
-    @staticmethod
-    def _words(prompt: str) -> list[str]:
-        return prompt.lower().replace(",", " , ").split()
-
-    def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = []
-        for prompt in prompts:
-            words = self._words(prompt)
-            if not words:
-                rows.append(["<empty>"])
-                continue
-            filler = [f"<template{index}>" for index in range(max(0, self.tokens - len(words)))]
-            rows.append(words + filler)
-        length = max(len(row) for row in rows)
-        features = torch.zeros(len(prompts), length, self.width)
-        for index, row in enumerate(rows):
-            features[index, :len(row)] = torch.stack([self._vector(word) for word in row])
-        return features, torch.tensor([len(row) for row in rows])
-
-    def keyword_positions(self, prompt: str, keyword: str) -> list[int]:
-        words, target = self._words(prompt), self._words(keyword)
-        return [start + offset for start in range(len(words) - len(target) + 1)
-                if words[start:start + len(target)] == target for offset in range(len(target))]
-
-    def check_keyword(self, keyword: str) -> None:
-        if not self._words(keyword):
-            raise ValueError("empty keyword")
-
-
-class DeviceDenoiser:
-    """`denoise(x, sigma, context, lengths, capture=None) -> v` running the model on an accelerator and returning
-    float32 CPU velocities (x_t pool, teacher cache and losses stay in CPU memory, as with the ComfyUI bridge)."""
-
-    def __init__(self, model: ZImageDiT, device: torch.device):
-        self.model, self.device = model, device
-
-    def __call__(self, x, sigma, context, lengths, capture: AttentionCapture | None = None):
-        inner = None
-        if capture is not None:
-            mask = None if capture.column_mask is None else capture.column_mask.to(self.device)
-            inner = AttentionCapture(columns=capture.columns.to(self.device), column_mask=mask, rows=capture.rows)
-        v = self.model(x.to(self.device), sigma.to(self.device), context.to(self.device), lengths, inner)
-        if inner is not None:
-            capture.maps.extend(maps.cpu() for maps in inner.maps)
-        return v.float().cpu()
-
-
 class BenchTrainer(EraseTrainer):
     """EraseTrainer with stage timing (its `stage` hook); `pool=` reuses another trainer's x_t pool (same frozen
     model, seeds and settings give the same pool); `fresh_samples=True` samples x_t afresh at every step (the uncached
@@ -213,8 +136,9 @@ class BenchTrainer(EraseTrainer):
 
     stage_names: ClassVar[dict[str, str]] = {"preserve": "student_forward"}
 
-    def __init__(self, *args, clock: StageClock, pool=None, fresh_samples: bool = False, build_batch: int | None = None,
-                 **kwargs):
+    def __init__(
+        self, *args, clock: StageClock, pool=None, fresh_samples: bool = False, build_batch: int | None = None, **kwargs
+    ):
         self.clock, self.fresh_samples = clock, fresh_samples
         if build_batch:
             self.sample_batch = self.cache_batch = build_batch
@@ -245,8 +169,9 @@ class BenchTrainer(EraseTrainer):
             for index in range(max(ks)):
                 rows = torch.tensor([row for row, k in enumerate(ks) if k > index])
                 sigma = pool.sigmas[index].expand(len(rows))
-                velocity = guided_velocity(self._velocity, context[rows], lengths[rows], config.sample_cfg,
-                                           empty[rows], empty_lengths[rows])
+                velocity = guided_velocity(
+                    self._velocity, context[rows], lengths[rows], config.sample_cfg, empty[rows], empty_lengths[rows]
+                )
                 x[rows] = x[rows] + (pool.sigmas[index + 1] - pool.sigmas[index]) * velocity(x[rows], sigma)
         return x
 
@@ -343,8 +268,9 @@ class TeacherForwardVariant:
 
     @torch.no_grad()
     def step(self) -> dict[str, float]:
-        picks = [(int(self.rng.integers(self.pool.size)), int(self.rng.integers(self.pool.steps)))
-                 for _ in range(self.batch)]
+        picks = [
+            (int(self.rng.integers(self.pool.size)), int(self.rng.integers(self.pool.steps))) for _ in range(self.batch)
+        ]
         self.clock.begin_step()
         with self.clock.stage("teacher"):
             context, lengths = self.conditioner.encode([self.pool.prompts[p] for p, _ in picks])

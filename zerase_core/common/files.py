@@ -76,7 +76,7 @@ def remove_stale_partials(path: str | os.PathLike) -> list[Path]:
     """Remove the temporary files a killed save of `path` left behind; returns them."""
     path = Path(path)
     prefix = f".{path.name}."
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(path.parent))
     except OSError:
@@ -116,7 +116,8 @@ def atomic_write(path: str | Path, write, make_parents: bool = False) -> Path:
     return path
 
 
-def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path,
+                            metadata: dict[str, str] | None = None) -> Path:
     from safetensors.torch import (
         save_file,  # imported here: JSON writers (e.g. a GPU check with torch only) need none
     )
@@ -142,7 +143,7 @@ def read_safetensors(path: Path, error: type[Exception], what: str) -> tuple[dic
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             metadata = dict(handle.metadata() or {})
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (a safetensors handle, not iterable)
     except (SafetensorError, OSError, RuntimeError, ValueError) as cause:
         raise error(f"cannot read {what} {path}: {_why_unreadable(path)} ({cause})") from cause
     return tensors, metadata

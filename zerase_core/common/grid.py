@@ -42,7 +42,7 @@ def labelled_grid(images: torch.Tensor, labels: list[str], columns: int, scale: 
     for column, title in enumerate(column_titles or []):
         draw.text((4 + column * (cell_w + 4), 2), title, fill="black", font=font)
     characters = max(8, cell_w // 6)
-    for index, (image, label) in enumerate(zip(images, labels)):
+    for index, (image, label) in enumerate(zip(images, labels, strict=True)):
         row, column = divmod(index, columns)
         x, y = 4 + column * (cell_w + 4), title_h + 4 + row * (cell_h + text_h + 4)
         sheet.paste(_to_pil(image, scale), (x, y))

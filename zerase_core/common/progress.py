@@ -8,7 +8,7 @@ first strength that passes: it then reports done = total = the units it did). Th
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 Progress = Callable[[str, int, int], None]
 

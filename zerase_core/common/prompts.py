@@ -40,7 +40,8 @@ class PromptSet:
         if not self.keywords:
             raise ValueError("no keywords: name the word(s) to erase")
         if not self.anchors:
-            raise ValueError("no anchor prompts: give at least one prompt to preserve (e.g. the erase prompt without the concept)")
+            raise ValueError("no anchor prompts: give at least one prompt to preserve "
+                             "(e.g. the erase prompt without the concept)")
         for keyword in self.keywords:
             if not any(_contains(prompt, keyword) for prompt in self.erase):
                 raise ValueError(f"keyword {keyword!r} appears in none of the {len(self.erase)} erase prompts; "
@@ -87,7 +88,7 @@ def shuffle_words(prompt: str, keywords: list[str], rng: numpy.random.Generator,
 def keyword_columns(conditioner: TextConditioner, prompts: list[str], keywords: list[list[str]]):
     """(columns (B, K) long, mask (B, K) bool): text-token positions of each prompt's keywords, padded to K."""
     positions = []
-    for prompt, words in zip(prompts, keywords):
+    for prompt, words in zip(prompts, keywords, strict=True):
         found = sorted({position for word in words for position in conditioner.keyword_positions(prompt, word)})
         if not found:
             raise ValueError(f"no keyword of {words} found in the tokens of {prompt!r}")

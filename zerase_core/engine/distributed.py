@@ -144,8 +144,8 @@ class DataParallel:
         if self._ddp is None or self._module.adapters is not adapters:
             self._module = _Losses(adapters)
             device = next(adapters.parameters()).device
-            self._ddp = DistributedDataParallel(self._module, device_ids=[device.index] if device.type == "cuda" else None,
-                                                broadcast_buffers=False)
+            device_ids = [device.index] if device.type == "cuda" else None
+            self._ddp = DistributedDataParallel(self._module, device_ids=device_ids, broadcast_buffers=False)
         self._module.function = function
         return self._ddp
 
@@ -172,7 +172,7 @@ class DataParallel:
         if self.place.device.type == "cuda":
             stacked = stacked.to(self.place.device)
         dist.all_reduce(stacked)
-        return dict(zip(names, stacked.cpu().unbind()))
+        return dict(zip(names, stacked.cpu().unbind(), strict=True))
 
     def average_gradients(self, params) -> None:
         import torch.distributed as dist

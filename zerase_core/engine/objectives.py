@@ -1,7 +1,8 @@
 """Erasure and preservation objectives (Z-Erase §2.4–§2.5), in ComfyUI's velocity convention v = noise − x0.
 
 ESD target (flow form):  v*(x_t) = v(x_t, ∅) − η·(v(x_t, c_er) − v(x_t, ∅))   (frozen teacher, η = 2)
-  anchor-mapped form (`esd_target` with the mapped prompt c_t as reference): v(x_t, c_t) − η_t·(v(x_t, c_er) − v(x_t, c_t))
+  anchor-mapped form (`esd_target` with the mapped prompt c_t as reference):
+                         v(x_t, c_t) − η_t·(v(x_t, c_er) − v(x_t, c_t))
 L_erase    = ‖v_student(x_t, c_er) − v*‖²
 L_attn     = attention of image queries to the keyword's key columns (softmax mass, summed over keyword tokens,
              averaged over image queries, heads and joint layers)

@@ -99,7 +99,7 @@ def run_erasure(model: nn.Module, conditioner, prompts: PromptSet, config: Erase
     """
     writes = parallel is None or parallel.rank == 0
     base_fingerprint = fingerprint(model)
-    trainer_class = EraseTrainer
+    trainer_class: type[EraseTrainer] = EraseTrainer
     if build_batch is not None:
         sizes = {"sample_batch": min(EraseTrainer.sample_batch, build_batch),
                  "cache_batch": min(EraseTrainer.cache_batch, build_batch)}
@@ -131,7 +131,8 @@ def run_erasure(model: nn.Module, conditioner, prompts: PromptSet, config: Erase
                 save_partial()
                 raise
             train_seconds = time.monotonic() - started
-            strength, table = 1.0, []
+            table: list = []
+            strength = 1.0
             if choose_strength is not None and writes:
                 strength, table = choose_strength(trainer.adapters)
             summary = {"train_seconds": train_seconds, "strength_table": table}

@@ -36,7 +36,7 @@ class SegmentCache:
         inputs = model.prefix(states, sigma, context, lengths)
         velocities = model.joint(inputs).float()
         layout = inputs.layout
-        for row, ((p, k), text) in enumerate(zip(picks, texts)):
+        for row, ((p, k), text) in enumerate(zip(picks, texts, strict=True)):
             pool.teacher[(p, k, kind)] = velocities[row]
             padded = layout.text_padded[row]
             self.image.setdefault((pool.source(kind), p, k, padded), inputs.hidden[row, layout.text_span:].clone())
@@ -45,7 +45,7 @@ class SegmentCache:
     @torch.no_grad()
     def add_texts(self, model: ZImageDiT, conditioner, prompts: list[str]) -> None:
         """Keep the text segments of more prompts (before training: the shuffle bank's word orders)."""
-        for prompt, text in zip(prompts, self._texts(model, conditioner, prompts)):
+        for prompt, text in zip(prompts, self._texts(model, conditioner, prompts), strict=True):
             self.text.setdefault(prompt, (text[0], text[1].clone()))
 
     def joint_input(self, model: ZImageDiT, conditioner, pool: TrajectoryPool, picks, prompts: list[str],
@@ -55,14 +55,14 @@ class SegmentCache:
         texts = self._texts(model, conditioner, prompts)
         lengths = [tokens for tokens, _ in texts]
         padded = [segment.shape[0] for _, segment in texts]
-        keys = [(pool.source(kind), p, k, size) for (p, k), kind, size in zip(picks, kinds, padded)]
+        keys = [(pool.source(kind), p, k, size) for (p, k), kind, size in zip(picks, kinds, padded, strict=True)]
         sigma = torch.stack([pool.sigmas[k] for _, k in picks])
         missing = [row for row, key in enumerate(keys) if key not in self.image]
         computed = {}
         if missing:
             states, _ = pool.batch([picks[row] for row in missing], [kinds[row] for row in missing])
             fresh = model.image_segment(states, sigma[missing], [lengths[row] for row in missing])
-            computed = dict(zip(missing, fresh))
+            computed = dict(zip(missing, fresh, strict=True))
         image = torch.stack([computed[row] if row in computed else self.image[key] for row, key in enumerate(keys)])
         text = image.new_zeros(len(prompts), max(padded), image.shape[-1])   # batch padding: masked filler
         for row, (_, segment) in enumerate(texts):

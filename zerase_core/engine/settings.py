@@ -32,6 +32,11 @@ class Setting:
     metavar: str | None = None
     unset: str = "the concept kind's preset"   # what a None default means, for the CLI's help
 
+    def __post_init__(self) -> None:
+        if (self.minimum is None) != (self.maximum is None):
+            raise ValueError(f"setting {self.help!r}: give both minimum and maximum, or neither "
+                             f"(got {self.minimum} and {self.maximum})")
+
 
 def setting(default: Any, help: str, **options: Any) -> Any:
     """A dataclass field with `default` and its Setting(help, **options)."""
@@ -40,14 +45,16 @@ def setting(default: Any, help: str, **options: Any) -> Any:
 
 def described(config_class) -> dict[str, tuple[dataclasses.Field, Setting]]:
     """Field name -> (field, Setting) of every described field, in field order."""
-    return {field.name: (field, field.metadata[KEY]) for field in dataclasses.fields(config_class) if KEY in field.metadata}
+    return {field.name: (field, field.metadata[KEY]) for field in dataclasses.fields(config_class)
+            if KEY in field.metadata}
 
 
 def check_ranges(config, names: tuple[str, ...] | None = None) -> None:
     """Check each described field's value (None = its preset, not checked) against its range."""
     for name, (_, spec) in described(type(config)).items():
         value = getattr(config, name)
-        if (names is None or name in names) and value is not None and spec.minimum is not None:
+        if (names is None or name in names) and value is not None and spec.minimum is not None \
+                and spec.maximum is not None:
             check_range(name, value, spec.minimum, spec.maximum, spec.hint)
 
 

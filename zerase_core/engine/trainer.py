@@ -34,16 +34,17 @@ from torch import nn
 from ..adapters.gated import AdapterSet
 from ..common.progress import PhaseCounter, Progress
 from ..common.prompts import PromptSet, TextConditioner, keyword_columns, shuffle_words
-from ..model.dit import AttentionCapture, ZImageDiT
+from ..model.keyword_attention import AttentionCapture
 from .distributed import SingleProcess
 from .erase_config import EraseConfig
+from .forwards import TrainerForwards
 from .lagrangian import LambdaController
 from .methods import method as method_named
 from .objectives import attention_suppression, esd_target, preservation, velocity_mse
-from .pool import build_pool, teacher_prompts
+from .pool import build_pool
 from .resume_state import StepSnapshot
 from .shuffle_bank import PreparedConditioner, ShuffleBank
-from .trajectory import TrajectoryPool, teacher_velocities
+from .trajectory import TrajectoryPool
 
 StepCallback = Callable[[int, int, dict], None]
 Stage = Callable[[str], AbstractContextManager]
@@ -59,7 +60,7 @@ class StepRecord:
     metrics: dict[str, float]
 
 
-class EraseTrainer:
+class EraseTrainer(TrainerForwards):
     # Forwards per batch while sampling the x_t pool and filling the teacher cache (no grad). Their activations grow
     # with the batch: at Z-Image scale and 512² a few per batch keep the build under the step's peak (see
     # docs/performance.md); the nano model uses these defaults.
@@ -78,8 +79,8 @@ class EraseTrainer:
         `attach=False` leaves attaching `self.adapters` to the caller (the ComfyUI bridge does it from a
         PatcherInjection); the x_t pool is built before that, which is the same as with the adapters disabled.
         `progress(phase, done, total)` follows the work done here, before the first step: phases "x_t pool",
-        "teacher cache" and (with a shuffle bank) "shuffle bank" (zerase_core.common.progress). `pool` is an x_t pool built
-        before with the same model and settings; `stage(name)` brackets each part of a step (see the module doc)."""
+        "teacher cache" and (with a shuffle bank) "shuffle bank" (zerase_core.common.progress). `pool` is an x_t pool
+        built before with the same model and settings; `stage(name)` brackets each part of a step (module doc)."""
         self.model, self.conditioner, self.prompts, self.config = diffusion_model, conditioner, prompts, config
         # denoise(x, sigma, context, lengths, capture=None) -> v; ZImageDiT.forward has this signature
         self.denoise = denoise or diffusion_model
@@ -109,7 +110,7 @@ class EraseTrainer:
         self.progress = progress
         self.pool = pool if pool is not None else self._build_pool(in_channels, shift)
         self.probe_picks = [(index % self.pool.size, self.pool.steps // 2) for index in range(config.probe_size)]
-        self.bank = None
+        self.bank: ShuffleBank | None = None
         if config.shuffle_bank and self.method.shuffles:
             self._prepare_bank()
 
@@ -122,9 +123,6 @@ class EraseTrainer:
         self.lagrangian.value = value
 
     # -- setup -------------------------------------------------------------------------------------------------
-    def _velocity(self, x, sigma, context, lengths, capture=None):
-        return self.denoise(x, sigma, context, lengths, capture) if capture is not None else self.denoise(x, sigma, context, lengths)
-
     def _build_pool(self, in_channels: int, shift: float) -> TrajectoryPool:
         with self.adapters.disabled():
             return build_pool(self._velocity, self.model, self.conditioner, self.prompts, self.config, in_channels,
@@ -149,71 +147,13 @@ class EraseTrainer:
         return shuffle_words(prompt, keywords, self.rng, self.config.shuffle_probability)
 
     # -- one step ----------------------------------------------------------------------------------------------
-    def _teacher(self, picks):
-        with self.stage("teacher"), self.adapters.disabled():
-            return {kind: teacher_velocities(self.pool, picks, kind, texts, self._velocity, self.conditioner, self.config.cache)
-                    for kind, texts in teacher_prompts(self.pool, picks).items()}
-
-    def student(self, states, sigma, prompts, capture=None):
-        """The adapted model's velocity at `states` for `prompts` (the full forward, text encoding included)."""
-        with self.stage("student_forward"):
-            return self._forward(states, sigma, prompts, capture)
-
-    def _forward(self, states, sigma, prompts, capture=None):
-        context, lengths = self.conditioner.encode(prompts)
-        return self._velocity(states, sigma, context, lengths, capture)
-
-    def _fused(self) -> bool:
-        if self.fuse_forwards is not None:
-            return self.fuse_forwards
-        return not getattr(self.model, "gradient_checkpointing", False)
-
-    def _students(self, picks, prompt_lists, kinds, capture=None) -> list[torch.Tensor]:
-        """Student velocities at the pool states of `picks` for each prompt list, each list on the states of its
-        kind ("erase" or "anchor" trajectories); `capture` belongs to the first list."""
-        if len(prompt_lists) == 1 or not self._fused():
-            return [self._student_rows(picks, prompts, [kind] * len(picks), capture if index == 0 else None)
-                    for index, (prompts, kind) in enumerate(zip(prompt_lists, kinds))]
-        count, groups = len(picks), len(prompt_lists)
-        inner = None
-        if capture is not None:
-            # the other lists' rows capture nothing: their columns are masked, and their maps are dropped below
-            columns = capture.columns
-            mask = capture.column_mask if capture.column_mask is not None else torch.ones_like(columns, dtype=torch.bool)
-            padding = (groups - 1) * count
-            inner = AttentionCapture(columns=torch.cat([columns, columns.new_zeros(padding, columns.shape[1])]),
-                                     column_mask=torch.cat([mask, mask.new_zeros(padding, mask.shape[1])]),
-                                     rows=count)
-        velocity = self._student_rows(list(picks) * groups, [prompt for prompts in prompt_lists for prompt in prompts],
-                                      [kind for kind in kinds for _ in picks], inner)
-        if capture is not None:
-            capture.maps.extend(maps[:count] for maps in inner.maps)
-        return list(velocity.split(count))
-
-    def _student_rows(self, picks, prompts, kinds, capture=None) -> torch.Tensor:
-        """One student forward over rows (pick, prompt, state kind): from the kept refiner outputs when there are.
-        Its stage is "preserve" when every row serves L_pr only (∅ or anchor, no attention captured)."""
-        preserve = capture is None and all(kind == "anchor" or prompt == "" for prompt, kind in zip(prompts, kinds))
-        with self.stage("preserve" if preserve else "student_forward"):
-            if self._keeps_segments():
-                inputs = self.pool.segments.joint_input(self.model, self.conditioner, self.pool, picks, prompts, kinds)
-                return self.model.joint(inputs, capture)
-            states, sigma = self.pool.batch(picks, kinds)
-            return self._forward(states, sigma, prompts, capture)
-
-    def preservation_loss(self, picks, teacher=None) -> torch.Tensor:
-        teacher = teacher or self._teacher(picks)
-        anchors = [self.pool.anchors[p] for p, _ in picks]
-        empty, anchor = self._students(picks, [[""] * len(picks), anchors], ["erase", "anchor"])
-        return preservation(empty, teacher["empty"], anchor, teacher["anchor"])
-
     def erase_parts(self, picks, teacher, shuffle: bool, preserve: bool = False) -> dict[str, torch.Tensor]:
         """L_erase (+ L_attn), and with `preserve` L_pr on the same states (its forwards after the erase one)."""
         config = self.config
         prompts = [self.pool.prompts[p] for p, _ in picks]
         keywords = [self.prompts.keywords_in(prompt) for prompt in prompts]
         if shuffle:      # every row's word order is drawn in every process: the RNG stays in step
-            prompts = [self._shuffled(prompt, words) for prompt, words in zip(prompts, keywords)]
+            prompts = [self._shuffled(prompt, words) for prompt, words in zip(prompts, keywords, strict=True)]
         rows = self.parallel.local(range(len(picks)))     # `teacher` holds these rows only
         picks, prompts, keywords = ([items[row] for row in rows] for items in (picks, prompts, keywords))
         # the "anchor" target: its states are the pool's "target" source (TrajectoryPool.source: the mapped prompt's
@@ -246,43 +186,6 @@ class EraseTrainer:
         with self.step_states(picks) if self.step_states is not None else nullcontext():
             return self.method.losses(self, picks, self._teacher(self.parallel.local(picks)))
 
-    @torch.no_grad()
-    def probe(self) -> float:
-        with self.stage("probe"):
-            return self._probe_mean()
-
-    def _probe_mean(self) -> float:
-        # split across processes when each gets a row, else every process measures the whole probe
-        picks = self.parallel.local(self.probe_picks) if len(self.probe_picks) >= self.parallel.world else self.probe_picks
-        value = self._probe(picks)
-        if len(picks) == len(self.probe_picks):
-            return value
-        mean = self.parallel.batch_mean({"probe": torch.tensor(value, dtype=torch.float64)}, len(picks),
-                                        len(self.probe_picks))
-        return float(mean["probe"])
-
-    def _probe(self, picks) -> float:
-        if not self._reuses_prefix():
-            return self.preservation_loss(picks).item()
-        # The probe's (x_t, prompt) pairs never change and the refiners are not adapted: their prefix (embeddings,
-        # refiners, position tables) is computed once and only the joint layers run at each probe.
-        if self._probe_prefix is None:
-            states, sigma = self.pool.batch(picks * 2, ["erase"] * len(picks) + ["anchor"] * len(picks))
-            context, lengths = self.conditioner.encode([""] * len(picks) + [self.pool.anchors[p] for p, _ in picks])
-            self._probe_prefix = self.model.prefix(states, sigma, context, lengths)
-        empty, anchor = self.model.joint(self._probe_prefix).split(len(picks))
-        teacher = self._teacher(picks)
-        return preservation(empty, teacher["empty"], anchor, teacher["anchor"]).item()
-
-    def _reuses_prefix(self) -> bool:
-        """Whether the student is the core model itself with adapters on the joint layers only."""
-        return (isinstance(self.model, ZImageDiT) and self.denoise is self.model
-                and set(self.adapters.config.families) == {"layers"})
-
-    def _keeps_segments(self) -> bool:
-        """Whether student forwards start from the pool's kept refiner outputs (not while its states are replaced)."""
-        return self.pool.segments is not None and self.config.cache and self._reuses_prefix()
-
     def train_step(self) -> dict[str, float]:
         """One optimizer step (and λ update). An exception inside it, Ctrl-C included, leaves the trainer as it was
         before the step (resume_state.StepSnapshot), so a partial file saved then resumes bit-identically;
@@ -303,8 +206,8 @@ class EraseTrainer:
         adaptive = self.lagrangian.adaptive
         if adaptive and self._probe_loss is None:
             self._probe_loss = self.probe()
-        stationarity = (self.method.constrained and config.stationarity_every
-                        and (self.step + 1) % config.stationarity_every == 0)
+        stationarity = bool(self.method.constrained and config.stationarity_every
+                            and (self.step + 1) % config.stationarity_every == 0)
         erase_total, preserve, parts = self.parallel.losses(self._losses, picks, sync=not stationarity)
         total = erase_total if preserve is None else erase_total + self.lam * preserve
         local = len(self.parallel.local(range(len(picks))))
@@ -324,7 +227,8 @@ class EraseTrainer:
             self.optimizer.step()
         if not all(torch.isfinite(param).all() for param in params):
             self.adapters.load_state_dict(self._last_finite)
-            raise TrainingDiverged(f"non-finite adapter weights after step {self.step + 1}; restored the last finite state")
+            raise TrainingDiverged(f"non-finite adapter weights after step {self.step + 1}; "
+                                   f"restored the last finite state")
         metrics = {name: float(value) for name, value in reported.items()}
         metrics["lambda"] = self.lam
         if adaptive:
@@ -340,14 +244,15 @@ class EraseTrainer:
         return metrics
 
     def _backward(self, params, erase_total, preserve, total, scale: float, stationarity: bool) -> float | None:
-        """Gradients of L into the adapters; on stationarity steps of L_er and L_pr apart, returning ‖∇L_er + λ∇L_pr‖."""
+        """Gradients of L into the adapters; on stationarity steps of L_er and L_pr apart, returning
+        ‖∇L_er + λ∇L_pr‖."""
         self.optimizer.zero_grad(set_to_none=True)
         if preserve is None or not stationarity:
             (total * scale if scale != 1.0 else total).backward()
             return None
         grad_erase = torch.autograd.grad(erase_total * scale, params, retain_graph=True, allow_unused=True)
         grad_preserve = torch.autograd.grad(preserve * scale, params, allow_unused=True)
-        for param, g_er, g_pr in zip(params, grad_erase, grad_preserve):
+        for param, g_er, g_pr in zip(params, grad_erase, grad_preserve, strict=True):
             g_er = torch.zeros_like(param) if g_er is None else g_er
             g_pr = torch.zeros_like(param) if g_pr is None else g_pr
             param.grad = g_er + self.lam * g_pr
@@ -391,5 +296,5 @@ class EraseTrainer:
 
     def summary(self) -> dict:
         last = self.history[-1].metrics if self.history else {}
-        return {"steps": self.step, "lambda": self.lam, **{key: value for key, value in last.items()},
+        return {"steps": self.step, "lambda": self.lam, **last,
                 "cache_hits": self.pool.hits, "cache_misses": self.pool.misses}

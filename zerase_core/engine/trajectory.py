@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -18,6 +19,9 @@ from ..model.sampling import (
     initial_noise,
     shifted_sigmas,
 )
+
+if TYPE_CHECKING:     # segments imports this module
+    from .segments import SegmentCache
 
 
 @dataclass
@@ -29,7 +33,7 @@ class TrajectoryPool:
     # (P, K, C, h, w) or None: the same seeds sampled with the anchor prompts, where L_pr's anchor term is measured
     anchor_states: torch.Tensor | None = None
     teacher: dict[tuple[int, int, str], torch.Tensor] = field(default_factory=dict)
-    segments: object | None = None  # a `segments.SegmentCache` when the trainer keeps the refiners' outputs
+    segments: SegmentCache | None = None  # when the trainer keeps the refiners' outputs
     # the mapped prompt of each trajectory (the "anchor" erase target) and, from the same seeds, its own trajectory:
     # the erase loss is taken there, for the erase prompt ("concept") and the mapped one ("target")
     targets: list[str] | None = None
@@ -62,7 +66,7 @@ class TrajectoryPool:
     def batch(self, picks, kinds: str | list[str] = "erase") -> tuple[torch.Tensor, torch.Tensor]:
         """(x_t, sigma) of the picks [(trajectory, k)], for one kind or a kind per pick."""
         kinds = [kinds] * len(picks) if isinstance(kinds, str) else kinds
-        states = torch.stack([self.state(kind, p, k) for (p, k), kind in zip(picks, kinds)])
+        states = torch.stack([self.state(kind, p, k) for (p, k), kind in zip(picks, kinds, strict=True)])
         return states, torch.stack([self.sigmas[k] for _, k in picks])
 
 
@@ -128,6 +132,6 @@ def teacher_velocities(pool: TrajectoryPool, picks: list[tuple[int, int]], kind:
         velocities = velocity_of(states, sigma, context, lengths).float()
         if not use_cache:
             return velocities
-        for row, velocity in zip(missing, velocities):
+        for row, velocity in zip(missing, velocities, strict=True):
             pool.teacher[(*picks[row], kind)] = velocity
     return torch.stack([pool.teacher[(*pick, kind)] for pick in picks])

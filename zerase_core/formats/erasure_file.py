@@ -224,10 +224,10 @@ class ErasureStack:
         self._previous = [_strength_of(adapters) for adapters in self.sets]
         self.strengths = [check_strength(previous / count if strength is None else strength,
                                          f"strength of erasure {index + 1}")
-                          for index, (previous, (_, strength)) in enumerate(zip(self._previous, entries))]
+                          for index, (previous, (_, strength)) in enumerate(zip(self._previous, entries, strict=True))]
         attached: list[AdapterSet] = []
         try:
-            for adapters, strength in zip(self.sets, self.strengths):
+            for adapters, strength in zip(self.sets, self.strengths, strict=True):
                 adapters.set_strength(strength)
                 attached.append(adapters.attach(model))
         except BaseException:
@@ -237,7 +237,7 @@ class ErasureStack:
             raise
 
     def _restore_strengths(self) -> None:
-        for adapters, previous in zip(self.sets, self._previous):
+        for adapters, previous in zip(self.sets, self._previous, strict=True):
             adapters.set_strength(previous)
 
     def detach(self) -> None:
@@ -247,7 +247,7 @@ class ErasureStack:
                 adapters.detach()
         self._restore_strengths()
 
-    def __enter__(self) -> "ErasureStack":
+    def __enter__(self) -> ErasureStack:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

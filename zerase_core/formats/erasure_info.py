@@ -93,8 +93,8 @@ class ErasureInfo:
                 raise _field_error(name, value, "a list of strings")
             object.__setattr__(self, name, tuple(value))
         try:
-            object.__setattr__(self, "recommended_strength",
-                               check_strength(self.recommended_strength, "erasure metadata field 'recommended_strength'"))
+            strength = check_strength(self.recommended_strength, "erasure metadata field 'recommended_strength'")
+            object.__setattr__(self, "recommended_strength", strength)
         except ValueError as error:
             raise ErasureFileError(str(error)) from None
         for name in ("steps_done", "steps_total", "seed"):
@@ -138,7 +138,7 @@ class ErasureInfo:
                                    f"{error}") from None
 
     @classmethod
-    def from_metadata(cls, metadata: Mapping[str, str] | None) -> "ErasureInfo":
+    def from_metadata(cls, metadata: Mapping[str, str] | None) -> ErasureInfo:
         if not metadata or METADATA_KEY not in metadata:
             raise ErasureFileError(f"no '{METADATA_KEY}' metadata: not a ZErase erasure file")
         try:

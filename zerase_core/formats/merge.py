@@ -93,7 +93,7 @@ def merge_files(paths, out: Path) -> Path:
     for module in modules:
         for name in slices:
             ups, downs = [], []
-            for (_, info, tensors), config in zip(files, configs):
+            for (_, info, tensors), config in zip(files, configs, strict=True):
                 up = tensors.get(f"{KEY_PREFIX}{module}.{name}.up")
                 down = tensors.get(f"{KEY_PREFIX}{module}.{name}.down")
                 if up is None:

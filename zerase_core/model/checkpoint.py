@@ -78,6 +78,7 @@ def load_dit(source: PathLike | Mapping[str, torch.Tensor], metadata: Mapping[st
     is not a float type torch computes in). Tensors of a passed state dict are used without a copy when they
     already have the target dtype and device: the model then shares their storage.
     """
+    file_metadata: dict[str, str]
     if isinstance(source, Mapping):
         label, tensors, file_metadata = "state dict", dict(source), {}
     else:

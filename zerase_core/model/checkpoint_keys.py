@@ -3,7 +3,8 @@
 `normalize_keys` maps a prefixed or diffusers/official state dict to ComfyUI's bare NextDiT names (fusing
 `to_q | to_k | to_v` into `qkv`); `detect_architecture` tells Z-Image from Lumina-Image-2.0 by their weights
 (Z-Image: adaLN_modulation.0 Linear + learned pad tokens; Lumina-2: SiLU adaLN_modulation.1, no pad tokens) and
-refuses other models (Flux, SD3, U-Nets, text encoders, VAEs, Z-Image variants) with a message naming them; `infer_config` reads the DiTConfig from metadata
+refuses other models (Flux, SD3, U-Nets, text encoders, VAEs, Z-Image variants) with a message naming them;
+`infer_config` reads the DiTConfig from metadata
 `zerase.dit_config`, checked against the shapes, or from the shapes alone. `checkpoint` reads, loads and saves.
 """
 from __future__ import annotations
@@ -149,7 +150,8 @@ def detect_architecture(state_dict: Mapping[str, torch.Tensor]) -> str:
     if _first_match(tensors, _NEXT_DIT) is None:
         sample = ", ".join(list(tensors)[:5])
         raise UnsupportedModelError(f"this is not a diffusion transformer ZErase recognises: {len(tensors)} tensors"
-                                    f" such as {sample} (a NextDiT has cap_embedder, noise_refiner, layers.N.attention)."
+                                    f" such as {sample} (a NextDiT has cap_embedder, noise_refiner,"
+                                    f" layers.N.attention)."
                                     f" {SUPPORTED}")
     for pattern, description in _VARIANTS:
         example = _first_match(tensors, pattern)
@@ -170,7 +172,7 @@ def _kind_of(tensors: Mapping[str, torch.Tensor]) -> str:
     if lumina and not zimage and not pads:
         return "lumina2"
     found = [f"modulation {zimage or lumina or 'absent'}" + (f" and {lumina}" if zimage and lumina else ""),
-             f"pad tokens {pads or 'none'}"] + _lumina_signs(tensors)
+             f"pad tokens {pads or 'none'}", *_lumina_signs(tensors)]
     raise UnsupportedModelError(f"this NextDiT mixes the two known families: {'; '.join(found)}. {SUPPORTED}")
 
 
@@ -233,7 +235,8 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], metadata: Mapping[str, 
               "n_refiner_layers": config.n_refiner_layers, "head_dim": config.head_dim,
               "patch features (p·p·C)": config.patch_size ** 2 * config.in_channels, "ffn_hidden": config.ffn_hidden,
               "kind": config.kind, "kv heads": config.kv_heads}
-    found = {"kind": shapes.kind, "kv heads": shapes.kv_heads, "dim": shapes.dim, "cap_feat_dim": shapes.cap_feat_dim, "n_layers": shapes.n_layers,
+    found = {"kind": shapes.kind, "kv heads": shapes.kv_heads, "dim": shapes.dim, "cap_feat_dim": shapes.cap_feat_dim,
+             "n_layers": shapes.n_layers,
              "n_refiner_layers": shapes.n_refiner_layers, "head_dim": shapes.head_dim,
              "patch features (p·p·C)": shapes.patch_features, "ffn_hidden": shapes.ffn_hidden}
     wrong = [f"{name} {stated[name]} in metadata but {value} in the tensors"
@@ -261,7 +264,8 @@ def _read_shapes(tensors: Mapping[str, torch.Tensor]) -> _Shapes:
     kv_heads = None
     if head is not None and qkv is not None and (qkv.shape[0] - dim) % (2 * head.shape[0]) == 0:
         kv_heads = int((qkv.shape[0] - dim) // (2 * head.shape[0]))
-    return _Shapes(kind=_kind_of(tensors), kv_heads=kv_heads, dim=int(dim), cap_feat_dim=int(cap_feat_dim), n_layers=_count_blocks(tensors, "layers"),
+    return _Shapes(kind=_kind_of(tensors), kv_heads=kv_heads, dim=int(dim), cap_feat_dim=int(cap_feat_dim),
+                   n_layers=_count_blocks(tensors, "layers"),
                    n_refiner_layers=n_noise, patch_features=int(tensors["x_embedder.weight"].shape[1]),
                    head_dim=None if head is None else int(head.shape[0]),
                    ffn_hidden=None if ffn is None else int(ffn.shape[0]))

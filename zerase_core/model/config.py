@@ -55,7 +55,8 @@ class DiTConfig:
         if self.n_kv_heads is not None and (self.n_kv_heads <= 0 or self.n_heads % self.n_kv_heads):
             raise ValueError(f"DiTConfig.n_kv_heads={self.n_kv_heads} must divide n_heads={self.n_heads}")
         if self.kind == "lumina2" and self.pad_tokens_multiple != 1:
-            raise ValueError(f"Lumina-2 has no pad tokens: pad_tokens_multiple must be 1, got {self.pad_tokens_multiple}")
+            raise ValueError(f"Lumina-2 has no pad tokens: pad_tokens_multiple must be 1, "
+                             f"got {self.pad_tokens_multiple}")
         if self.kind == "z-image" and self.dim < 256:
             # The timestep embedding is 256 wide and block adaLN reads min(dim, 256) of it (ComfyUI NextDiT).
             raise ValueError(f"DiTConfig.dim must be ≥ 256 (Z-Image modulation width), got {self.dim}")
@@ -96,12 +97,12 @@ class DiTConfig:
         return min(self.dim, 256) if self.kind == "z-image" else self.time_width
 
     @classmethod
-    def turbo(cls, **overrides) -> "DiTConfig":
+    def turbo(cls, **overrides) -> DiTConfig:
         """Z-Image / Z-Image-Turbo (same architecture; only the weights differ)."""
         return cls(**overrides)
 
     @classmethod
-    def lumina2(cls, **overrides) -> "DiTConfig":
+    def lumina2(cls, **overrides) -> DiTConfig:
         """Lumina-Image-2.0 (Alpha-VLLM): dim 2304, 26 layers, 24 heads over 8 kv heads, Gemma-2-2B features."""
         settings = dict(kind="lumina2", dim=2304, n_layers=26, n_refiner_layers=2, n_heads=24, n_kv_heads=8,
                         cap_feat_dim=2304, axes_dims=(32, 32, 32), axes_lens=(300, 512, 512), rope_theta=10000.0,
@@ -120,14 +121,14 @@ class DiTConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict) -> "DiTConfig":
+    def from_dict(cls, data: dict) -> DiTConfig:
         return config_from_dict(cls, data, tuple_fields=("axes_dims", "axes_lens"))
 
     def to_metadata(self) -> dict[str, str]:
         return {METADATA_KEY: json.dumps(self.to_dict())}
 
     @classmethod
-    def from_metadata(cls, metadata: dict[str, str] | None) -> "DiTConfig | None":
+    def from_metadata(cls, metadata: dict[str, str] | None) -> DiTConfig | None:
         if not metadata or METADATA_KEY not in metadata:
             return None
         try:

@@ -14,7 +14,7 @@ segment and position ids, and masked filler keeps the image segment aligned (see
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .config import DiTConfig
+from .keyword_attention import AttentionCapture, keyword_attention
 from .layers import (
     FinalLayer,
     JointTransformerBlock,
@@ -29,22 +30,6 @@ from .layers import (
     rope_frequencies,
 )
 from .layout import BATCH_PAD, TEXT_PAD, TokenLayout, active_layout, current_layout
-
-
-@dataclass
-class AttentionCapture:
-    """Collects image-query → keyword-key softmax attention of every joint block.
-
-    `columns` (B, K) are positions in the text segment; `column_mask` (B, K) marks which are real (samples may
-    have different keyword counts). After a forward, `maps` holds one (B, H, N_image, K) tensor per joint layer.
-    Only the keyword columns are kept; the image × text probabilities are never stored (see `keyword_attention`).
-    `rows` = only the first `rows` samples of the batch capture (a stacked batch whose other samples need no maps;
-    `columns` may still cover the whole batch); the maps then hold those samples only.
-    """
-    columns: torch.Tensor
-    column_mask: torch.Tensor | None = None
-    maps: list[torch.Tensor] = field(default_factory=list)
-    rows: int | None = None
 
 
 @dataclass
@@ -58,25 +43,6 @@ class JointInput:
     key_mask: torch.Tensor | None       # (B, L) bool, None when nothing is masked
     layout: TokenLayout
     size: tuple[int, int]               # latent (H, W)
-
-
-def keyword_attention(query, key, key_mask, image_start: int, image_tokens: int, columns) -> torch.Tensor:
-    """Softmax attention of image queries to the keyword columns: (B, H, N_image, K), in float32.
-
-    Computed as attention with one-hot values (value j = 1 at column j), so the fused attention kernel normalises
-    over all keys without materialising the (N_image × L) probabilities; its backward recomputes them blockwise.
-    """
-    batch, heads, length, head_dim = key.shape
-    image_query = query[:, :, image_start:image_start + image_tokens].float()
-    mask = None if key_mask is None else key_mask[:, None, None, :]
-    found = []
-    for start in range(0, columns.shape[1], head_dim):   # one-hot values fill at most head_dim channels
-        chunk = columns[:, start:start + head_dim].to(key.device)
-        values = F.one_hot(chunk, length).to(torch.float32).transpose(1, 2)            # (B, L, k)
-        values = F.pad(values, (0, head_dim - chunk.shape[1]))[:, None].expand(batch, heads, length, head_dim)
-        attended = F.scaled_dot_product_attention(image_query, key.float(), values, attn_mask=mask)
-        found.append(attended[..., :chunk.shape[1]])
-    return found[0] if len(found) == 1 else torch.cat(found, dim=-1)
 
 
 class ZImageDiT(nn.Module):
@@ -139,7 +105,8 @@ class ZImageDiT(nn.Module):
             lengths = [int(n) for n in torch.as_tensor(context_lengths).tolist()]
             if len(lengths) != context.shape[0] or max(lengths) > context.shape[1] or min(lengths) < 1:
                 raise ValueError(
-                    f"context_lengths {lengths} must give 1..{context.shape[1]} tokens for each of {context.shape[0]} samples"
+                    f"context_lengths {lengths} must give 1..{context.shape[1]} tokens for each of "
+                    f"{context.shape[0]} samples"
                 )
         return TokenLayout.from_shapes(lengths, latent_hw, self.config.patch_size, self.config.pad_tokens_multiple)
 
@@ -191,7 +158,8 @@ class ZImageDiT(nn.Module):
 
     def _check_inputs(self, x, context) -> None:
         if x.dim() != 4 or context.dim() != 3 or context.shape[0] != x.shape[0]:
-            raise ValueError(f"expected x (B,C,H,W) and context (B,L,D) with equal B, got {tuple(x.shape)}, {tuple(context.shape)}")
+            raise ValueError(f"expected x (B,C,H,W) and context (B,L,D) with equal B, got {tuple(x.shape)}, "
+                             f"{tuple(context.shape)}")
 
     def _adaln(self, timesteps):
         return self.t_embedder((1.0 - timesteps.float()) * self.config.time_scale, self.dtype)

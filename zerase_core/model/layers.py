@@ -12,7 +12,7 @@ Lumina-2 (`config.kind == "lumina2"`): adaLN_modulation is SiLU→Linear over a 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -126,7 +126,8 @@ class JointTransformerBlock(nn.Module):
             # Z-Image: a Sequential holding one Linear (no SiLU), key `adaLN_modulation.0.*` as in ComfyUI and
             # diffusers; Lumina-2: SiLU then Linear, key `adaLN_modulation.1.*`.
             linear = nn.Linear(config.adaln_width, 4 * config.dim, device=device, dtype=dtype)
-            self.adaLN_modulation = nn.Sequential(linear) if config.kind == "z-image" else nn.Sequential(nn.SiLU(), linear)
+            stages = (linear,) if config.kind == "z-image" else (nn.SiLU(), linear)
+            self.adaLN_modulation = nn.Sequential(*stages)
 
     def forward(self, x, cos, sin, adaln_input=None, key_mask=None, probe: AttentionProbe | None = None):
         if not self.modulation:

@@ -49,7 +49,7 @@ class TokenLayout:
     @classmethod
     def from_shapes(
         cls, text_lengths, latent_hw: tuple[int, int], patch_size: int, pad_multiple: int
-    ) -> "TokenLayout":
+    ) -> TokenLayout:
         if patch_size < 1:
             raise ValueError(f"patch size must be ≥ 1, got {patch_size}")
         height, width = int(latent_hw[0]), int(latent_hw[1])
@@ -97,7 +97,7 @@ class TokenLayout:
     def _build_kinds(self, family: str, device: torch.device) -> torch.Tensor:
         rows = []
         image = [IMAGE] * self.image_tokens + [IMAGE_PAD] * (self.image_span - self.image_tokens)
-        for length, padded in zip(self.text_lengths, self.text_padded):
+        for length, padded in zip(self.text_lengths, self.text_padded, strict=True):
             text = [TEXT] * length + [TEXT_PAD] * (padded - length) + [BATCH_PAD] * (self.text_span - padded)
             if family == "context_refiner":
                 rows.append(text)
@@ -127,7 +127,7 @@ class TokenLayout:
         if family not in FAMILIES:
             raise ValueError(f"unknown block family '{family}'; expected one of {FAMILIES}")
 
-    def select(self, index: int) -> "TokenLayout":
+    def select(self, index: int) -> TokenLayout:
         """Layout of one sample of the batch, as if it had been run alone."""
         return TokenLayout((self.text_lengths[index],), self.grid, self.pad_multiple)
 

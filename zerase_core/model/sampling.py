@@ -19,13 +19,14 @@ def time_shift(t: torch.Tensor, shift: float) -> torch.Tensor:
 
 
 def shifted_sigmas(steps: int, shift: float = 3.0) -> torch.Tensor:
-    """(steps + 1,) float32 sigmas from 1 to 0, identical to ComfyUI's `simple` scheduler on ModelSamplingDiscreteFlow."""
+    """(steps + 1,) float32 sigmas from 1 to 0, identical to ComfyUI's `simple` scheduler on
+    ModelSamplingDiscreteFlow."""
     if steps < 1:
         raise ValueError(f"steps must be ≥ 1, got {steps}")
     table = time_shift(torch.arange(1, 1001, dtype=torch.float32) / 1000, shift)
     stride = len(table) / steps
     picked = [table[-(1 + int(index * stride))] for index in range(steps)]
-    return torch.stack(picked + [torch.tensor(0.0)])
+    return torch.stack([*picked, torch.tensor(0.0)])
 
 
 def initial_noise(shape, seed: int) -> torch.Tensor:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from .base import Method, StepLosses, method, method_names, register, shuffles  # noqa: F401 (the package's interface)
+from .base import Method, StepLosses, method, method_names, register, shuffles
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name != "base":

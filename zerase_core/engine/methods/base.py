@@ -24,7 +24,8 @@ class Method:
     gate: ClassVar[str] = "text"            # which token rows the adapters' delta reaches (AdapterConfig.gate)
     erase_target: ClassVar[str] = "empty"   # L_erase's target when EraseConfig.erase_target is None
 
-    def reference(self, trainer, states: torch.Tensor, sigma: torch.Tensor, picks, target: torch.Tensor) -> torch.Tensor:
+    def reference(self, trainer, states: torch.Tensor, sigma: torch.Tensor, picks,
+                  target: torch.Tensor) -> torch.Tensor:
         """What the student's velocity on the erase prompt is regressed onto (default: the teacher's ESD target)."""
         return target
 

@@ -1,0 +1,159 @@
+"""The forwards of EraseTrainer's steps: teacher velocities (adapters off, from the pool's cache), student
+velocities (the full forward, or the joint layers from the pool's kept refiner outputs; several prompt lists fused
+into one batch unless checkpointing), L_pr, and the λ probe (its frozen prefix computed once)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
+import torch
+from torch import nn
+
+from ..adapters.gated import AdapterSet
+from ..common.prompts import TextConditioner
+from ..model.dit import JointInput, ZImageDiT
+from ..model.keyword_attention import AttentionCapture
+from .distributed import SingleProcess
+from .erase_config import EraseConfig
+from .objectives import preservation
+from .pool import teacher_prompts
+from .trajectory import TrajectoryPool, teacher_velocities
+
+
+class TrainerForwards:
+    """EraseTrainer's forwards (a base class of it; the attributes below are set by `EraseTrainer.__init__`)."""
+
+    model: nn.Module
+    denoise: Callable
+    conditioner: TextConditioner
+    config: EraseConfig
+    adapters: AdapterSet
+    pool: TrajectoryPool
+    parallel: SingleProcess
+    stage: Callable[[str], AbstractContextManager]
+    probe_picks: list[tuple[int, int]]
+    fuse_forwards: bool | None
+    _probe_prefix: JointInput | None
+
+    def _velocity(self, x, sigma, context, lengths, capture=None):
+        if capture is None:
+            return self.denoise(x, sigma, context, lengths)
+        return self.denoise(x, sigma, context, lengths, capture)
+
+    def _teacher(self, picks):
+        with self.stage("teacher"), self.adapters.disabled():
+            return {
+                kind: teacher_velocities(
+                    self.pool, picks, kind, texts, self._velocity, self.conditioner, self.config.cache
+                )
+                for kind, texts in teacher_prompts(self.pool, picks).items()
+            }
+
+    def student(self, states, sigma, prompts, capture=None):
+        """The adapted model's velocity at `states` for `prompts` (the full forward, text encoding included)."""
+        with self.stage("student_forward"):
+            return self._forward(states, sigma, prompts, capture)
+
+    def _forward(self, states, sigma, prompts, capture=None):
+        context, lengths = self.conditioner.encode(prompts)
+        return self._velocity(states, sigma, context, lengths, capture)
+
+    def _fused(self) -> bool:
+        if self.fuse_forwards is not None:
+            return self.fuse_forwards
+        return not getattr(self.model, "gradient_checkpointing", False)
+
+    def _students(self, picks, prompt_lists, kinds, capture=None) -> list[torch.Tensor]:
+        """Student velocities at the pool states of `picks` for each prompt list, each list on the states of its
+        kind ("erase" or "anchor" trajectories); `capture` belongs to the first list."""
+        if len(prompt_lists) == 1 or not self._fused():
+            return [
+                self._student_rows(picks, prompts, [kind] * len(picks), capture if index == 0 else None)
+                for index, (prompts, kind) in enumerate(zip(prompt_lists, kinds, strict=True))
+            ]
+        count, groups = len(picks), len(prompt_lists)
+        inner = None
+        if capture is not None:
+            # the other lists' rows capture nothing: their columns are masked, and their maps are dropped below
+            columns = capture.columns
+            mask = capture.column_mask
+            if mask is None:
+                mask = torch.ones_like(columns, dtype=torch.bool)
+            padding = (groups - 1) * count
+            inner = AttentionCapture(
+                columns=torch.cat([columns, columns.new_zeros(padding, columns.shape[1])]),
+                column_mask=torch.cat([mask, mask.new_zeros(padding, mask.shape[1])]),
+                rows=count,
+            )
+        velocity = self._student_rows(
+            list(picks) * groups,
+            [prompt for prompts in prompt_lists for prompt in prompts],
+            [kind for kind in kinds for _ in picks],
+            inner,
+        )
+        if capture is not None:
+            capture.maps.extend(maps[:count] for maps in inner.maps)
+        return list(velocity.split(count))
+
+    def _student_rows(self, picks, prompts, kinds, capture=None) -> torch.Tensor:
+        """One student forward over rows (pick, prompt, state kind): from the kept refiner outputs when there are.
+        Its stage is "preserve" when every row serves L_pr only (∅ or anchor, no attention captured)."""
+        preserve = capture is None and all(
+            kind == "anchor" or prompt == "" for prompt, kind in zip(prompts, kinds, strict=True)
+        )
+        with self.stage("preserve" if preserve else "student_forward"):
+            if self._keeps_segments():
+                inputs = self.pool.segments.joint_input(self.model, self.conditioner, self.pool, picks, prompts, kinds)
+                return self.model.joint(inputs, capture)
+            states, sigma = self.pool.batch(picks, kinds)
+            return self._forward(states, sigma, prompts, capture)
+
+    def preservation_loss(self, picks, teacher=None) -> torch.Tensor:
+        teacher = teacher or self._teacher(picks)
+        anchors = [self.pool.anchors[p] for p, _ in picks]
+        empty, anchor = self._students(picks, [[""] * len(picks), anchors], ["erase", "anchor"])
+        return preservation(empty, teacher["empty"], anchor, teacher["anchor"])
+
+    @torch.no_grad()
+    def probe(self) -> float:
+        with self.stage("probe"):
+            return self._probe_mean()
+
+    def _probe_mean(self) -> float:
+        # split across processes when each gets a row, else every process measures the whole probe
+        picks = self.probe_picks
+        if len(picks) >= self.parallel.world:
+            picks = self.parallel.local(picks)
+        value = self._probe(picks)
+        if len(picks) == len(self.probe_picks):
+            return value
+        mean = self.parallel.batch_mean(
+            {"probe": torch.tensor(value, dtype=torch.float64)}, len(picks), len(self.probe_picks)
+        )
+        return float(mean["probe"])
+
+    def _probe(self, picks) -> float:
+        if not self._reuses_prefix():
+            return self.preservation_loss(picks).item()
+        # The probe's (x_t, prompt) pairs never change and the refiners are not adapted: their prefix (embeddings,
+        # refiners, position tables) is computed once and only the joint layers run at each probe.
+        if self._probe_prefix is None:
+            states, sigma = self.pool.batch(picks * 2, ["erase"] * len(picks) + ["anchor"] * len(picks))
+            context, lengths = self.conditioner.encode([""] * len(picks) + [self.pool.anchors[p] for p, _ in picks])
+            self._probe_prefix = self.model.prefix(states, sigma, context, lengths)
+        empty, anchor = self.model.joint(self._probe_prefix).split(len(picks))
+        teacher = self._teacher(picks)
+        return preservation(empty, teacher["empty"], anchor, teacher["anchor"]).item()
+
+    def _reuses_prefix(self) -> bool:
+        """Whether the student is the core model itself with adapters on the joint layers only."""
+        return (
+            isinstance(self.model, ZImageDiT)
+            and self.denoise is self.model
+            and set(self.adapters.config.families) == {"layers"}
+        )
+
+    def _keeps_segments(self) -> bool:
+        """Whether student forwards start from the pool's kept refiner outputs (not while its states are replaced)."""
+        return self.pool.segments is not None and self.config.cache and self._reuses_prefix()

@@ -1,0 +1,45 @@
+"""Image→keyword attention, the quantity Z-Erase's L_attn suppresses: `AttentionCapture` asks a forward of the DiT
+for it, `keyword_attention` computes it per joint block without storing the image × text probabilities."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class AttentionCapture:
+    """Collects image-query → keyword-key softmax attention of every joint block.
+
+    `columns` (B, K) are positions in the text segment; `column_mask` (B, K) marks which are real (samples may
+    have different keyword counts). After a forward, `maps` holds one (B, H, N_image, K) tensor per joint layer.
+    Only the keyword columns are kept; the image × text probabilities are never stored (see `keyword_attention`).
+    `rows` = only the first `rows` samples of the batch capture (a stacked batch whose other samples need no maps;
+    `columns` may still cover the whole batch); the maps then hold those samples only.
+    """
+
+    columns: torch.Tensor
+    column_mask: torch.Tensor | None = None
+    maps: list[torch.Tensor] = field(default_factory=list)
+    rows: int | None = None
+
+
+def keyword_attention(query, key, key_mask, image_start: int, image_tokens: int, columns) -> torch.Tensor:
+    """Softmax attention of image queries to the keyword columns: (B, H, N_image, K), in float32.
+
+    Computed as attention with one-hot values (value j = 1 at column j), so the fused attention kernel normalises
+    over all keys without materialising the (N_image × L) probabilities; its backward recomputes them blockwise.
+    """
+    batch, heads, length, head_dim = key.shape
+    image_query = query[:, :, image_start : image_start + image_tokens].float()
+    mask = None if key_mask is None else key_mask[:, None, None, :]
+    found = []
+    for start in range(0, columns.shape[1], head_dim):  # one-hot values fill at most head_dim channels
+        chunk = columns[:, start : start + head_dim].to(key.device)
+        values = F.one_hot(chunk, length).to(torch.float32).transpose(1, 2)  # (B, L, k)
+        values = F.pad(values, (0, head_dim - chunk.shape[1]))[:, None].expand(batch, heads, length, head_dim)
+        attended = F.scaled_dot_product_attention(image_query, key.float(), values, attn_mask=mask)
+        found.append(attended[..., : chunk.shape[1]])
+    return found[0] if len(found) == 1 else torch.cat(found, dim=-1)
