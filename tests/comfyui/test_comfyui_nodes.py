@@ -74,8 +74,9 @@ def test_train_widgets_are_the_erase_configs_settings(pack):
         kind, options = widgets[spec.node]
         default = 0.0 if name == "epsilon" else field.default          # the widget's 0 is the preset (None)
         assert kind == {int: "INT", float: "FLOAT"}[spec.kind], name
-        assert (options["default"], options["min"], options["max"]) == (default, spec.minimum, spec.maximum), name
-        assert options["tooltip"] == spec.help, name
+        minimum = spec.minimum if spec.node_minimum is None else spec.node_minimum   # shuffle_bank: -1 = per step
+        assert (options["default"], options["min"], options["max"]) == (default, minimum, spec.maximum), name
+        assert options["tooltip"] == (spec.node_help or spec.help), name
         checked.append(spec.node)
     assert {"steps", "learning_rate", "rank", "epsilon", "beta", "eta", "sample_steps", "sample_cfg", "batch_size",
             "pool_prompts", "shuffle_bank"} <= set(checked)
