@@ -96,7 +96,8 @@ def test_train_agrees_with_the_core_cli_path(pack, nano, tmp_path, bank):
     from zerase_core.nano.erasure_runs import erase
     from zerase_core.nano.world import NanoWorld
     model, clip, _ = nano
-    train(pack, model, clip, save_name=f"agree-{bank}", shuffle_bank=bank)
+    # targets "auto" (the widget's default) takes the concept kind's rows as `erase` does (star: Q+K+V)
+    train(pack, model, clip, save_name=f"agree-{bank}", shuffle_bank=bank, targets="auto")
     erase(NanoWorld.load(), ["star"], EraseConfig(steps=4, seed=0, beta=0.1, shuffle_bank=bank), tmp_path / "cli.safetensors",
           choose_strength=False)
     node_info, node_tensors, _ = read_erasure(pack["erasures"] / f"agree-{bank}.safetensors")
