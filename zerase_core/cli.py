@@ -145,7 +145,6 @@ def erase_config_from_args(args):
 
 def command_erase(args) -> None:
     from .common.progress import PhaseBars
-    from .engine.trainer import TrainingDiverged
     from .nano.erasure_runs import erase, erase_uce, read_resume
     from .nano.prompts import NanoConditioner, concept_words
     if args.out.suffix != ".safetensors":
@@ -185,24 +184,32 @@ def command_erase(args) -> None:
             bars.set_postfix(L_er=f"{metrics.get('loss_erase', 0):.4f}", L_pr=f"{metrics.get('loss_preserve', 0):.4f}",
                              lam=f"{metrics['lambda']:.3f}")
 
-        try:
-            path = erase(world, args.concept or [], config, args.out, args.anchor, args.resume, on_step,
-                         choose_strength=not args.no_strength_search, progress=bars)
-        except KeyboardInterrupt:
-            bars.close()
-            print(f"interrupted: partial erasure saved to {args.out}; continue with --resume {args.out}", file=sys.stderr)
-            raise
-        except TrainingDiverged as error:
-            bars.close()
-            raise UsageError(f"{error}; partial file with the last finite adapters saved to {args.out}") from None
-        bars.close()
+        path = _training(bars, args.out, lambda: erase(world, args.concept or [], config, args.out, args.anchor,
+                                                       args.resume, on_step,
+                                                       choose_strength=not args.no_strength_search, progress=bars))
     print(f"wrote {path} ({time.monotonic() - started:.1f} s)")
+
+
+def _training(bars, out: Path, run):
+    """`run()` (an erase that saves partial files to `out`) with its bars closed after; an interrupt or a diverged
+    run says where the partial file is and how to go on."""
+    from .engine.trainer import TrainingDiverged
+    try:
+        return run()
+    except KeyboardInterrupt:
+        bars.close()
+        print(f"interrupted: partial erasure saved to {out}; continue with --resume {out}", file=sys.stderr)
+        raise
+    except TrainingDiverged as error:
+        bars.close()
+        raise UsageError(f"{error}; partial file with the last finite adapters saved to {out}") from None
+    finally:
+        bars.close()                 # idempotent
 
 
 def _erase_real(args, source, config) -> None:
     from .common.progress import PhaseBars
     from .real.run import DEFAULT_RESOLUTION, REAL_PHASES, device_of, erase_real, prepare_config, real_prompt_set
-    from .engine.trainer import TrainingDiverged
     if config is None:
         raise UsageError("--method uce-text runs on the nano model only; on a real model use zerase (default)")
     prompts = real_prompt_set(args.concept or ["resumed"], args.prompt, args.anchor)
@@ -215,16 +222,9 @@ def _erase_real(args, source, config) -> None:
     def on_step(step, total, metrics):
         bars.set_postfix(L_er=f"{metrics.get('loss_erase', 0):.4f}", L_pr=f"{metrics.get('loss_preserve', 0):.4f}",
                          lam=f"{metrics['lambda']:.3f}")
-    try:
-        path = erase_real(source, prompts, config, args.out, on_step, bars, args.resume, str(device_of(args)))
-    except KeyboardInterrupt:
-        bars.close()
-        print(f"interrupted: partial erasure saved to {args.out}; continue with --resume {args.out}", file=sys.stderr)
-        raise
-    except TrainingDiverged as error:
-        bars.close()
-        raise UsageError(f"{error}; partial file with the last finite adapters saved to {args.out}") from None
-    bars.close()
+    path = _training(bars, args.out,
+                     lambda: erase_real(source, prompts, config, args.out, on_step, bars, args.resume,
+                                        str(device_of(args))))
     print(f"wrote {path} ({time.monotonic() - started:.1f} s)")
 
 

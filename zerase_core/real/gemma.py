@@ -21,25 +21,13 @@ import torch
 
 from ..model.checkpoint_keys import CheckpointError
 from .gemma_tokenizer import SpieceGemmaTokenizer, has_embedded_tokenizer
-from .mapped import mapped_safetensors
-from .text_encoder import QwenConditioner, _transformers
+from .text_encoder import QwenConditioner, _transformers, build_encoder, check_loaded, encoder_tensors
 
 SYSTEM_PROMPT = ("You are an assistant designed to generate superior images with the superior degree of image-text"
                  " alignment based on textual prompts or user prompts.")
 LUMINA_TEMPLATE = SYSTEM_PROMPT + " <Prompt Start> {}"     # ComfyUI's CLIPTextEncodeLumina2 ("superior")
 MAX_TOKENS = 256
 _LAYER = re.compile(r"^layers\.(\d+)\.")
-_SKIPPED = ("spiece_model", "lm_head.weight")
-
-
-def _base_names(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Gemma2Model names: `model.` prefix dropped; the tokenizer blob and the LM head left out."""
-    names = {}
-    for key, value in tensors.items():
-        if key in _SKIPPED:
-            continue
-        names[key[len("model."):] if key.startswith("model.") else key] = value
-    return names
 
 
 def gemma2_config_from_shapes(tensors: dict[str, torch.Tensor], extra: dict | None = None):
@@ -73,33 +61,14 @@ def load_gemma2(path: str | Path, dtype: torch.dtype | None = None):
     weights views of the memory-mapped file(s) when `dtype` is the file's (fp8 files: bf16)."""
     transformers = _transformers()
     path = Path(path)
-    files = sorted(path.glob("*.safetensors")) if path.is_dir() else [path]
-    if not files:
-        raise CheckpointError(f"{path} holds no .safetensors weights (pickled .bin files are never read)")
-    tensors: dict[str, torch.Tensor] = {}
-    for file in files:
-        tensors.update(mapped_safetensors(file)[0])
-    tensors = _base_names(tensors)
+    tensors = encoder_tensors(path)
     extra = json.loads((path / "config.json").read_text()) if path.is_dir() and (path / "config.json").is_file() \
         else None
     config = gemma2_config_from_shapes(tensors, extra)
-    reference = tensors["embed_tokens.weight"].dtype
-    target = dtype or (reference if reference in (torch.float32, torch.bfloat16, torch.float16) else torch.bfloat16)
-    with torch.device("meta"):
-        model = transformers.Gemma2Model(config)
-    expected = set(model.state_dict())
-    missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
-    if missing or unexpected:
-        raise CheckpointError(f"{path}: the tensors do not fit Gemma-2 ({len(missing)} missing, e.g. {missing[:3]};"
-                              f" {len(unexpected)} unexpected, e.g. {unexpected[:3]})")
-    model.load_state_dict({key: value.to(target) for key, value in tensors.items()}, strict=True, assign=True)
-    model.rotary_emb = type(model.rotary_emb)(config=config)     # built on meta with the model: rebuilt on the CPU
+    model = build_encoder(transformers.Gemma2Model, config, tensors, dtype, path, "Gemma-2")
     embedding = model.embed_tokens                               # Gemma scales embeddings by sqrt(hidden)
     embedding.embed_scale = torch.tensor(float(getattr(embedding, "scalar_embed_scale", config.hidden_size ** 0.5)))
-    left = [name for name, buffer in model.named_buffers() if buffer.is_meta]
-    if left:
-        raise CheckpointError(f"{path}: buffers {left[:3]} have no values after loading")
-    return model.eval().requires_grad_(False)
+    return check_loaded(model, path)
 
 
 NO_TOKENIZER = ("Lumina-2 needs Gemma's tokenizer: give --tokenizer (the tokenizer/ folder of the diffusers download"

@@ -37,10 +37,11 @@ def _transformers():
 
 
 def _base_names(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Qwen3Model names: `model.` prefix dropped, the LM head (unused for features) left out."""
+    """Base-model names (Qwen3Model, Gemma2Model): `model.` prefix dropped; the LM head (unused for features) and
+    the tokenizer blob ComfyUI stores in Gemma files (`spiece_model`) left out."""
     names = {}
     for key, value in tensors.items():
-        if key.startswith("lm_head."):
+        if key.startswith("lm_head.") or key == "spiece_model":
             continue
         names[key[len("model."):] if key.startswith("model.") else key] = value
     return names
@@ -69,10 +70,9 @@ def qwen3_config_from_shapes(tensors: dict[str, torch.Tensor], extra: dict | Non
         rms_norm_eps=settings["rms_norm_eps"], max_position_embeddings=settings["max_position_embeddings"])
 
 
-def load_qwen3(path: str | Path, dtype: torch.dtype | None = None):
-    """A frozen transformers Qwen3Model from a ComfyUI single file or a diffusers text_encoder/ folder, its
-    weights views of the memory-mapped file(s) when `dtype` is the file's (fp8 files: bf16)."""
-    transformers = _transformers()
+def encoder_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """The memory-mapped tensors of a text encoder (a ComfyUI single file or a diffusers text_encoder/ folder), under
+    the base model's names."""
     path = Path(path)
     files = sorted(path.glob("*.safetensors")) if path.is_dir() else [path]
     if not files:
@@ -80,28 +80,46 @@ def load_qwen3(path: str | Path, dtype: torch.dtype | None = None):
     tensors: dict[str, torch.Tensor] = {}
     for file in files:
         tensors.update(mapped_safetensors(file)[0])
-    tensors = _base_names(tensors)
+    return _base_names(tensors)
+
+
+def build_encoder(model_class, config, tensors: dict[str, torch.Tensor], dtype: torch.dtype | None, path, family: str):
+    """A frozen transformers `model_class(config)` whose weights are `tensors` (views of the mapped file when `dtype`
+    is the file's; fp8 files: bf16), built on the meta device so no second copy is made."""
+    reference = tensors["embed_tokens.weight"].dtype
+    target = dtype or (reference if reference in (torch.float32, torch.bfloat16, torch.float16) else torch.bfloat16)
+    with torch.device("meta"):
+        model = model_class(config)
+    expected = set(model.state_dict())
+    missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: the tensors do not fit {family} ({len(missing)} missing, e.g. {missing[:3]};"
+                              f" {len(unexpected)} unexpected, e.g. {unexpected[:3]})")
+    model.load_state_dict({key: value.to(target) for key, value in tensors.items()}, strict=True, assign=True)
+    # the rotary tables were built on the meta device with the model: rebuilt on the CPU (a small buffer)
+    model.rotary_emb = type(model.rotary_emb)(config=config)
+    return model
+
+
+def check_loaded(model, path):
+    left = [name for name, buffer in model.named_buffers() if buffer.is_meta]
+    if left:
+        raise CheckpointError(f"{path}: buffers {left[:3]} have no values after loading")
+    return model.eval().requires_grad_(False)
+
+
+def load_qwen3(path: str | Path, dtype: torch.dtype | None = None):
+    """A frozen transformers Qwen3Model from a ComfyUI single file or a diffusers text_encoder/ folder, its
+    weights views of the memory-mapped file(s) when `dtype` is the file's (fp8 files: bf16)."""
+    transformers = _transformers()
+    path = Path(path)
+    tensors = encoder_tensors(path)
     if path.is_dir() and (path / "config.json").is_file():
         data = json.loads((path / "config.json").read_text())
         config = qwen3_config_from_shapes(tensors, {key: data[key] for key in QWEN3_4B if key in data})
     else:
         config = qwen3_config_from_shapes(tensors)
-    reference = tensors["embed_tokens.weight"].dtype
-    target = dtype or (reference if reference in (torch.float32, torch.bfloat16, torch.float16) else torch.bfloat16)
-    with torch.device("meta"):
-        model = transformers.Qwen3Model(config)
-    expected = set(model.state_dict())
-    missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
-    if missing or unexpected:
-        raise CheckpointError(f"{path}: the tensors do not fit Qwen3 ({len(missing)} missing, e.g. {missing[:3]};"
-                              f" {len(unexpected)} unexpected, e.g. {unexpected[:3]})")
-    model.load_state_dict({key: value.to(target) for key, value in tensors.items()}, strict=True, assign=True)
-    # the rotary tables were built on the meta device with the model: rebuilt on the CPU (a small buffer)
-    model.rotary_emb = type(model.rotary_emb)(config=config)
-    left = [name for name, buffer in model.named_buffers() if buffer.is_meta]
-    if left:
-        raise CheckpointError(f"{path}: buffers {left[:3]} have no values after loading")
-    return model.eval().requires_grad_(False)
+    return check_loaded(build_encoder(transformers.Qwen3Model, config, tensors, dtype, path, "Qwen3"), path)
 
 
 def load_tokenizer(path: str | Path):
