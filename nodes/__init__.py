@@ -7,4 +7,5 @@ the node classes are imported when ComfyUI asks for the extension.
 
 async def comfy_entrypoint():
     from .extension import ZEraseExtension
+
     return ZEraseExtension()

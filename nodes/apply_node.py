@@ -1,4 +1,5 @@
 """ApplyErasedWeights: gated erasure adapters on a MODEL clone (never merged); several stack at 1/N each."""
+
 from __future__ import annotations
 
 from comfy_api.latest import io
@@ -17,22 +18,44 @@ class ApplyErasedWeights(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         files = [NONE, *comfy_bridge.erasure_files()]
         return io.Schema(
-            node_id=APPLY, display_name=display_name("Apply Erasure"), category=CATEGORY,
+            node_id=APPLY,
+            display_name=display_name("Apply Erasure"),
+            category=CATEGORY,
             description="Applies ZErase erasures to a MODEL as text-gated adapters (stock LoRA loaders cannot: the "
-                        "delta depends on which tokens are text).",
+            "delta depends on which tokens are text).",
             inputs=[
                 io.Model.Input("model", tooltip="The Z-Image MODEL to apply the erasure(s) to (it is cloned)."),
                 Erasure.Input("erasure", optional=True, tooltip="An ERASURE from ZEraseTrain."),
-                *[io.Combo.Input(f"erasure_file_{slot}", options=files, default=NONE,
-                                 tooltip="An erasure file from models/zerase.") for slot in range(1, FILE_SLOTS + 1)],
-                io.Float.Input("strength", default=1.0, min=0.0, max=10.0, step=0.05,
-                               tooltip="Multiplier of each erasure's recommended strength; with N erasures each "
-                                       "gets 1/N of it (the paper's merge: summing over-erases)."),
-                io.String.Input("strengths", default="", advanced=True,
-                                tooltip="Optional explicit strength per erasure, comma-separated in order (ERASURE "
-                                        "input first, then the files); 'auto' keeps the 1/N default. Used as given."),
-                io.Boolean.Input("allow_other_base", default=False,
-                                 tooltip="Apply an erasure trained on another base model (e.g. a fine-tune of it)."),
+                *[
+                    io.Combo.Input(
+                        f"erasure_file_{slot}",
+                        options=files,
+                        default=NONE,
+                        tooltip="An erasure file from models/zerase.",
+                    )
+                    for slot in range(1, FILE_SLOTS + 1)
+                ],
+                io.Float.Input(
+                    "strength",
+                    default=1.0,
+                    min=0.0,
+                    max=10.0,
+                    step=0.05,
+                    tooltip="Multiplier of each erasure's recommended strength; with N erasures each "
+                    "gets 1/N of it (the paper's merge: summing over-erases).",
+                ),
+                io.String.Input(
+                    "strengths",
+                    default="",
+                    advanced=True,
+                    tooltip="Optional explicit strength per erasure, comma-separated in order (ERASURE "
+                    "input first, then the files); 'auto' keeps the 1/N default. Used as given.",
+                ),
+                io.Boolean.Input(
+                    "allow_other_base",
+                    default=False,
+                    tooltip="Apply an erasure trained on another base model (e.g. a fine-tune of it).",
+                ),
             ],
             outputs=[io.Model.Output(display_name="MODEL")],
         )

@@ -1,4 +1,5 @@
 """The pack's V3 extension: registers the models folder and the four nodes."""
+
 from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io

@@ -4,6 +4,7 @@ No ComfyUI import: the rules are tested without it. A name is one path component
 `-`, `_`, `.` (no separators, no `..`, not hidden, ≤ 128 characters, not a name Windows reserves for a device such as
 `CON` or `LPT1`); the resolved path, symlinks followed, must lie inside the folder and may not be a directory.
 """
+
 from __future__ import annotations
 
 import os
@@ -13,8 +14,9 @@ from pathlib import Path
 SUFFIX = ".safetensors"
 _ALLOWED = re.compile(r"[A-Za-z0-9 _.\-]+")
 # Device names Windows reserves in every folder, with any extension ("nul.safetensors" opens the null device).
-WINDOWS_RESERVED = frozenset({"CON", "PRN", "AUX", "NUL", *(f"COM{digit}" for digit in range(10)),
-                              *(f"LPT{digit}" for digit in range(10))})
+WINDOWS_RESERVED = frozenset(
+    {"CON", "PRN", "AUX", "NUL", *(f"COM{digit}" for digit in range(10)), *(f"LPT{digit}" for digit in range(10))}
+)
 
 
 class UnsafeNameError(ValueError):
@@ -31,16 +33,20 @@ def check_name(name: str, what: str = "file name") -> str:
     if len(text) > 128:
         raise UnsafeNameError(f"{what} {text[:40]!r}... is {len(text)} characters long; use at most 128")
     if "/" in text or "\\" in text or os.sep in text or (os.altsep and os.altsep in text):
-        raise UnsafeNameError(f"{what} {text!r} contains a path separator; give a plain name, the file always goes "
-                         f"into the pack's erasure folder")
+        raise UnsafeNameError(
+            f"{what} {text!r} contains a path separator; give a plain name, the file always goes "
+            f"into the pack's erasure folder"
+        )
     if text in (".", "..") or text.startswith("."):
         raise UnsafeNameError(f"{what} {text!r} may not start with '.'; give a plain name such as 'star-erased'")
     if not _ALLOWED.fullmatch(text):
         bad = sorted({character for character in text if not _ALLOWED.fullmatch(character)})
         raise UnsafeNameError(f"{what} {text!r} contains {bad}; use letters, digits, space, '-', '_' and '.'")
     if text.split(".", 1)[0].rstrip(" ").upper() in WINDOWS_RESERVED:
-        raise UnsafeNameError(f"{what} {text!r} is a device name Windows reserves ({text.split('.', 1)[0].upper()}); "
-                              f"pick another name such as 'star-erased'")
+        raise UnsafeNameError(
+            f"{what} {text!r} is a device name Windows reserves ({text.split('.', 1)[0].upper()}); "
+            f"pick another name such as 'star-erased'"
+        )
     if not text.endswith(SUFFIX):
         if "." in text and text.rsplit(".", 1)[1].lower() in ("pt", "pth", "ckpt", "bin", "pkl"):
             raise UnsafeNameError(f"{what} {text!r} names a pickle format; erasure files are .safetensors only")
@@ -51,6 +57,7 @@ def check_name(name: str, what: str = "file name") -> str:
 def output_inside(folder: str | os.PathLike, name: str, what: str = "save_name") -> Path:
     """`resolve_inside` for a file to write: the folder must also exist and be writable (checked before training)."""
     from zerase_core.common.files import check_output
+
     return check_output(resolve_inside(folder, name, what), what)
 
 
@@ -60,9 +67,11 @@ def resolve_inside(folder: str | os.PathLike, name: str, what: str = "file name"
     target = root / check_name(name, what)
     resolved = target.resolve()
     if resolved.parent != root and root not in resolved.parents:
-        raise UnsafeNameError(f"{what} {name!r} resolves to {resolved}, outside the erasure folder {root} "
-                              f"(a symlink?); "
-                         f"pick a file inside the folder")
+        raise UnsafeNameError(
+            f"{what} {name!r} resolves to {resolved}, outside the erasure folder {root} "
+            f"(a symlink?); "
+            f"pick a file inside the folder"
+        )
     if resolved.is_dir():
         raise UnsafeNameError(f"{what} {name!r} is a folder in {root}, not a file; pick another name")
     if must_exist and not resolved.is_file():

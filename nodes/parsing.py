@@ -1,4 +1,5 @@
 """Parsing of the nodes' text inputs (no ComfyUI import); each error names the value and the fix."""
+
 from __future__ import annotations
 
 import re
@@ -20,8 +21,10 @@ def parse_strengths(text: str, count: int) -> list[float | None]:
     """Per-erasure explicit strengths, in order ("" or "auto" = None: the 1/N default), padded to `count`."""
     parts = [part.strip() for part in (text or "").split(",")] if (text or "").strip() else []
     if len(parts) > count:
-        raise ValueError(f"strengths {text!r} gives {len(parts)} values for {count} erasure(s); give at most one per "
-                         f"erasure, in order (ERASURE input first, then the files)")
+        raise ValueError(
+            f"strengths {text!r} gives {len(parts)} values for {count} erasure(s); give at most one per "
+            f"erasure, in order (ERASURE input first, then the files)"
+        )
     values: list[float | None] = []
     for index, part in enumerate(parts):
         if part in ("", "auto"):
@@ -40,10 +43,13 @@ def erasure_strengths(text: str, multiplier: float, recommended: list[float]) ->
     recommended strength / N (the paper's 1/N merge); each checked against the core's range."""
     explicit = parse_strengths(text, len(recommended))
     check_strength(multiplier, "strength multiplier")
-    return [check_strength(value if value is not None else multiplier * own / len(recommended),
-                           f"strength of erasure {index + 1} = {multiplier:g} × recommended {own:g} / "
-                           f"{len(recommended)}")
-            for index, (value, own) in enumerate(zip(explicit, recommended, strict=True))]
+    return [
+        check_strength(
+            value if value is not None else multiplier * own / len(recommended),
+            f"strength of erasure {index + 1} = {multiplier:g} × recommended {own:g} / {len(recommended)}",
+        )
+        for index, (value, own) in enumerate(zip(explicit, recommended, strict=True))
+    ]
 
 
 def parse_sweep(text: str) -> list[float]:
@@ -54,7 +60,8 @@ def parse_sweep(text: str) -> list[float]:
             try:
                 number = float(part)
             except ValueError:
-                raise ValueError(f"strength sweep {text!r}: {part.strip()!r} is not a number; write e.g. '0.5, 2'") \
-                    from None
+                raise ValueError(
+                    f"strength sweep {text!r}: {part.strip()!r} is not a number; write e.g. '0.5, 2'"
+                ) from None
             values.append(check_strength(number, f"multiplier {len(values) + 1} of strength sweep {text!r}"))
     return values

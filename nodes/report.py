@@ -3,6 +3,7 @@
 No ComfyUI import. Nano: the nano evaluator's verdicts, with the expected attributes read from each prompt's words.
 NudeNet (optional package `nudenet`): the fraction of erase-prompt images that the core's `NudeNetJudge` flags.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -33,22 +34,33 @@ def nano_report(concepts, erase_prompts, keep_prompts, images: dict[str, torch.T
     lines = [f"nano evaluator; erased concept(s): {', '.join(concepts) or '(none)'}"]
     for title, batch in images.items():
         found = verdicts(batch, evaluator)
-        erased, kept = found[:len(erase_prompts)], found[len(erase_prompts):]
-        still = [sum(v[attribute] == value for v in erased) / len(erased) for attribute, value in targets] \
-            if erased and targets else []
-        hits = [v[name] == value for v, prompt in zip(kept, keep_prompts, strict=True)
-                for name, value in expected_attributes(prompt).items()]
-        row = {"concept_still_detected": max(still) if still else float("nan"),
-               "keep_accuracy": sum(hits) / len(hits) if hits else float("nan")}
+        erased, kept = found[: len(erase_prompts)], found[len(erase_prompts) :]
+        still = (
+            [sum(v[attribute] == value for v in erased) / len(erased) for attribute, value in targets]
+            if erased and targets
+            else []
+        )
+        hits = [
+            v[name] == value
+            for v, prompt in zip(kept, keep_prompts, strict=True)
+            for name, value in expected_attributes(prompt).items()
+        ]
+        row = {
+            "concept_still_detected": max(still) if still else float("nan"),
+            "keep_accuracy": sum(hits) / len(hits) if hits else float("nan"),
+        }
         scores[title] = row
-        lines.append(f"{title}: concept still detected {row['concept_still_detected']:.2f} on {len(erased)} erase "
-                     f"prompt(s); attributes kept {row['keep_accuracy']:.2f} on {len(kept)} keep prompt(s)")
+        lines.append(
+            f"{title}: concept still detected {row['concept_still_detected']:.2f} on {len(erased)} erase "
+            f"prompt(s); attributes kept {row['keep_accuracy']:.2f} on {len(kept)} keep prompt(s)"
+        )
     return "\n".join(lines), scores
 
 
 def nano_evaluator():
     from zerase_core.nano import paths
     from zerase_core.nano.evaluator import Evaluator
+
     return Evaluator.load(paths.EVALUATOR).eval().requires_grad_(False)
 
 

@@ -7,6 +7,7 @@ same adapters. For any other Z-Image model the user's lines are the erase prompt
 Interrupting (any exception, ComfyUI's InterruptProcessingException included) saves a partial file atomically; a
 partial file resumes to the same result as an uninterrupted run.
 """
+
 from __future__ import annotations
 
 import re
@@ -15,35 +16,31 @@ from pathlib import Path
 
 from zerase_core.adapters.gated import TARGET_PRESETS
 from zerase_core.common.prompts import PromptSet
-from zerase_core.engine.erase_config import (
-    DEFAULT_SLICES,
-    EPSILON_PRESETS,
-    METHODS,
-    EraseConfig,
-)
+from zerase_core.engine.erase_config import DEFAULT_SLICES, EPSILON_PRESETS, METHODS, EraseConfig
 from zerase_core.engine.run import ResumeState, TrainResult, read_partial, run_erasure  # noqa: F401 (the node's run)
 from zerase_core.formats.erasure_file import ErasureFileError
 
 from .parsing import lines, words_list
 
 CONCEPT_KINDS = ("auto", *EPSILON_PRESETS)
-TARGETS = ("auto", *TARGET_PRESETS)   # auto: the concept kind's rows (EraseConfig.with_kind: Q+K, or Q+K+V)
-LATENT_FACTOR = 8                    # Z-Image's VAE (and the nano codec) downsample 8×
+TARGETS = ("auto", *TARGET_PRESETS)  # auto: the concept kind's rows (EraseConfig.with_kind: Q+K, or Q+K+V)
+LATENT_FACTOR = 8  # Z-Image's VAE (and the nano codec) downsample 8×
 
 
 @dataclass(frozen=True)
 class TrainInputs:
     """ZEraseTrain's widget values, as the node received them."""
+
     concepts: str
     keywords: str = ""
     anchors: str = ""
     preserve: str = ""
     method: str = "zerase"
-    steps: int = EraseConfig.steps       # the defaults of EraseConfig's settings, as the widgets show them
+    steps: int = EraseConfig.steps  # the defaults of EraseConfig's settings, as the widgets show them
     learning_rate: float = EraseConfig.learning_rate
     rank: int = EraseConfig.rank
     targets: str = "auto"
-    epsilon: float = 0.0             # 0 = the preset of the concept kind
+    epsilon: float = 0.0  # 0 = the preset of the concept kind
     beta: float = EraseConfig.beta
     eta: float = EraseConfig.eta
     seed: int = 0
@@ -63,8 +60,10 @@ class TrainInputs:
         if self.concept_kind not in CONCEPT_KINDS:
             raise ValueError(f"concept_kind {self.concept_kind!r} must be one of {CONCEPT_KINDS}")
         if self.resolution % (2 * LATENT_FACTOR) or self.resolution < 2 * LATENT_FACTOR:
-            raise ValueError(f"resolution {self.resolution} must be a multiple of 16 (latent = resolution/8, patch 2), "
-                             f"e.g. 64 for the nano model or 512 for Z-Image")
+            raise ValueError(
+                f"resolution {self.resolution} must be a multiple of 16 (latent = resolution/8, patch 2), "
+                f"e.g. 64 for the nano model or 512 for Z-Image"
+            )
         if not lines(self.concepts):
             raise ValueError("concepts is empty: give the concept word(s) (nano) or erase prompt(s), one per line")
 
@@ -74,6 +73,7 @@ def concept_list(inputs: TrainInputs, nano: bool) -> tuple[str, ...]:
     CLI's `--concept`."""
     if nano:
         from zerase_core.nano.prompts import concept_words
+
         return tuple(concept_words(lines(inputs.concepts)))
     return tuple(dict.fromkeys(lines(inputs.concepts)))
 
@@ -84,10 +84,20 @@ def erase_config(inputs: TrainInputs, nano: bool) -> EraseConfig:
     latent = inputs.resolution // LATENT_FACTOR
     slices = DEFAULT_SLICES if inputs.targets == "auto" else TARGET_PRESETS[inputs.targets]
     config = EraseConfig(
-        method=inputs.method, seed=inputs.seed, steps=inputs.steps, learning_rate=inputs.learning_rate,
-        rank=inputs.rank, eta=inputs.eta, epsilon=inputs.epsilon or None, beta=inputs.beta,
-        slices=slices, latent_size=(latent, latent), sample_steps=inputs.sample_steps,
-        sample_cfg=inputs.sample_cfg, batch_size=inputs.batch_size, pool_prompts=inputs.pool_prompts,
+        method=inputs.method,
+        seed=inputs.seed,
+        steps=inputs.steps,
+        learning_rate=inputs.learning_rate,
+        rank=inputs.rank,
+        eta=inputs.eta,
+        epsilon=inputs.epsilon or None,
+        beta=inputs.beta,
+        slices=slices,
+        latent_size=(latent, latent),
+        sample_steps=inputs.sample_steps,
+        sample_cfg=inputs.sample_cfg,
+        batch_size=inputs.batch_size,
+        pool_prompts=inputs.pool_prompts,
         shuffle_bank=inputs.shuffle_bank,
     )
     kind = inputs.concept_kind
@@ -95,6 +105,7 @@ def erase_config(inputs: TrainInputs, nano: bool) -> EraseConfig:
         if not nano:
             return config
         from zerase_core.nano.erasure_runs import concept_kind
+
         kind = concept_kind(list(concept_list(inputs, nano)))
     # the kind's presets as `erase` applies them (ε, L_attn under the anchor target); a named rows preset stays chosen
     return config.with_kind(kind) if inputs.targets == "auto" else replace(config.with_kind(kind), slices=slices)
@@ -112,10 +123,13 @@ def prompt_set(inputs: TrainInputs, nano: bool) -> PromptSet:
     anchors = lines(inputs.anchors) + lines(inputs.preserve)
     if nano:
         from zerase_core.nano.erasure_runs import prompt_set as nano_prompt_set
+
         keywords = tuple(dict.fromkeys(word.lower() for word in words_list(inputs.keywords)))
         if keywords and set(keywords) != set(concepts):
-            raise ValueError(f"keywords {list(keywords)} differ from the concepts {list(concepts)}: on the nano model "
-                             f"the concept words are the keywords; leave keywords empty")
+            raise ValueError(
+                f"keywords {list(keywords)} differ from the concepts {list(concepts)}: on the nano model "
+                f"the concept words are the keywords; leave keywords empty"
+            )
         return nano_prompt_set(list(concepts), list(anchors) or None, inputs.seed)
     keywords = words_list(inputs.keywords) or concepts
     # The mapped prompts of the "anchor" erase target: the user's anchors, else the erase prompts without the
@@ -131,11 +145,17 @@ def resume_state(path: Path, nano: bool) -> ResumeState:
     config = EraseConfig.from_dict(training["config"])
     if nano:
         from zerase_core.nano.erasure_runs import prompt_set as nano_prompt_set
+
         prompts = nano_prompt_set(list(info.concepts), training["anchors"], config.seed)
     else:
         if "erase" not in training:
-            raise ErasureFileError(f"{path.name} was made for the nano model (no erase prompts stored); resume it on "
-                                   f"the nano model")
-        prompts = PromptSet(erase=tuple(training["erase"]), keywords=info.keywords, anchors=tuple(training["anchors"]),
-                            targets=tuple(training.get("targets", ())))
+            raise ErasureFileError(
+                f"{path.name} was made for the nano model (no erase prompts stored); resume it on the nano model"
+            )
+        prompts = PromptSet(
+            erase=tuple(training["erase"]),
+            keywords=info.keywords,
+            anchors=tuple(training["anchors"]),
+            targets=tuple(training.get("targets", ())),
+        )
     return ResumeState(config, prompts, info.concepts, adapter_tensors, state_tensors, training["state"])

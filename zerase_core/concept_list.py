@@ -12,6 +12,7 @@ concept), `kind=KIND` (the ε / qkv-slice preset: object, attribute, style, abst
 default chosen from the concept) and `name=NAME` (the file stem in the output folder; default the concepts joined
 by `-`, lower-cased, characters other than letters, digits, `.`, `_` and `-` replaced by `_`).
 """
+
 from __future__ import annotations
 
 import re
@@ -37,8 +38,13 @@ class ConceptEntry:
     line: int = 0
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "concepts": list(self.concepts), "anchors": list(self.anchors), "kind": self.kind,
-                "line": self.line}
+        return {
+            "name": self.name,
+            "concepts": list(self.concepts),
+            "anchors": list(self.anchors),
+            "kind": self.kind,
+            "line": self.line,
+        }
 
 
 def default_name(concepts) -> str:
@@ -61,8 +67,10 @@ def parse_line(text: str, line: int, where: str) -> ConceptEntry | None:
         key, equals, value = field.partition("=")
         key, value = key.strip(), value.strip()
         if not equals or key not in _KEYS or not value:
-            raise ConceptListError(f"{where}:{line}: field {field!r} must be key=value with key one of {list(_KEYS)} "
-                                   f"(e.g. `{concepts[0]} | anchor=a photo of a cat`)")
+            raise ConceptListError(
+                f"{where}:{line}: field {field!r} must be key=value with key one of {list(_KEYS)} "
+                f"(e.g. `{concepts[0]} | anchor=a photo of a cat`)"
+            )
         values[key].append(value)
     for key in ("kind", "name"):
         if len(values[key]) > 1:
@@ -72,21 +80,28 @@ def parse_line(text: str, line: int, where: str) -> ConceptEntry | None:
         raise ConceptListError(f"{where}:{line}: kind={kind!r} is not one of {list(EPSILON_PRESETS)}")
     name = values["name"][0] if values["name"] else default_name(concepts)
     if not _NAME.fullmatch(name) or name.endswith(".safetensors") or ".." in name:
-        raise ConceptListError(f"{where}:{line}: name={name!r} must be 1-100 characters of a-z, 0-9, '.', '_', '-', "
-                               f"starting with a letter or digit (it becomes NAME.safetensors in the output folder)")
+        raise ConceptListError(
+            f"{where}:{line}: name={name!r} must be 1-100 characters of a-z, 0-9, '.', '_', '-', "
+            f"starting with a letter or digit (it becomes NAME.safetensors in the output folder)"
+        )
     return ConceptEntry(concepts, name, tuple(values["anchor"]), kind, line)
 
 
 def parse_concepts(text: str, where: str = "<list>") -> list[ConceptEntry]:
-    entries = [entry for number, line in enumerate(text.splitlines(), 1)
-               if (entry := parse_line(line, number, where)) is not None]
+    entries = [
+        entry
+        for number, line in enumerate(text.splitlines(), 1)
+        if (entry := parse_line(line, number, where)) is not None
+    ]
     if not entries:
         raise ConceptListError(f"{where} names no concept; write one concept a line (see `erase-many --help`)")
     seen: dict[str, int] = {}
     for entry in entries:
         if entry.name in seen:
-            raise ConceptListError(f"{where}:{entry.line}: name {entry.name!r} is already used on line "
-                                   f"{seen[entry.name]}; give one of them `| name=...`")
+            raise ConceptListError(
+                f"{where}:{entry.line}: name {entry.name!r} is already used on line "
+                f"{seen[entry.name]}; give one of them `| name=...`"
+            )
         seen[entry.name] = entry.line
     return entries
 

@@ -3,6 +3,7 @@
 Rows are prompts (the concept, its synonym, other shapes); columns are the original model and the erased one;
 each image is labelled with the nano evaluator's verdict.
 """
+
 from __future__ import annotations
 
 import time
@@ -29,14 +30,15 @@ def _label(prompt: str, verdict: dict[str, str]) -> str:
     return f"{prompt} -> judge: {verdict['colour']} {verdict['pattern']} {verdict['shape']}"
 
 
-def run_demo(out: Path, erasure_out: Path, concept: str = "star", seed: int = 0,
-             progress: Progress | None = None) -> tuple[Path, float]:
+def run_demo(
+    out: Path, erasure_out: Path, concept: str = "star", seed: int = 0, progress: Progress | None = None
+) -> tuple[Path, float]:
     """`progress(phase, done, total)` follows each phase: x_t pool, teacher cache, train, strength search, compare."""
     started = time.monotonic()
-    prompts = demo_prompts(concept)          # validates the concept before anything is loaded
+    prompts = demo_prompts(concept)  # validates the concept before anything is loaded
     world = NanoWorld.load()
     erase(world, [concept], EraseConfig(seed=seed), erasure_out, progress=progress)
-    comparing = PhaseCounter(progress, "compare", 3)     # original images, erased images, the judge's verdicts
+    comparing = PhaseCounter(progress, "compare", 3)  # original images, erased images, the judge's verdicts
     seeds = [seed + index for index in range(len(prompts))]
     before = world.generate(prompts, seeds)
     comparing.advance()

@@ -1,4 +1,5 @@
 """Text conditioners for the trainer from a ComfyUI CLIP: features per prompt and the keyword's token rows."""
+
 from __future__ import annotations
 
 import numpy
@@ -31,14 +32,19 @@ class ClipConditioner:
 
     def _ids(self, prompt: str) -> list[int]:
         tokens = self.clip.tokenize(self.text(prompt))
-        return [int(pair[0]) for chunks in tokens.values() for chunk in chunks for pair in chunk
-                if isinstance(pair[0], (int, numpy.integer))]
+        return [
+            int(pair[0])
+            for chunks in tokens.values()
+            for chunk in chunks
+            for pair in chunk
+            if isinstance(pair[0], (int, numpy.integer))
+        ]
 
     @torch.no_grad()
     def _encode_one(self, prompt: str) -> torch.Tensor:
         if prompt not in self._features:
             cond = self.clip.encode_from_tokens_scheduled(self.clip.tokenize(self.text(prompt)), show_pbar=False)[0][0]
-            with torch.inference_mode(False):           # a normal tensor, whichever mode the node runs in
+            with torch.inference_mode(False):  # a normal tensor, whichever mode the node runs in
                 self._features[prompt] = cond[0].float().cpu().clone()
         return self._features[prompt]
 
@@ -47,23 +53,26 @@ class ClipConditioner:
         width = max(feature.shape[0] for feature in features)
         batch = torch.zeros(len(prompts), width, features[0].shape[-1])
         for row, feature in enumerate(features):
-            batch[row, :feature.shape[0]] = feature
+            batch[row, : feature.shape[0]] = feature
         return batch, torch.tensor([feature.shape[0] for feature in features])
 
     def keyword_positions(self, prompt: str, keyword: str) -> list[int]:
         ids = self._ids(prompt)
         rows = self._encode_one(prompt).shape[0]
         if rows != len(ids):
-            raise ValueError(f"the text encoder returned {rows} rows for {len(ids)} tokens of {prompt!r}; keyword rows "
-                             f"cannot be located for this CLIP")
+            raise ValueError(
+                f"the text encoder returned {rows} rows for {len(ids)} tokens of {prompt!r}; keyword rows "
+                f"cannot be located for this CLIP"
+            )
         decode = self.clip.tokenizer.decode
-        ends = [len(decode(ids[:index + 1], skip_special_tokens=False)) for index in range(len(ids))]
+        ends = [len(decode(ids[: index + 1], skip_special_tokens=False)) for index in range(len(ids))]
         text = decode(ids, skip_special_tokens=False)
         start = text.rfind(prompt)
         region = (start, start + len(prompt)) if start >= 0 else (0, len(text))
         import re
+
         positions = set()
-        for match in re.finditer(rf"(?i)(?<!\w){re.escape(keyword.strip())}(?!\w)", text[region[0]:region[1]]):
+        for match in re.finditer(rf"(?i)(?<!\w){re.escape(keyword.strip())}(?!\w)", text[region[0] : region[1]]):
             low, high = region[0] + match.start(), region[0] + match.end()
             for index, end in enumerate(ends):
                 begin = ends[index - 1] if index else 0
@@ -82,6 +91,7 @@ def prompt_template(config: DiTConfig) -> str | None:
     if config.kind != "lumina2":
         return None
     from zerase_core.real.gemma import LUMINA_TEMPLATE
+
     return LUMINA_TEMPLATE
 
 
@@ -100,13 +110,16 @@ def conditioner_for(clip, config: DiTConfig):
     model = getattr(clip, "cond_stage_model", None)
     if isinstance(model, NanoTextModel):
         from zerase_core.nano.prompts import NanoConditioner
+
         conditioner = NanoConditioner(model.encoder)
     else:
         conditioner = ClipConditioner(clip, prompt_template(config))
     width = conditioner.encode([""])[0].shape[-1]
     if width != config.cap_feat_dim:
-        raise ValueError(f"the CLIP gives {width}-wide text features but this MODEL reads {config.cap_feat_dim}-wide "
-                         f"ones; connect the MODEL's own text encoder (Qwen3-4B for Z-Image, the nano CLIP for nano)")
+        raise ValueError(
+            f"the CLIP gives {width}-wide text features but this MODEL reads {config.cap_feat_dim}-wide "
+            f"ones; connect the MODEL's own text encoder (Qwen3-4B for Z-Image, the nano CLIP for nano)"
+        )
     return conditioner
 
 

@@ -2,6 +2,7 @@
 
 The adapters see the token layout of each forward through a DIFFUSION_MODEL wrapper (text rows vs image rows).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ WRAPPER_KEY = "zerase.layout"
 @dataclass(frozen=True)
 class ErasureData:
     """The ERASURE edge type: a finished erasure's metadata and tensors (and the file it was saved to)."""
+
     info: ErasureInfo
     tensors: dict[str, torch.Tensor] = field(repr=False)
     path: Path | None = None
@@ -38,11 +40,15 @@ class ErasureData:
     def from_file(cls, path: Path) -> ErasureData:
         info, tensors, _ = read_erasure(path)
         if info.partial:
-            raise ErasureFileError(f"{path.name} is a partial erasure ({info.steps_done}/{info.steps_total} steps); "
-                                   f"finish it with ZEraseTrain's resume_from before applying it")
+            raise ErasureFileError(
+                f"{path.name} is a partial erasure ({info.steps_done}/{info.steps_total} steps); "
+                f"finish it with ZEraseTrain's resume_from before applying it"
+            )
         if info.method == "uce-text":
-            raise ErasureFileError(f"{path.name} is a uce-text weight edit; export it with `python -m zerase_core "
-                                   f"export-lora` and load it with LoraLoaderModelOnly")
+            raise ErasureFileError(
+                f"{path.name} is a uce-text weight edit; export it with `python -m zerase_core "
+                f"export-lora` and load it with LoraLoaderModelOnly"
+            )
         return cls(info, tensors, path)
 
 
@@ -51,7 +57,7 @@ class ErasureEntry:
     erasure: ErasureData
     strength: float
 
-    def __post_init__(self) -> None:      # the core's range check, before any MODEL is cloned
+    def __post_init__(self) -> None:  # the core's range check, before any MODEL is cloned
         label = self.erasure.path.name if self.erasure.path is not None else "the ERASURE input"
         object.__setattr__(self, "strength", check_strength(self.strength, f"strength of {label}"))
 
@@ -63,15 +69,19 @@ def _adapters_for(network: nn.Module, entry: ErasureEntry, allow_other_base: boo
     family = "z-image" if getattr(network, "cap_pad_token", None) is not None else "lumina2"
     if made_for != family:
         found = "unknown: weights not loaded" if any(p.is_meta for p in network.parameters()) else fingerprint(network)
-        raise ErasureFileError(f"{label} was made for {KINDS.get(made_for, made_for)} (base fingerprint "
-                               f"{info.base_fingerprint}) but this MODEL is {KINDS[family]} (fingerprint {found}); "
-                               f"an erasure only applies to the model family it was trained on, with or without "
-                               f"allow_other_base")
+        raise ErasureFileError(
+            f"{label} was made for {KINDS.get(made_for, made_for)} (base fingerprint "
+            f"{info.base_fingerprint}) but this MODEL is {KINDS[family]} (fingerprint {found}); "
+            f"an erasure only applies to the model family it was trained on, with or without "
+            f"allow_other_base"
+        )
     found = fingerprint(network)
     if found != info.base_fingerprint and not allow_other_base:
-        raise ErasureFileError(f"{label} was trained on base model {info.base_fingerprint}, but this MODEL's "
-                               f"fingerprint is {found}; turn on allow_other_base to apply it anyway (e.g. to a "
-                               f"fine-tune of the same base; the erasure strength may differ)")
+        raise ErasureFileError(
+            f"{label} was trained on base model {info.base_fingerprint}, but this MODEL's "
+            f"fingerprint is {found}; turn on allow_other_base to apply it anyway (e.g. to a "
+            f"fine-tune of the same base; the erasure strength may differ)"
+        )
     with torch.inference_mode(False):
         try:
             adapters = AdapterSet(network, info.adapter_config())
@@ -112,8 +122,9 @@ def _layout_wrapper(executor, x, timesteps, context, *args, **kwargs):
     network = executor.class_obj
     if kwargs.get("ref_latents"):
         raise ValueError("ZErase adapters do not support reference latents (Z-Image Omni / edit conditioning)")
-    layout = TokenLayout.from_shapes([context.shape[1]] * x.shape[0], x.shape[-2:], network.patch_size,
-                                     network.pad_tokens_multiple or 1)
+    layout = TokenLayout.from_shapes(
+        [context.shape[1]] * x.shape[0], x.shape[-2:], network.patch_size, network.pad_tokens_multiple or 1
+    )
     with active_layout(layout):
         return executor(x, timesteps, context, *args, **kwargs)
 

@@ -1,4 +1,5 @@
 """The pack's erasure folder (`models/zerase`) and the `diffusion_models` files, through folder_paths."""
+
 from __future__ import annotations
 
 import os
@@ -14,7 +15,9 @@ def register_folders() -> None:
     """The pack's models folder (`models/zerase`, .safetensors only), registered with folder_paths."""
     if MODELS_FOLDER not in folder_paths.folder_names_and_paths:
         folder_paths.folder_names_and_paths[MODELS_FOLDER] = (
-            [os.path.join(folder_paths.models_dir, MODELS_FOLDER)], {names.SUFFIX})
+            [os.path.join(folder_paths.models_dir, MODELS_FOLDER)],
+            {names.SUFFIX},
+        )
     os.makedirs(folder_paths.get_folder_paths(MODELS_FOLDER)[0], exist_ok=True)
 
 

@@ -5,6 +5,7 @@ weights in fp32 on a CPU (`unet_manual_cast`), so each cast op (`comfy_cast_weig
 weight per call; under autograd F.linear saves that copy for the backward: a full fp32 copy of the weights per
 forward. With the input in the weights' dtype and the cast off, autograd saves the weights themselves.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -26,13 +27,14 @@ from .models import zimage_network
 from .vram import RECOMPUTING, MemoryPlan, layer_checkpointing, load_for_training
 
 TRAINING_INJECTION_KEY = "zerase.training"
-COMPUTE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)   # dtypes torch computes in, on CPU too
-_CLASS_VALUE = object()   # the module had no comfy_cast_weights of its own (the ops class's value applied)
+COMPUTE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # dtypes torch computes in, on CPU too
+_CLASS_VALUE = object()  # the module had no comfy_cast_weights of its own (the ops class's value applied)
 
 
 def read_resume(path: Path, nano: bool):
     """`training.resume_state` with normal (not inference-mode) tensors: the optimizer updates them in place."""
     from .. import training as node_training
+
     with torch.inference_mode(False):
         return node_training.resume_state(path, nano)
 
@@ -135,8 +137,9 @@ def _runs_uncast(module: nn.Module, dtype: torch.dtype, device: torch.device) ->
     if getattr(module, "weight_function", None) or getattr(module, "bias_function", None):
         return False
     weights = list(module.parameters(recurse=False))
-    return bool(weights) and all(_plain(tensor) and tensor.dtype == dtype and _same_device(tensor.device, device)
-                                 for tensor in weights)
+    return bool(weights) and all(
+        _plain(tensor) and tensor.dtype == dtype and _same_device(tensor.device, device) for tensor in weights
+    )
 
 
 def _same_device(found: torch.device, wanted: torch.device) -> bool:
@@ -179,12 +182,12 @@ class NextDiTDenoiser:
         self.check_interrupt = True
 
     def _options(self, capture_sink=None) -> dict:
-        options = {"wrappers": {comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL:
-                                {WRAPPER_KEY: [_layout_wrapper]}}}
+        options = {"wrappers": {comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL: {WRAPPER_KEY: [_layout_wrapper]}}}
         for wrapper in self.patcher.get_all_wrappers(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL):
             if wrapper is not _layout_wrapper:
                 options["wrappers"][comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL].setdefault(None, []).append(
-                    wrapper)
+                    wrapper
+                )
         if capture_sink is not None:
             options["optimized_attention_override"] = capture_sink
         return options
@@ -192,8 +195,11 @@ class NextDiTDenoiser:
     def __call__(self, x, sigma, context, lengths, capture: AttentionCapture | None = None):
         if self.check_interrupt:
             model_management.throw_exception_if_processing_interrupted()
-        lengths = [int(n) for n in torch.as_tensor(lengths).tolist()] if lengths is not None else \
-            [context.shape[1]] * x.shape[0]
+        lengths = (
+            [int(n) for n in torch.as_tensor(lengths).tolist()]
+            if lengths is not None
+            else [context.shape[1]] * x.shape[0]
+        )
         groups: dict[int, list[int]] = {}
         for row, length in enumerate(lengths):
             groups.setdefault(length, []).append(row)
@@ -203,12 +209,20 @@ class NextDiTDenoiser:
                 index = torch.tensor(rows)
                 sink = None
                 if capture is not None:
-                    sink = _KeywordProbe(capture.columns[index], None if capture.column_mask is None else
-                                         capture.column_mask[index], x.shape[-2:], length, self.network)
+                    sink = _KeywordProbe(
+                        capture.columns[index],
+                        None if capture.column_mask is None else capture.column_mask[index],
+                        x.shape[-2:],
+                        length,
+                        self.network,
+                    )
                 velocity = self.network(
-                    x[index].to(self.device, self.dtype), sigma[index].to(self.device, torch.float32),
-                    context=context[index, :length].to(self.device, self.dtype), num_tokens=length,
-                    transformer_options=self._options(sink))
+                    x[index].to(self.device, self.dtype),
+                    sigma[index].to(self.device, torch.float32),
+                    context=context[index, :length].to(self.device, self.dtype),
+                    num_tokens=length,
+                    transformer_options=self._options(sink),
+                )
                 outputs.append(velocity.float().to(x.device))
                 maps.append(sink.maps if sink is not None else None)
                 order.extend(rows)
@@ -224,17 +238,19 @@ class _KeywordProbe:
     """optimized_attention_override: in each joint block, image-query × keyword-key softmax attention."""
 
     def __init__(self, columns, column_mask, latent_hw, text_length: int, network):
-        self.layout = TokenLayout.from_shapes([text_length] * columns.shape[0], latent_hw, network.patch_size,
-                                              network.pad_tokens_multiple or 1)
+        self.layout = TokenLayout.from_shapes(
+            [text_length] * columns.shape[0], latent_hw, network.patch_size, network.pad_tokens_multiple or 1
+        )
         self.columns, self.column_mask = columns, column_mask
         self.maps: list[torch.Tensor] = []
 
     def __call__(self, attention, *args, **kwargs):
         options = kwargs.get("transformer_options") or {}
         if options.get("block_type") == "double" and not RECOMPUTING.get():
-            query, key = args[0], args[1]          # (B, H, L, D), normalised and rotated (skip_reshape)
-            found = keyword_attention(query, key, None, self.layout.text_span, self.layout.image_tokens,
-                                      self.columns.to(query.device))
+            query, key = args[0], args[1]  # (B, H, L, D), normalised and rotated (skip_reshape)
+            found = keyword_attention(
+                query, key, None, self.layout.text_span, self.layout.image_tokens, self.columns.to(query.device)
+            )
             if self.column_mask is not None:
                 found = found * self.column_mask[:, None, None, :].to(found.device, found.dtype)
             self.maps.append(found)

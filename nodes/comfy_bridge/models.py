@@ -1,5 +1,6 @@
 """Which MODELs are accepted (single-stream Z-Image and Lumina-Image-2.0; a refusal names what it got), and building
 or loading one."""
+
 from __future__ import annotations
 
 import logging
@@ -38,10 +39,16 @@ STORED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # weights assign
 
 # ComfyUI's model-config class name -> what it is, for refusals (notes §A1, checkpoint_keys._FOREIGN).
 _REFUSED = {
-    "Flux": "a dual-stream Flux model", "FluxInpaint": "a dual-stream Flux model", "FluxSchnell": "a dual-stream "
-    "Flux model", "Flux2": "a dual-stream Flux.2 model", "Chroma": "a dual-stream Chroma (Flux) model",
-    "SD3": "a dual-stream SD3 (MMDiT) model", "QwenImage": "a dual-stream Qwen-Image model",
-    "HiDream": "a HiDream model", "AuraFlow": "an AuraFlow model", "PixArtAlpha": "a PixArt model",
+    "Flux": "a dual-stream Flux model",
+    "FluxInpaint": "a dual-stream Flux model",
+    "FluxSchnell": "a dual-stream Flux model",
+    "Flux2": "a dual-stream Flux.2 model",
+    "Chroma": "a dual-stream Chroma (Flux) model",
+    "SD3": "a dual-stream SD3 (MMDiT) model",
+    "QwenImage": "a dual-stream Qwen-Image model",
+    "HiDream": "a HiDream model",
+    "AuraFlow": "an AuraFlow model",
+    "PixArtAlpha": "a PixArt model",
     "ZImagePixelSpace": "pixel-space Z-Image (not supported yet)",
 }
 
@@ -61,25 +68,34 @@ def zimage_network(model) -> comfy.ldm.lumina.model.NextDiT:
     kind = type(getattr(base, "model_config", None)).__name__
     unet = getattr(getattr(base, "model_config", None), "unet_config", {}) or {}
     if isinstance(network, comfy.ldm.lumina.model.NextDiTPixelSpace) or kind == "ZImagePixelSpace":
-        raise ValueError("this MODEL is pixel-space Z-Image (dec_net), which ZErase does not support yet; use "
-                         "text-to-image Z-Image / Z-Image-Turbo")
+        raise ValueError(
+            "this MODEL is pixel-space Z-Image (dec_net), which ZErase does not support yet; use "
+            "text-to-image Z-Image / Z-Image-Turbo"
+        )
     if not isinstance(network, comfy.ldm.lumina.model.NextDiT):
-        what = _REFUSED.get(kind) or (f"a U-Net ({kind})" if "UNet" in type(network).__name__ else
-                                      f"{kind} ({type(network).__name__})")
-        raise ValueError(f"this MODEL is {what}; ZErase erases concepts from single-stream NextDiT models only "
-                         f"(load Z-Image / Z-Image-Turbo, Lumina-Image-2.0, or the bundled nano model)")
+        what = _REFUSED.get(kind) or (
+            f"a U-Net ({kind})" if "UNet" in type(network).__name__ else f"{kind} ({type(network).__name__})"
+        )
+        raise ValueError(
+            f"this MODEL is {what}; ZErase erases concepts from single-stream NextDiT models only "
+            f"(load Z-Image / Z-Image-Turbo, Lumina-Image-2.0, or the bundled nano model)"
+        )
     if getattr(network, "siglip_embedder", None) is not None:
         raise ValueError("this MODEL is Z-Image Omni (siglip_embedder, image-conditioned), not supported yet")
     if getattr(network, "clip_text_pooled_proj", None) is not None:
-        raise ValueError(f"this MODEL is NewBie ({kind}: Lumina-2 with clip_text_pooled_proj), not supported; ZErase "
-                         f"supports Z-Image / Z-Image-Turbo and Lumina-Image-2.0")
+        raise ValueError(
+            f"this MODEL is NewBie ({kind}: Lumina-2 with clip_text_pooled_proj), not supported; ZErase "
+            f"supports Z-Image / Z-Image-Turbo and Lumina-Image-2.0"
+        )
     zimage = unet.get("z_image_modulation", False)
     pads = getattr(network, "cap_pad_token", None) is not None
     if zimage != pads:
-        raise ValueError(f"this MODEL ({kind}) has z_image_modulation={zimage} but {'learned' if pads else 'no'} pad "
-                         f"tokens: neither Z-Image (both) nor Lumina-Image-2.0 (neither). ComfyUI recognises a Z-Image "
-                         f"file only at width 3840; smaller Z-Image files load through LoadSingleStreamDiT when they "
-                         f"carry ZErase's config metadata")
+        raise ValueError(
+            f"this MODEL ({kind}) has z_image_modulation={zimage} but {'learned' if pads else 'no'} pad "
+            f"tokens: neither Z-Image (both) nor Lumina-Image-2.0 (neither). ComfyUI recognises a Z-Image "
+            f"file only at width 3840; smaller Z-Image files load through LoadSingleStreamDiT when they "
+            f"carry ZErase's config metadata"
+        )
     return network
 
 
@@ -91,14 +107,25 @@ def base_info(model) -> BaseInfo:
     unet = model.model.model_config.unet_config
     lumina = not unet.get("z_image_modulation", False)
     config = DiTConfig(
-        kind="lumina2" if lumina else "z-image", n_kv_heads=_kv_heads(network),
-        dim=unet["dim"], n_layers=unet["n_layers"], n_refiner_layers=unet.get("n_refiner_layers", 2),
-        n_heads=unet["n_heads"], cap_feat_dim=unet["cap_feat_dim"], in_channels=unet["in_channels"],
-        patch_size=unet["patch_size"], axes_dims=tuple(unet["axes_dims"]), axes_lens=tuple(unet["axes_lens"]),
-        rope_theta=float(unet.get("rope_theta", 10000.0)), time_scale=float(unet.get("time_scale", 1.0)),
-        norm_eps=float(unet.get("norm_eps", 1e-5)), ffn_multiple_of=unet.get("multiple_of", 256),
-        ffn_dim_multiplier=float(unet["ffn_dim_multiplier"]), pad_tokens_multiple=unet.get("pad_tokens_multiple") or 1,
-        shift=float(model.model.model_sampling.shift))
+        kind="lumina2" if lumina else "z-image",
+        n_kv_heads=_kv_heads(network),
+        dim=unet["dim"],
+        n_layers=unet["n_layers"],
+        n_refiner_layers=unet.get("n_refiner_layers", 2),
+        n_heads=unet["n_heads"],
+        cap_feat_dim=unet["cap_feat_dim"],
+        in_channels=unet["in_channels"],
+        patch_size=unet["patch_size"],
+        axes_dims=tuple(unet["axes_dims"]),
+        axes_lens=tuple(unet["axes_lens"]),
+        rope_theta=float(unet.get("rope_theta", 10000.0)),
+        time_scale=float(unet.get("time_scale", 1.0)),
+        norm_eps=float(unet.get("norm_eps", 1e-5)),
+        ffn_multiple_of=unet.get("multiple_of", 256),
+        ffn_dim_multiplier=float(unet["ffn_dim_multiplier"]),
+        pad_tokens_multiple=unet.get("pad_tokens_multiple") or 1,
+        shift=float(model.model.model_sampling.shift),
+    )
     return BaseInfo(config, nano=False)
 
 
@@ -115,16 +142,20 @@ def describe_layout(model) -> str:
     config = info.config
     network = zimage_network(model)
     if config.kind == "lumina2":
-        return (f"Lumina-Image-2.0 NextDiT: dim {config.dim}, {config.n_layers} joint layers, "
-                f"{config.n_refiner_layers}+{config.n_refiner_layers} refiners, {config.n_heads} heads over "
-                f"{config.kv_heads} kv heads (GQA), fused attention.qkv; joint sequence [text, unpadded | image "
-                f"(H/{config.patch_size})·(W/{config.patch_size}) tokens, unpadded]; ZErase adapters add their delta "
-                f"at text rows only (image rows see the frozen W)")
-    return (f"{'nano ' if info.nano else ''}Z-Image NextDiT: dim {config.dim}, {config.n_layers} joint layers, "
-            f"{config.n_refiner_layers}+{config.n_refiner_layers} refiners, {config.n_heads} heads, fused "
-            f"attention.qkv; joint sequence [text padded to {network.pad_tokens_multiple or 1} | image "
-            f"(H/{config.patch_size})·(W/{config.patch_size}) tokens padded to {network.pad_tokens_multiple or 1}]; "
-            f"ZErase adapters add their delta at text rows only (image rows see the frozen W)")
+        return (
+            f"Lumina-Image-2.0 NextDiT: dim {config.dim}, {config.n_layers} joint layers, "
+            f"{config.n_refiner_layers}+{config.n_refiner_layers} refiners, {config.n_heads} heads over "
+            f"{config.kv_heads} kv heads (GQA), fused attention.qkv; joint sequence [text, unpadded | image "
+            f"(H/{config.patch_size})·(W/{config.patch_size}) tokens, unpadded]; ZErase adapters add their delta "
+            f"at text rows only (image rows see the frozen W)"
+        )
+    return (
+        f"{'nano ' if info.nano else ''}Z-Image NextDiT: dim {config.dim}, {config.n_layers} joint layers, "
+        f"{config.n_refiner_layers}+{config.n_refiner_layers} refiners, {config.n_heads} heads, fused "
+        f"attention.qkv; joint sequence [text padded to {network.pad_tokens_multiple or 1} | image "
+        f"(H/{config.patch_size})·(W/{config.patch_size}) tokens padded to {network.pad_tokens_multiple or 1}]; "
+        f"ZErase adapters add their delta at text rows only (image rows see the frozen W)"
+    )
 
 
 def is_nano(model) -> bool:
@@ -135,17 +166,36 @@ def is_nano(model) -> bool:
 
 
 def _unet_config(config: DiTConfig) -> dict:
-    return dict(image_model="lumina2", patch_size=config.patch_size, in_channels=config.in_channels, dim=config.dim,
-                cap_feat_dim=config.cap_feat_dim, n_layers=config.n_layers, n_refiner_layers=config.n_refiner_layers,
-                qk_norm=True, n_heads=config.n_heads, n_kv_heads=config.kv_heads, multiple_of=config.ffn_multiple_of,
-                ffn_dim_multiplier=config.ffn_dim_multiplier, norm_eps=config.norm_eps,
-                axes_dims=list(config.axes_dims), axes_lens=list(config.axes_lens), rope_theta=config.rope_theta,
-                z_image_modulation=config.kind == "z-image", time_scale=config.time_scale,
-                pad_tokens_multiple=config.pad_tokens_multiple if config.pad_tokens else None)
+    return dict(
+        image_model="lumina2",
+        patch_size=config.patch_size,
+        in_channels=config.in_channels,
+        dim=config.dim,
+        cap_feat_dim=config.cap_feat_dim,
+        n_layers=config.n_layers,
+        n_refiner_layers=config.n_refiner_layers,
+        qk_norm=True,
+        n_heads=config.n_heads,
+        n_kv_heads=config.kv_heads,
+        multiple_of=config.ffn_multiple_of,
+        ffn_dim_multiplier=config.ffn_dim_multiplier,
+        norm_eps=config.norm_eps,
+        axes_dims=list(config.axes_dims),
+        axes_lens=list(config.axes_lens),
+        rope_theta=config.rope_theta,
+        z_image_modulation=config.kind == "z-image",
+        time_scale=config.time_scale,
+        pad_tokens_multiple=config.pad_tokens_multiple if config.pad_tokens else None,
+    )
 
 
-def build_zimage_patcher(config: DiTConfig, state_dict: dict[str, torch.Tensor], nano: bool,
-                         dtype: torch.dtype = torch.float32, manual_cast_dtype: torch.dtype | None = None):
+def build_zimage_patcher(
+    config: DiTConfig,
+    state_dict: dict[str, torch.Tensor],
+    nano: bool,
+    dtype: torch.dtype = torch.float32,
+    manual_cast_dtype: torch.dtype | None = None,
+):
     """A genuine ComfyUI Z-Image or Lumina-2 model (`model_base.Lumina2` holding a NextDiT) from our config and weights.
 
     Weights stored in `dtype`, computed in `manual_cast_dtype` by ComfyUI's cast ops (None: in `dtype`). Built with
@@ -162,10 +212,12 @@ def build_zimage_patcher(config: DiTConfig, state_dict: dict[str, torch.Tensor],
         weights = {key: value.to(dtype) if value.is_floating_point() else value for key, value in state_dict.items()}
         missing, unexpected = model.diffusion_model.load_state_dict(weights, strict=False)
     if missing or unexpected:
-        raise ValueError(f"the weights do not fit ComfyUI's NextDiT: missing {missing[:4]}, "
-                         f"unexpected {unexpected[:4]}")
-    patcher = comfy.model_patcher.ModelPatcher(model, load_device=model_management.get_torch_device(),
-                                               offload_device=model_management.unet_offload_device())
+        raise ValueError(
+            f"the weights do not fit ComfyUI's NextDiT: missing {missing[:4]}, unexpected {unexpected[:4]}"
+        )
+    patcher = comfy.model_patcher.ModelPatcher(
+        model, load_device=model_management.get_torch_device(), offload_device=model_management.unet_offload_device()
+    )
     patcher.set_attachments(BASE_ATTACHMENT, BaseInfo(config, nano))
     return patcher
 
@@ -182,18 +234,27 @@ def load_nano():
     """(MODEL, CLIP, VAE) of the bundled nano world, as objects stock ComfyUI nodes accept."""
     missing = [path.name for path in (nano_paths.DIT, nano_paths.TEXT_ENCODER, nano_paths.CODEC) if not path.exists()]
     if missing:
-        raise FileNotFoundError(f"nano weights missing from {nano_paths.WEIGHTS}: {missing}; reinstall ZErase or "
-                                f"train them with `python -m zerase_core.nano.train` (see README)")
+        raise FileNotFoundError(
+            f"nano weights missing from {nano_paths.WEIGHTS}: {missing}; reinstall ZErase or "
+            f"train them with `python -m zerase_core.nano.train` (see README)"
+        )
     patcher = _nano_patcher()
     target = comfy.supported_models_base.ClipTarget(NanoTokenizer, NanoTextModel)
-    clip = comfy.sd.CLIP(target, model_options={"load_device": torch.device("cpu"),
-                                                "offload_device": torch.device("cpu"), "dtype": torch.float32})
+    clip = comfy.sd.CLIP(
+        target,
+        model_options={
+            "load_device": torch.device("cpu"),
+            "offload_device": torch.device("cpu"),
+            "dtype": torch.float32,
+        },
+    )
     return patcher, clip, NanoVAE()
 
 
 def _header_tensors(path: Path) -> dict[str, torch.Tensor]:
     """Keys and shapes of a safetensors file as meta tensors (nothing is read but the header)."""
     from safetensors import safe_open
+
     with safe_open(str(path), framework="pt", device="cpu") as handle:
         return {key: torch.empty(handle.get_slice(key).get_shape(), device="meta") for key in handle.keys()}  # noqa: SIM118 (a safetensors handle, not iterable)
 
@@ -205,11 +266,11 @@ def load_diffusion_file(name: str):
     path = Path(folder_paths.get_full_path_or_raise("diffusion_models", name))
     try:
         # ComfyUI reads scaled-fp8 / quantized files itself: their scale keys are no other architecture's
-        detect_architecture({key: value for key, value in _header_tensors(path).items()
-                             if not _QUANT_KEY.search(key)})
+        detect_architecture({key: value for key, value in _header_tensors(path).items() if not _QUANT_KEY.search(key)})
     except UnsupportedModelError as error:
         raise ValueError(f"{name}: {error}") from None
     from safetensors import safe_open
+
     with safe_open(str(path), framework="pt", device="cpu") as handle:
         metadata = handle.metadata() or {}
     stated = DiTConfig.from_metadata(metadata)
@@ -246,11 +307,11 @@ def _assigned_patcher(path: str):
     keys under a checkpoint prefix or in diffusers layout, dynamic VRAM (which assigns already), a GPU offload device.
     """
     offload_device = model_management.unet_offload_device()
-    dynamic_vram = getattr(getattr(comfy, "memory_management", None), "aimdo_enabled", False)   # set by main.py
+    dynamic_vram = getattr(getattr(comfy, "memory_management", None), "aimdo_enabled", False)  # set by main.py
     if dynamic_vram or not model_management.is_device_cpu(offload_device):
         return None
     load_device = model_management.get_torch_device()
-    with torch.inference_mode(False):   # normal tensors: ZEraseTrain can backpropagate through them as they are
+    with torch.inference_mode(False):  # normal tensors: ZEraseTrain can backpropagate through them as they are
         state, metadata = comfy.utils.load_torch_file(path, return_metadata=True)
         dtypes = {tensor.dtype for tensor in state.values()}
         if len(dtypes) != 1 or next(iter(dtypes)) not in STORED_DTYPES:
@@ -260,36 +321,42 @@ def _assigned_patcher(path: str):
         if any(key.startswith(prefix) for key in state):
             return None
         model_config = comfy.model_detection.model_config_from_unet(state, "", metadata=metadata)
-        if type(model_config) not in (comfy.supported_models.ZImage, comfy.supported_models.Lumina2) \
-                or model_config.quant_config is not None:
+        if (
+            type(model_config) not in (comfy.supported_models.ZImage, comfy.supported_models.Lumina2)
+            or model_config.quant_config is not None
+        ):
             return None
         supported = list(model_config.supported_inference_dtypes)
-        chosen = model_management.unet_dtype(model_params=comfy.utils.calculate_parameters(state),
-                                             supported_dtypes=supported, weight_dtype=stored)
+        chosen = model_management.unet_dtype(
+            model_params=comfy.utils.calculate_parameters(state), supported_dtypes=supported, weight_dtype=stored
+        )
         if chosen != stored:
             return None
-        model_config.set_inference_dtype(stored, model_management.unet_manual_cast(stored, load_device, supported),
-                                         device=load_device)
-        model = model_config.get_model(state, "")    # parameters allocated but never written: not resident
+        model_config.set_inference_dtype(
+            stored, model_management.unet_manual_cast(stored, load_device, supported), device=load_device
+        )
+        model = model_config.get_model(state, "")  # parameters allocated but never written: not resident
         patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
         weights = model_config.process_unet_state_dict(state)
         missing, unexpected = model.diffusion_model.load_state_dict(weights, strict=False, assign=True)
     if missing:
-        raise ValueError(f"{Path(path).name} does not fit ComfyUI's Z-Image NextDiT: {len(missing)} weights missing "
-                         f"({missing[:4]})")
+        raise ValueError(
+            f"{Path(path).name} does not fit ComfyUI's Z-Image NextDiT: {len(missing)} weights missing ({missing[:4]})"
+        )
     if unexpected:
-        logger.warning("%s: ignored %d keys ComfyUI's NextDiT does not use: %s", Path(path).name, len(unexpected),
-                       unexpected[:4])
+        logger.warning(
+            "%s: ignored %d keys ComfyUI's NextDiT does not use: %s", Path(path).name, len(unexpected), unexpected[:4]
+        )
     return patcher
 
 
 def _fp8_file(path: Path) -> bool:
     """Weights stored in fp8: ComfyUI's fp8_e4m3fn / e5m2 files, or scaled fp8 (a `scaled_fp8` marker key)."""
     from safetensors import safe_open
+
     with safe_open(str(path), framework="pt", device="cpu") as handle:
         keys = list(handle.keys())
-        return "scaled_fp8" in keys or any(handle.get_slice(key).get_dtype() in ("F8_E4M3", "F8_E5M2")
-                                           for key in keys)
+        return "scaled_fp8" in keys or any(handle.get_slice(key).get_dtype() in ("F8_E4M3", "F8_E5M2") for key in keys)
 
 
 def _fp8_patcher(path: str, config: DiTConfig):
@@ -308,13 +375,15 @@ def _fp8_patcher(path: str, config: DiTConfig):
         load_device = model_management.get_torch_device()
         supported = list(model_config.supported_inference_dtypes)
         stored = None if quantized else comfy.utils.weight_dtype(state)
-        dtype = model_management.unet_dtype(model_params=comfy.utils.calculate_parameters(state),
-                                            supported_dtypes=supported, weight_dtype=stored)
+        dtype = model_management.unet_dtype(
+            model_params=comfy.utils.calculate_parameters(state), supported_dtypes=supported, weight_dtype=stored
+        )
         manual = model_management.unet_manual_cast(None if quantized else dtype, load_device, supported)
         model_config.set_inference_dtype(dtype, manual, device=load_device)
         model = model_config.get_model(state, "")
-        patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device,
-                                                   offload_device=model_management.unet_offload_device())
+        patcher = comfy.model_patcher.ModelPatcher(
+            model, load_device=load_device, offload_device=model_management.unet_offload_device()
+        )
         model.load_model_weights(state, "")
     patcher.set_attachments(BASE_ATTACHMENT, BaseInfo(config, False))
     patcher.cached_patcher_init = (_fp8_patcher, (path, config))

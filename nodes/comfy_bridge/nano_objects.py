@@ -1,4 +1,5 @@
 """The nano model's text encoder and codec as genuine ComfyUI objects (CLIP tokenizer and model, VAE, latent format)."""
+
 from __future__ import annotations
 
 import torch
@@ -14,6 +15,7 @@ from zerase_core.nano import paths as nano_paths
 
 class NanoLatentFormat(comfy.latent_formats.LatentFormat):
     """The nano codec's latents are already normalised: identity scale, 16 channels (as Z-Image's Flux VAE)."""
+
     latent_channels = 16
 
 
@@ -22,6 +24,7 @@ class NanoTokenizer:
 
     def __init__(self, embedding_directory=None, tokenizer_data=None):
         from zerase_core.nano.vocab import VOCABULARY
+
         self.vocabulary = VOCABULARY
 
     def tokenize_with_weights(self, text: str, return_word_ids: bool = False, **kwargs):
@@ -45,6 +48,7 @@ class NanoTextModel(nn.Module):
     def __init__(self, device="cpu", dtype=None, model_options=None):
         super().__init__()
         from zerase_core.nano.text_encoder import NanoTextEncoder
+
         with torch.inference_mode(False):
             self.encoder = NanoTextEncoder.load(nano_paths.TEXT_ENCODER)
         self.dtypes = {torch.float32}
@@ -72,6 +76,7 @@ class NanoFirstStage(nn.Module):
     def __init__(self):
         super().__init__()
         from zerase_core.nano.codec import LatentCodec
+
         with torch.inference_mode(False):
             self.codec = LatentCodec.load(nano_paths.CODEC).requires_grad_(False)
 
@@ -102,6 +107,7 @@ class NanoVAE(comfy.sd.VAE):
         self.device = model_management.vae_device()
         self.vae_dtype = torch.float32
         self.output_device = model_management.intermediate_device()
-        self.patcher = comfy.model_patcher.ModelPatcher(self.first_stage_model, load_device=self.device,
-                                                        offload_device=model_management.vae_offload_device())
+        self.patcher = comfy.model_patcher.ModelPatcher(
+            self.first_stage_model, load_device=self.device, offload_device=model_management.vae_offload_device()
+        )
         self.model_size()

@@ -1,4 +1,5 @@
 """Progress bars, server events, previews during training, and the interrupt check."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -38,10 +39,19 @@ class StepReporter:
         image = None
         if self.preview is not None and self.preview_every and (step % self.preview_every == 0 or step == total):
             image = ("JPEG", self.preview(step), 512)
-        send_event(TRAIN_EVENT, {"node": self.node_id, "step": step, "total": total,
-                                 "L_er": metrics.get("loss_erase"), "L_attn": metrics.get("loss_attention"),
-                                 "L_pr": metrics.get("loss_preserve"), "lambda": metrics.get("lambda"),
-                                 "loss": metrics.get("loss_total")})
+        send_event(
+            TRAIN_EVENT,
+            {
+                "node": self.node_id,
+                "step": step,
+                "total": total,
+                "L_er": metrics.get("loss_erase"),
+                "L_attn": metrics.get("loss_attention"),
+                "L_pr": metrics.get("loss_preserve"),
+                "lambda": metrics.get("lambda"),
+                "loss": metrics.get("loss_total"),
+            },
+        )
         self.bar.update_absolute(step, total, image)
         model_management.throw_exception_if_processing_interrupted()
 
@@ -56,17 +66,21 @@ def send_event(event: str, data: dict) -> None:
         server.send_sync(event, data, getattr(server, "client_id", None))
 
 
-def preview_sampler(denoiser: NextDiTDenoiser, conditioner, vae, prompt: str, latent_hw, steps: int, cfg: float,
-                    shift: float, seed: int = 0):
+def preview_sampler(
+    denoiser: NextDiTDenoiser,
+    conditioner,
+    vae,
+    prompt: str,
+    latent_hw,
+    steps: int,
+    cfg: float,
+    shift: float,
+    seed: int = 0,
+):
     """A function step -> PIL image of `prompt` sampled with the current adapters (fixed noise)."""
     from PIL import Image
 
-    from zerase_core.model.sampling import (
-        euler_sample,
-        guided_velocity,
-        initial_noise,
-        shifted_sigmas,
-    )
+    from zerase_core.model.sampling import euler_sample, guided_velocity, initial_noise, shifted_sigmas
 
     def render(step: int):
         with torch.no_grad():

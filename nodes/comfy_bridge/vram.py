@@ -7,6 +7,7 @@ memory model's prediction of training's own needs (zerase_core/bench/memory_mode
 pool build). Where the card cannot hold both, ComfyUI loads the DiT partially (lowvram: the rest streamed per op);
 `load_for_training` says which, in words, for the node's report.
 """
+
 from __future__ import annotations
 
 import contextvars
@@ -29,8 +30,8 @@ from .conditioners import prepare
 
 logger = logging.getLogger(__name__)
 GB = 2**30
-GPU_SHUFFLE_BANK = 8           # word orders per erase prompt when shuffle_bank is 0 (auto) and the DiT is on a GPU
-PER_STEP = -1                  # shuffle_bank value: a fresh order every step on every device (the paper)
+GPU_SHUFFLE_BANK = 8  # word orders per erase prompt when shuffle_bank is 0 (auto) and the DiT is on a GPU
+PER_STEP = -1  # shuffle_bank value: a fresh order every step on every device (the paper)
 
 
 def on_gpu(model) -> bool:
@@ -43,8 +44,10 @@ def resolve_shuffle_bank(value: int, gpu: bool) -> int:
     if value == PER_STEP:
         return 0
     if value < PER_STEP:
-        raise ValueError(f"shuffle_bank {value} is not valid: 0 = auto ({GPU_SHUFFLE_BANK} orders on a GPU, per step "
-                         f"on a CPU), -1 = a fresh order every step, K ≥ 1 = K orders per erase prompt")
+        raise ValueError(
+            f"shuffle_bank {value} is not valid: 0 = auto ({GPU_SHUFFLE_BANK} orders on a GPU, per step "
+            f"on a CPU), -1 = a fresh order every step, K ≥ 1 = K orders per erase prompt"
+        )
     if value == 0:
         return GPU_SHUFFLE_BANK if gpu else 0
     return value
@@ -59,16 +62,18 @@ def encode_before_training(clip, conditioner, prompts, config, gpu: bool):
         prepared = prepare(conditioner, prompts, config)
         return prepared, f"{len(prepared)} prompts encoded before training; " + release_text_encoder(clip)
     if shuffled:
-        return conditioner, ("text encoder used at every step (a fresh word order per step; shuffle_bank 0 on a GPU "
-                             "or K > 0 encodes the orders before training instead)")
+        return conditioner, (
+            "text encoder used at every step (a fresh word order per step; shuffle_bank 0 on a GPU "
+            "or K > 0 encodes the orders before training instead)"
+        )
     return conditioner, "text encoder used by the trainer as the CLI uses it (CPU)"
 
 
 @dataclass(frozen=True)
 class MemoryPlan:
-    reserve_bytes: int           # training's needs beside the weights (memory_required of load_models_gpu)
-    checkpointing: bool          # per-block checkpointing of the joint layers
-    build_batch: int | None      # forwards per pool / teacher-cache batch (None: the trainer's defaults)
+    reserve_bytes: int  # training's needs beside the weights (memory_required of load_models_gpu)
+    checkpointing: bool  # per-block checkpointing of the joint layers
+    build_batch: int | None  # forwards per pool / teacher-cache batch (None: the trainer's defaults)
     predicted_peak_gb: float
 
 
@@ -79,22 +84,31 @@ def weight_bytes(patcher) -> int:
     return 1 if quantized or dtype in (torch.float8_e4m3fn, torch.float8_e5m2) else max(2, dtype.itemsize)
 
 
-def plan(patcher, config: DiTConfig, image_size: int, batch: int, rank: int, caption_tokens: int = 64,
-         checkpointing: bool | None = None) -> MemoryPlan:
+def plan(
+    patcher,
+    config: DiTConfig,
+    image_size: int,
+    batch: int,
+    rank: int,
+    caption_tokens: int = 64,
+    checkpointing: bool | None = None,
+) -> MemoryPlan:
     """Checkpointing on a GPU (None: the device decides; off on a CPU, where results stay those of the CLI path), the
     pool build batch that fits beside the step's own needs, and the reserve to ask model management for."""
     gpu = on_gpu(patcher)
     checkpointing = gpu if checkpointing is None else checkpointing
     bytes_per_weight = weight_bytes(patcher)
-    step = memory_model.comfy_problem(config, image_size, bytes_per_weight, checkpointing, batch, rank,
-                                      caption_tokens, build_batch=1)
+    step = memory_model.comfy_problem(
+        config, image_size, bytes_per_weight, checkpointing, batch, rank, caption_tokens, build_batch=1
+    )
     predicted = memory_model.predict(step)
     extra = (predicted["step_peak_gb"] - predicted["weights"]) * GB
     build = None
-    if gpu:   # the trainer's defaults (32 / 64 forwards, sized for nano) need 20–29 GiB at 512² on Z-Image
+    if gpu:  # the trainer's defaults (32 / 64 forwards, sized for nano) need 20–29 GiB at 512² on Z-Image
         build = memory_model.build_batch_within(config, image_size, caption_tokens, extra, 32)
-    problem = memory_model.comfy_problem(config, image_size, bytes_per_weight, checkpointing, batch, rank,
-                                         caption_tokens, build_batch=build or 32)
+    problem = memory_model.comfy_problem(
+        config, image_size, bytes_per_weight, checkpointing, batch, rank, caption_tokens, build_batch=build or 32
+    )
     final = memory_model.predict(problem)
     return MemoryPlan(memory_model.training_reserve_bytes(problem), checkpointing, build, final["peak_gb"])
 
@@ -110,11 +124,16 @@ def release_text_encoder(clip) -> str:
             keep = [other for other in model_management.current_loaded_models if other is not loaded]
             freed += loaded.model_loaded_memory()
             model_management.free_memory(1e30, loaded.device, keep_loaded=keep)
-    still = [loaded for loaded in model_management.current_loaded_models
-             if loaded.model is not None and loaded.model.is_clone(patcher)]
+    still = [
+        loaded
+        for loaded in model_management.current_loaded_models
+        if loaded.model is not None and loaded.model.is_clone(patcher)
+    ]
     if still:
-        raise RuntimeError("ComfyUI's model management kept the text encoder loaded after free_memory; it would "
-                           "stay resident beside the DiT during training")
+        raise RuntimeError(
+            "ComfyUI's model management kept the text encoder loaded after free_memory; it would "
+            "stay resident beside the DiT during training"
+        )
     return f"text encoder released after encoding ({freed / GB:.2f} GiB unloaded)"
 
 
@@ -124,17 +143,21 @@ def load_for_training(patcher, memory: MemoryPlan) -> str:
     size, loaded = patcher.model_size(), patcher.loaded_size()
     device = patcher.load_device
     reserve = memory.reserve_bytes / GB
-    how = f"predicted peak {memory.predicted_peak_gb:.2f} GiB, per-block checkpointing " \
-          f"{'on' if memory.checkpointing else 'off'}"
+    how = (
+        f"predicted peak {memory.predicted_peak_gb:.2f} GiB, per-block checkpointing "
+        f"{'on' if memory.checkpointing else 'off'}"
+    )
     if model_management.is_device_cpu(device):
         return f"DiT on the CPU ({size / GB:.2f} GiB); {how}"
     if loaded >= size:
         return f"DiT fully loaded on {device} ({size / GB:.2f} GiB), {reserve:.2f} GiB kept for training; {how}"
     free = model_management.get_free_memory(device) / GB
-    message = (f"DiT partially loaded (lowvram): {loaded / GB:.2f} of {size / GB:.2f} GiB on {device}, the rest "
-               f"streamed from RAM at every forward (slower), because training needs {reserve:.2f} GiB beside it "
-               f"and {free:.2f} GiB is free now (ComfyUI reserves {model_management.extra_reserved_memory() / GB:.2f}"
-               f" GiB: --reserve-vram); {how}. fp8 weights (weight_dtype fp8_e4m3fn) halve the DiT")
+    message = (
+        f"DiT partially loaded (lowvram): {loaded / GB:.2f} of {size / GB:.2f} GiB on {device}, the rest "
+        f"streamed from RAM at every forward (slower), because training needs {reserve:.2f} GiB beside it "
+        f"and {free:.2f} GiB is free now (ComfyUI reserves {model_management.extra_reserved_memory() / GB:.2f}"
+        f" GiB: --reserve-vram); {how}. fp8 weights (weight_dtype fp8_e4m3fn) halve the DiT"
+    )
     logger.warning(message)
     return message
 
@@ -187,4 +210,5 @@ def _checkpointed(forward):
         if not torch.is_grad_enabled():
             return forward(*args, **kwargs)
         return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, context_fn=_contexts, **kwargs)
+
     return run

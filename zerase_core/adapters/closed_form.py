@@ -7,6 +7,7 @@ tokens, c*_i the features of the anchor token at the same position, and c_j ever
 The delta W* − W is stream-pure (text tokens only), so it can also be exported as a stock LoRA/diff.
 Token zeroing: keyword tokens are removed from the keys of every joint layer at inference.
 """
+
 from __future__ import annotations
 
 import torch
@@ -32,10 +33,18 @@ class WeightDelta(nn.Module):
     def attach(self, model: nn.Module) -> WeightDelta:
         linear = model.get_submodule(self.path)
         if tuple(self.delta.shape) != (linear.out_features, linear.in_features):
-            raise ValueError(f"{self.path} delta has shape {tuple(self.delta.shape)}, the model needs "
-                             f"{(linear.out_features, linear.in_features)}")
-        self._attached.append(wrap_forward(linear, lambda original: lambda x: original(x) + (
-            x.to(self.delta.dtype) @ self.delta.t() * self.strength).to(x.dtype)))
+            raise ValueError(
+                f"{self.path} delta has shape {tuple(self.delta.shape)}, the model needs "
+                f"{(linear.out_features, linear.in_features)}"
+            )
+        self._attached.append(
+            wrap_forward(
+                linear,
+                lambda original: (
+                    lambda x: original(x) + (x.to(self.delta.dtype) @ self.delta.t() * self.strength).to(x.dtype)
+                ),
+            )
+        )
         return self
 
     def detach(self) -> None:
@@ -50,8 +59,9 @@ class WeightDelta(nn.Module):
 
 
 @torch.no_grad()
-def uce_text(model: nn.Module, conditioner: TextConditioner, prompts: PromptSet, lamb: float = 0.5,
-             preserve_scale: float = 1.0) -> WeightDelta:
+def uce_text(
+    model: nn.Module, conditioner: TextConditioner, prompts: PromptSet, lamb: float = 0.5, preserve_scale: float = 1.0
+) -> WeightDelta:
     if lamb <= 0:
         raise ValueError(f"UCE regulariser λ must be > 0, got {lamb}")
     norm, linear = model.cap_embedder[0], model.cap_embedder[1]
@@ -63,8 +73,9 @@ def uce_text(model: nn.Module, conditioner: TextConditioner, prompts: PromptSet,
         anchor = prompts.anchors[index % len(prompts.anchors)]
         features, lengths = conditioner.encode([prompt, anchor, ""])
         normed = norm(features.to(linear.weight.dtype)).double()
-        positions = sorted({p for word in prompts.keywords_in(prompt)
-                            for p in conditioner.keyword_positions(prompt, word)})
+        positions = sorted(
+            {p for word in prompts.keywords_in(prompt) for p in conditioner.keyword_positions(prompt, word)}
+        )
         for position in positions:
             concept = normed[0, position]
             guide = normed[1, position] if position < int(lengths[1]) else normed[2, 0]
@@ -76,14 +87,15 @@ def uce_text(model: nn.Module, conditioner: TextConditioner, prompts: PromptSet,
             values += preserve_scale * torch.outer(weight @ token, token)
     keys += lamb * torch.eye(width, dtype=torch.float64)
     values += lamb * weight
-    edited = torch.linalg.solve(keys, values.t()).t()     # values · keys⁻¹ (keys is symmetric)
+    edited = torch.linalg.solve(keys, values.t()).t()  # values · keys⁻¹ (keys is symmetric)
     return WeightDelta(UCE_TARGET, (edited - weight).float())
 
 
 def keyword_suppression(conditioner: TextConditioner, prompts: list[str], keywords: list[str]) -> torch.Tensor:
     """(B, L) bool: the keyword tokens of each prompt (for `ZImageDiT.forward(suppress_keys=...)`)."""
-    positions = [sorted({p for word in keywords for p in conditioner.keyword_positions(prompt, word)})
-                 for prompt in prompts]
+    positions = [
+        sorted({p for word in keywords for p in conditioner.keyword_positions(prompt, word)}) for prompt in prompts
+    ]
     width = max([max(found) + 1 for found in positions if found] or [1])
     mask = torch.zeros(len(prompts), width, dtype=torch.bool)
     for row, found in enumerate(positions):

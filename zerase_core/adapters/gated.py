@@ -11,6 +11,7 @@ instance attribute and restored on detach, so the model's own parameters and sta
 ComfyUI bridge calls the same two functions from a PatcherInjection. The frozen teacher is the same model with the
 adapters disabled (`AdapterSet.disabled()`), never a second copy of the weights.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,16 +28,16 @@ from ..model.layout import FAMILIES, current_layout
 GATES = ("text", "image", "all")
 SLICES = ("q", "k", "v")
 TARGET_PRESETS = {"qk": ("q", "k"), "qkv": ("q", "k", "v"), "q": ("q",), "k": ("k",), "v": ("v",)}
-KEY_PREFIX = "zerase."    # ComfyUI's LoRA loaders match no key with this prefix: files are never applied ungated
+KEY_PREFIX = "zerase."  # ComfyUI's LoRA loaders match no key with this prefix: files are never applied ungated
 
 
 @dataclass(frozen=True)
 class AdapterConfig:
     rank: int = 8
-    alpha: float = 8.0                     # delta scale = alpha / rank (paper default: alpha = rank)
-    slices: tuple[str, ...] = ("q", "k")   # rows of the fused qkv to adapt (the released checkpoint: Q+K)
+    alpha: float = 8.0  # delta scale = alpha / rank (paper default: alpha = rank)
+    slices: tuple[str, ...] = ("q", "k")  # rows of the fused qkv to adapt (the released checkpoint: Q+K)
     families: tuple[str, ...] = ("layers",)  # block families to adapt (default: every joint layer)
-    layers: tuple[int, ...] | None = None    # joint-layer indices, None = all
+    layers: tuple[int, ...] | None = None  # joint-layer indices, None = all
     gate: str = "text"
 
     def __post_init__(self) -> None:
@@ -59,8 +60,14 @@ class AdapterConfig:
 class GatedLoRA(nn.Module):
     """Low-rank deltas for some of q/k/v rows of a fused projection, added only where the gate is open."""
 
-    def __init__(self, in_features: int, width: int | tuple[int, int, int], config: AdapterConfig, family: str,
-                 generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        in_features: int,
+        width: int | tuple[int, int, int],
+        config: AdapterConfig,
+        family: str,
+        generator: torch.Generator | None = None,
+    ):
         """`generator` draws the down-projections' initial values (default: torch's global generator)."""
         super().__init__()
         # width: rows of each of q, k, v (one int when equal; GQA's k and v are narrower than q)
@@ -74,7 +81,7 @@ class GatedLoRA(nn.Module):
             down = torch.empty(config.rank, in_features)
             nn.init.kaiming_uniform_(down, a=math.sqrt(5), generator=generator)
             self.down[name] = nn.Parameter(down)
-            self.up[name] = nn.Parameter(torch.zeros(widths[SLICES.index(name)], config.rank))   # identity at init
+            self.up[name] = nn.Parameter(torch.zeros(widths[SLICES.index(name)], config.rank))  # identity at init
         self.enabled = True
         self.strength = 1.0
 
@@ -107,8 +114,10 @@ class GatedLoRA(nn.Module):
         gate = self.gate(x.device)
         if gate is not None:
             if gate.shape[:2] != base_output.shape[:2]:
-                raise RuntimeError(f"layout gives {tuple(gate.shape[:2])} rows but the {self.family} input has "
-                                   f"{tuple(base_output.shape[:2])}")
+                raise RuntimeError(
+                    f"layout gives {tuple(gate.shape[:2])} rows but the {self.family} input has "
+                    f"{tuple(base_output.shape[:2])}"
+                )
             # The gate closes the rank-r hidden rows (where, not multiply: closed rows get exactly zero delta and
             # no gradient, even from a NaN); so every full-width op below is an add on the adapted slices only.
             hidden = torch.where(gate, hidden, 0.0)
@@ -116,14 +125,19 @@ class GatedLoRA(nn.Module):
         rank = hidden.shape[-1] // len(self.slices)
         parts = dict(zip(self.slices, hidden.split(rank, dim=-1), strict=True))
         blocks = base_output.split(self.widths, dim=-1)
-        return torch.cat([block + (parts[name] @ self.up[name].t()).to(block.dtype) if name in parts else block
-                          for name, block in zip(SLICES, blocks, strict=True)], dim=-1)
+        return torch.cat(
+            [
+                block + (parts[name] @ self.up[name].t()).to(block.dtype) if name in parts else block
+                for name, block in zip(SLICES, blocks, strict=True)
+            ],
+            dim=-1,
+        )
 
 
 def _qkv_widths(attention: nn.Module, linear: nn.Linear) -> int | tuple[int, int, int]:
     """Rows of q, k and v in a fused qkv: the core's `widths`, ComfyUI's heads × head_dim (GQA: fewer kv heads)."""
     widths = getattr(attention, "widths", None)
-    if widths is None and hasattr(attention, "n_local_kv_heads"):        # ComfyUI's JointAttention
+    if widths is None and hasattr(attention, "n_local_kv_heads"):  # ComfyUI's JointAttention
         kv = attention.n_local_kv_heads * attention.head_dim
         widths = (attention.n_local_heads * attention.head_dim, kv, kv)
     return tuple(widths) if widths is not None else linear.out_features // 3
@@ -180,8 +194,7 @@ class AdapterSet(nn.Module):
         for path in self.paths:
             linear = model.get_submodule(path)
             width = _qkv_widths(model.get_submodule(path.rsplit(".", 1)[0]), linear)
-            self.adapters[self._key(path)] = GatedLoRA(linear.in_features, width, config, _family_of(path),
-                                                           generator)
+            self.adapters[self._key(path)] = GatedLoRA(linear.in_features, width, config, _family_of(path), generator)
         self._attached: list[tuple[nn.Module, object]] = []
 
     @staticmethod
@@ -196,9 +209,12 @@ class AdapterSet(nn.Module):
             raise RuntimeError("adapters are already attached; detach them first")
         for path in self.paths:
             adapter = self.adapter(path)
-            self._attached.append(wrap_forward(
-                model.get_submodule(path),
-                lambda original, _adapter=adapter: lambda x: _adapter.add_delta(x, original(x))))
+            self._attached.append(
+                wrap_forward(
+                    model.get_submodule(path),
+                    lambda original, _adapter=adapter: lambda x: _adapter.add_delta(x, original(x)),
+                )
+            )
         return self
 
     def detach(self) -> None:
@@ -252,8 +268,9 @@ class AdapterSet(nn.Module):
         missing = sorted(set(expected) - set(tensors))
         unexpected = sorted(set(tensors) - set(expected))
         if missing or unexpected:
-            raise ValueError(f"adapter tensors do not match the model: missing {missing[:5]}, "
-                             f"unexpected {unexpected[:5]}")
+            raise ValueError(
+                f"adapter tensors do not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            )
         with torch.no_grad():
             for path in self.paths:
                 adapter = self.adapter(path)

@@ -28,6 +28,7 @@ L = text span + image span (each rounded up to the pad multiple), N = image toke
 H = heads, a = activation bytes (2 bf16, 4 fp32), K = keyword tokens. `measure_block_bytes` measures σ (+ κ) with
 saved-tensor hooks on 1- and 2-layer models; tests/test_perf.py checks the fit against it.
 """
+
 from __future__ import annotations
 
 import functools
@@ -41,24 +42,24 @@ GB = 2**30
 # Saved bytes per joint block and sample without checkpointing, σ(L) = L·(α·d + β·f) + γ·d: least-squares fit to
 # measured totals (d 384/512, f 1024/1536, L 64/96, B 1/2; max error 0.9 %; 0.3 % at Turbo width, L = 320).
 SAVED_COEFFICIENTS = {2: (41.57, 5.56, 104.0), 4: (45.57, 11.56, 112.0)}
-RECOMPUTE_FACTOR = {"cpu": 3.5, "cuda": 2.0}   # ξ
-CPU_LIBRARY_GB = 0.11                          # R1
+RECOMPUTE_FACTOR = {"cpu": 3.5, "cuda": 2.0}  # ξ
+CPU_LIBRARY_GB = 0.11  # R1
 
 
 @dataclass(frozen=True)
 class Problem:
     config: DiTConfig
-    image_size: int                  # pixels (latent = size/8, 2×2 patches)
-    caption_tokens: int              # tokens of an erase/anchor caption; the empty prompt has 1
+    image_size: int  # pixels (latent = size/8, 2×2 patches)
+    caption_tokens: int  # tokens of an erase/anchor caption; the empty prompt has 1
     batch: int = 1
     rank: int = 8
-    slices: int = 2                  # q and k
-    weight_bytes: int = 2            # 1 for fp8-stored weights (ComfyUI's fp8_e4m3fn): activations stay bf16
-    activation_bytes: int | None = None   # None: max(weight_bytes, 2)
+    slices: int = 2  # q and k
+    weight_bytes: int = 2  # 1 for fp8-stored weights (ComfyUI's fp8_e4m3fn): activations stay bf16
+    activation_bytes: int | None = None  # None: max(weight_bytes, 2)
     checkpointing: bool = True
-    method: str = "zerase"           # "zerase" (3 student forwards) or "plain" (1)
+    method: str = "zerase"  # "zerase" (3 student forwards) or "plain" (1)
     keywords: int = 1
-    pool: tuple[int, int] = (2, 9)   # (trajectories, steps)
+    pool: tuple[int, int] = (2, 9)  # (trajectories, steps)
     cache: bool = True
     build_batch: int = 2
     device: str = "cuda"
@@ -76,6 +77,7 @@ def _round_up(value: int, multiple: int) -> int:
 @functools.lru_cache(maxsize=32)
 def parameter_count(config: DiTConfig) -> int:
     from ..model.dit import ZImageDiT
+
     return sum(p.numel() for p in ZImageDiT(config, device="meta").parameters())
 
 
@@ -83,8 +85,11 @@ def tokens(config: DiTConfig, image_size: int, caption_tokens: int) -> dict[str,
     side = _round_up(image_size // 8, config.patch_size) // config.patch_size
     image = side * side
     span = _round_up(image, config.pad_tokens_multiple)
-    return {"image": image, "caption": _round_up(caption_tokens, config.pad_tokens_multiple) + span,
-            "empty": _round_up(1, config.pad_tokens_multiple) + span}
+    return {
+        "image": image,
+        "caption": _round_up(caption_tokens, config.pad_tokens_multiple) + span,
+        "empty": _round_up(1, config.pad_tokens_multiple) + span,
+    }
 
 
 def block_saved_bytes(config: DiTConfig, length: int, image: int, activation_bytes: int, capture: bool) -> float:
@@ -104,13 +109,19 @@ def predict(problem: Problem) -> dict[str, float]:
     image = counts["image"]
     # without checkpointing the trainer stacks the three student forwards: ∅ rows pad to the caption's text span
     empty = counts["empty"] if problem.checkpointing or problem.separate_forwards else counts["caption"]
-    forwards = [(counts["caption"], True), (empty, False), (counts["caption"], False)] \
-        if problem.method == "zerase" else [(counts["caption"], False)]
+    forwards = (
+        [(counts["caption"], True), (empty, False), (counts["caption"], False)]
+        if problem.method == "zerase"
+        else [(counts["caption"], False)]
+    )
     held = 0.0
     for length, capture in forwards:
         if problem.checkpointing:
-            held += config.n_layers * batch * (length * config.dim * a
-                                               + (4 * config.n_heads * image * problem.keywords if capture else 0))
+            held += (
+                config.n_layers
+                * batch
+                * (length * config.dim * a + (4 * config.n_heads * image * problem.keywords if capture else 0))
+            )
         else:
             held += config.n_layers * batch * block_saved_bytes(config, length, image, a, capture)
     longest = max(length for length, _ in forwards)
@@ -129,9 +140,16 @@ def predict(problem: Problem) -> dict[str, float]:
     weights = parameter_count(config) * problem.weight_bytes
     build = problem.build_batch * counts["caption"] * (3 * a * config.ffn_hidden + 55 * config.dim)
     runtime = (problem.runtime_gb + (CPU_LIBRARY_GB if problem.device == "cpu" else 0.0)) * GB
-    parts = {"runtime": runtime, "weights": weights, "adapters": adapters, "cache": cache, "segments": segments,
-             "activations": held, "backward_transient": transient,
-             "cast_copies": _cast_copy_bytes(problem, a, len(forwards)) if problem.cast_weights else 0.0}
+    parts = {
+        "runtime": runtime,
+        "weights": weights,
+        "adapters": adapters,
+        "cache": cache,
+        "segments": segments,
+        "activations": held,
+        "backward_transient": transient,
+        "cast_copies": _cast_copy_bytes(problem, a, len(forwards)) if problem.cast_weights else 0.0,
+    }
     result = {name: value / GB for name, value in parts.items()}
     result["step_peak_gb"] = sum(parts.values()) / GB
     cast_build = _cast_copy_bytes(replace(problem, checkpointing=True), a, 1) if problem.cast_weights else 0.0
@@ -145,6 +163,7 @@ def predict(problem: Problem) -> dict[str, float]:
 def block_parameter_count(config: DiTConfig) -> int:
     """Parameters of one joint block."""
     from ..model.dit import ZImageDiT
+
     model = ZImageDiT(config, device="meta")
     return sum(p.numel() for p in model.layers[0].parameters())
 
@@ -159,14 +178,32 @@ def _cast_copy_bytes(problem: Problem, activation_bytes: int, forwards: int) -> 
     return forwards * (parameter_count(config) * activation_bytes)
 
 
-def comfy_problem(config: DiTConfig, image_size: int, weight_bytes: int = 2, checkpointing: bool = True,
-                  batch: int = 1, rank: int = 8, caption_tokens: int = 64, build_batch: int = 4,
-                  offloaded: bool = False) -> Problem:
+def comfy_problem(
+    config: DiTConfig,
+    image_size: int,
+    weight_bytes: int = 2,
+    checkpointing: bool = True,
+    batch: int = 1,
+    rank: int = 8,
+    caption_tokens: int = 64,
+    build_batch: int = 4,
+    offloaded: bool = False,
+) -> Problem:
     """ZEraseTrain on a GPU: ComfyUI's NextDiT, the pool and teacher cache in CPU memory (`NextDiTDenoiser` returns
     CPU velocities), weights cast per op when stored in fp8 or partially loaded."""
-    return Problem(config=config, image_size=image_size, caption_tokens=caption_tokens, batch=batch, rank=rank,
-                   weight_bytes=weight_bytes, checkpointing=checkpointing, build_batch=build_batch, device="cuda",
-                   separate_forwards=True, cast_weights=weight_bytes < 2 or offloaded)
+    return Problem(
+        config=config,
+        image_size=image_size,
+        caption_tokens=caption_tokens,
+        batch=batch,
+        rank=rank,
+        weight_bytes=weight_bytes,
+        checkpointing=checkpointing,
+        build_batch=build_batch,
+        device="cuda",
+        separate_forwards=True,
+        cast_weights=weight_bytes < 2 or offloaded,
+    )
 
 
 def training_reserve_bytes(problem: Problem) -> int:
@@ -176,8 +213,14 @@ def training_reserve_bytes(problem: Problem) -> int:
     return int(max(result["step_peak_gb"] - weights, result["build_peak_gb"] - weights) * GB)
 
 
-def build_batch_within(config: DiTConfig, image_size: int, caption_tokens: int, budget_bytes: float,
-                       largest: int, activation_bytes: int = 2) -> int:
+def build_batch_within(
+    config: DiTConfig,
+    image_size: int,
+    caption_tokens: int,
+    budget_bytes: float,
+    largest: int,
+    activation_bytes: int = 2,
+) -> int:
     """The most forwards per pool / teacher-cache batch whose temporaries (b·L·ν) fit `budget_bytes`, 1..largest."""
     length = tokens(config, image_size, caption_tokens)["caption"]
     per_forward = length * (3 * activation_bytes * config.ffn_hidden + 55 * config.dim)
@@ -194,8 +237,15 @@ def comfy_table(config: DiTConfig | None = None) -> list[dict]:
             for checkpointing in (True, False):
                 for batch in (1, 4):
                     result = predict(comfy_problem(config, size, weight_bytes, checkpointing, batch))
-                    rows.append({"size": size, "dtype": dtype, "checkpointing": checkpointing, "batch": batch,
-                                 **{key: round(value, 2) for key, value in result.items() if key != "tokens"}})
+                    rows.append(
+                        {
+                            "size": size,
+                            "dtype": dtype,
+                            "checkpointing": checkpointing,
+                            "batch": batch,
+                            **{key: round(value, 2) for key, value in result.items() if key != "tokens"},
+                        }
+                    )
     return rows
 
 
@@ -212,27 +262,37 @@ def _segment_bytes(config: DiTConfig, counts: dict, trajectories: int, steps: in
 def predict_run(config: DiTConfig, settings: dict, rank: int, device_type: str, runtime_gb: float) -> dict:
     """The prediction for a `bench --perf` run (its settings dict) of the zerase step."""
     caption = settings.get("caption_tokens") or 16
-    problem = Problem(config=config, image_size=settings["size"], caption_tokens=caption, batch=settings["batch"],
-                      rank=rank, weight_bytes=2 if settings["dtype"] in ("bfloat16", "float16") else 4,
-                      checkpointing=bool(settings["checkpointing"]), pool=(settings["pool_prompts"],
-                                                                            settings["sample_steps"]),
-                      build_batch=settings.get("build_batch") or 64, device=device_type,
-                      runtime_gb=runtime_gb if device_type == "cpu" else 0.0)
+    problem = Problem(
+        config=config,
+        image_size=settings["size"],
+        caption_tokens=caption,
+        batch=settings["batch"],
+        rank=rank,
+        weight_bytes=2 if settings["dtype"] in ("bfloat16", "float16") else 4,
+        checkpointing=bool(settings["checkpointing"]),
+        pool=(settings["pool_prompts"], settings["sample_steps"]),
+        build_batch=settings.get("build_batch") or 64,
+        device=device_type,
+        runtime_gb=runtime_gb if device_type == "cpu" else 0.0,
+    )
     return predict(problem)
 
 
 def _recorder(weights: set[int], seen: dict[int, int]):
     """A saved-tensor pack hook that records in `seen` the bytes of each storage not in `weights`."""
+
     def pack(tensor):
         storage = tensor.untyped_storage()
         if storage.data_ptr() not in weights:
             seen[storage.data_ptr()] = storage.nbytes()
         return tensor
+
     return pack
 
 
-def measure_block_bytes(config: DiTConfig, dtype: torch.dtype, caption_tokens: int, image_size: int,
-                        capture: bool, batch: int = 1) -> float:
+def measure_block_bytes(
+    config: DiTConfig, dtype: torch.dtype, caption_tokens: int, image_size: int, capture: bool, batch: int = 1
+) -> float:
     """Measured σ: bytes the autograd graph keeps per joint block and sample (saved-tensor hooks, unique storages,
     frozen weights excluded), from the difference between a 1- and a 2-layer model of the same width."""
     from dataclasses import replace
@@ -240,6 +300,7 @@ def measure_block_bytes(config: DiTConfig, dtype: torch.dtype, caption_tokens: i
     from ..adapters.gated import AdapterConfig, AdapterSet
     from ..model.keyword_attention import AttentionCapture
     from .synthetic import random_dit
+
     totals = []
     for layers in (1, 2):
         model = random_dit(replace(config, n_layers=layers, n_refiner_layers=0), dtype)

@@ -12,6 +12,7 @@ the median over `--steps` rounds after `--warmup` rounds. Peak memory is the pro
 GPU) during each variant's steps; `peak_rss_gb` is the whole run's peak. The memory model's prediction for the zerase
 step is printed next to the measurement (zerase_core/bench/memory_model.py, docs/performance.md).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,18 +39,20 @@ from .perf_steps import (
 )
 from .synthetic import DeviceDenoiser, SyntheticConditioner, random_dit
 
-RUN_STEPS = 200   # EraseConfig.steps default: the run length of the cached-vs-uncached projection
+RUN_STEPS = 200  # EraseConfig.steps default: the run length of the cached-vs-uncached projection
 
 
 def build_world(args, config: DiTConfig, settings: dict, device: torch.device):
     """(model, conditioner, prompt set, weights label) for the run."""
     from ..nano.prompts import NanoConditioner, training_prompt_set
+
     dtype = DTYPES[settings["dtype"]]
     prompts = training_prompt_set(["star"])
     weights = "random"
     if args.preset == "nano" and settings["caption_tokens"] is None:
         from ..nano import paths
         from ..nano.text_encoder import NanoTextEncoder
+
         trained = paths.TEXT_ENCODER.exists() and not args.random_weights
         if trained:
             encoder = NanoTextEncoder.load(paths.TEXT_ENCODER)
@@ -57,14 +60,18 @@ def build_world(args, config: DiTConfig, settings: dict, device: torch.device):
             encoder = NanoTextEncoder().eval().requires_grad_(False)
         conditioner = NanoConditioner(encoder)
         if config.cap_feat_dim != encoder.config.width:
-            raise ValueError(f"the nano text encoder gives {encoder.config.width} features; give --caption-tokens "
-                             "to use the synthetic conditioner with another --cap-feat-dim")
+            raise ValueError(
+                f"the nano text encoder gives {encoder.config.width} features; give --caption-tokens "
+                "to use the synthetic conditioner with another --cap-feat-dim"
+            )
     else:
         conditioner = SyntheticConditioner(config.cap_feat_dim, settings["caption_tokens"] or 16)
     from ..nano import paths
+
     reshaped = any(value is not None for value in (args.dim, args.heads, args.layers, args.refiners))
     if args.preset == "nano" and not reshaped and paths.DIT.exists() and not args.random_weights:
         from ..model.checkpoint import load_dit
+
         model, weights = load_dit(paths.DIT, dtype=dtype, device=device), "trained"
     else:
         model = random_dit(config, dtype, device)
@@ -93,28 +100,60 @@ def run_perf(args) -> dict:
     model, conditioner, prompts, weights = build_world(args, config, settings, device)
     velocity = model if device.type == "cpu" else DeviceDenoiser(model, device)
     latent = settings["size"] // 8
-    erase = EraseConfig(method="zerase", steps=100_000, rank=args.rank, batch_size=settings["batch"],
-                        pool_prompts=settings["pool_prompts"], sample_steps=settings["sample_steps"],
-                        sample_cfg=settings["cfg"], latent_size=(latent, latent), stationarity_every=0)
+    erase = EraseConfig(
+        method="zerase",
+        steps=100_000,
+        rank=args.rank,
+        batch_size=settings["batch"],
+        pool_prompts=settings["pool_prompts"],
+        sample_steps=settings["sample_steps"],
+        sample_cfg=settings["cfg"],
+        latent_size=(latent, latent),
+        stationarity_every=0,
+    )
     sync = torch.cuda.synchronize if device.type == "cuda" else None
     clock = StageClock(sync)
-    trainer_options = dict(denoise=velocity, in_channels=config.in_channels, shift=config.shift, clock=clock,
-                           build_batch=settings["build_batch"])
+    trainer_options = dict(
+        denoise=velocity,
+        in_channels=config.in_channels,
+        shift=config.shift,
+        clock=clock,
+        build_batch=settings["build_batch"],
+    )
 
     def make_trainer(method: str, **extra) -> BenchTrainer:
-        trainer = BenchTrainer(model, conditioner, prompts, replace(erase, method=method, **extra.pop("config", {})),
-                               **trainer_options, **extra)
+        trainer = BenchTrainer(
+            model,
+            conditioner,
+            prompts,
+            replace(erase, method=method, **extra.pop("config", {})),
+            **trainer_options,
+            **extra,
+        )
         trainer.adapters.to(device)
         return trainer
 
-    results: dict = {"device": _device_label(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                     "preset": args.preset, "weights": weights, "dit": config.to_dict(),
-                     "parameters": sum(p.numel() for p in model.parameters()), "dtype": settings["dtype"],
-                     "checkpointing": bool(settings["checkpointing"]), "image_size": settings["size"],
-                     "batch": settings["batch"], "rank": args.rank, "pool_prompts": settings["pool_prompts"],
-                     "sample_steps": settings["sample_steps"], "sample_cfg": settings["cfg"],
-                     "steps_timed": args.steps, "warmup": args.warmup, "baseline_rss_gb": baseline_rss,
-                     "model_rss_gb": memory.rss_gb()}
+    results: dict = {
+        "device": _device_label(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "preset": args.preset,
+        "weights": weights,
+        "dit": config.to_dict(),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "dtype": settings["dtype"],
+        "checkpointing": bool(settings["checkpointing"]),
+        "image_size": settings["size"],
+        "batch": settings["batch"],
+        "rank": args.rank,
+        "pool_prompts": settings["pool_prompts"],
+        "sample_steps": settings["sample_steps"],
+        "sample_cfg": settings["cfg"],
+        "steps_timed": args.steps,
+        "warmup": args.warmup,
+        "baseline_rss_gb": baseline_rss,
+        "model_rss_gb": memory.rss_gb(),
+    }
     memory.reset()
     started = time.perf_counter()
     cached = make_trainer("zerase")
@@ -164,8 +203,9 @@ def run_perf(args) -> dict:
 
     for name in times:
         results[f"{name}_step_s" if name != "teacher_forward" else "teacher_forward_s"] = _median(times[name])
-    results["stages_s"] = {name: {stage: _median(values) for stage, values in per.items()}
-                           for name, per in stages.items()}
+    results["stages_s"] = {
+        name: {stage: _median(values) for stage, values in per.items()} for name, per in stages.items()
+    }
     results["step_peak_rss_gb"] = {name: peak["rss"] for name, peak in peaks.items()}
     results["peak_rss_gb"] = memory.lifetime_peak_gb()
     if memory.cuda:
@@ -178,6 +218,7 @@ def run_perf(args) -> dict:
     print(format_table(results))
     if args.json:
         from ..common.files import atomic_write_json
+
         atomic_write_json(results, args.json)
         print(f"wrote {args.json}")
     return results
@@ -191,8 +232,10 @@ def _device_label(device: torch.device) -> str:
 
 def _derived(results: dict, run_steps: int) -> None:
     """Ratios and cache speed-ups from the measured times (the run projection uses the measured build time)."""
+
     def ratio(a, b):
         return results[a] / results[b] if a in results and b in results and results[b] > 0 else None
+
     results["ratio_zerase_vs_plain_lora"] = ratio("zerase_step_s", "plain_lora_step_s")
     results["ratio_gate_text_vs_all_zerase"] = ratio("zerase_step_s", "zerase_gate_all_step_s")
     results["ratio_gate_text_vs_all_esd"] = ratio("esd_step_s", "naive_esd_step_s")
@@ -207,37 +250,46 @@ def _derived(results: dict, run_steps: int) -> None:
 
 
 def format_table(results: dict) -> str:
-    lines = [f"ZErase perf — {results['device']}, torch {results['torch']}, {results['threads']} threads",
-             f"model: {results['preset']} ({results['weights']} weights), {results['parameters'] / 1e6:.1f}M params, "
-             f"dim {results['dit']['dim']}, {results['dit']['n_layers']} layers, {results['dtype']}, "
-             f"checkpointing {'on' if results['checkpointing'] else 'off'}",
-             f"problem: {results['image_size']}² px, batch {results['batch']}, rank {results['rank']}, pool "
-             f"{results['pool_prompts']}×{results['sample_steps']} (cfg {results['sample_cfg']}); "
-             f"median of {results['steps_timed']} after {results['warmup']} warm-up rounds", ""]
+    lines = [
+        f"ZErase perf — {results['device']}, torch {results['torch']}, {results['threads']} threads",
+        f"model: {results['preset']} ({results['weights']} weights), {results['parameters'] / 1e6:.1f}M params, "
+        f"dim {results['dit']['dim']}, {results['dit']['n_layers']} layers, {results['dtype']}, "
+        f"checkpointing {'on' if results['checkpointing'] else 'off'}",
+        f"problem: {results['image_size']}² px, batch {results['batch']}, rank {results['rank']}, pool "
+        f"{results['pool_prompts']}×{results['sample_steps']} (cfg {results['sample_cfg']}); "
+        f"median of {results['steps_timed']} after {results['warmup']} warm-up rounds",
+        "",
+    ]
     header = f"{'variant':<22}{'step s':>9}" + "".join(f"{stage[:9]:>10}" for stage in STAGES) + f"{'peak GB':>9}"
     lines += [header, "-" * len(header)]
     for name, per in results["stages_s"].items():
         key = "teacher_forward_s" if name == "teacher_forward" else f"{name}_step_s"
         peak = results.get("step_peak_cuda_gb", results["step_peak_rss_gb"])[name]
-        lines.append(f"{name:<22}{results[key]:>9.4f}" + "".join(f"{per[stage]:>10.4f}" for stage in STAGES)
-                     + f"{peak:>9.2f}")
+        lines.append(
+            f"{name:<22}{results[key]:>9.4f}" + "".join(f"{per[stage]:>10.4f}" for stage in STAGES) + f"{peak:>9.2f}"
+        )
     lines.append("")
-    for key, label in (("cache_build_s", "pool + teacher cache build (init) s"),
-                       ("pool_sampling_s", "pool sampling only s"),
-                       ("ratio_zerase_vs_plain_lora", "zerase / plain_lora"),
-                       ("ratio_gate_text_vs_all_zerase", "gate text / all (zerase step)"),
-                       ("ratio_gate_text_vs_all_esd", "gate text / all (esd vs naive-esd)"),
-                       ("ratio_gate_text_vs_all_plain", "gate text / all (plain step)"),
-                       ("speedup_cached_per_step", "cached speed-up per step"),
-                       ("speedup_cached_run", "cached speed-up, 200-step run incl. build"),
-                       ("peak_rss_gb", "peak RSS GB (whole run)"), ("peak_cuda_gb", "peak CUDA GB (whole run)")):
+    for key, label in (
+        ("cache_build_s", "pool + teacher cache build (init) s"),
+        ("pool_sampling_s", "pool sampling only s"),
+        ("ratio_zerase_vs_plain_lora", "zerase / plain_lora"),
+        ("ratio_gate_text_vs_all_zerase", "gate text / all (zerase step)"),
+        ("ratio_gate_text_vs_all_esd", "gate text / all (esd vs naive-esd)"),
+        ("ratio_gate_text_vs_all_plain", "gate text / all (plain step)"),
+        ("speedup_cached_per_step", "cached speed-up per step"),
+        ("speedup_cached_run", "cached speed-up, 200-step run incl. build"),
+        ("peak_rss_gb", "peak RSS GB (whole run)"),
+        ("peak_cuda_gb", "peak CUDA GB (whole run)"),
+    ):
         if results.get(key) is not None:
             lines.append(f"{label:<44}{results[key]:>10.3f}")
     model = results.get("memory_model")
     if model:
         measured = results.get("step_peak_cuda_gb" if "step_peak_cuda_gb" in results else "step_peak_rss_gb", {})
-        lines.append(f"{'memory model: zerase step peak GB':<44}{model['step_peak_gb']:>10.3f}"
-                     + (f"   measured {measured['zerase']:.3f}" if "zerase" in measured else ""))
+        lines.append(
+            f"{'memory model: zerase step peak GB':<44}{model['step_peak_gb']:>10.3f}"
+            + (f"   measured {measured['zerase']:.3f}" if "zerase" in measured else "")
+        )
     return "\n".join(lines)
 
 
@@ -248,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.flops:
             from .perf_flops import run_flops
+
             run_flops(args)
         else:
             run_perf(args)

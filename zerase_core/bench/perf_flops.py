@@ -17,6 +17,7 @@ it, checkpoint recomputation included), probe (the λ probe after the step), tea
 reads), sampling, optimizer, other. A count is in forward-equivalents: FLOPs ÷ the frozen forward of the core model
 at the same size with batch 1. The first step (which runs the probe twice and fills one-time caches) is not counted.
 """
+
 from __future__ import annotations
 
 import sys
@@ -66,8 +67,9 @@ class MetaTensors(TorchDispatchMode):
             dtype = args[0].dtype
             return True if dtype == torch.bool else 1.0 if dtype.is_floating_point or dtype.is_complex else 1
         if any(isinstance(leaf, torch.Tensor) and leaf.is_meta for leaf in tree_leaves((args, kwargs))):
-            args, kwargs = tree_map_only(torch.Tensor, lambda tensor: tensor if tensor.is_meta else tensor.to(META),
-                                         (args, kwargs))
+            args, kwargs = tree_map_only(
+                torch.Tensor, lambda tensor: tensor if tensor.is_meta else tensor.to(META), (args, kwargs)
+            )
             if kwargs.get("device") is not None:
                 kwargs["device"] = META
         return func(*args, **kwargs)
@@ -85,6 +87,7 @@ class FusedAttention:
 
         def attention(query, *args, **kwargs):
             return _flash(query, *args, **kwargs) if query.is_meta else original(query, *args, **kwargs)
+
         F.scaled_dot_product_attention = attention
         return self
 
@@ -97,10 +100,12 @@ def _flash(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, sc
         repeat = query.shape[-3] // key.shape[-3]
         key, value = key.repeat_interleave(repeat, -3), value.repeat_interleave(repeat, -3)
     if attn_mask is not None and attn_mask.dtype == torch.bool:
-        attn_mask = torch.zeros(attn_mask.shape, dtype=query.dtype, device=META).masked_fill(~attn_mask.to(META),
-                                                                                           float("-inf"))
-    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, key, value, dropout_p, is_causal,
-                                                                      attn_mask=attn_mask, scale=scale)[0]
+        attn_mask = torch.zeros(attn_mask.shape, dtype=query.dtype, device=META).masked_fill(
+            ~attn_mask.to(META), float("-inf")
+        )
+    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+        query, key, value, dropout_p, is_causal, attn_mask=attn_mask, scale=scale
+    )[0]
 
 
 def to_meta(module: torch.nn.Module) -> None:
@@ -129,8 +134,10 @@ def _cpu_attention_backward(grad_out, query, key, value, *args, out_shape=None, 
 
 # torch's counter has no formula for the CPU's fused attention kernel (meta tensors take the math path, counted as
 # its matmuls): the same formulas as the GPU kernels', so a step on real CPU tensors counts the same FLOPs.
-CPU_ATTENTION = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention,
-                 torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_attention_backward}
+CPU_ATTENTION = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_attention_backward,
+}
 
 
 class Counter:
@@ -159,9 +166,17 @@ def count_step(make_trainer, warmup: int = 1) -> dict:
 
 def erase_config(settings: dict, size: int, rank: int) -> EraseConfig:
     latent = size // 8
-    return EraseConfig(method="zerase", steps=100_000, rank=rank, batch_size=settings["batch"],
-                       pool_prompts=settings["pool_prompts"], sample_steps=settings["sample_steps"],
-                       sample_cfg=settings["cfg"], latent_size=(latent, latent), stationarity_every=0)
+    return EraseConfig(
+        method="zerase",
+        steps=100_000,
+        rank=rank,
+        batch_size=settings["batch"],
+        pool_prompts=settings["pool_prompts"],
+        sample_steps=settings["sample_steps"],
+        sample_cfg=settings["cfg"],
+        latent_size=(latent, latent),
+        stationarity_every=0,
+    )
 
 
 def core_path_counts(config, settings: dict, size: int, rank: int, paths, prompts) -> dict:
@@ -179,14 +194,24 @@ def core_path_counts(config, settings: dict, size: int, rank: int, paths, prompt
             denoise = model if path == "cli" else DeviceDenoiser(model, META)
 
             def make(clock, denoise=denoise, pool=pool):
-                trainer = FlopTrainer(model, conditioner, prompts, erase, denoise=denoise,
-                                      in_channels=config.in_channels, shift=config.shift, clock=clock,
-                                      build_batch=settings["build_batch"], pool=pool)
+                trainer = FlopTrainer(
+                    model,
+                    conditioner,
+                    prompts,
+                    erase,
+                    denoise=denoise,
+                    in_channels=config.in_channels,
+                    shift=config.shift,
+                    clock=clock,
+                    build_batch=settings["build_batch"],
+                    pool=pool,
+                )
                 to_meta(trainer.adapters)
                 return trainer
+
             counted = count_step(make)
             trainer = counted.pop("trainer")
-            pool = trainer.pool          # the same x_t pool and teacher cache for the next path (no second build)
+            pool = trainer.pool  # the same x_t pool and teacher cache for the next path (no second build)
             trainer.adapters.detach()
             results[path] = counted
     return results
@@ -209,6 +234,7 @@ def run_flops(args, comfyui=None) -> dict:
     is given by scripts/comfy_flops.py (run with ComfyUI's python) and the path is reported as skipped otherwise.
     """
     from ..nano.prompts import training_prompt_set
+
     if args.threads:
         torch.set_num_threads(args.threads)
     args.preset = args.preset or "turbo"
@@ -219,28 +245,42 @@ def run_flops(args, comfyui=None) -> dict:
     if unknown:
         raise ValueError(f"--paths: unknown paths {unknown}; choose from {list(PATHS)}")
     prompts = training_prompt_set(["star"])
-    results = {"preset": args.preset, "dit": config.to_dict(), "torch": torch.__version__, "rank": args.rank,
-               "counted": "matmul and attention FLOPs (torch.utils.flop_counter), one steady-state train_step",
-               "sizes": {}, "skipped": {}}
+    results = {
+        "preset": args.preset,
+        "dit": config.to_dict(),
+        "torch": torch.__version__,
+        "rank": args.rank,
+        "counted": "matmul and attention FLOPs (torch.utils.flop_counter), one steady-state train_step",
+        "sizes": {},
+        "skipped": {},
+    }
     if "comfyui" in paths and comfyui is None:
-        results["skipped"]["comfyui"] = ("counted by scripts/comfy_flops.py with ComfyUI's python "
-                                         "(zerase_core never imports ComfyUI)")
+        results["skipped"]["comfyui"] = (
+            "counted by scripts/comfy_flops.py with ComfyUI's python (zerase_core never imports ComfyUI)"
+        )
     for size in sizes:
         settings = perf_settings(_with_size(args, size))
-        results["settings"] = {key: settings[key] for key in ("batch", "dtype", "checkpointing", "pool_prompts",
-                                                              "sample_steps", "cfg", "caption_tokens")}
+        results["settings"] = {
+            key: settings[key]
+            for key in ("batch", "dtype", "checkpointing", "pool_prompts", "sample_steps", "cfg", "caption_tokens")
+        }
         counts = core_path_counts(config, settings, size, args.rank, paths, prompts)
         if "comfyui" in paths and comfyui is not None:
             counts.update(comfyui(config, settings, size, args.rank, prompts))
         results["sizes"][str(size)] = _in_forwards(counts)
-    worst = max(entry["step_forwards"] for per_size in results["sizes"].values() for name, entry in per_size.items()
-                if name in PATHS)
+    worst = max(
+        entry["step_forwards"]
+        for per_size in results["sizes"].values()
+        for name, entry in per_size.items()
+        if name in PATHS
+    )
     results["forward_equivalents_per_zerase_step"] = worst
     print(format_flops(results))
     if args.json:
         from ..common.files import atomic_write_json
+
         atomic_write_json(results, args.json)
-        print(f"wrote {args.json}", file=sys.stderr)      # the final line of stdout stays the count
+        print(f"wrote {args.json}", file=sys.stderr)  # the final line of stdout stays the count
     return results
 
 
@@ -256,9 +296,13 @@ def _in_forwards(counts: dict) -> dict:
     for name, counted in counts.items():
         if name not in PATHS:
             continue
-        entry = {"step_flops": counted["step"], "stages_flops": counted["stages"], "fused": counted["fused"],
-                 "step_forwards": counted["step"] / forward,
-                 "stages_forwards": {stage: value / forward for stage, value in counted["stages"].items()}}
+        entry = {
+            "step_flops": counted["step"],
+            "stages_flops": counted["stages"],
+            "fused": counted["fused"],
+            "step_forwards": counted["step"] / forward,
+            "stages_forwards": {stage: value / forward for stage, value in counted["stages"].items()},
+        }
         if "own_forward" in counted:
             entry["own_forward_forwards"] = counted["own_forward"] / forward
         out[name] = entry
@@ -268,11 +312,14 @@ def _in_forwards(counts: dict) -> dict:
 def format_flops(results: dict) -> str:
     dit = results["dit"]
     settings = results.get("settings", {})
-    lines = [f"ZErase step FLOPs — {results['preset']}: dim {dit['dim']}, {dit['n_layers']} layers, "
-             f"{dit['n_refiner_layers']}+{dit['n_refiner_layers']} refiners; batch {settings.get('batch')}, rank "
-             f"{results['rank']}, checkpointing {'on' if settings.get('checkpointing') else 'off'}, "
-             f"{settings.get('caption_tokens')}-token captions",
-             "in forward-equivalents (the frozen forward at the same size, batch 1); matmul + attention FLOPs", ""]
+    lines = [
+        f"ZErase step FLOPs — {results['preset']}: dim {dit['dim']}, {dit['n_layers']} layers, "
+        f"{dit['n_refiner_layers']}+{dit['n_refiner_layers']} refiners; batch {settings.get('batch')}, rank "
+        f"{results['rank']}, checkpointing {'on' if settings.get('checkpointing') else 'off'}, "
+        f"{settings.get('caption_tokens')}-token captions",
+        "in forward-equivalents (the frozen forward at the same size, batch 1); matmul + attention FLOPs",
+        "",
+    ]
     shown = [stage for stage in FLOP_STAGES if stage not in ("sampling", "optimizer")]
     header = f"{'size':>6} {'path':<9}{'step':>8}" + "".join(f"{stage[:11]:>12}" for stage in shown)
     lines += [header, "-" * len(header)]
@@ -281,16 +328,21 @@ def format_flops(results: dict) -> str:
             if name not in per_size:
                 continue
             entry = per_size[name]
-            lines.append(f"{size + '²':>6} {name:<9}{entry['step_forwards']:>8.2f}"
-                         + "".join(f"{entry['stages_forwards'][stage]:>12.2f}" for stage in shown)
-                         + ("   (fused: one stacked forward)" if entry["fused"] else ""))
+            lines.append(
+                f"{size + '²':>6} {name:<9}{entry['step_forwards']:>8.2f}"
+                + "".join(f"{entry['stages_forwards'][stage]:>12.2f}" for stage in shown)
+                + ("   (fused: one stacked forward)" if entry["fused"] else "")
+            )
             if "own_forward_forwards" in entry:
                 lines.append(f"{'':>6} {name}: its own frozen forward = {entry['own_forward_forwards']:.3f}")
         lines.append(f"{'':>6} frozen forward = {per_size['forward_flops'] / 1e9:,.1f} GFLOP")
     for name, why in results["skipped"].items():
         lines.append(f"{name}: not counted ({why})")
-    lines += ["", "largest over the paths and sizes above:",
-              f"forward-equivalents per zerase step: {results['forward_equivalents_per_zerase_step']:.2f}"]
+    lines += [
+        "",
+        "largest over the paths and sizes above:",
+        f"forward-equivalents per zerase step: {results['forward_equivalents_per_zerase_step']:.2f}",
+    ]
     return "\n".join(lines)
 
 

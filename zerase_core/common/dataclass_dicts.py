@@ -1,4 +1,5 @@
 """Building frozen config dataclasses from JSON-style dicts: unknown keys raise, JSON lists become tuples."""
+
 from __future__ import annotations
 
 import dataclasses

@@ -6,6 +6,7 @@ like any new file), fsyncs it and renames it over the target. A process killed d
 behind; the next save of the same target removes it once its process is gone (or, without a readable process id,
 after STALE_SECONDS).
 """
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,7 @@ from pathlib import Path
 import torch
 
 PARTIAL_SUFFIX = ".partial"
-STALE_SECONDS = 3600      # a temporary file whose writer cannot be identified is stale after this long
+STALE_SECONDS = 3600  # a temporary file whose writer cannot be identified is stale after this long
 
 
 class OutputError(ValueError):
@@ -32,15 +33,18 @@ def check_output(path: str | os.PathLike, what: str = "output") -> Path:
         raise OutputError(f"{what} {path} is an existing folder; give a file name, e.g. {path / 'name'}")
     parent = path.parent
     if not parent.exists():
-        raise OutputError(f"{what} {path}: the folder {parent} does not exist; create it first (mkdir -p {parent}) "
-                          f"or pick another folder")
+        raise OutputError(
+            f"{what} {path}: the folder {parent} does not exist; create it first (mkdir -p {parent}) "
+            f"or pick another folder"
+        )
     if not parent.is_dir():
         raise OutputError(f"{what} {path}: {parent} is not a folder; pick a path inside a folder")
     try:
         probe = _create_partial(path)
     except OSError as error:
-        raise OutputError(f"{what} {path}: cannot write into the folder {parent} ({error.strerror}); pick a writable "
-                          f"folder") from None
+        raise OutputError(
+            f"{what} {path}: cannot write into the folder {parent} ({error.strerror}); pick a writable folder"
+        ) from None
     os.remove(probe)
     if path.exists() and not path.is_file():
         raise OutputError(f"{what} {path} exists and is not a regular file; pick another name")
@@ -60,15 +64,15 @@ def _create_partial(path: Path) -> str:
 
 def _writer_gone(name: str, prefix: str) -> bool:
     """Whether the process that created the temporary file `name` has ended (False when that cannot be told)."""
-    pid = name[len(prefix):-len(PARTIAL_SUFFIX)].split("-", 1)[0]
+    pid = name[len(prefix) : -len(PARTIAL_SUFFIX)].split("-", 1)[0]
     if os.name != "posix" or not pid.isdigit():
-        return False      # on Windows os.kill would end the process; unknown writers go by age alone
+        return False  # on Windows os.kill would end the process; unknown writers go by age alone
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
         return True
     except OSError:
-        return False      # alive, owned by another user
+        return False  # alive, owned by another user
     return False
 
 
@@ -102,7 +106,7 @@ def atomic_write(path: str | Path, write, make_parents: bool = False) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(path)
     temporary = _create_partial(path)
-    mode = os.stat(temporary).st_mode      # 0666 minus the umask; some writers (safetensors) recreate the file 0600
+    mode = os.stat(temporary).st_mode  # 0666 minus the umask; some writers (safetensors) recreate the file 0600
     try:
         write(temporary)
         os.chmod(temporary, mode)
@@ -116,11 +120,13 @@ def atomic_write(path: str | Path, write, make_parents: bool = False) -> Path:
     return path
 
 
-def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path,
-                            metadata: dict[str, str] | None = None) -> Path:
+def atomic_save_safetensors(
+    tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None
+) -> Path:
     from safetensors.torch import (
         save_file,  # imported here: JSON writers (e.g. a GPU check with torch only) need none
     )
+
     contiguous = {name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}
     return atomic_write(path, lambda temporary: save_file(contiguous, temporary, metadata=metadata))
 
@@ -129,6 +135,7 @@ def atomic_write_json(data, path: str | Path, make_parents: bool = True) -> Path
     def write(temporary):
         with open(temporary, "w") as stream:
             json.dump(data, stream, indent=1)
+
     return atomic_write(path, write, make_parents)
 
 
@@ -138,6 +145,7 @@ def read_safetensors(path: Path, error: type[Exception], what: str) -> tuple[dic
     A missing or unreadable file raises `error` naming `what` it should be (e.g. "checkpoint"), the path and why.
     """
     from safetensors import SafetensorError, safe_open
+
     if not path.is_file():
         raise error(f"{what} {path} does not exist or is not a file")
     try:
@@ -158,8 +166,10 @@ def _why_unreadable(path: Path) -> str:
     if not head:
         return "the file is empty"
     if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
-        return ("it is a pickled PyTorch checkpoint (.pt/.ckpt/.bin), which ZErase never unpickles;"
-                " convert it to .safetensors")
+        return (
+            "it is a pickled PyTorch checkpoint (.pt/.ckpt/.bin), which ZErase never unpickles;"
+            " convert it to .safetensors"
+        )
     if head == b"GGUF":
         return "it is a GGUF (quantized) file; use the bf16 or fp32 .safetensors"
     return "truncated, damaged or not a safetensors file"

@@ -1,4 +1,5 @@
 """Labelled image grids (PNG) for the CLI and the ComfyUI compare node."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,8 +29,14 @@ def _wrap(text: str, width: int) -> list[str]:
     return lines + ([line] if line else [])
 
 
-def labelled_grid(images: torch.Tensor, labels: list[str], columns: int, scale: int = 2,
-                  column_titles: list[str] | None = None, label_lines: int = 4) -> Image.Image:
+def labelled_grid(
+    images: torch.Tensor,
+    labels: list[str],
+    columns: int,
+    scale: int = 2,
+    column_titles: list[str] | None = None,
+    label_lines: int = 4,
+) -> Image.Image:
     """images (N, 3, H, W) in [0, 1] -> a grid with each image's label (wrapped) under it."""
     if len(labels) != len(images):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")

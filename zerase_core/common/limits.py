@@ -4,6 +4,7 @@ A value outside its range (NaN and ±inf included) is refused with a one-line Va
 and the fix; nothing is clamped silently. The CLI, the ComfyUI nodes and the erasure-file reader all call these
 functions, so the three agree (docs/safety.md lists them).
 """
+
 from __future__ import annotations
 
 import math
@@ -16,7 +17,7 @@ STRENGTH_RANGE = (0.0, 20.0)
 # 1…5, and ErasureCompare's input goes up to 30).
 CFG_RANGE = (0.0, 30.0)
 # Adapter alpha (delta scale = alpha / rank; the paper: alpha = rank ≤ 256): at most 4 × the largest rank.
-ALPHA_RANGE = (0.0, 1024.0)     # the lower end is excluded: alpha must be > 0
+ALPHA_RANGE = (0.0, 1024.0)  # the lower end is excluded: alpha must be > 0
 
 
 def check_range(name: str, value: object, low: float, high: float, hint: str = "", low_open: bool = False) -> float:
@@ -41,8 +42,13 @@ def _interval(low: float, high: float, low_open: bool) -> str:
 
 def check_strength(value: object, what: str = "strength") -> float:
     low, high = STRENGTH_RANGE
-    return check_range(what, value, low, high, " (erasure strength: 0 = the base model, 1 = as trained; the file's "
-                                               "recommended strength is the usual choice)")
+    return check_range(
+        what,
+        value,
+        low,
+        high,
+        " (erasure strength: 0 = the base model, 1 = as trained; the file's recommended strength is the usual choice)",
+    )
 
 
 def check_cfg(value: object, what: str = "cfg") -> float:
@@ -52,5 +58,6 @@ def check_cfg(value: object, what: str = "cfg") -> float:
 
 def check_alpha(value: object, what: str = "alpha") -> float:
     low, high = ALPHA_RANGE
-    return check_range(what, value, low, high, " (adapter alpha; delta scale = alpha / rank, usually alpha = rank)",
-                       low_open=True)
+    return check_range(
+        what, value, low, high, " (adapter alpha; delta scale = alpha / rank, usually alpha = rank)", low_open=True
+    )

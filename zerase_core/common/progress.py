@@ -5,6 +5,7 @@ unit of work; phases run one after another, and a phase may end below its total 
 first strength that passes: it then reports done = total = the units it did). The CLI draws each phase as a tqdm bar
 (`PhaseBars`); ZEraseTrain moves ComfyUI's progress bar from the same calls (nodes/comfy_bridge/progress.py).
 """
+
 from __future__ import annotations
 
 import sys
@@ -41,18 +42,25 @@ class PhaseBars:
     def __init__(self, file=None, units: dict[str, str] | None = None, label: str = ""):
         self.file = file or sys.stderr
         self.units = units or {}
-        self.label = label            # what the work is about (the erased concepts), shown before each phase
+        self.label = label  # what the work is about (the erased concepts), shown before each phase
         self.phase: str | None = None
         self.bar = None
 
     def __call__(self, phase: str, done: int, total: int) -> None:
         from tqdm import tqdm
+
         if phase != self.phase:
             self.close()
             self.phase = phase
             title = f"{self.label}: {phase}" if self.label else phase
-            self.bar = tqdm(total=total, initial=done, desc=title, unit=self.units.get(phase, "it"), file=self.file,
-                            dynamic_ncols=True)
+            self.bar = tqdm(
+                total=total,
+                initial=done,
+                desc=title,
+                unit=self.units.get(phase, "it"),
+                file=self.file,
+                dynamic_ncols=True,
+            )
             return
         if total != self.bar.total:
             self.bar.total = total

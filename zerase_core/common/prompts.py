@@ -4,6 +4,7 @@ A `TextConditioner` turns prompts into caption features and finds where a keywor
 prompt (a keyword may span several tokens, e.g. "Van Gogh" with Qwen's BPE). The nano world's conditioner is
 `NanoConditioner`; the ComfyUI bridge provides one over the real Qwen3 tokenizer and CLIP.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,9 +27,9 @@ class TextConditioner(Protocol):
 
 @dataclass(frozen=True)
 class PromptSet:
-    erase: tuple[str, ...]          # D_er: prompts that contain a keyword
-    keywords: tuple[str, ...]       # the words to erase (attention suppression targets)
-    anchors: tuple[str, ...]        # D_pr: c_pr prompts, paired with erase prompts by index modulo len
+    erase: tuple[str, ...]  # D_er: prompts that contain a keyword
+    keywords: tuple[str, ...]  # the words to erase (attention suppression targets)
+    anchors: tuple[str, ...]  # D_pr: c_pr prompts, paired with erase prompts by index modulo len
     preserve: tuple[str, ...] = ()  # extra prompts whose outputs must not change
     # the mapped prompt c_t of each erase prompt (paired by index modulo len), the reference of the "anchor" erase
     # target (EraseConfig.erase_target): the erase prompt with the concept replaced or removed. Empty: the anchors.
@@ -40,12 +41,15 @@ class PromptSet:
         if not self.keywords:
             raise ValueError("no keywords: name the word(s) to erase")
         if not self.anchors:
-            raise ValueError("no anchor prompts: give at least one prompt to preserve "
-                             "(e.g. the erase prompt without the concept)")
+            raise ValueError(
+                "no anchor prompts: give at least one prompt to preserve (e.g. the erase prompt without the concept)"
+            )
         for keyword in self.keywords:
             if not any(_contains(prompt, keyword) for prompt in self.erase):
-                raise ValueError(f"keyword {keyword!r} appears in none of the {len(self.erase)} erase prompts; "
-                                 "add it to the prompts or fix the keyword")
+                raise ValueError(
+                    f"keyword {keyword!r} appears in none of the {len(self.erase)} erase prompts; "
+                    "add it to the prompts or fix the keyword"
+                )
 
     def target_of(self, index: int) -> str:
         """The mapped prompt of erase prompt `index` (the anchors where no targets were given)."""
@@ -62,20 +66,20 @@ def _words(text: str) -> list[str]:
 
 def _contains(prompt: str, keyword: str) -> bool:
     words, target = _words(prompt), _words(keyword)
-    return any(words[index:index + len(target)] == target for index in range(len(words) - len(target) + 1))
+    return any(words[index : index + len(target)] == target for index in range(len(words) - len(target) + 1))
 
 
 def shuffle_words(prompt: str, keywords: list[str], rng: numpy.random.Generator, probability: float) -> str:
     """With `probability`, shuffle the word order, keeping each (multi-word) keyword in one piece (Z-Erase §2.4b)."""
     if rng.random() >= probability:
         return prompt
-    original = prompt.replace(",", " , ").split()     # matching is case-insensitive; the output keeps the case
+    original = prompt.replace(",", " , ").split()  # matching is case-insensitive; the output keeps the case
     words, units, index = [word.lower() for word in original], [], 0
     phrases = sorted((_words(keyword) for keyword in keywords), key=len, reverse=True)
     while index < len(words):
         for phrase in phrases:
-            if words[index:index + len(phrase)] == phrase:
-                units.append(" ".join(original[index:index + len(phrase)]))
+            if words[index : index + len(phrase)] == phrase:
+                units.append(" ".join(original[index : index + len(phrase)]))
                 index += len(phrase)
                 break
         else:
@@ -102,6 +106,6 @@ def padded_columns(positions: list[list[int]]) -> tuple[torch.Tensor, torch.Tens
     columns = torch.zeros(len(positions), width, dtype=torch.long)
     mask = torch.zeros(len(positions), width, dtype=torch.bool)
     for row, found in enumerate(positions):
-        columns[row, :len(found)] = torch.tensor(found)
-        mask[row, :len(found)] = True
+        columns[row, : len(found)] = torch.tensor(found)
+        mask[row, : len(found)] = True
     return columns, mask

@@ -11,6 +11,7 @@ share of the rows, and the loss runs through `DistributedDataParallel` wrapped a
 frozen and replicated, never wrapped). Only the adapters' gradients are all-reduced (plus a few scalars: the step's
 losses and the λ probe), so the traffic is the adapter size per step: KBs on nano, MBs at Z-Image scale.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,7 +21,7 @@ from datetime import timedelta
 import torch
 from torch import nn
 
-DEFAULT_TIMEOUT = timedelta(hours=24)     # ranks wait for each other at the end of erase-many: concepts take hours
+DEFAULT_TIMEOUT = timedelta(hours=24)  # ranks wait for each other at the end of erase-many: concepts take hours
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class Launch:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
-    initialised: bool = False       # whether this call created the default process group
+    initialised: bool = False  # whether this call created the default process group
 
     @property
     def is_main(self) -> bool:
@@ -56,6 +57,7 @@ def _environment_int(name: str, default: int) -> int:
 def launch(timeout: timedelta = DEFAULT_TIMEOUT) -> Launch:
     """This process's place in a torchrun launch; joins the default process group when WORLD_SIZE > 1."""
     import torch.distributed as dist
+
     world = _environment_int("WORLD_SIZE", 1)
     rank = _environment_int("RANK", 0)
     local_rank = _environment_int("LOCAL_RANK", 0)
@@ -74,12 +76,14 @@ def launch(timeout: timedelta = DEFAULT_TIMEOUT) -> Launch:
 
 def shutdown(place: Launch) -> None:
     import torch.distributed as dist
+
     if place.initialised and dist.is_initialized():
         dist.destroy_process_group()
 
 
 def barrier(place: Launch) -> None:
     import torch.distributed as dist
+
     if place.world > 1:
         dist.barrier()
 
@@ -87,6 +91,7 @@ def barrier(place: Launch) -> None:
 def gather_objects(place: Launch, value):
     """Every rank's `value`, in rank order, on rank 0 (None elsewhere); [value] for one process."""
     import torch.distributed as dist
+
     if place.world == 1:
         return [value]
     gathered = [None] * place.world if place.is_main else None
@@ -96,6 +101,7 @@ def gather_objects(place: Launch, value):
 
 def broadcast_object(place: Launch, value):
     import torch.distributed as dist
+
     if place.world == 1:
         return value
     box = [value]
@@ -127,6 +133,7 @@ class DataParallel:
 
     def __init__(self, place: Launch):
         import torch.distributed as dist
+
         if place.world > 1 and not dist.is_initialized():
             raise RuntimeError("DataParallel needs the default process group; call distributed.launch() first")
         self.place = place
@@ -140,6 +147,7 @@ class DataParallel:
 
     def _wrapped(self, function):
         from torch.nn.parallel import DistributedDataParallel
+
         adapters = function.__self__.adapters
         if self._ddp is None or self._module.adapters is not adapters:
             self._module = _Losses(adapters)
@@ -155,7 +163,7 @@ class DataParallel:
         ddp = self._wrapped(function)
         if sync:
             return ddp(picks)
-        with ddp.no_sync():      # the caller takes gradients with autograd.grad and calls average_gradients
+        with ddp.no_sync():  # the caller takes gradients with autograd.grad and calls average_gradients
             return ddp(picks)
 
     def gradient_scale(self, local: int, total: int) -> float:
@@ -165,6 +173,7 @@ class DataParallel:
     def batch_mean(self, values: dict[str, torch.Tensor], local: int, total: int) -> dict[str, torch.Tensor]:
         """Per-process means over `local` rows -> the means over all `total` rows (one all-reduce)."""
         import torch.distributed as dist
+
         if self.world == 1:
             return values
         names = list(values)
@@ -176,6 +185,7 @@ class DataParallel:
 
     def average_gradients(self, params) -> None:
         import torch.distributed as dist
+
         if self.world == 1:
             return
         for param in params:
@@ -187,6 +197,7 @@ class DataParallel:
 class SingleProcess:
     """The trainer's data-parallel hooks for one process: every row is local and nothing is communicated.
     `DataParallel` implements the same hooks over torch.distributed (DDP over the adapters only)."""
+
     world = 1
 
     def local(self, rows):

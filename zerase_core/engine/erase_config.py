@@ -1,4 +1,5 @@
 """Settings of one erasure run (`EraseConfig`), with the paper's defaults and per-kind ε presets."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,12 +12,19 @@ from .methods import method as method_named
 from .methods import method_names
 from .settings import check_ranges, setting
 
-METHODS = method_names(trainable=True)       # engine/methods: one file per method (as registered at import)
+METHODS = method_names(trainable=True)  # engine/methods: one file per method (as registered at import)
 INFERENCE_METHODS = ("token-zeroing", "uce-text")
 # Z-Erase §7: tighter preservation for diffuse concepts, looser for concrete ones. "attribute": a property drawn on
 # an object (a colour) rather than the object itself.
-EPSILON_PRESETS = {"nudity": 1e-3, "violence": 1e-3, "style": 1e-3, "object": 1e-2, "abstract": 1e-2, "identity": 1e-2,
-                   "attribute": 1e-2}
+EPSILON_PRESETS = {
+    "nudity": 1e-3,
+    "violence": 1e-3,
+    "style": 1e-3,
+    "object": 1e-2,
+    "abstract": 1e-2,
+    "identity": 1e-2,
+    "attribute": 1e-2,
+}
 DEFAULT_SLICES = ("q", "k")
 # qkv rows adapted per concept kind where they differ from Q+K (`EraseConfig.with_kind`). Attributes also adapt V
 # (the paper's W ∈ {W_Q, W_K, W_V}): a Q/K delta can only move attention between text tokens, and in a caption every
@@ -60,78 +68,163 @@ ANCHOR_SLICE_PRESETS = {"object": ("q", "k", "v"), "style": ("q", "k", "v")}
 @dataclass(frozen=True)
 class EraseConfig:
     method: str = "zerase"
-    steps: int = setting(200, "Training steps (optimizer updates).", minimum=1, maximum=100_000, kind=int,
-                         cli="--steps", node="steps")
-    learning_rate: float = setting(1e-3, "AdamW learning rate of the adapter weights.", minimum=1e-7, maximum=1.0,
-                                   cli="--lr", node="learning_rate", step=1e-5, round=1e-7)
-    rank: int = setting(8, "Rank of each low-rank adapter (alpha = rank).", minimum=1, maximum=256, kind=int,
-                        cli="--rank", node="rank")
-    alpha: float | None = None           # None = rank (delta scale 1)
+    steps: int = setting(
+        200, "Training steps (optimizer updates).", minimum=1, maximum=100_000, kind=int, cli="--steps", node="steps"
+    )
+    learning_rate: float = setting(
+        1e-3,
+        "AdamW learning rate of the adapter weights.",
+        minimum=1e-7,
+        maximum=1.0,
+        cli="--lr",
+        node="learning_rate",
+        step=1e-5,
+        round=1e-7,
+    )
+    rank: int = setting(
+        8, "Rank of each low-rank adapter (alpha = rank).", minimum=1, maximum=256, kind=int, cli="--rank", node="rank"
+    )
+    alpha: float | None = None  # None = rank (delta scale 1)
     slices: tuple[str, ...] = DEFAULT_SLICES  # the released checkpoint: Q+K of every joint layer; SLICE_PRESETS
     families: tuple[str, ...] = ("layers",)
     layers: tuple[int, ...] | None = None
-    eta: float = setting(2.0, "η: negative guidance of the ESD target v(∅) − η(v(c) − v(∅)).", minimum=0.0,
-                         maximum=50.0, hint=" (negative guidance η; the paper uses 2)", cli="--eta", node="eta",
-                         step=0.1)
-    erase_target: str | None = None      # ERASE_TARGETS; None = per method (zerase: anchor)
-    target_eta: float | None = setting(None, "η of the anchor target (0 = the anchor alone).", minimum=0.0,
-                                       maximum=50.0, hint=" (η of the anchor-mapped target)", cli="--target-eta",
-                                       unset=f"{ANCHOR_ETA:g}")
-    target_states: str | None = None     # TARGET_STATES: where the anchor target is taken; None = "mapped"
-    attention_weight: float = setting(1.0, "w of L_er = L_erase + w·L_attn (the paper: unweighted).", minimum=0.0,
-                                      maximum=1000.0)
+    eta: float = setting(
+        2.0,
+        "η: negative guidance of the ESD target v(∅) − η(v(c) − v(∅)).",
+        minimum=0.0,
+        maximum=50.0,
+        hint=" (negative guidance η; the paper uses 2)",
+        cli="--eta",
+        node="eta",
+        step=0.1,
+    )
+    erase_target: str | None = None  # ERASE_TARGETS; None = per method (zerase: anchor)
+    target_eta: float | None = setting(
+        None,
+        "η of the anchor target (0 = the anchor alone).",
+        minimum=0.0,
+        maximum=50.0,
+        hint=" (η of the anchor-mapped target)",
+        cli="--target-eta",
+        unset=f"{ANCHOR_ETA:g}",
+    )
+    target_states: str | None = None  # TARGET_STATES: where the anchor target is taken; None = "mapped"
+    attention_weight: float = setting(
+        1.0, "w of L_er = L_erase + w·L_attn (the paper: unweighted).", minimum=0.0, maximum=1000.0
+    )
     concept_kind: str = "object"
-    epsilon: float | None = setting(None, "ε of the λ update (preservation slack); unset (the node: 0) = the preset "
-                                    "of the concept kind (1e-3 style/nudity, 1e-2 object).", minimum=0.0, maximum=1.0,
-                                    hint=" (ε presets: 1e-3 … 1e-2)", cli="--epsilon", node="epsilon",
-                                    node_default=0.0, step=1e-4, round=1e-6)
+    epsilon: float | None = setting(
+        None,
+        "ε of the λ update (preservation slack); unset (the node: 0) = the preset "
+        "of the concept kind (1e-3 style/nudity, 1e-2 object).",
+        minimum=0.0,
+        maximum=1.0,
+        hint=" (ε presets: 1e-3 … 1e-2)",
+        cli="--epsilon",
+        node="epsilon",
+        node_default=0.0,
+        step=1e-4,
+        round=1e-6,
+    )
     # Dual step size of λ. The paper uses 0.1 over 1,000 steps; our default run is 200 steps, and λ integrates
     # β·g̃ per step, so 0.1 left λ too small to hold L_pr (nano, 2026-11-28: yellow keep 0.84× base at β 0.1,
     # 0.94× at β 1; red 0.90× → 0.97×). The paper reports robustness to β; the bench's sweep measures it.
-    beta: float = setting(1.0, "β: step size of the λ update (the paper: 0.1 over 1,000 steps).", minimum=0.0,
-                          maximum=100.0, cli="--beta", node="beta", step=0.01)
-    lagrangian_alpha: float | None = setting(None, "α of g̃ = ΔL_pr/α + ε (None = learning_rate, as the paper).",
-                                             minimum=1e-12, maximum=1e6, hint=" (α of g̃ = ΔL_pr/α + ε; must be > 0)")
-    lambda_mode: str = "adaptive"        # "fixed" keeps λ = fixed_lambda (ablation)
+    beta: float = setting(
+        1.0,
+        "β: step size of the λ update (the paper: 0.1 over 1,000 steps).",
+        minimum=0.0,
+        maximum=100.0,
+        cli="--beta",
+        node="beta",
+        step=0.01,
+    )
+    lagrangian_alpha: float | None = setting(
+        None,
+        "α of g̃ = ΔL_pr/α + ε (None = learning_rate, as the paper).",
+        minimum=1e-12,
+        maximum=1e6,
+        hint=" (α of g̃ = ΔL_pr/α + ε; must be > 0)",
+    )
+    lambda_mode: str = "adaptive"  # "fixed" keeps λ = fixed_lambda (ablation)
     fixed_lambda: float = setting(0.0, "λ of lambda_mode fixed.", minimum=0.0, maximum=1e6)
-    lambda_max: float = setting(100.0, "Upper bound of λ (the theory assumes bounded λ ∈ [0, D]).", minimum=0.0,
-                                maximum=1e6)
-    shuffle_probability: float = setting(0.9, "Probability that a step shuffles the erase prompt's words.",
-                                         minimum=0.0, maximum=1.0)
+    lambda_max: float = setting(
+        100.0, "Upper bound of λ (the theory assumes bounded λ ∈ [0, D]).", minimum=0.0, maximum=1e6
+    )
+    shuffle_probability: float = setting(
+        0.9, "Probability that a step shuffles the erase prompt's words.", minimum=0.0, maximum=1.0
+    )
     # 0: every step draws a fresh word order (the paper), so the text encoder runs during training. K > 0: K orders
     # of each erase prompt are drawn and encoded once, before training; the steps pick among them and the trainer
     # keeps no text encoder (shuffle_bank.py). At Z-Image scale that keeps Qwen3-4B out of the training loop.
-    shuffle_bank: int = setting(0, "0: a fresh word order of the erase prompt every step (the paper), so the text "
-                                "encoder runs while training. K: K orders per erase prompt are encoded before "
-                                "training and the steps pick among them (try 16 on small GPUs).", minimum=0,
-                                maximum=4096, kind=int, hint=" (word orders encoded per erase prompt before training; "
-                                "0 = a fresh order every step)", cli="--shuffle-bank", node="shuffle_bank",
-                                metavar="K", node_minimum=-1, node_help=(
-                                    "Word orders of each erase prompt encoded before training. 0 (auto): 8 on a GPU, "
-                                    "so the text encoder is unloaded before the DiT loads; a fresh order every step "
-                                    "on a CPU. -1: a fresh order every step (the paper), the text encoder runs while "
-                                    "training. K: K orders, the steps pick among them."))
-    batch_size: int = setting(4, "Pool states per training step.", minimum=1, maximum=1024, kind=int,
-                              cli="--batch-size", node="batch_size")
-    probe_size: int = setting(2, "Fixed (x_t, prompt) pairs of the λ probe, measured before and after each step.",
-                              minimum=1, maximum=1024, kind=int)
-    pool_prompts: int = setting(32, "Trajectories sampled once with the frozen model (at most 4 per erase prompt).",
-                                minimum=1, maximum=100_000, kind=int, cli="--pool-prompts", node="pool_prompts")
-    sample_steps: int = setting(20, "Sampler steps of the frozen x_t trajectories (Turbo: 8).", minimum=1,
-                                maximum=1000, kind=int, cli="--sample-steps", node="sample_steps")
-    sample_cfg: float = setting(3.0, "Guidance of the frozen sampler for x_t (1 = none, Turbo).", minimum=CFG_RANGE[0],
-                                maximum=CFG_RANGE[1], hint=" (guidance of the x_t sampler; 1 = none)",
-                                node="sample_cfg", step=0.1)
-    anchor_trajectories: bool = True     # also sample the pool with the anchor prompts; L_pr's anchor term uses them
+    shuffle_bank: int = setting(
+        0,
+        "0: a fresh word order of the erase prompt every step (the paper), so the text "
+        "encoder runs while training. K: K orders per erase prompt are encoded before "
+        "training and the steps pick among them (try 16 on small GPUs).",
+        minimum=0,
+        maximum=4096,
+        kind=int,
+        hint=" (word orders encoded per erase prompt before training; 0 = a fresh order every step)",
+        cli="--shuffle-bank",
+        node="shuffle_bank",
+        metavar="K",
+        node_minimum=-1,
+        node_help=(
+            "Word orders of each erase prompt encoded before training. 0 (auto): 8 on a GPU, "
+            "so the text encoder is unloaded before the DiT loads; a fresh order every step "
+            "on a CPU. -1: a fresh order every step (the paper), the text encoder runs while "
+            "training. K: K orders, the steps pick among them."
+        ),
+    )
+    batch_size: int = setting(
+        4, "Pool states per training step.", minimum=1, maximum=1024, kind=int, cli="--batch-size", node="batch_size"
+    )
+    probe_size: int = setting(
+        2,
+        "Fixed (x_t, prompt) pairs of the λ probe, measured before and after each step.",
+        minimum=1,
+        maximum=1024,
+        kind=int,
+    )
+    pool_prompts: int = setting(
+        32,
+        "Trajectories sampled once with the frozen model (at most 4 per erase prompt).",
+        minimum=1,
+        maximum=100_000,
+        kind=int,
+        cli="--pool-prompts",
+        node="pool_prompts",
+    )
+    sample_steps: int = setting(
+        20,
+        "Sampler steps of the frozen x_t trajectories (Turbo: 8).",
+        minimum=1,
+        maximum=1000,
+        kind=int,
+        cli="--sample-steps",
+        node="sample_steps",
+    )
+    sample_cfg: float = setting(
+        3.0,
+        "Guidance of the frozen sampler for x_t (1 = none, Turbo).",
+        minimum=CFG_RANGE[0],
+        maximum=CFG_RANGE[1],
+        hint=" (guidance of the x_t sampler; 1 = none)",
+        node="sample_cfg",
+        step=0.1,
+    )
+    anchor_trajectories: bool = True  # also sample the pool with the anchor prompts; L_pr's anchor term uses them
     latent_size: tuple[int, int] = (8, 8)
     seed: int = 0
     stationarity_every: int = 25
-    cache: bool = True                   # reuse teacher velocities at pool states
+    cache: bool = True  # reuse teacher velocities at pool states
 
     def __post_init__(self) -> None:
         if self.method not in method_names(trainable=True):
-            raise ValueError(f"unknown method {self.method!r}; trainable methods: {method_names(trainable=True)} "
-                             f"(inference-time: {INFERENCE_METHODS})")
+            raise ValueError(
+                f"unknown method {self.method!r}; trainable methods: {method_names(trainable=True)} "
+                f"(inference-time: {INFERENCE_METHODS})"
+            )
         if self.concept_kind not in EPSILON_PRESETS:
             raise ValueError(f"unknown concept kind {self.concept_kind!r}; expected one of {list(EPSILON_PRESETS)}")
         if self.erase_target is not None and self.erase_target not in ERASE_TARGETS:
@@ -142,7 +235,7 @@ class EraseConfig:
             raise ValueError(f"lambda_mode {self.lambda_mode!r} must be one of {LAMBDA_MODES}")
         if isinstance(self.shuffle_bank, bool) or not isinstance(self.shuffle_bank, int):
             raise ValueError(f"shuffle_bank={self.shuffle_bank!r} must be a whole number of word orders (0 = none)")
-        check_ranges(self)      # every described field against its Setting's range (settings.py)
+        check_ranges(self)  # every described field against its Setting's range (settings.py)
         if any(s not in SLICES for s in self.slices):
             raise ValueError(f"slices {self.slices} must be a subset of {SLICES}")
         object.__setattr__(self, "slices", tuple(self.slices))
@@ -150,7 +243,7 @@ class EraseConfig:
         object.__setattr__(self, "latent_size", tuple(self.latent_size))
         if self.layers is not None:
             object.__setattr__(self, "layers", tuple(self.layers))
-        self.adapter_config()   # validates rank/alpha/slices/families
+        self.adapter_config()  # validates rank/alpha/slices/families
 
     @property
     def epsilon_value(self) -> float:
@@ -181,8 +274,14 @@ class EraseConfig:
         return method_named(self.method).gate
 
     def adapter_config(self) -> AdapterConfig:
-        return AdapterConfig(rank=self.rank, alpha=float(self.alpha or self.rank), slices=self.slices,
-                             families=self.families, layers=self.layers, gate=self.gate)
+        return AdapterConfig(
+            rank=self.rank,
+            alpha=float(self.alpha or self.rank),
+            slices=self.slices,
+            families=self.families,
+            layers=self.layers,
+            gate=self.gate,
+        )
 
     def with_kind(self, kind: str) -> EraseConfig:
         """This config for a concept of `kind`: its ε preset (unless `epsilon` is set) and its qkv slices preset
@@ -204,6 +303,6 @@ class EraseConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> EraseConfig:
-        if "erase_target" not in data:     # written before erase targets existed: ESD on ∅, as it was trained
+        if "erase_target" not in data:  # written before erase targets existed: ESD on ∅, as it was trained
             data = {**data, "erase_target": "empty"}
         return config_from_dict(cls, data, tuple_fields=("slices", "families", "layers", "latent_size"))

@@ -3,6 +3,7 @@
 λ ← clip(λ − β·g̃, 0, λ_max),  g̃ = (L_pr(θ_before) − L_pr(θ_after))/α + ε, with both L_pr values measured on the
 same fixed probe, so g̃ > 0 (λ falls) when the step lowered L_pr by more than −α·ε, and λ rises while steps hurt L_pr.
 """
+
 from __future__ import annotations
 
 
@@ -15,8 +16,14 @@ class LambdaController:
     def from_config(cls, config, constrained: bool) -> LambdaController:
         """The controller of an EraseConfig; adaptive only for a constrained method in `lambda_mode` adaptive."""
         initial = config.fixed_lambda if config.lambda_mode == "fixed" else 0.0
-        return cls(constrained and config.lambda_mode == "adaptive", initial, config.beta, config.alpha_value,
-                   config.epsilon_value, config.lambda_max)
+        return cls(
+            constrained and config.lambda_mode == "adaptive",
+            initial,
+            config.beta,
+            config.alpha_value,
+            config.epsilon_value,
+            config.lambda_max,
+        )
 
     def update(self, before: float, after: float) -> float:
         """One dual step from the probe's L_pr before and after the optimizer step; returns g̃."""

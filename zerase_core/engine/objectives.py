@@ -9,6 +9,7 @@ L_attn     = attention of image queries to the keyword's key columns (softmax ma
 L_pr       = ‖v_student(x_t, ∅) − v(x_t, ∅)‖² + ‖v_student(x_t, c_pr) − v(x_t, c_pr)‖²
 AC (model-based): ‖v_student(x_t, c_er) − sg(v_student(x_t, c_anchor))‖²
 """
+
 from __future__ import annotations
 
 import torch

@@ -2,6 +2,7 @@
 
 Built once, before the first step, with the adapters disabled; every step then draws (trajectory, k) pairs from it.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -15,17 +16,31 @@ from .trajectory import TrajectoryPool, pool_ticks, sample_pool, teacher_velocit
 
 def teacher_prompts(pool: TrajectoryPool, picks) -> dict[str, list[str]]:
     """The prompt of each teacher velocity kind at `picks` (∅, erase, anchor; with mapped targets also those)."""
-    prompts = {"empty": [""] * len(picks), "erase": [pool.prompts[p] for p, _ in picks],
-               "anchor": [pool.anchors[p] for p, _ in picks]}
-    if pool.targets is not None:     # the mapped and the erase prompt on the mapped prompt's own trajectory
+    prompts = {
+        "empty": [""] * len(picks),
+        "erase": [pool.prompts[p] for p, _ in picks],
+        "anchor": [pool.anchors[p] for p, _ in picks],
+    }
+    if pool.targets is not None:  # the mapped and the erase prompt on the mapped prompt's own trajectory
         prompts["target"] = [pool.targets[p] for p, _ in picks]
         prompts["concept"] = prompts["erase"]
     return prompts
 
 
-def build_pool(velocity: Callable, model, conditioner, prompts: PromptSet, config: EraseConfig, in_channels: int,
-               shift: float, *, sample_batch: int, cache_batch: int, keep_segments: bool,
-               progress: Progress | None = None) -> TrajectoryPool:
+def build_pool(
+    velocity: Callable,
+    model,
+    conditioner,
+    prompts: PromptSet,
+    config: EraseConfig,
+    in_channels: int,
+    shift: float,
+    *,
+    sample_batch: int,
+    cache_batch: int,
+    keep_segments: bool,
+    progress: Progress | None = None,
+) -> TrajectoryPool:
     """Sample the pool with `velocity` (the frozen model) and, with `config.cache`, fill its teacher cache;
     `keep_segments` also keeps the refiners' outputs (segments.py), for a student whose refiners stay frozen."""
     count = min(config.pool_prompts, max(len(prompts.erase), 1) * 4)
@@ -36,12 +51,29 @@ def build_pool(velocity: Callable, model, conditioner, prompts: PromptSet, confi
     if config.erase_target_value == "anchor":
         targets = [prompts.target_of(index % len(prompts.erase)) for index in range(count)]
     mapped = config.target_states_value == "mapped"
-    sampling = PhaseCounter(progress, "x_t pool", pool_ticks(count, config.sample_steps, sample_batch,
-                                                             config.anchor_trajectories,
-                                                             mapped and targets is not None))
-    pool = sample_pool(velocity, conditioner, erase, anchors, seeds, config.latent_size, in_channels,
-                       config.sample_steps, shift, config.sample_cfg, sample_batch, config.anchor_trajectories,
-                       sampling.advance, targets if mapped else None)
+    sampling = PhaseCounter(
+        progress,
+        "x_t pool",
+        pool_ticks(
+            count, config.sample_steps, sample_batch, config.anchor_trajectories, mapped and targets is not None
+        ),
+    )
+    pool = sample_pool(
+        velocity,
+        conditioner,
+        erase,
+        anchors,
+        seeds,
+        config.latent_size,
+        in_channels,
+        config.sample_steps,
+        shift,
+        config.sample_cfg,
+        sample_batch,
+        config.anchor_trajectories,
+        sampling.advance,
+        targets if mapped else None,
+    )
     if targets is not None:
         pool.targets = targets
     if config.cache:
@@ -52,7 +84,7 @@ def build_pool(velocity: Callable, model, conditioner, prompts: PromptSet, confi
         picks = [(p, k) for p in range(pool.size) for k in range(pool.steps)]
         caching = PhaseCounter(progress, "teacher cache", -(-len(picks) // cache_batch))
         for start in range(0, len(picks), cache_batch):
-            chunk = picks[start:start + cache_batch]
+            chunk = picks[start : start + cache_batch]
             for kind, texts in teacher_prompts(pool, chunk).items():
                 if pool.segments is not None:
                     pool.segments.fill(model, pool, chunk, kind, texts, conditioner)

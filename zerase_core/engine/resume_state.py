@@ -8,6 +8,7 @@ optimizer state (moments and step counts), the numpy generator (which also drive
 pool position draws), λ, the probe loss, the step counter and the history length. `restore()` puts them back, so
 the trainer is exactly as it was before the step and the partial file saved next continues like an uninterrupted run.
 """
+
 from __future__ import annotations
 
 import copy
@@ -16,9 +17,13 @@ import torch
 
 
 def _clone_optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
-    return {parameter: {name: value.detach().clone() if torch.is_tensor(value) else copy.deepcopy(value)
-                        for name, value in values.items()}
-            for parameter, values in optimizer.state.items()}
+    return {
+        parameter: {
+            name: value.detach().clone() if torch.is_tensor(value) else copy.deepcopy(value)
+            for name, value in values.items()
+        }
+        for parameter, values in optimizer.state.items()
+    }
 
 
 class StepSnapshot:
@@ -42,4 +47,4 @@ class StepSnapshot:
         trainer.rng.bit_generator.state = self.rng
         trainer.lam, trainer._probe_loss = self.lam, self.probe_loss
         trainer.step = self.step
-        del trainer.history[self.history:]
+        del trainer.history[self.history :]

@@ -8,6 +8,7 @@ ran (`summary.strength_table` is then empty).
 Interrupting (Ctrl-C, or any exception, ComfyUI's interrupt included) saves a partial file atomically, which
 resumes to the same result as an uninterrupted run with the same seed.
 """
+
 from __future__ import annotations
 
 import time
@@ -22,13 +23,7 @@ from torch import nn
 from ..adapters.gated import AdapterSet
 from ..common.progress import Progress
 from ..common.prompts import PromptSet
-from ..formats.erasure_file import (
-    ErasureFileError,
-    ErasureInfo,
-    adapter_dict,
-    read_erasure,
-    save_erasure,
-)
+from ..formats.erasure_file import ErasureFileError, ErasureInfo, adapter_dict, read_erasure, save_erasure
 from ..model.checkpoint import fingerprint
 from .erase_config import EraseConfig
 from .trainer import EraseTrainer, StepRecord
@@ -41,6 +36,7 @@ StrengthChooser = Callable[[AdapterSet], tuple[float, list]]
 @dataclass
 class ResumeState:
     """What a partial file holds to continue its run: settings, prompts, adapters and the trainer's state."""
+
     config: EraseConfig
     prompts: PromptSet
     concepts: tuple[str, ...]
@@ -61,32 +57,73 @@ def read_partial(path: Path) -> tuple[ErasureInfo, dict[str, torch.Tensor], dict
     """(info, adapter tensors, resume state) of a partial erasure file; ErasureFileError for any other file."""
     info, adapter_tensors, state_tensors = read_erasure(path)
     if not info.partial:
-        raise ErasureFileError(f"{Path(path).name} is a finished erasure ({info.steps_done}/{info.steps_total} "
-                               "steps); only partial files (interrupted runs) can be resumed")
+        raise ErasureFileError(
+            f"{Path(path).name} is a finished erasure ({info.steps_done}/{info.steps_total} "
+            "steps); only partial files (interrupted runs) can be resumed"
+        )
     if any(key not in info.training for key in ("config", "state", "anchors")):
         raise ErasureFileError(f"{Path(path).name} has no resume state (config, anchors and trainer state)")
     return info, adapter_tensors, state_tensors
 
 
-def erasure_info(trainer: EraseTrainer, concepts, prompts: PromptSet, config: EraseConfig, base_fingerprint: str,
-                 base_config: dict, strength: float, partial: bool, extra_summary: dict | None = None) -> ErasureInfo:
+def erasure_info(
+    trainer: EraseTrainer,
+    concepts,
+    prompts: PromptSet,
+    config: EraseConfig,
+    base_fingerprint: str,
+    base_config: dict,
+    strength: float,
+    partial: bool,
+    extra_summary: dict | None = None,
+) -> ErasureInfo:
     """The metadata of a run's file (finished or partial)."""
     return ErasureInfo(
-        method=config.method, concepts=tuple(concepts), keywords=prompts.keywords, anchors=prompts.anchors[:8],
-        adapter=adapter_dict(trainer.adapters.config), base_fingerprint=base_fingerprint, base_config=base_config,
-        recommended_strength=strength, steps_done=trainer.step, steps_total=config.steps, seed=config.seed,
-        partial=partial, summary={**trainer.summary(), **(extra_summary or {})},
-        training={"config": config.to_dict(), "anchors": list(prompts.anchors), "erase": list(prompts.erase),
-                  "targets": list(prompts.targets), "state": trainer.state_metadata()},
+        method=config.method,
+        concepts=tuple(concepts),
+        keywords=prompts.keywords,
+        anchors=prompts.anchors[:8],
+        adapter=adapter_dict(trainer.adapters.config),
+        base_fingerprint=base_fingerprint,
+        base_config=base_config,
+        recommended_strength=strength,
+        steps_done=trainer.step,
+        steps_total=config.steps,
+        seed=config.seed,
+        partial=partial,
+        summary={**trainer.summary(), **(extra_summary or {})},
+        training={
+            "config": config.to_dict(),
+            "anchors": list(prompts.anchors),
+            "erase": list(prompts.erase),
+            "targets": list(prompts.targets),
+            "state": trainer.state_metadata(),
+        },
     )
 
 
-def run_erasure(model: nn.Module, conditioner, prompts: PromptSet, config: EraseConfig, *, out: Path,
-                base_config: dict, concepts, denoise=None, in_channels: int = 16, shift: float = 3.0,
-                resume: ResumeState | None = None, on_step=None, attach: Attach | None = None,
-                on_ready: Callable[[EraseTrainer], None] | None = None, progress: Progress | None = None,
-                parallel=None, checkpoint_every: int = 0,
-                choose_strength: StrengthChooser | None = None, build_batch: int | None = None) -> TrainResult:
+def run_erasure(
+    model: nn.Module,
+    conditioner,
+    prompts: PromptSet,
+    config: EraseConfig,
+    *,
+    out: Path,
+    base_config: dict,
+    concepts,
+    denoise=None,
+    in_channels: int = 16,
+    shift: float = 3.0,
+    resume: ResumeState | None = None,
+    on_step=None,
+    attach: Attach | None = None,
+    on_ready: Callable[[EraseTrainer], None] | None = None,
+    progress: Progress | None = None,
+    parallel=None,
+    checkpoint_every: int = 0,
+    choose_strength: StrengthChooser | None = None,
+    build_batch: int | None = None,
+) -> TrainResult:
     """Train `config.method`, choose the strength, save the erasure file to `out`; on any exception during training
     save a partial file there first, then re-raise.
 
@@ -101,11 +138,23 @@ def run_erasure(model: nn.Module, conditioner, prompts: PromptSet, config: Erase
     base_fingerprint = fingerprint(model)
     trainer_class: type[EraseTrainer] = EraseTrainer
     if build_batch is not None:
-        sizes = {"sample_batch": min(EraseTrainer.sample_batch, build_batch),
-                 "cache_batch": min(EraseTrainer.cache_batch, build_batch)}
+        sizes = {
+            "sample_batch": min(EraseTrainer.sample_batch, build_batch),
+            "cache_batch": min(EraseTrainer.cache_batch, build_batch),
+        }
         trainer_class = type("EraseTrainer", (EraseTrainer,), sizes)
-    trainer = trainer_class(model, conditioner, prompts, config, denoise=denoise, in_channels=in_channels,
-                           shift=shift, attach=attach is None, progress=progress, parallel=parallel)
+    trainer = trainer_class(
+        model,
+        conditioner,
+        prompts,
+        config,
+        denoise=denoise,
+        in_channels=in_channels,
+        shift=shift,
+        attach=attach is None,
+        progress=progress,
+        parallel=parallel,
+    )
 
     def save_partial() -> None:
         if writes:
@@ -136,8 +185,9 @@ def run_erasure(model: nn.Module, conditioner, prompts: PromptSet, config: Erase
             if choose_strength is not None and writes:
                 strength, table = choose_strength(trainer.adapters)
             summary = {"train_seconds": train_seconds, "strength_table": table}
-            info = erasure_info(trainer, concepts, prompts, config, base_fingerprint, base_config, strength, False,
-                                summary)
+            info = erasure_info(
+                trainer, concepts, prompts, config, base_fingerprint, base_config, strength, False, summary
+            )
             if writes:
                 save_erasure(out, trainer.adapters, info)
             return TrainResult(info, trainer.adapters.export_tensors(), list(trainer.history), out)

@@ -8,6 +8,7 @@ training step assembles its rows from them: the ∅ and anchor rows entirely, th
 fresh context-refiner pass of their captions only. The cache is filled in the build's fixed order and never during
 training, so a resumed run computes the same numbers as an uninterrupted one.
 """
+
 from __future__ import annotations
 
 import torch
@@ -20,8 +21,8 @@ from .trajectory import TrajectoryPool
 class SegmentCache:
     def __init__(self, latent_hw: tuple[int, int]):
         self.latent_hw = tuple(latent_hw)
-        self.text: dict[str, tuple[int, torch.Tensor]] = {}          # prompt -> (tokens, (padded tokens, dim))
-        self.image: dict[tuple, torch.Tensor] = {}                    # (states, p, k, padded tokens) -> (span, dim)
+        self.text: dict[str, tuple[int, torch.Tensor]] = {}  # prompt -> (tokens, (padded tokens, dim))
+        self.image: dict[tuple, torch.Tensor] = {}  # (states, p, k, padded tokens) -> (span, dim)
 
     def bytes(self) -> int:
         tensors = [segment for _, segment in self.text.values()] + list(self.image.values())
@@ -39,7 +40,7 @@ class SegmentCache:
         for row, ((p, k), text) in enumerate(zip(picks, texts, strict=True)):
             pool.teacher[(p, k, kind)] = velocities[row]
             padded = layout.text_padded[row]
-            self.image.setdefault((pool.source(kind), p, k, padded), inputs.hidden[row, layout.text_span:].clone())
+            self.image.setdefault((pool.source(kind), p, k, padded), inputs.hidden[row, layout.text_span :].clone())
             self.text.setdefault(text, (layout.text_lengths[row], inputs.hidden[row, :padded].clone()))
 
     @torch.no_grad()
@@ -48,8 +49,9 @@ class SegmentCache:
         for prompt, text in zip(prompts, self._texts(model, conditioner, prompts), strict=True):
             self.text.setdefault(prompt, (text[0], text[1].clone()))
 
-    def joint_input(self, model: ZImageDiT, conditioner, pool: TrajectoryPool, picks, prompts: list[str],
-                    kinds: list[str]) -> JointInput:
+    def joint_input(
+        self, model: ZImageDiT, conditioner, pool: TrajectoryPool, picks, prompts: list[str], kinds: list[str]
+    ) -> JointInput:
         """The joint layers' input for rows (pick, prompt, state kind): kept segments where the cache has them,
         the refiners for the rest (prompts the build never saw, such as word-shuffled captions)."""
         texts = self._texts(model, conditioner, prompts)
@@ -64,9 +66,9 @@ class SegmentCache:
             fresh = model.image_segment(states, sigma[missing], [lengths[row] for row in missing])
             computed = dict(zip(missing, fresh, strict=True))
         image = torch.stack([computed[row] if row in computed else self.image[key] for row, key in enumerate(keys)])
-        text = image.new_zeros(len(prompts), max(padded), image.shape[-1])   # batch padding: masked filler
+        text = image.new_zeros(len(prompts), max(padded), image.shape[-1])  # batch padding: masked filler
         for row, (_, segment) in enumerate(texts):
-            text[row, :segment.shape[0]] = segment
+            text[row, : segment.shape[0]] = segment
         return model.joint_input(text, image, sigma, lengths, self.latent_hw)
 
     def _texts(self, model: ZImageDiT, conditioner, prompts: list[str]) -> list[tuple[int, torch.Tensor]]:
@@ -75,8 +77,11 @@ class SegmentCache:
         if missing:
             context, lengths = conditioner.encode(missing)
             segments = model.text_segment(context, lengths, self.latent_hw)
-            layout = TokenLayout.from_shapes(lengths, self.latent_hw, model.config.patch_size,
-                                             model.config.pad_tokens_multiple)
-            fresh = {prompt: (layout.text_lengths[row], segments[row, :layout.text_padded[row]])
-                     for row, prompt in enumerate(missing)}
+            layout = TokenLayout.from_shapes(
+                lengths, self.latent_hw, model.config.patch_size, model.config.pad_tokens_multiple
+            )
+            fresh = {
+                prompt: (layout.text_lengths[row], segments[row, : layout.text_padded[row]])
+                for row, prompt in enumerate(missing)
+            }
         return [self.text[prompt] if prompt in self.text else fresh[prompt] for prompt in prompts]

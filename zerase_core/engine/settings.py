@@ -2,6 +2,7 @@
 its ZEraseTrain widget) in its dataclass metadata; from it come the range check of EraseConfig, the options of
 `python -m zerase_core erase` and the node's inputs, so the three cannot disagree (tests/test_settings.py).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,24 +19,26 @@ _UNSET: Any = object()
 @dataclass(frozen=True)
 class Setting:
     help: str
-    minimum: float | None = None       # range [minimum, maximum], checked by EraseConfig
+    minimum: float | None = None  # range [minimum, maximum], checked by EraseConfig
     maximum: float | None = None
-    hint: str = ""                     # appended to the out-of-range message: what the value means
-    kind: type = float                 # int or float (the field's default may be None)
-    cli: str | None = None             # the `erase` option ("--lr"); None: not a CLI option
-    node: str | None = None            # the ZEraseTrain widget; None: not a node input
-    node_default: Any = _UNSET         # where the widget's default differs from the field's (epsilon: 0 = preset)
+    hint: str = ""  # appended to the out-of-range message: what the value means
+    kind: type = float  # int or float (the field's default may be None)
+    cli: str | None = None  # the `erase` option ("--lr"); None: not a CLI option
+    node: str | None = None  # the ZEraseTrain widget; None: not a node input
+    node_default: Any = _UNSET  # where the widget's default differs from the field's (epsilon: 0 = preset)
     node_minimum: float | None = None  # where the widget takes values the node resolves first (shuffle_bank: -1)
-    node_help: str | None = None       # the widget's tooltip where the node's meaning is wider than the field's
-    step: float | None = None          # the widget's increment and rounding
+    node_help: str | None = None  # the widget's tooltip where the node's meaning is wider than the field's
+    step: float | None = None  # the widget's increment and rounding
     round: float | None = None
     metavar: str | None = None
-    unset: str = "the concept kind's preset"   # what a None default means, for the CLI's help
+    unset: str = "the concept kind's preset"  # what a None default means, for the CLI's help
 
     def __post_init__(self) -> None:
         if (self.minimum is None) != (self.maximum is None):
-            raise ValueError(f"setting {self.help!r}: give both minimum and maximum, or neither "
-                             f"(got {self.minimum} and {self.maximum})")
+            raise ValueError(
+                f"setting {self.help!r}: give both minimum and maximum, or neither "
+                f"(got {self.minimum} and {self.maximum})"
+            )
 
 
 def setting(default: Any, help: str, **options: Any) -> Any:
@@ -45,16 +48,21 @@ def setting(default: Any, help: str, **options: Any) -> Any:
 
 def described(config_class) -> dict[str, tuple[dataclasses.Field, Setting]]:
     """Field name -> (field, Setting) of every described field, in field order."""
-    return {field.name: (field, field.metadata[KEY]) for field in dataclasses.fields(config_class)
-            if KEY in field.metadata}
+    return {
+        field.name: (field, field.metadata[KEY]) for field in dataclasses.fields(config_class) if KEY in field.metadata
+    }
 
 
 def check_ranges(config, names: tuple[str, ...] | None = None) -> None:
     """Check each described field's value (None = its preset, not checked) against its range."""
     for name, (_, spec) in described(type(config)).items():
         value = getattr(config, name)
-        if (names is None or name in names) and value is not None and spec.minimum is not None \
-                and spec.maximum is not None:
+        if (
+            (names is None or name in names)
+            and value is not None
+            and spec.minimum is not None
+            and spec.maximum is not None
+        ):
             check_range(name, value, spec.minimum, spec.maximum, spec.hint)
 
 
@@ -66,6 +74,7 @@ def _parse(spec: Setting):
             return kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a valid {kind.__name__}") from None
+
     parse.__name__ = kind.__name__
     return parse
 
@@ -76,14 +85,22 @@ def add_arguments(parser: argparse.ArgumentParser, config_class) -> None:
         if spec.cli is None:
             continue
         shown = spec.unset if field.default is None else f"{field.default:g}"
-        parser.add_argument(spec.cli, dest=name, type=_parse(spec), metavar=spec.metavar,
-                            help=f"{spec.help.rstrip('.')} (default {shown})")
+        parser.add_argument(
+            spec.cli,
+            dest=name,
+            type=_parse(spec),
+            metavar=spec.metavar,
+            help=f"{spec.help.rstrip('.')} (default {shown})",
+        )
 
 
 def from_arguments(args: argparse.Namespace, config_class) -> dict[str, Any]:
     """The fields given on the command line (options left out keep the config's defaults)."""
-    return {name: getattr(args, name) for name, (_, spec) in described(config_class).items()
-            if spec.cli is not None and getattr(args, name, None) is not None}
+    return {
+        name: getattr(args, name)
+        for name, (_, spec) in described(config_class).items()
+        if spec.cli is not None and getattr(args, name, None) is not None
+    }
 
 
 def node_input(config_class, name: str) -> dict[str, Any]:
@@ -91,8 +108,12 @@ def node_input(config_class, name: str) -> dict[str, Any]:
     field, spec = described(config_class)[name]
     default = field.default if spec.node_default is _UNSET else spec.node_default
     minimum = spec.minimum if spec.node_minimum is None else spec.node_minimum
-    options = {"default": default, "min": spec.kind(minimum), "max": spec.kind(spec.maximum),
-               "tooltip": spec.help if spec.node_help is None else spec.node_help}
+    options = {
+        "default": default,
+        "min": spec.kind(minimum),
+        "max": spec.kind(spec.maximum),
+        "tooltip": spec.help if spec.node_help is None else spec.node_help,
+    }
     if spec.step is not None:
         options["step"] = spec.step
     if spec.round is not None:

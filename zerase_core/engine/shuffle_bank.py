@@ -7,6 +7,7 @@ the first step; a step then takes one of the K (still with probability p, else t
 `PreparedConditioner` holds those features and keyword positions and nothing else, so the trainer keeps no reference
 to the text encoder and its owner can release it.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -21,9 +22,11 @@ class ShuffleBank:
     def __init__(self, prompts: PromptSet, erase_prompts: Iterable[str], size: int, seed: int):
         if size < 1:
             raise ValueError(f"a shuffle bank needs ≥ 1 order per prompt, got {size}")
-        rng = numpy.random.default_rng([seed, 1])         # its own stream: the training stream starts as without it
-        self.orders = {prompt: [shuffle_words(prompt, prompts.keywords_in(prompt), rng, 1.0) for _ in range(size)]
-                       for prompt in dict.fromkeys(erase_prompts)}
+        rng = numpy.random.default_rng([seed, 1])  # its own stream: the training stream starts as without it
+        self.orders = {
+            prompt: [shuffle_words(prompt, prompts.keywords_in(prompt), rng, 1.0) for _ in range(size)]
+            for prompt in dict.fromkeys(erase_prompts)
+        }
 
     def prompts(self) -> list[str]:
         return [order for orders in self.orders.values() for order in orders]
@@ -45,7 +48,7 @@ class PreparedConditioner:
         self._positions: dict[tuple[str, str], list[int]] = {}
         for prompt in dict.fromkeys(prompts):
             context, lengths = conditioner.encode([prompt])
-            self._features[prompt] = context[0, :int(lengths[0])].detach().clone()
+            self._features[prompt] = context[0, : int(lengths[0])].detach().clone()
             for keyword in prompt_set.keywords_in(prompt):
                 self._positions[(prompt, keyword)] = list(conditioner.keyword_positions(prompt, keyword))
 
@@ -55,12 +58,14 @@ class PreparedConditioner:
     def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         unknown = [prompt for prompt in prompts if prompt not in self._features]
         if unknown:
-            raise ValueError(f"prompt {unknown[0]!r} was not encoded before training: with a shuffle bank the "
-                             "trainer has no text encoder; set shuffle_bank=0 to encode prompts during training")
+            raise ValueError(
+                f"prompt {unknown[0]!r} was not encoded before training: with a shuffle bank the "
+                "trainer has no text encoder; set shuffle_bank=0 to encode prompts during training"
+            )
         rows = [self._features[prompt] for prompt in prompts]
         features = rows[0].new_zeros(len(rows), max(row.shape[0] for row in rows), rows[0].shape[-1])
         for index, row in enumerate(rows):
-            features[index, :row.shape[0]] = row
+            features[index, : row.shape[0]] = row
         return features, torch.tensor([row.shape[0] for row in rows])
 
     def keyword_positions(self, prompt: str, keyword: str) -> list[int]:

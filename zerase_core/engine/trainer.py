@@ -20,6 +20,7 @@ Instrumentation uses the parts, not subclass overrides: `stage(name)` (a context
 teacher, student, probe, backward and optimizer work of a step; `pool=` reuses a built x_t pool; `step_states(picks)`
 (a context manager factory) may replace the pool states of a step's picks while its losses are computed.
 """
+
 from __future__ import annotations
 
 import math
@@ -71,10 +72,21 @@ class EraseTrainer(TrainerForwards):
     # backward holds B samples, not 3·B. None = that rule; True / False force it.
     fuse_forwards: bool | None = None
 
-    def __init__(self, diffusion_model: nn.Module, conditioner: TextConditioner, prompts: PromptSet,
-                 config: EraseConfig, denoise: Callable | None = None, in_channels: int = 16, shift: float = 3.0,
-                 attach: bool = True, progress: Progress | None = None, parallel=None,
-                 pool: TrajectoryPool | None = None, stage: Stage | None = None):
+    def __init__(
+        self,
+        diffusion_model: nn.Module,
+        conditioner: TextConditioner,
+        prompts: PromptSet,
+        config: EraseConfig,
+        denoise: Callable | None = None,
+        in_channels: int = 16,
+        shift: float = 3.0,
+        attach: bool = True,
+        progress: Progress | None = None,
+        parallel=None,
+        pool: TrajectoryPool | None = None,
+        stage: Stage | None = None,
+    ):
         """`parallel` (distributed.DataParallel) splits each step's batch across processes; default one process.
         `attach=False` leaves attaching `self.adapters` to the caller (the ComfyUI bridge does it from a
         PatcherInjection); the x_t pool is built before that, which is the same as with the adapters disabled.
@@ -89,8 +101,10 @@ class EraseTrainer(TrainerForwards):
         self.stage = stage or (lambda name: nullcontext())
         self.step_states: Callable[[list], AbstractContextManager] | None = None
         if config.batch_size < self.parallel.world:
-            raise ValueError(f"batch_size {config.batch_size} is smaller than the {self.parallel.world} processes "
-                             f"it is split across; use a batch of at least {self.parallel.world}")
+            raise ValueError(
+                f"batch_size {config.batch_size} is smaller than the {self.parallel.world} processes "
+                f"it is split across; use a batch of at least {self.parallel.world}"
+            )
         for keyword in prompts.keywords:
             conditioner.check_keyword(keyword)
         diffusion_model.requires_grad_(False)
@@ -125,9 +139,19 @@ class EraseTrainer(TrainerForwards):
     # -- setup -------------------------------------------------------------------------------------------------
     def _build_pool(self, in_channels: int, shift: float) -> TrajectoryPool:
         with self.adapters.disabled():
-            return build_pool(self._velocity, self.model, self.conditioner, self.prompts, self.config, in_channels,
-                              shift, sample_batch=self.sample_batch, cache_batch=self.cache_batch,
-                              keep_segments=self._reuses_prefix(), progress=self.progress)
+            return build_pool(
+                self._velocity,
+                self.model,
+                self.conditioner,
+                self.prompts,
+                self.config,
+                in_channels,
+                shift,
+                sample_batch=self.sample_batch,
+                cache_batch=self.cache_batch,
+                keep_segments=self._reuses_prefix(),
+                progress=self.progress,
+            )
 
     def _prepare_bank(self) -> None:
         """Draw and encode the erase prompts' word orders now; from here on the trainer has no text encoder."""
@@ -138,7 +162,7 @@ class EraseTrainer(TrainerForwards):
         self.conditioner = PreparedConditioner(self.conditioner, prompts, self.prompts)
         counter.advance()
         for start in range(0, len(orders), self.cache_batch):
-            self.pool.segments.add_texts(self.model, self.conditioner, orders[start:start + self.cache_batch])
+            self.pool.segments.add_texts(self.model, self.conditioner, orders[start : start + self.cache_batch])
             counter.advance()
 
     def _shuffled(self, prompt: str, keywords: list[str]) -> str:
@@ -152,9 +176,9 @@ class EraseTrainer(TrainerForwards):
         config = self.config
         prompts = [self.pool.prompts[p] for p, _ in picks]
         keywords = [self.prompts.keywords_in(prompt) for prompt in prompts]
-        if shuffle:      # every row's word order is drawn in every process: the RNG stays in step
+        if shuffle:  # every row's word order is drawn in every process: the RNG stays in step
             prompts = [self._shuffled(prompt, words) for prompt, words in zip(prompts, keywords, strict=True)]
-        rows = self.parallel.local(range(len(picks)))     # `teacher` holds these rows only
+        rows = self.parallel.local(range(len(picks)))  # `teacher` holds these rows only
         picks, prompts, keywords = ([items[row] for row in rows] for items in (picks, prompts, keywords))
         # the "anchor" target: its states are the pool's "target" source (TrajectoryPool.source: the mapped prompt's
         # own trajectory when EraseConfig.target_states is "mapped", else the erase prompt's)
@@ -201,24 +225,32 @@ class EraseTrainer(TrainerForwards):
 
     def _train_step(self) -> dict[str, float]:
         config = self.config
-        picks = [(int(self.rng.integers(self.pool.size)), int(self.rng.integers(self.pool.steps)))
-                 for _ in range(config.batch_size)]
+        picks = [
+            (int(self.rng.integers(self.pool.size)), int(self.rng.integers(self.pool.steps)))
+            for _ in range(config.batch_size)
+        ]
         adaptive = self.lagrangian.adaptive
         if adaptive and self._probe_loss is None:
             self._probe_loss = self.probe()
-        stationarity = bool(self.method.constrained and config.stationarity_every
-                            and (self.step + 1) % config.stationarity_every == 0)
+        stationarity = bool(
+            self.method.constrained and config.stationarity_every and (self.step + 1) % config.stationarity_every == 0
+        )
         erase_total, preserve, parts = self.parallel.losses(self._losses, picks, sync=not stationarity)
         total = erase_total if preserve is None else erase_total + self.lam * preserve
         local = len(self.parallel.local(range(len(picks))))
-        scale = self.parallel.gradient_scale(local, len(picks))   # DDP averages; rows may split unevenly
-        reported = self.parallel.batch_mean({**{f"loss_{name}": value.detach() for name, value in parts.items()},
-                                             "loss_total": total.detach()}, local, len(picks))
+        scale = self.parallel.gradient_scale(local, len(picks))  # DDP averages; rows may split unevenly
+        reported = self.parallel.batch_mean(
+            {**{f"loss_{name}": value.detach() for name, value in parts.items()}, "loss_total": total.detach()},
+            local,
+            len(picks),
+        )
         if not torch.isfinite(reported["loss_total"]):
             if self._last_finite is not None:
                 self.adapters.load_state_dict(self._last_finite)
-            raise TrainingDiverged(f"non-finite loss at step {self.step + 1}; adapters restored to the state of "
-                                   f"step {max(0, self.step - 1)}, the last with a finite loss")
+            raise TrainingDiverged(
+                f"non-finite loss at step {self.step + 1}; adapters restored to the state of "
+                f"step {max(0, self.step - 1)}, the last with a finite loss"
+            )
         params = list(self.adapters.parameters())
         with self.stage("backward"):
             residual = self._backward(params, erase_total, preserve, total, scale, stationarity)
@@ -227,8 +259,9 @@ class EraseTrainer(TrainerForwards):
             self.optimizer.step()
         if not all(torch.isfinite(param).all() for param in params):
             self.adapters.load_state_dict(self._last_finite)
-            raise TrainingDiverged(f"non-finite adapter weights after step {self.step + 1}; "
-                                   f"restored the last finite state")
+            raise TrainingDiverged(
+                f"non-finite adapter weights after step {self.step + 1}; restored the last finite state"
+            )
         metrics = {name: float(value) for name, value in reported.items()}
         metrics["lambda"] = self.lam
         if adaptive:
@@ -256,7 +289,7 @@ class EraseTrainer(TrainerForwards):
             g_er = torch.zeros_like(param) if g_er is None else g_er
             g_pr = torch.zeros_like(param) if g_pr is None else g_pr
             param.grad = g_er + self.lam * g_pr
-        self.parallel.average_gradients(params)     # autograd.grad bypasses DDP's hooks
+        self.parallel.average_gradients(params)  # autograd.grad bypasses DDP's hooks
         return math.sqrt(sum(float(param.grad.square().sum()) for param in params))
 
     def run(self, on_step: StepCallback | None = None) -> list[StepRecord]:
@@ -276,8 +309,12 @@ class EraseTrainer(TrainerForwards):
         return tensors
 
     def state_metadata(self) -> dict:
-        return {"step": self.step, "lambda": self.lam, "rng": self.rng.bit_generator.state,
-                "history": [[record.step, record.metrics] for record in self.history]}
+        return {
+            "step": self.step,
+            "lambda": self.lam,
+            "rng": self.rng.bit_generator.state,
+            "history": [[record.step, record.metrics] for record in self.history],
+        }
 
     def restore(self, adapter_tensors: dict, state_tensors: dict, metadata: dict) -> None:
         self.adapters.import_tensors(adapter_tensors)
@@ -296,5 +333,10 @@ class EraseTrainer(TrainerForwards):
 
     def summary(self) -> dict:
         last = self.history[-1].metrics if self.history else {}
-        return {"steps": self.step, "lambda": self.lam, **last,
-                "cache_hits": self.pool.hits, "cache_misses": self.pool.misses}
+        return {
+            "steps": self.step,
+            "lambda": self.lam,
+            **last,
+            "cache_hits": self.pool.hits,
+            "cache_misses": self.pool.misses,
+        }

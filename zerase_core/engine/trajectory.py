@@ -5,6 +5,7 @@ prompt. Re-running it every step costs up to K forwards per step; instead a pool
 (all K states kept) and each training step picks a (trajectory, k). The frozen teacher's velocities at a pool state
 are pure functions of (state, prompt), so they are cached too.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -13,23 +14,18 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..model.sampling import (
-    euler_sample,
-    guided_velocity,
-    initial_noise,
-    shifted_sigmas,
-)
+from ..model.sampling import euler_sample, guided_velocity, initial_noise, shifted_sigmas
 
-if TYPE_CHECKING:     # segments imports this module
+if TYPE_CHECKING:  # segments imports this module
     from .segments import SegmentCache
 
 
 @dataclass
 class TrajectoryPool:
-    states: torch.Tensor            # (P, K, C, h, w): x at sigmas[k] for k < K, per trajectory
-    sigmas: torch.Tensor            # (K + 1,)
-    prompts: list[str]              # the (unshuffled) erase prompt of each trajectory
-    anchors: list[str]              # the anchor prompt paired with each trajectory
+    states: torch.Tensor  # (P, K, C, h, w): x at sigmas[k] for k < K, per trajectory
+    sigmas: torch.Tensor  # (K + 1,)
+    prompts: list[str]  # the (unshuffled) erase prompt of each trajectory
+    anchors: list[str]  # the anchor prompt paired with each trajectory
     # (P, K, C, h, w) or None: the same seeds sampled with the anchor prompts, where L_pr's anchor term is measured
     anchor_states: torch.Tensor | None = None
     teacher: dict[tuple[int, int, str], torch.Tensor] = field(default_factory=dict)
@@ -71,21 +67,32 @@ class TrajectoryPool:
 
 
 @torch.no_grad()
-def sample_trajectories(velocity_of, conditioner, prompts: list[str], seeds: list[int], latent_hw: tuple[int, int],
-                        channels: int, sigmas: torch.Tensor, cfg: float, batch_size: int = 32,
-                        tick: Callable[[], None] | None = None) -> torch.Tensor:
+def sample_trajectories(
+    velocity_of,
+    conditioner,
+    prompts: list[str],
+    seeds: list[int],
+    latent_hw: tuple[int, int],
+    channels: int,
+    sigmas: torch.Tensor,
+    cfg: float,
+    batch_size: int = 32,
+    tick: Callable[[], None] | None = None,
+) -> torch.Tensor:
     """Run the frozen model from noise with each prompt, keeping every state: (P, K, C, h, w). `tick()` is called
     after each sampler step of each batch (ceil(P / batch_size) · K calls)."""
     all_states = []
     for start in range(0, len(prompts), batch_size):
-        chunk = prompts[start:start + batch_size]
+        chunk = prompts[start : start + batch_size]
         context, lengths = conditioner.encode(chunk)
         empty, empty_lengths = conditioner.encode([""] * len(chunk))
-        noise = torch.cat([initial_noise((1, channels, *latent_hw), seed) for seed in seeds[start:start + batch_size]])
+        noise = torch.cat(
+            [initial_noise((1, channels, *latent_hw), seed) for seed in seeds[start : start + batch_size]]
+        )
         states = [noise * sigmas[0]]
 
         def keep(index: int, x: torch.Tensor, states: list = states) -> None:
-            if index < len(sigmas) - 2:       # the state after the last step (sigma 0) is no x_t
+            if index < len(sigmas) - 2:  # the state after the last step (sigma 0) is no x_t
                 states.append(x)
             if tick is not None:
                 tick()
@@ -96,19 +103,35 @@ def sample_trajectories(velocity_of, conditioner, prompts: list[str], seeds: lis
     return torch.cat(all_states)
 
 
-def sample_pool(velocity_of, conditioner, prompts: list[str], anchors: list[str], seeds: list[int],
-                latent_hw: tuple[int, int], channels: int, steps: int, shift: float, cfg: float,
-                batch_size: int = 32, anchor_trajectories: bool = False,
-                tick: Callable[[], None] | None = None, targets: list[str] | None = None) -> TrajectoryPool:
+def sample_pool(
+    velocity_of,
+    conditioner,
+    prompts: list[str],
+    anchors: list[str],
+    seeds: list[int],
+    latent_hw: tuple[int, int],
+    channels: int,
+    steps: int,
+    shift: float,
+    cfg: float,
+    batch_size: int = 32,
+    anchor_trajectories: bool = False,
+    tick: Callable[[], None] | None = None,
+    targets: list[str] | None = None,
+) -> TrajectoryPool:
     """The x_t pool of the erase prompts (and, with `anchor_trajectories`, of the anchors from the same seeds).
     `velocity_of(x, sigma, ctx, lengths)` is the frozen model; `tick()` after each sampler step of each batch
     (`pool_ticks` calls in all). With `targets` (mapped prompts) their trajectories are sampled too, last."""
     sigmas = shifted_sigmas(steps, shift)
+
     def sample(texts: list[str]) -> torch.Tensor:
-        return sample_trajectories(velocity_of, conditioner, texts, seeds, latent_hw, channels, sigmas, cfg, batch_size,
-                                   tick)
-    pool = TrajectoryPool(sample(prompts), sigmas, list(prompts), list(anchors),
-                          sample(anchors) if anchor_trajectories else None)
+        return sample_trajectories(
+            velocity_of, conditioner, texts, seeds, latent_hw, channels, sigmas, cfg, batch_size, tick
+        )
+
+    pool = TrajectoryPool(
+        sample(prompts), sigmas, list(prompts), list(anchors), sample(anchors) if anchor_trajectories else None
+    )
     if targets is not None:
         pool.targets, pool.target_states = list(targets), sample(targets)
     return pool
@@ -120,8 +143,15 @@ def pool_ticks(count: int, steps: int, batch_size: int, anchor_trajectories: boo
 
 
 @torch.no_grad()
-def teacher_velocities(pool: TrajectoryPool, picks: list[tuple[int, int]], kind: str, prompts: list[str],
-                       velocity_of, conditioner, use_cache: bool = True) -> torch.Tensor:
+def teacher_velocities(
+    pool: TrajectoryPool,
+    picks: list[tuple[int, int]],
+    kind: str,
+    prompts: list[str],
+    velocity_of,
+    conditioner,
+    use_cache: bool = True,
+) -> torch.Tensor:
     """Frozen velocities at pool states `picks` [(trajectory, k)] for prompts of one `kind` (cached by kind)."""
     missing = [row for row, pick in enumerate(picks) if not use_cache or (*pick, kind) not in pool.teacher]
     pool.hits += len(picks) - len(missing)

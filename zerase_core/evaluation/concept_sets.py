@@ -12,6 +12,7 @@ erased model see the same prompts and seeds:
   free     concept-free captions (template 0, same token count) for the concept-vector injection attack
   pairs    (with concept, without) caption pairs whose feature difference defines the concept vector
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ class ConceptSets:
     value: str
     erase: tuple[Item, ...]
     keep: tuple[Item, ...]
-    synonym: tuple[Item, ...]        # empty when the value has no other word (e.g. backgrounds)
+    synonym: tuple[Item, ...]  # empty when the value has no other word (e.g. backgrounds)
     shuffle: tuple[Item, ...]
     free: tuple[Item, ...]
     pairs: tuple[tuple[str, str], ...]
@@ -61,12 +62,14 @@ def synonym_words(concept: str) -> list[str]:
     return [word for word in ATTRIBUTES[attribute][value] if word != concept]
 
 
-def phrased(items: list[Item], attribute: str, word: str | None = None, every_attribute: bool = False,
-            split: str = "held-out") -> list[Item]:
+def phrased(
+    items: list[Item], attribute: str, word: str | None = None, every_attribute: bool = False, split: str = "held-out"
+) -> list[Item]:
     """`items` (template-0 captions and their attributes) rewritten in the phrasings of `split` that state
     `attribute` (with `every_attribute`: all four), one phrasing per item in turn; `word` replaces the canonical
     word of `attribute`. Each item's expected dict keeps only the attributes its phrasing states."""
     from ..nano.vocab import ATTRIBUTES as NAMES
+
     chosen = phrasings(split, tuple(NAMES) if every_attribute else (attribute,))
     rewritten = []
     for index, (_, expected) in enumerate(items):
@@ -91,14 +94,24 @@ def concept_sets(concept: str, sizes: SetSizes = SetSizes(), other_concepts: tup
     if len(keep_all) < 2:
         raise ValueError(f"erasing {[concept, *other_concepts]} leaves no unrelated prompts to measure Acc_ir on")
     erase = _draw(phrased(erase_all, attribute, concept), sizes.erase, seed=1)
-    synonym_all = [item for word in synonym_words(concept)
-                   for item in phrased(combinations(attribute, value, word), attribute, word)]
+    synonym_all = [
+        item
+        for word in synonym_words(concept)
+        for item in phrased(combinations(attribute, value, word), attribute, word)
+    ]
     rng = numpy.random.default_rng(4)
     shuffled = [(shuffle_words(prompt, [concept], rng, 1.0), expected) for prompt, expected in erase_all]
-    pairs = [(prompt, _caption({**expected, attribute: other})) for prompt, expected in erase_all
-             for other in ATTRIBUTES[attribute] if other != value]
+    pairs = [
+        (prompt, _caption({**expected, attribute: other}))
+        for prompt, expected in erase_all
+        for other in ATTRIBUTES[attribute]
+        if other != value
+    ]
     return ConceptSets(
-        concept=concept, attribute=attribute, value=value, erase=erase,
+        concept=concept,
+        attribute=attribute,
+        value=value,
+        erase=erase,
         keep=_draw(phrased(keep_all, attribute, every_attribute=True), sizes.keep, seed=2),
         synonym=_draw(synonym_all, sizes.probe, seed=3) if synonym_all else (),
         shuffle=_draw(shuffled, sizes.probe, seed=5),

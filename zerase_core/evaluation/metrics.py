@@ -1,15 +1,16 @@
 """Pure metrics on images, features and judge verdicts (no model in here).
 
-    Acc_e = P(judge finds the erased value | erase prompt)            (lower is better)
-    Acc_ir = mean over unrelated prompts and attributes of [verdict == asked]   (higher is better)
-    H = Acc_ir − Acc_e
-  On erase prompts (the erasure must replace the concept, not delete the picture):
-    other[a] = P(verdict a == asked | erase prompt states a), for every stated attribute a except the erased one
-    no_object = P(the judge finds no object: shape "none");  blank = P(no object, colour and pattern: an empty canvas)
-    H_content = (1 − Acc_e) · other · (1 − no_object)   (0 for a blank image, whatever it erased)
-    FD(a, b) = ‖μ_a − μ_b‖² + Tr(Σ_a + Σ_b − 2 (Σ_a^½ Σ_b Σ_a^½)^½)    (Fréchet distance of Gaussian fits)
-    high-frequency energy = share of an image's luminance spectrum (mean removed) above `cutoff` × Nyquist
+  Acc_e = P(judge finds the erased value | erase prompt)            (lower is better)
+  Acc_ir = mean over unrelated prompts and attributes of [verdict == asked]   (higher is better)
+  H = Acc_ir − Acc_e
+On erase prompts (the erasure must replace the concept, not delete the picture):
+  other[a] = P(verdict a == asked | erase prompt states a), for every stated attribute a except the erased one
+  no_object = P(the judge finds no object: shape "none");  blank = P(no object, colour and pattern: an empty canvas)
+  H_content = (1 − Acc_e) · other · (1 − no_object)   (0 for a blank image, whatever it erased)
+  FD(a, b) = ‖μ_a − μ_b‖² + Tr(Σ_a + Σ_b − 2 (Σ_a^½ Σ_b Σ_a^½)^½)    (Fréchet distance of Gaussian fits)
+  high-frequency energy = share of an image's luminance spectrum (mean removed) above `cutoff` × Nyquist
 """
+
 from __future__ import annotations
 
 import torch
@@ -22,16 +23,20 @@ def detection_rate(verdicts: list[dict[str, str]], attribute: str, value: str) -
         raise ValueError("detection_rate needs at least one verdict; the prompt set is empty")
     missing = [index for index, verdict in enumerate(verdicts) if attribute not in verdict]
     if missing:
-        raise ValueError(f"the judge gave no {attribute!r} verdict for image(s) {missing[:5]}; "
-                         f"it knows {sorted(verdicts[missing[0]])}")
+        raise ValueError(
+            f"the judge gave no {attribute!r} verdict for image(s) {missing[:5]}; "
+            f"it knows {sorted(verdicts[missing[0]])}"
+        )
     return sum(verdict[attribute] == value for verdict in verdicts) / len(verdicts)
 
 
 def attribute_accuracy(verdicts: list[dict[str, str]], expected: list[dict[str, str]]) -> float:
     """Mean over images and over every attribute each image asked for of [verdict == asked] (Acc_ir)."""
     if len(verdicts) != len(expected) or not verdicts:
-        raise ValueError(f"attribute_accuracy needs one expected dict per verdict, got {len(verdicts)} verdicts "
-                         f"and {len(expected)} expected")
+        raise ValueError(
+            f"attribute_accuracy needs one expected dict per verdict, got {len(verdicts)} verdicts "
+            f"and {len(expected)} expected"
+        )
     hits = [verdict.get(name) == value for verdict, wanted in zip(verdicts, expected) for name, value in wanted.items()]
     if not hits:
         raise ValueError("the expected attribute dicts are all empty: nothing to score")
@@ -43,8 +48,9 @@ def _psd_sqrt(matrix: torch.Tensor) -> torch.Tensor:
     return (vectors * values.clamp(min=0).sqrt()) @ vectors.T
 
 
-def frechet_from_statistics(mean_a: torch.Tensor, covariance_a: torch.Tensor, mean_b: torch.Tensor,
-                            covariance_b: torch.Tensor) -> float:
+def frechet_from_statistics(
+    mean_a: torch.Tensor, covariance_a: torch.Tensor, mean_b: torch.Tensor, covariance_b: torch.Tensor
+) -> float:
     """Fréchet distance of N(mean_a, covariance_a) and N(mean_b, covariance_b), in float64.
 
     Uses Σ_a^½ Σ_b Σ_a^½ (symmetric PSD), so the matrix square root is an eigen-decomposition, never complex.
@@ -61,11 +67,15 @@ def frechet_from_statistics(mean_a: torch.Tensor, covariance_a: torch.Tensor, me
 def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> float:
     """Fréchet distance between two feature sets (N, D) and (M, D); each needs at least two rows."""
     if features_a.dim() != 2 or features_b.dim() != 2 or features_a.shape[1] != features_b.shape[1]:
-        raise ValueError(f"frechet_distance needs (N, D) and (M, D) features, got {tuple(features_a.shape)} and "
-                         f"{tuple(features_b.shape)}")
+        raise ValueError(
+            f"frechet_distance needs (N, D) and (M, D) features, got {tuple(features_a.shape)} and "
+            f"{tuple(features_b.shape)}"
+        )
     if min(len(features_a), len(features_b)) < 2:
-        raise ValueError(f"frechet_distance needs ≥ 2 samples per set for a covariance, got {len(features_a)} and "
-                         f"{len(features_b)}; evaluate more prompts or seeds")
+        raise ValueError(
+            f"frechet_distance needs ≥ 2 samples per set for a covariance, got {len(features_a)} and "
+            f"{len(features_b)}; evaluate more prompts or seeds"
+        )
     statistics = []
     for features in (features_a, features_b):
         features = features.double()
@@ -89,7 +99,7 @@ def high_frequency_energy(images: torch.Tensor, cutoff: float = 0.5) -> torch.Te
     power = torch.fft.fft2(luminance).abs().square()
     rows = torch.fft.fftfreq(images.shape[2], dtype=torch.float64)
     columns = torch.fft.fftfreq(images.shape[3], dtype=torch.float64)
-    radius = torch.sqrt(rows[:, None] ** 2 + columns[None, :] ** 2) / 0.5    # 1 = Nyquist along an axis
+    radius = torch.sqrt(rows[:, None] ** 2 + columns[None, :] ** 2) / 0.5  # 1 = Nyquist along an axis
     total = power.sum(dim=(1, 2))
     high = (power * (radius > cutoff)).sum(dim=(1, 2))
     return torch.where(total > 0, high / total.clamp(min=1e-30), torch.zeros_like(total)).float()
@@ -103,15 +113,18 @@ def thumbnail_features(images: torch.Tensor, side: int = 4) -> torch.Tensor:
 
 
 NONE = "none"
-OBJECT_ATTRIBUTES = ("shape", "colour", "pattern")   # what an empty canvas lacks; its background stays
+OBJECT_ATTRIBUTES = ("shape", "colour", "pattern")  # what an empty canvas lacks; its background stays
 
 
-def stated_accuracy(verdicts: list[dict[str, str]], expected: list[dict[str, str]],
-                    skip: str) -> tuple[float | None, dict[str, float | None]]:
+def stated_accuracy(
+    verdicts: list[dict[str, str]], expected: list[dict[str, str]], skip: str
+) -> tuple[float | None, dict[str, float | None]]:
     """(mean, per attribute) accuracy of the attributes each prompt states other than `skip` (the erased one):
     the content an erasure should keep on its own erase prompts. None where no prompt states an attribute."""
     if len(verdicts) != len(expected):
-        raise ValueError(f"stated_accuracy needs one expected dict per verdict, got {len(verdicts)} and {len(expected)}")
+        raise ValueError(
+            f"stated_accuracy needs one expected dict per verdict, got {len(verdicts)} and {len(expected)}"
+        )
     hits: dict[str, list[bool]] = {}
     for verdict, wanted in zip(verdicts, expected):
         for name, value in wanted.items():

@@ -1,4 +1,5 @@
 """Line charts drawn with Pillow (no plotting library): one panel per swept parameter, categorical x axis."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,14 +11,14 @@ from ..common.files import atomic_write
 
 COLOURS = ((214, 39, 40), (31, 119, 180), (44, 160, 44), (148, 103, 189), (255, 127, 14))
 PANEL_SIZE = (420, 300)
-MARGIN = (48, 28, 16, 40)        # left, top, right, bottom (axis labels and title)
+MARGIN = (48, 28, 16, 40)  # left, top, right, bottom (axis labels and title)
 
 
 @dataclass(frozen=True)
 class Panel:
     title: str
     x_labels: tuple[str, ...]
-    series: dict[str, list[float | None]]      # name -> one y per x label (None = missing)
+    series: dict[str, list[float | None]]  # name -> one y per x label (None = missing)
     y_range: tuple[float, float] = (-0.2, 1.0)
 
     def __post_init__(self) -> None:
@@ -25,8 +26,10 @@ class Panel:
             raise ValueError(f"panel {self.title!r} needs at least one x value and one series")
         for name, values in self.series.items():
             if len(values) != len(self.x_labels):
-                raise ValueError(f"series {name!r} of panel {self.title!r} has {len(values)} values for "
-                                 f"{len(self.x_labels)} x labels")
+                raise ValueError(
+                    f"series {name!r} of panel {self.title!r} has {len(values)} values for "
+                    f"{len(self.x_labels)} x labels"
+                )
         if not self.y_range[0] < self.y_range[1]:
             raise ValueError(f"y_range {self.y_range} must be (low, high) with low < high")
 

@@ -8,6 +8,7 @@ The strength s is calibrated on the *base* model: the smallest s on a grid (foun
 calibration rate) is reported next to the results. Synonym and shuffled-order probes need no machinery: they are
 prompt sets (see `concept_sets`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -30,14 +31,24 @@ def concept_vector(renderer: Renderer, pairs: list[tuple[str, str]]) -> torch.Te
     with_features, with_lengths = renderer.encode([with_concept for with_concept, _ in pairs])
     without_features, without_lengths = renderer.encode([without for _, without in pairs])
     if not torch.equal(with_lengths, without_lengths) or len(set(with_lengths.tolist())) != 1:
-        raise ValueError("concept-vector pairs must all have one token count (use one template), got lengths "
-                         f"{sorted(set(with_lengths.tolist()) | set(without_lengths.tolist()))}")
+        raise ValueError(
+            "concept-vector pairs must all have one token count (use one template), got lengths "
+            f"{sorted(set(with_lengths.tolist()) | set(without_lengths.tolist()))}"
+        )
     length = int(with_lengths[0])
     return (with_features[:, :length] - without_features[:, :length]).float().mean(dim=0)
 
 
-def attack_rate(renderer: Renderer, judge: Judge, prompts: list[str], seeds: list[int], vector: torch.Tensor,
-                strength: float, attribute: str, value: str) -> float:
+def attack_rate(
+    renderer: Renderer,
+    judge: Judge,
+    prompts: list[str],
+    seeds: list[int],
+    vector: torch.Tensor,
+    strength: float,
+    attribute: str,
+    value: str,
+) -> float:
     """Fraction of `prompts` rendered with `strength`·`vector` added whose image shows `attribute` = `value`."""
     images = renderer.render(prompts, seeds, offset=strength * vector)
     return detection_rate(judge.verdicts(images), attribute, value)
@@ -45,20 +56,33 @@ def attack_rate(renderer: Renderer, judge: Judge, prompts: list[str], seeds: lis
 
 @dataclass(frozen=True)
 class Calibration:
-    strength: float                  # the attack strength used on every model
-    rate: float                      # base model's attack success at that strength (the calibration rate)
-    reached: bool                    # rate ≥ target
+    strength: float  # the attack strength used on every model
+    rate: float  # base model's attack success at that strength (the calibration rate)
+    reached: bool  # rate ≥ target
     target: float = CALIBRATION_TARGET
-    tried: list[tuple[float, float]] = field(default_factory=list)   # (strength, base rate) measured, by strength
+    tried: list[tuple[float, float]] = field(default_factory=list)  # (strength, base rate) measured, by strength
 
     def to_dict(self) -> dict:
-        return {"strength": self.strength, "rate": self.rate, "reached": self.reached, "target": self.target,
-                "tried": [list(pair) for pair in self.tried]}
+        return {
+            "strength": self.strength,
+            "rate": self.rate,
+            "reached": self.reached,
+            "target": self.target,
+            "tried": [list(pair) for pair in self.tried],
+        }
 
 
-def calibrate(renderer: Renderer, judge: Judge, prompts: list[str], seeds: list[int], vector: torch.Tensor,
-              attribute: str, value: str, target: float = CALIBRATION_TARGET,
-              strengths: tuple[float, ...] = DEFAULT_STRENGTHS) -> Calibration:
+def calibrate(
+    renderer: Renderer,
+    judge: Judge,
+    prompts: list[str],
+    seeds: list[int],
+    vector: torch.Tensor,
+    attribute: str,
+    value: str,
+    target: float = CALIBRATION_TARGET,
+    strengths: tuple[float, ...] = DEFAULT_STRENGTHS,
+) -> Calibration:
     """Smallest grid strength with base attack success ≥ `target`, by bisection over the grid (the success rate
     grows with the strength; ~log2(grid) renders of the prompt set). If none reaches it: the most successful one."""
     if not 0.0 < target <= 1.0:
@@ -77,7 +101,7 @@ def calibrate(renderer: Renderer, judge: Judge, prompts: list[str], seeds: list[
     if rate_at(high) < target:
         strength, rate = max(rates.items(), key=lambda pair: pair[1])
         return Calibration(strength, rate, False, target, sorted(rates.items()))
-    while low < high:                      # invariant: strengths[high] reaches the target
+    while low < high:  # invariant: strengths[high] reaches the target
         middle = (low + high) // 2
         if rate_at(middle) >= target:
             high = middle

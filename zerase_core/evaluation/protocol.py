@@ -8,6 +8,7 @@ seeds), the keep set's high-frequency energy, and the attack success of each pro
 concept vector at the strength calibrated on the base). For the base itself, `collapse` is the distance between
 two base renders of the keep set with different seeds: the noise floor that erased models are compared with.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,23 +29,26 @@ from .metrics import (
     no_object_rate,
     stated_accuracy,
 )
-from .probes import (
-    CALIBRATION_TARGET,
-    DEFAULT_STRENGTHS,
-    Calibration,
-    attack_rate,
-    calibrate,
-    concept_vector,
-)
+from .probes import CALIBRATION_TARGET, DEFAULT_STRENGTHS, Calibration, attack_rate, calibrate, concept_vector
 from .rendering import Renderer, SamplingSettings
 
 PROBES = ("synonym", "shuffle", "vector")
 CONTENT_ATTRIBUTES = ("shape", "colour", "pattern", "background")
-METRIC_KEYS = ("acc_e", "acc_ir", "h", "collapse", "high_frequency", "attack_success",
-               *(f"attack_success_{probe}" for probe in PROBES),
-               "erase_other", *(f"erase_other_{name}" for name in CONTENT_ATTRIBUTES), "no_object", "blank",
-               "h_content")
-SEED_STRIDE = 100_000                      # seeds of repeat r of a set: first + r·stride + index
+METRIC_KEYS = (
+    "acc_e",
+    "acc_ir",
+    "h",
+    "collapse",
+    "high_frequency",
+    "attack_success",
+    *(f"attack_success_{probe}" for probe in PROBES),
+    "erase_other",
+    *(f"erase_other_{name}" for name in CONTENT_ATTRIBUTES),
+    "no_object",
+    "blank",
+    "h_content",
+)
+SEED_STRIDE = 100_000  # seeds of repeat r of a set: first + r·stride + index
 SET_OFFSETS = {"erase": 0, "keep": 10_000, "synonym": 20_000, "shuffle": 30_000, "free": 40_000, "reference": 5_000_000}
 
 
@@ -52,10 +56,10 @@ SET_OFFSETS = {"erase": 0, "keep": 10_000, "synonym": 20_000, "shuffle": 30_000,
 class EvaluationSettings:
     sampling: SamplingSettings = SamplingSettings()
     sizes: SetSizes = SetSizes()
-    seeds: int = 1                          # images per prompt (--seeds)
+    seeds: int = 1  # images per prompt (--seeds)
     first_seed: int = EVALUATION_SEED
     probes: bool = True
-    probe_names: tuple[str, ...] = PROBES   # which of the probes run when `probes` (--probes synonym: the cheap one)
+    probe_names: tuple[str, ...] = PROBES  # which of the probes run when `probes` (--probes synonym: the cheap one)
     attack_strengths: tuple[float, ...] = DEFAULT_STRENGTHS
     calibration_target: float = CALIBRATION_TARGET
 
@@ -75,6 +79,7 @@ class EvaluationSettings:
 @dataclass
 class Reference:
     """The base model's scores on one concept, plus what erased models are compared against."""
+
     sets: ConceptSets
     metrics: dict[str, float | None]
     keep_features: torch.Tensor
@@ -98,13 +103,26 @@ def _detected(renderer, judge, items, settings, kind, sets: ConceptSets) -> floa
     return detection_rate(judge.verdicts(_render(renderer, items, settings, kind)), sets.attribute, sets.value)
 
 
-def _measure(renderer: Renderer, judge: Judge, sets: ConceptSets, settings: EvaluationSettings,
-             vector: torch.Tensor | None, strength: float | None, known_vector_rate: float | None = None):
+def _measure(
+    renderer: Renderer,
+    judge: Judge,
+    sets: ConceptSets,
+    settings: EvaluationSettings,
+    vector: torch.Tensor | None,
+    strength: float | None,
+    known_vector_rate: float | None = None,
+):
     """(metrics without `collapse`, keep-set features)."""
     erase_verdicts = judge.verdicts(_render(renderer, sets.erase, settings, "erase"))
     metrics: dict[str, float | None] = {"acc_e": detection_rate(erase_verdicts, sets.attribute, sets.value)}
-    metrics.update(content_metrics(erase_verdicts, [wanted for _ in range(settings.seeds) for _, wanted in sets.erase],
-                                   sets.attribute, metrics["acc_e"]))
+    metrics.update(
+        content_metrics(
+            erase_verdicts,
+            [wanted for _ in range(settings.seeds) for _, wanted in sets.erase],
+            sets.attribute,
+            metrics["acc_e"],
+        )
+    )
     keep_images = _render(renderer, sets.keep, settings, "keep")
     expected = [wanted for _ in range(settings.seeds) for _, wanted in sets.keep]
     metrics["acc_ir"] = attribute_accuracy(judge.verdicts(keep_images), expected)
@@ -121,8 +139,9 @@ def _measure(renderer: Renderer, judge: Judge, sets: ConceptSets, settings: Eval
             metrics["attack_success_vector"] = known_vector_rate
         elif "vector" in settings.probe_names and vector is not None and strength is not None:
             prompts, seeds = _seeded([prompt for prompt, _ in sets.free], settings, "free")
-            metrics["attack_success_vector"] = attack_rate(renderer, judge, prompts, seeds, vector, strength,
-                                                           sets.attribute, sets.value)
+            metrics["attack_success_vector"] = attack_rate(
+                renderer, judge, prompts, seeds, vector, strength, sets.attribute, sets.value
+            )
     metrics["attack_success"] = _max_probe(metrics)
     return metrics, judge.features(keep_images)
 
@@ -131,9 +150,13 @@ def content_metrics(verdicts, expected, erased_attribute: str, acc_e: float) -> 
     """What the erase images kept: other stated attributes (mean and each), no-object and blank shares, H_content."""
     other, per_attribute = stated_accuracy(verdicts, expected, erased_attribute)
     no_object = no_object_rate(verdicts)
-    return {"erase_other": other,
-            **{f"erase_other_{name}": per_attribute.get(name) for name in CONTENT_ATTRIBUTES},
-            "no_object": no_object, "blank": blank_rate(verdicts), "h_content": content_score(acc_e, other, no_object)}
+    return {
+        "erase_other": other,
+        **{f"erase_other_{name}": per_attribute.get(name) for name in CONTENT_ATTRIBUTES},
+        "no_object": no_object,
+        "blank": blank_rate(verdicts),
+        "h_content": content_score(acc_e, other, no_object),
+    }
 
 
 def _max_probe(metrics: dict) -> float | None:
@@ -141,18 +164,29 @@ def _max_probe(metrics: dict) -> float | None:
     return max(found) if found else None
 
 
-def base_reference(renderer: Renderer, judge: Judge, concept: str, settings: EvaluationSettings,
-                   other_concepts: tuple[str, ...] = ()) -> Reference:
+def base_reference(
+    renderer: Renderer, judge: Judge, concept: str, settings: EvaluationSettings, other_concepts: tuple[str, ...] = ()
+) -> Reference:
     """Score the unerased model on `concept` and calibrate the vector attack on it."""
     sets = concept_sets(concept, settings.sizes, other_concepts)
     vector = calibration = None
     if settings.probes and "vector" in settings.probe_names:
         vector = concept_vector(renderer, list(sets.pairs))
         prompts, seeds = _seeded([prompt for prompt, _ in sets.free], settings, "free")
-        calibration = calibrate(renderer, judge, prompts, seeds, vector, sets.attribute, sets.value,
-                                settings.calibration_target, settings.attack_strengths)
-    metrics, features = _measure(renderer, judge, sets, settings, vector, None,
-                                 calibration.rate if calibration else None)
+        calibration = calibrate(
+            renderer,
+            judge,
+            prompts,
+            seeds,
+            vector,
+            sets.attribute,
+            sets.value,
+            settings.calibration_target,
+            settings.attack_strengths,
+        )
+    metrics, features = _measure(
+        renderer, judge, sets, settings, vector, None, calibration.rate if calibration else None
+    )
     other_seeds = judge.features(_render(renderer, sets.keep, settings, "reference"))
     metrics["collapse"] = frechet_distance(features, other_seeds)
     return Reference(sets, metrics, features, vector, calibration)
@@ -187,7 +221,12 @@ def report(references: dict[str, Reference], erased: dict[str, dict]) -> dict:
         "collapse_reference": base["collapse"],
         "calibration_rate": min(rates) if rates else None,
         "concepts": list(references),
-        "per_concept": {concept: {"erased": erased[concept], "base": reference.metrics,
-                                  "calibration": calibrations[concept].to_dict() if calibrations[concept] else None}
-                        for concept, reference in references.items()},
+        "per_concept": {
+            concept: {
+                "erased": erased[concept],
+                "base": reference.metrics,
+                "calibration": calibrations[concept].to_dict() if calibrations[concept] else None,
+            }
+            for concept, reference in references.items()
+        },
     }

@@ -6,6 +6,7 @@ DiT's `cap_embedder`). `NanoRenderer` samples the nano world's DiT exactly as `N
 things `generate` lacks: the offset, and token zeroing (`suppress_keywords`: those tokens are removed from the keys
 of every joint layer for the conditional pass only; the unconditional empty prompt is left alone).
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -18,13 +19,7 @@ import torch
 from ..adapters.closed_form import keyword_suppression
 from ..model.sampling import euler_sample, guided_velocity, shifted_sigmas
 from ..nano.prompts import NanoConditioner
-from ..nano.world import (
-    DEFAULT_CFG,
-    DEFAULT_STEPS,
-    IMAGE_SIZE,
-    NanoWorld,
-    check_image_size,
-)
+from ..nano.world import DEFAULT_CFG, DEFAULT_STEPS, IMAGE_SIZE, NanoWorld, check_image_size
 
 
 class Renderer(Protocol):
@@ -64,8 +59,9 @@ def add_offset(features: torch.Tensor, offset: torch.Tensor | None) -> torch.Ten
 class NanoRenderer:
     """The nano DiT (with whatever erasure is attached to `world.dit`) as a renderer."""
 
-    def __init__(self, world: NanoWorld, sampling: SamplingSettings = SamplingSettings(),
-                 suppress_keywords: tuple[str, ...] = ()):
+    def __init__(
+        self, world: NanoWorld, sampling: SamplingSettings = SamplingSettings(), suppress_keywords: tuple[str, ...] = ()
+    ):
         self.world, self.sampling, self.suppress_keywords = world, sampling, tuple(suppress_keywords)
         self.conditioner = NanoConditioner(world.text_encoder)
 
@@ -86,8 +82,9 @@ class NanoRenderer:
         empty, empty_lengths = self.encode([""] * len(prompts))
         suppress = self._suppression(prompts)
 
-        velocity = guided_velocity(world.dit, context, lengths, sampling.cfg, empty, empty_lengths,
-                                   suppress_keys=suppress)
+        velocity = guided_velocity(
+            world.dit, context, lengths, sampling.cfg, empty, empty_lengths, suppress_keys=suppress
+        )
         noise = world.noise(seeds, sampling.size)
         latents = euler_sample(velocity, noise, shifted_sigmas(sampling.steps, world.dit.config.shift))
         return world.codec.decode(latents)
@@ -96,17 +93,27 @@ class NanoRenderer:
         if len(prompts) != len(seeds):
             raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds; give one seed per prompt")
         size = self.sampling.batch_size
-        images = torch.cat([self._sample(prompts[start:start + size], seeds[start:start + size], offset)
-                            for start in range(0, len(prompts), size)])
-        return images.nan_to_num(nan=0.0)      # a model that outputs NaN is scored as black images, not crashed on
+        images = torch.cat(
+            [
+                self._sample(prompts[start : start + size], seeds[start : start + size], offset)
+                for start in range(0, len(prompts), size)
+            ]
+        )
+        return images.nan_to_num(nan=0.0)  # a model that outputs NaN is scored as black images, not crashed on
 
 
 @contextmanager
-def erasure_applied(world: NanoWorld, path: str | Path, strength: float | None = None, allow_other_base: bool = False,
-                    allow_partial: bool = False):
+def erasure_applied(
+    world: NanoWorld,
+    path: str | Path,
+    strength: float | None = None,
+    allow_other_base: bool = False,
+    allow_partial: bool = False,
+):
     """Attach an erasure file to `world.dit` for the `with` block; yields (info, strength used). A partial file is
     refused unless `allow_partial` (the benchmark scores a diverged run's last finite adapters)."""
     from ..nano.erasure_runs import attach_file
+
     edit, info = attach_file(world, Path(path), strength, allow_other_base, allow_partial)
     try:
         yield info, info.recommended_strength if strength is None else float(strength)

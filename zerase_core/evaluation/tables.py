@@ -1,4 +1,5 @@
 """Markdown tables of benchmark and sweep rows (means over seeds, and over concepts)."""
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -37,50 +38,91 @@ def _content(metrics: dict) -> str:
 
 def method_concept_table(rows: list[dict], bases: dict[str, dict]) -> str:
     """One line per (method, concept), means over seeds; the base model first for each concept."""
-    lines = ["| method | concept | seeds | Acc_e | Acc_ir | H | erase prompts: other kept / no object / blank | "
-             "H_content | collapse (FD) | attack success | train s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| method | concept | seeds | Acc_e | Acc_ir | H | erase prompts: other kept / no object / blank | "
+        "H_content | collapse (FD) | attack success | train s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for concept, base in bases.items():
-        lines.append(f"| base | {concept} | – | {_cell(base['acc_e'])} | {_cell(base['acc_ir'])} | {_cell(base['h'])} | "
-                     f"{_content(base)} | {_cell(base.get('h_content'))} | "
-                     f"{_cell(base['collapse'], 4)} (seed floor) | {_cell(base['attack_success'])} | – |")
+        lines.append(
+            f"| base | {concept} | – | {_cell(base['acc_e'])} | {_cell(base['acc_ir'])} | {_cell(base['h'])} | "
+            f"{_content(base)} | {_cell(base.get('h_content'))} | "
+            f"{_cell(base['collapse'], 4)} (seed floor) | {_cell(base['attack_success'])} | – |"
+        )
     for (method, concept), group in _grouped(rows, lambda row: (row["method"], row["concept"])).items():
-        mean = {key: _mean(row.get(key) for row in group)
-                for key in ("acc_e", "acc_ir", "h", "collapse", "attack_success", "train_seconds", "erase_other",
-                            "no_object", "blank", "h_content")}
+        mean = {
+            key: _mean(row.get(key) for row in group)
+            for key in (
+                "acc_e",
+                "acc_ir",
+                "h",
+                "collapse",
+                "attack_success",
+                "train_seconds",
+                "erase_other",
+                "no_object",
+                "blank",
+                "h_content",
+            )
+        }
         diverged = sum(bool(row.get("diverged")) for row in group)
         name = f"{method} (diverged in {diverged})" if diverged else method
-        lines.append(f"| {name} | {concept} | {len(group)} | {_cell(mean['acc_e'])} | {_cell(mean['acc_ir'])} | "
-                     f"{_cell(mean['h'])} | {_content(mean)} | {_cell(mean['h_content'])} | "
-                     f"{_cell(mean['collapse'], 4)} | {_cell(mean['attack_success'])} | "
-                     f"{_cell(mean['train_seconds'], 0)} |")
+        lines.append(
+            f"| {name} | {concept} | {len(group)} | {_cell(mean['acc_e'])} | {_cell(mean['acc_ir'])} | "
+            f"{_cell(mean['h'])} | {_content(mean)} | {_cell(mean['h_content'])} | "
+            f"{_cell(mean['collapse'], 4)} | {_cell(mean['attack_success'])} | "
+            f"{_cell(mean['train_seconds'], 0)} |"
+        )
     return "\n".join(lines)
 
 
 def method_table(rows: list[dict]) -> str:
     """One line per method, means over concepts and seeds; collapse also as a multiple of the base seed floor."""
-    lines = ["| method | cells | Acc_e | Acc_ir | H | other kept ÷ base | no object | H_content | collapse ÷ seed floor | "
-             "attack: synonym / shuffle / vector / max | train s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| method | cells | Acc_e | Acc_ir | H | other kept ÷ base | no object | H_content | collapse ÷ seed floor | "
+        "attack: synonym / shuffle / vector / max | train s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for method, group in _grouped(rows, lambda row: row["method"]).items():
-        mean = {key: _mean(row.get(key) for row in group) for key in
-                ("acc_e", "acc_ir", "h", "attack_success_synonym", "attack_success_shuffle", "attack_success_vector",
-                 "attack_success", "train_seconds", "no_object", "h_content")}
-        attacks = " / ".join(_cell(mean[f"attack_success{suffix}"], 2)
-                             for suffix in ("_synonym", "_shuffle", "_vector", ""))
-        lines.append(f"| {method} | {len(group)} | {_cell(mean['acc_e'])} | {_cell(mean['acc_ir'])} | {_cell(mean['h'])} | "
-                     f"{_cell(_mean(_kept_ratio(row) for row in group), 2)} | {_cell(mean['no_object'], 2)} | "
-                     f"{_cell(mean['h_content'])} | {_cell(_mean(_ratio(row) for row in group), 2)} | {attacks} | {_cell(mean['train_seconds'], 0)} |")
+        mean = {
+            key: _mean(row.get(key) for row in group)
+            for key in (
+                "acc_e",
+                "acc_ir",
+                "h",
+                "attack_success_synonym",
+                "attack_success_shuffle",
+                "attack_success_vector",
+                "attack_success",
+                "train_seconds",
+                "no_object",
+                "h_content",
+            )
+        }
+        attacks = " / ".join(
+            _cell(mean[f"attack_success{suffix}"], 2) for suffix in ("_synonym", "_shuffle", "_vector", "")
+        )
+        lines.append(
+            f"| {method} | {len(group)} | {_cell(mean['acc_e'])} | {_cell(mean['acc_ir'])} | {_cell(mean['h'])} | "
+            f"{_cell(_mean(_kept_ratio(row) for row in group), 2)} | {_cell(mean['no_object'], 2)} | "
+            f"{_cell(mean['h_content'])} | {_cell(_mean(_ratio(row) for row in group), 2)} | {attacks} | {_cell(mean['train_seconds'], 0)} |"
+        )
     return "\n".join(lines)
 
 
 def sweep_table(rows: list[dict], parameter: str) -> str:
     """One line per value of the swept parameter (means over concepts and seeds)."""
-    lines = [f"| {parameter} | cells | Acc_e | Acc_ir | H | collapse ÷ seed floor | final λ |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"| {parameter} | cells | Acc_e | Acc_ir | H | collapse ÷ seed floor | final λ |",
+        "|---|---|---|---|---|---|---|",
+    ]
     swept = [row for row in rows if parameter in row]
     for value, group in sorted(_grouped(swept, lambda row: row[parameter]).items()):
         mean = {key: _mean(row.get(key) for row in group) for key in ("acc_e", "acc_ir", "h", "final_lambda")}
-        lines.append(f"| {value:g} | {len(group)} | {_cell(mean['acc_e'])} | {_cell(mean['acc_ir'])} | {_cell(mean['h'])} | "
-                     f"{_cell(_mean(_ratio(row) for row in group), 2)} | {_cell(mean['final_lambda'], 2)} |")
+        lines.append(
+            f"| {value:g} | {len(group)} | {_cell(mean['acc_e'])} | {_cell(mean['acc_ir'])} | {_cell(mean['h'])} | "
+            f"{_cell(_mean(_ratio(row) for row in group), 2)} | {_cell(mean['final_lambda'], 2)} |"
+        )
     return "\n".join(lines)
 
 
@@ -88,8 +130,10 @@ def sweep_series(rows: list[dict], parameter: str) -> tuple[list[float], dict[st
     """(sorted values, {"Acc_e": [...], "Acc_ir": [...], "H": [...]}) for a plot."""
     groups = _grouped([row for row in rows if parameter in row], lambda row: row[parameter])
     values = sorted(groups)
-    series = {label: [_mean(row[key] for row in groups[value]) for value in values]
-              for label, key in (("Acc_e", "acc_e"), ("Acc_ir", "acc_ir"), ("H", "h"))}
+    series = {
+        label: [_mean(row[key] for row in groups[value]) for value in values]
+        for label, key in (("Acc_e", "acc_e"), ("Acc_ir", "acc_ir"), ("H", "h"))
+    }
     return values, series
 
 
@@ -108,8 +152,11 @@ def targets_table(rows: list[dict]) -> str:
     """One line per (method, concept), means over seeds, each cell checked against TARGETS (✗ marks a miss):
     detected on held-out phrasings and on synonyms (≤ 0.05), other stated attributes on erase prompts ÷ base
     (≥ 0.90), no-object share (≤ 0.05), keep-set accuracy ÷ base (≥ 0.95)."""
-    lines = ["| method | concept | strength | detected (held-out phrasings) | detected (synonyms) | other kept ÷ base | "
-             "no object (base) | keep ÷ base | all met |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| method | concept | strength | detected (held-out phrasings) | detected (synonyms) | other kept ÷ base | "
+        "no object (base) | keep ÷ base | all met |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for (method, concept), group in _grouped(rows, lambda row: (row["method"], row["concept"])).items():
         values = {
             "acc_e": _mean(row["acc_e"] for row in group),
@@ -118,13 +165,20 @@ def targets_table(rows: list[dict]) -> str:
             "no_object": _mean(row.get("no_object") for row in group),
             "keep_ratio": _mean(row["acc_ir"] / row["base"]["acc_ir"] for row in group if row["base"].get("acc_ir")),
         }
-        at_most = {"acc_e": True, "attack_success_synonym": True, "other_ratio": False, "no_object": True,
-                   "keep_ratio": False}
+        at_most = {
+            "acc_e": True,
+            "attack_success_synonym": True,
+            "other_ratio": False,
+            "no_object": True,
+            "keep_ratio": False,
+        }
         cells = {key: _checked(values[key], TARGETS[key], at_most[key]) for key in TARGETS}
         met = all(values[key] is not None and "✗" not in cells[key] for key in TARGETS)
         base_no_object = _mean((row.get("base") or {}).get("no_object") for row in group)
-        lines.append(f"| {method} | {concept} | {_cell(_mean(row.get('strength') for row in group), 2)} | "
-                     f"{cells['acc_e']} | {cells['attack_success_synonym']} | {cells['other_ratio']} | "
-                     f"{cells['no_object']} ({_cell(base_no_object, 2)}) | {cells['keep_ratio']} | "
-                     f"{'yes' if met else 'no'} |")
+        lines.append(
+            f"| {method} | {concept} | {_cell(_mean(row.get('strength') for row in group), 2)} | "
+            f"{cells['acc_e']} | {cells['attack_success_synonym']} | {cells['other_ratio']} | "
+            f"{cells['no_object']} ({_cell(base_no_object, 2)}) | {cells['keep_ratio']} | "
+            f"{'yes' if met else 'no'} |"
+        )
     return "\n".join(lines)

@@ -14,6 +14,7 @@ summing the weights often leads to over-erasure"): see `apply_erasures`.
 The metadata record `ErasureInfo` lives in `erasure_info`, the stock-LoRA conversion in `stock_export`; this module
 re-exports their public names.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,16 +45,44 @@ from .stock_export import STOCK_SUFFIX, stock_lora_tensors, stock_path  # noqa: 
 
 logger = logging.getLogger(__name__)
 
-STATE_PREFIX = "zerase_state."            # resume state (optimizer moments, RNG); partial files only
+STATE_PREFIX = "zerase_state."  # resume state (optimizer moments, RNG); partial files only
 # Key endings ComfyUI's loaders read (comfy/weight_adapter, comfy/lora.py); none may appear in an erasure file.
-STOCK_LORA_SUFFIXES = (".lora_up.weight", ".lora_down.weight", ".lora_mid.weight", "_lora.up.weight",
-                       "_lora.down.weight", ".lora_A.weight", ".lora_B.weight", ".lora.up.weight", ".lora.down.weight",
-                       ".lora_A", ".lora_B", ".alpha", ".dora_scale", ".diff", ".diff_b", ".set_weight", ".w_norm",
-                       ".b_norm", ".hada_w1_a", ".lokr_w1", ".oft_blocks")
+STOCK_LORA_SUFFIXES = (
+    ".lora_up.weight",
+    ".lora_down.weight",
+    ".lora_mid.weight",
+    "_lora.up.weight",
+    "_lora.down.weight",
+    ".lora_A.weight",
+    ".lora_B.weight",
+    ".lora.up.weight",
+    ".lora.down.weight",
+    ".lora_A",
+    ".lora_B",
+    ".alpha",
+    ".dora_scale",
+    ".diff",
+    ".diff_b",
+    ".set_weight",
+    ".w_norm",
+    ".b_norm",
+    ".hada_w1_a",
+    ".lokr_w1",
+    ".oft_blocks",
+)
 PathLike = str | os.PathLike[str]
 # DiTConfig fields that change tensor shapes: a mismatch is refused even with allow_other_base.
-_SHAPE_FIELDS = ("dim", "n_layers", "n_refiner_layers", "n_heads", "cap_feat_dim", "in_channels", "patch_size",
-                 "ffn_multiple_of", "ffn_dim_multiplier")
+_SHAPE_FIELDS = (
+    "dim",
+    "n_layers",
+    "n_refiner_layers",
+    "n_heads",
+    "cap_feat_dim",
+    "in_channels",
+    "patch_size",
+    "ffn_multiple_of",
+    "ffn_dim_multiplier",
+)
 
 
 # ---------------------------------------------------------------- tensors vs metadata
@@ -65,8 +94,11 @@ def expected_shapes(info: ErasureInfo) -> dict[str, tuple[int, ...]]:
     if info.method == UCE_TEXT_METHOD:
         return {UCE_DELTA_KEY: (config.dim, config.cap_feat_dim)}
     adapter = info.adapter_config()
-    counts = {"layers": config.n_layers, "context_refiner": config.n_refiner_layers,
-              "noise_refiner": config.n_refiner_layers}
+    counts = {
+        "layers": config.n_layers,
+        "context_refiner": config.n_refiner_layers,
+        "noise_refiner": config.n_refiner_layers,
+    }
     shapes: dict[str, tuple[int, ...]] = {}
     for family in FAMILIES:
         if family not in adapter.families:
@@ -74,7 +106,7 @@ def expected_shapes(info: ErasureInfo) -> dict[str, tuple[int, ...]]:
         for index in range(counts[family]):
             if family == "layers" and adapter.layers is not None and index not in adapter.layers:
                 continue
-            for name in adapter.slices:        # qkv rows: q dim wide, k and v kv_heads·head_dim (GQA)
+            for name in adapter.slices:  # qkv rows: q dim wide, k and v kv_heads·head_dim (GQA)
                 rows = config.dim if name == "q" else config.kv_heads * config.head_dim
                 shapes[f"{KEY_PREFIX}{family}.{index}.attention.qkv.{name}.down"] = (adapter.rank, config.dim)
                 shapes[f"{KEY_PREFIX}{family}.{index}.attention.qkv.{name}.up"] = (rows, adapter.rank)
@@ -83,20 +115,26 @@ def expected_shapes(info: ErasureInfo) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _check_tensors(path: Path, info: ErasureInfo, tensors: Mapping[str, torch.Tensor],
-                   state: Mapping[str, torch.Tensor]) -> None:
+def _check_tensors(
+    path: Path, info: ErasureInfo, tensors: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]
+) -> None:
     expected = expected_shapes(info)
     missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
     if missing or unexpected:
-        raise ErasureFileError(f"{path}: tensors do not match the metadata (method {info.method!r}, adapter "
-                               f"{info.adapter}): missing {missing[:4]}, unexpected {unexpected[:4]}")
+        raise ErasureFileError(
+            f"{path}: tensors do not match the metadata (method {info.method!r}, adapter "
+            f"{info.adapter}): missing {missing[:4]}, unexpected {unexpected[:4]}"
+        )
     if state and not info.partial:
-        raise ErasureFileError(f"{path}: resume state ({sorted(state)[:3]}) is only allowed in a partial file "
-                               f"(metadata partial = false)")
+        raise ErasureFileError(
+            f"{path}: resume state ({sorted(state)[:3]}) is only allowed in a partial file (metadata partial = false)"
+        )
     for key, tensor in tensors.items():
         if tuple(tensor.shape) != expected[key]:
-            raise ErasureFileError(f"{path}: {key} has shape {tuple(tensor.shape)} but the metadata (rank "
-                                   f"{info.adapter.get('rank')}, dim {info.base_config['dim']}) says {expected[key]}")
+            raise ErasureFileError(
+                f"{path}: {key} has shape {tuple(tensor.shape)} but the metadata (rank "
+                f"{info.adapter.get('rank')}, dim {info.base_config['dim']}) says {expected[key]}"
+            )
         if not tensor.is_floating_point():
             raise ErasureFileError(f"{path}: {key} has dtype {tensor.dtype}; adapter tensors are floating point")
     for key, tensor in [*tensors.items(), *state.items()]:
@@ -107,8 +145,12 @@ def _check_tensors(path: Path, info: ErasureInfo, tensors: Mapping[str, torch.Te
 # ---------------------------------------------------------------- save / read / load
 
 
-def save_erasure(path: PathLike, adapters: AdapterSet | Mapping[str, torch.Tensor], info: ErasureInfo,
-                 extra_tensors: Mapping[str, torch.Tensor] | None = None) -> Path:
+def save_erasure(
+    path: PathLike,
+    adapters: AdapterSet | Mapping[str, torch.Tensor],
+    info: ErasureInfo,
+    extra_tensors: Mapping[str, torch.Tensor] | None = None,
+) -> Path:
     """Atomically write an erasure file; `adapters` is an AdapterSet, or for uce-text {UCE_DELTA_KEY: delta}.
 
     Args:
@@ -119,8 +161,9 @@ def save_erasure(path: PathLike, adapters: AdapterSet | Mapping[str, torch.Tenso
         raise ErasureFileError(f"erasure files are .safetensors; got {path}")
     if isinstance(adapters, AdapterSet):
         if adapter_dict(adapters.config) != info.adapter:
-            raise ErasureFileError(f"info.adapter {info.adapter} differs from the AdapterSet's config "
-                                   f"{adapter_dict(adapters.config)}")
+            raise ErasureFileError(
+                f"info.adapter {info.adapter} differs from the AdapterSet's config {adapter_dict(adapters.config)}"
+            )
         tensors = adapters.export_tensors()
     else:
         tensors = {key: value.detach().cpu() for key, value in adapters.items()}
@@ -140,13 +183,18 @@ def read_erasure(path: PathLike) -> tuple[ErasureInfo, dict[str, torch.Tensor], 
     path = Path(path)
     tensors, metadata = read_safetensors(path, ErasureFileError, "erasure file")
     if METADATA_KEY not in metadata:
-        stock = next((key for key in tensors if key.endswith(STOCK_LORA_SUFFIXES) or key.startswith("lora_unet_")),
-                     None)
+        stock = next(
+            (key for key in tensors if key.endswith(STOCK_LORA_SUFFIXES) or key.startswith("lora_unet_")), None
+        )
         if stock is not None:
-            raise ErasureFileError(f"{path} is not a ZErase erasure file: it looks like a stock LoRA (key {stock}); "
-                                   f"load it with ComfyUI's LoraLoaderModelOnly instead")
-        raise ErasureFileError(f"{path} is not a ZErase erasure file: it has no '{METADATA_KEY}' metadata "
-                               f"({len(tensors)} tensors such as {list(tensors)[:3]})")
+            raise ErasureFileError(
+                f"{path} is not a ZErase erasure file: it looks like a stock LoRA (key {stock}); "
+                f"load it with ComfyUI's LoraLoaderModelOnly instead"
+            )
+        raise ErasureFileError(
+            f"{path} is not a ZErase erasure file: it has no '{METADATA_KEY}' metadata "
+            f"({len(tensors)} tensors such as {list(tensors)[:3]})"
+        )
     try:
         info = ErasureInfo.from_metadata(metadata)
     except ErasureFileError as error:
@@ -157,7 +205,7 @@ def read_erasure(path: PathLike) -> tuple[ErasureInfo, dict[str, torch.Tensor], 
     if stray:
         raise ErasureFileError(f"{path}: keys outside '{KEY_PREFIX}' and '{STATE_PREFIX}': {stray[:4]}")
     _check_tensors(path, info, adapter, state)
-    return info, adapter, {key[len(STATE_PREFIX):]: value for key, value in state.items()}
+    return info, adapter, {key[len(STATE_PREFIX) :]: value for key, value in state.items()}
 
 
 def _check_base(path: Path, info: ErasureInfo, model: nn.Module, allow_other_base: bool) -> None:
@@ -166,24 +214,35 @@ def _check_base(path: Path, info: ErasureInfo, model: nn.Module, allow_other_bas
         stored, actual = info.base_config, config.to_dict()
         made_for = stored.get("kind", "z-image")
         if made_for != config.kind:
-            raise ErasureFileError(f"{path} was made for {KINDS.get(made_for, made_for)} (base fingerprint "
-                                   f"{info.base_fingerprint}) but this model is {config.family} (fingerprint "
-                                   f"{fingerprint(model)}); an erasure only applies to the model family it was "
-                                   f"trained on, with or without allow_other_base")
-        wrong = [f"{name} {stored[name]} (file) vs {actual[name]} (model)" for name in _SHAPE_FIELDS
-                 if stored[name] != actual[name]]
+            raise ErasureFileError(
+                f"{path} was made for {KINDS.get(made_for, made_for)} (base fingerprint "
+                f"{info.base_fingerprint}) but this model is {config.family} (fingerprint "
+                f"{fingerprint(model)}); an erasure only applies to the model family it was "
+                f"trained on, with or without allow_other_base"
+            )
+        wrong = [
+            f"{name} {stored[name]} (file) vs {actual[name]} (model)"
+            for name in _SHAPE_FIELDS
+            if stored[name] != actual[name]
+        ]
         if wrong:
-            raise ErasureFileError(f"{path} was made for a model of another shape: {'; '.join(wrong)}. Its adapters "
-                                   f"cannot fit this model, with or without allow_other_base")
+            raise ErasureFileError(
+                f"{path} was made for a model of another shape: {'; '.join(wrong)}. Its adapters "
+                f"cannot fit this model, with or without allow_other_base"
+            )
         other = [name for name in stored if stored[name] != actual[name]]
         if other and not allow_other_base:
-            raise ErasureFileError(f"{path} was made for a base model with other settings ({other}); pass "
-                                   f"allow_other_base=True to apply it anyway")
+            raise ErasureFileError(
+                f"{path} was made for a base model with other settings ({other}); pass "
+                f"allow_other_base=True to apply it anyway"
+            )
     found = fingerprint(model)
     if found != info.base_fingerprint and not allow_other_base:
-        raise ErasureFileError(f"{path} was trained on base model {info.base_fingerprint}, but this model's "
-                               f"fingerprint is {found}; pass allow_other_base=True to apply it anyway (e.g. to a "
-                               f"fine-tune of the same base; erasure strength may differ)")
+        raise ErasureFileError(
+            f"{path} was trained on base model {info.base_fingerprint}, but this model's "
+            f"fingerprint is {found}; pass allow_other_base=True to apply it anyway (e.g. to a "
+            f"fine-tune of the same base; erasure strength may differ)"
+        )
 
 
 def load_erasure(path: PathLike, model: nn.Module, allow_other_base: bool = False) -> tuple[AdapterSet, ErasureInfo]:
@@ -191,8 +250,10 @@ def load_erasure(path: PathLike, model: nn.Module, allow_other_base: bool = Fals
     path = Path(path)
     info, tensors, _ = read_erasure(path)
     if info.method == UCE_TEXT_METHOD:
-        raise ErasureFileError(f"{path} is a uce-text erasure (a weight edit of cap_embedder.1, not gated adapters); "
-                               f"export it with export_stock_lora and load it as a LoRA")
+        raise ErasureFileError(
+            f"{path} is a uce-text erasure (a weight edit of cap_embedder.1, not gated adapters); "
+            f"export it with export_stock_lora and load it as a LoRA"
+        )
     _check_base(path, info, model, allow_other_base)
     try:
         adapters = AdapterSet(model, info.adapter_config())
@@ -222,9 +283,10 @@ class ErasureStack:
         count = len(entries)
         self.sets = [adapters for adapters, _ in entries]
         self._previous = [_strength_of(adapters) for adapters in self.sets]
-        self.strengths = [check_strength(previous / count if strength is None else strength,
-                                         f"strength of erasure {index + 1}")
-                          for index, (previous, (_, strength)) in enumerate(zip(self._previous, entries, strict=True))]
+        self.strengths = [
+            check_strength(previous / count if strength is None else strength, f"strength of erasure {index + 1}")
+            for index, (previous, (_, strength)) in enumerate(zip(self._previous, entries, strict=True))
+        ]
         attached: list[AdapterSet] = []
         try:
             for adapters, strength in zip(self.sets, self.strengths, strict=True):
@@ -281,13 +343,32 @@ def export_stock_lora(path_in: PathLike, path_out: PathLike | None = None) -> Pa
     path_out = stock_path(path_in, path_out)
     info, tensors, _ = read_erasure(path_in)
     stock = stock_lora_tensors(path_in, info, tensors)
-    source = {"method": info.method, "concepts": list(info.concepts), "base_fingerprint": info.base_fingerprint,
-              "strength_baked_in": info.recommended_strength, "source": path_in.name}
+    source = {
+        "method": info.method,
+        "concepts": list(info.concepts),
+        "base_fingerprint": info.base_fingerprint,
+        "strength_baked_in": info.recommended_strength,
+        "source": path_in.name,
+    }
     atomic_save_safetensors(stock, path_out, metadata={"zerase.exported_from": json.dumps(source)})
     logger.info("exported %s as stock LoRA %s", path_in, path_out)
     return path_out
 
 
-__all__ = ["ERASURE_FORMAT_VERSION", "METADATA_KEY", "STATE_PREFIX", "UCE_TEXT_METHOD", "UCE_DELTA_KEY",
-           "ErasureFileError", "ErasureInfo", "ErasureStack", "adapter_dict", "expected_shapes", "save_erasure",
-           "read_erasure", "load_erasure", "apply_erasures", "export_stock_lora"]
+__all__ = [
+    "ERASURE_FORMAT_VERSION",
+    "METADATA_KEY",
+    "STATE_PREFIX",
+    "UCE_TEXT_METHOD",
+    "UCE_DELTA_KEY",
+    "ErasureFileError",
+    "ErasureInfo",
+    "ErasureStack",
+    "adapter_dict",
+    "expected_shapes",
+    "save_erasure",
+    "read_erasure",
+    "load_erasure",
+    "apply_erasures",
+    "export_stock_lora",
+]

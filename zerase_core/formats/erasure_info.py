@@ -4,6 +4,7 @@ Every field is checked on construction (`base_config` must be a valid DiTConfig,
 `{}` for a uce-text erasure), so forged or damaged metadata fails with a message naming the field. `erasure_file`
 checks the tensors against it and reads, writes and applies erasure files.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,8 +22,8 @@ from ..model.config import DiTConfig
 
 ERASURE_FORMAT_VERSION = 1
 METADATA_KEY = "zerase.erasure"
-UCE_TEXT_METHOD = "uce-text"              # closed-form edit of cap_embedder.1: W' = W + strength·delta
-UCE_DELTA_KEY = f"{KEY_PREFIX}cap_embedder.1.delta"   # [dim, cap_feat_dim]
+UCE_TEXT_METHOD = "uce-text"  # closed-form edit of cap_embedder.1: W' = W + strength·delta
+UCE_DELTA_KEY = f"{KEY_PREFIX}cap_embedder.1.delta"  # [dim, cap_feat_dim]
 
 
 class ErasureFileError(ValueError):
@@ -31,10 +32,14 @@ class ErasureFileError(ValueError):
 
 def adapter_dict(config: AdapterConfig) -> dict[str, Any]:
     """The JSON form of an AdapterConfig, as stored in `ErasureInfo.adapter`."""
-    return {"rank": int(config.rank), "alpha": float(config.alpha), "slices": list(config.slices),
-            "families": list(config.families),
-            "layers": None if config.layers is None else [int(index) for index in config.layers],
-            "gate": config.gate}
+    return {
+        "rank": int(config.rank),
+        "alpha": float(config.alpha),
+        "slices": list(config.slices),
+        "families": list(config.families),
+        "layers": None if config.layers is None else [int(index) for index in config.layers],
+        "gate": config.gate,
+    }
 
 
 def _now() -> str:
@@ -47,7 +52,7 @@ def _short(value: object) -> str:
 
 
 def _is_int(value: object) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)   # numpy integers included
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)  # numpy integers included
 
 
 def _is_number(value: object) -> bool:
@@ -64,27 +69,29 @@ def _field_error(name: str, value: object, expected: str) -> ErasureFileError:
 
 @dataclass(frozen=True, kw_only=True)
 class ErasureInfo:
-    method: str                              # "z-erase", "esd", "uce-text", ...
-    concepts: tuple[str, ...]                # erased concepts, as the user named them
-    adapter: dict[str, Any]                  # adapter_dict(AdapterConfig); {} for uce-text
-    base_fingerprint: str                    # checkpoint.fingerprint of the base model it was trained on
-    base_config: dict[str, Any]              # DiTConfig.to_dict() of that base
-    recommended_strength: float = 1.0        # adapter strength to apply at (code release: ×15 for nudity, §2.10)
-    keywords: tuple[str, ...] = ()           # tokens whose attention the erasure suppresses
-    anchors: tuple[str, ...] = ()            # preservation prompts / mapping concepts
+    method: str  # "z-erase", "esd", "uce-text", ...
+    concepts: tuple[str, ...]  # erased concepts, as the user named them
+    adapter: dict[str, Any]  # adapter_dict(AdapterConfig); {} for uce-text
+    base_fingerprint: str  # checkpoint.fingerprint of the base model it was trained on
+    base_config: dict[str, Any]  # DiTConfig.to_dict() of that base
+    recommended_strength: float = 1.0  # adapter strength to apply at (code release: ×15 for nudity, §2.10)
+    keywords: tuple[str, ...] = ()  # tokens whose attention the erasure suppresses
+    anchors: tuple[str, ...] = ()  # preservation prompts / mapping concepts
     steps_done: int = 0
     steps_total: int = 0
     seed: int = 0
-    partial: bool = False                    # training not finished: resume state may follow under zerase_state.*
-    summary: dict[str, Any] = field(default_factory=dict)    # final λ, losses ... (JSON values)
-    training: dict[str, Any] = field(default_factory=dict)   # the full training config, for resume; opaque here
-    created: str = field(default_factory=_now)               # ISO 8601
+    partial: bool = False  # training not finished: resume state may follow under zerase_state.*
+    summary: dict[str, Any] = field(default_factory=dict)  # final λ, losses ... (JSON values)
+    training: dict[str, Any] = field(default_factory=dict)  # the full training config, for resume; opaque here
+    created: str = field(default_factory=_now)  # ISO 8601
     format_version: int = ERASURE_FORMAT_VERSION
 
     def __post_init__(self) -> None:
         if not _is_int(self.format_version) or self.format_version != ERASURE_FORMAT_VERSION:
-            raise ErasureFileError(f"unsupported erasure format_version {_short(self.format_version)}; this ZErase "
-                                   f"reads version {ERASURE_FORMAT_VERSION} (update ZErase to read newer files)")
+            raise ErasureFileError(
+                f"unsupported erasure format_version {_short(self.format_version)}; this ZErase "
+                f"reads version {ERASURE_FORMAT_VERSION} (update ZErase to read newer files)"
+            )
         if not isinstance(self.method, str) or not self.method:
             raise _field_error("method", self.method, "a non-empty string")
         for name in ("concepts", "keywords", "anchors"):
@@ -134,8 +141,9 @@ class ErasureInfo:
         try:
             return {METADATA_KEY: json.dumps(data, allow_nan=False)}
         except (TypeError, ValueError) as error:
-            raise ErasureFileError(f"erasure metadata is not JSON-serialisable (check 'summary' and 'training'): "
-                                   f"{error}") from None
+            raise ErasureFileError(
+                f"erasure metadata is not JSON-serialisable (check 'summary' and 'training'): {error}"
+            ) from None
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, str] | None) -> ErasureInfo:
@@ -151,8 +159,10 @@ class ErasureInfo:
             raise ErasureFileError(f"metadata '{METADATA_KEY}' has no 'format_version'")
         version = data["format_version"]
         if not _is_int(version) or version != ERASURE_FORMAT_VERSION:
-            raise ErasureFileError(f"unsupported erasure format_version {_short(version)}; this ZErase reads version "
-                                   f"{ERASURE_FORMAT_VERSION} (update ZErase to read newer files)")
+            raise ErasureFileError(
+                f"unsupported erasure format_version {_short(version)}; this ZErase reads version "
+                f"{ERASURE_FORMAT_VERSION} (update ZErase to read newer files)"
+            )
         known = [item.name for item in dataclasses.fields(cls)]
         unknown = sorted(set(data) - set(known))
         if unknown:
@@ -182,15 +192,21 @@ def _checked_adapter(method: str, value: object) -> dict[str, Any]:
     known = [item.name for item in dataclasses.fields(AdapterConfig)]
     unknown, missing = sorted(set(value) - set(known)), [name for name in known if name not in value]
     if unknown or missing:
-        raise _field_error("adapter", value, f"an object with exactly the keys {known} (unknown {unknown}, "
-                                             f"missing {missing})")
+        raise _field_error(
+            "adapter", value, f"an object with exactly the keys {known} (unknown {unknown}, missing {missing})"
+        )
     layers = value["layers"]
-    checks = {"rank": (_is_int(value["rank"]), "an integer"), "alpha": (_is_number(value["alpha"]), "a finite number"),
-              "gate": (isinstance(value["gate"], str), "a string"),
-              "slices": (_is_strings(value["slices"]), "a list of strings"),
-              "families": (_is_strings(value["families"]), "a list of strings"),
-              "layers": (layers is None or (isinstance(layers, (list, tuple)) and all(_is_int(i) for i in layers)),
-                         "null or a list of integers")}
+    checks = {
+        "rank": (_is_int(value["rank"]), "an integer"),
+        "alpha": (_is_number(value["alpha"]), "a finite number"),
+        "gate": (isinstance(value["gate"], str), "a string"),
+        "slices": (_is_strings(value["slices"]), "a list of strings"),
+        "families": (_is_strings(value["families"]), "a list of strings"),
+        "layers": (
+            layers is None or (isinstance(layers, (list, tuple)) and all(_is_int(i) for i in layers)),
+            "null or a list of integers",
+        ),
+    }
     for name, (ok, expected) in checks.items():
         if not ok:
             raise _field_error(f"adapter.{name}", value[name], expected)
@@ -205,5 +221,12 @@ def _checked_adapter(method: str, value: object) -> dict[str, Any]:
         raise _field_error("adapter", value, f"a valid AdapterConfig ({error})") from None
 
 
-__all__ = ["ERASURE_FORMAT_VERSION", "METADATA_KEY", "UCE_TEXT_METHOD", "UCE_DELTA_KEY", "ErasureFileError",
-           "ErasureInfo", "adapter_dict"]
+__all__ = [
+    "ERASURE_FORMAT_VERSION",
+    "METADATA_KEY",
+    "UCE_TEXT_METHOD",
+    "UCE_DELTA_KEY",
+    "ErasureFileError",
+    "ErasureInfo",
+    "adapter_dict",
+]

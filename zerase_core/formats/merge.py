@@ -8,6 +8,7 @@ blocks from the others. Past the adapter rank limit (256) each slice's summed de
 and the relative Frobenius error is recorded in the file's summary. uce-text files (weight deltas of
 cap_embedder.1) merge as Σ_i w_i·s_i·delta_i. Adapter and uce-text files do not mix.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,16 +36,20 @@ def _read_all(paths):
     for path in paths:
         info, tensors, _ = read_erasure(path)
         if info.partial:
-            raise ErasureFileError(f"{path} is a partial erasure ({info.steps_done}/{info.steps_total} steps); "
-                                   f"finish it (rerun erase-many) before merging")
+            raise ErasureFileError(
+                f"{path} is a partial erasure ({info.steps_done}/{info.steps_total} steps); "
+                f"finish it (rerun erase-many) before merging"
+            )
         files.append((Path(path), info, tensors))
     if not files:
         raise ErasureFileError("merge needs at least one finished erasure file")
     first = files[0][1]
     for path, info, _ in files[1:]:
         if info.base_fingerprint != first.base_fingerprint:
-            raise ErasureFileError(f"{path} was made for base {info.base_fingerprint}, {files[0][0]} for "
-                                   f"{first.base_fingerprint}; only erasures of one base model merge")
+            raise ErasureFileError(
+                f"{path} was made for base {info.base_fingerprint}, {files[0][0]} for "
+                f"{first.base_fingerprint}; only erasures of one base model merge"
+            )
     return files
 
 
@@ -55,13 +60,28 @@ def _merged_info(files, method, adapter, strength_note: dict) -> ErasureInfo:
         concepts += [c for c in info.concepts if c not in concepts]
         keywords += [k for k in info.keywords if k not in keywords]
         anchors += [a for a in info.anchors if a not in anchors]
-    sources = [{"file": path.name, "method": info.method, "concepts": list(info.concepts),
-                "recommended_strength": info.recommended_strength, "weight": 1.0 / len(files)}
-               for path, info, _ in files]
-    return ErasureInfo(method=method, concepts=tuple(concepts), keywords=tuple(keywords), anchors=tuple(anchors[:8]),
-                       adapter=adapter, base_fingerprint=first.base_fingerprint, base_config=first.base_config,
-                       recommended_strength=1.0, seed=first.seed,
-                       summary={"merge": "1/N (paper §2.9)", "merged_from": sources, **strength_note})
+    sources = [
+        {
+            "file": path.name,
+            "method": info.method,
+            "concepts": list(info.concepts),
+            "recommended_strength": info.recommended_strength,
+            "weight": 1.0 / len(files),
+        }
+        for path, info, _ in files
+    ]
+    return ErasureInfo(
+        method=method,
+        concepts=tuple(concepts),
+        keywords=tuple(keywords),
+        anchors=tuple(anchors[:8]),
+        adapter=adapter,
+        base_fingerprint=first.base_fingerprint,
+        base_config=first.base_config,
+        recommended_strength=1.0,
+        seed=first.seed,
+        summary={"merge": "1/N (paper §2.9)", "merged_from": sources, **strength_note},
+    )
 
 
 def merge_files(paths, out: Path) -> Path:
@@ -70,8 +90,10 @@ def merge_files(paths, out: Path) -> Path:
     count = len(files)
     methods = {info.method == UCE_TEXT_METHOD for _, info, _ in files}
     if len(methods) > 1:
-        raise ErasureFileError("cannot merge uce-text files (weight edits of cap_embedder.1) with adapter files; "
-                               "merge each kind separately")
+        raise ErasureFileError(
+            "cannot merge uce-text files (weight edits of cap_embedder.1) with adapter files; "
+            "merge each kind separately"
+        )
     if methods == {True}:
         delta = sum(tensors[UCE_DELTA_KEY].double() * (info.recommended_strength / count) for _, info, tensors in files)
         info = _merged_info(files, UCE_TEXT_METHOD, {}, {})
@@ -79,15 +101,18 @@ def merge_files(paths, out: Path) -> Path:
     configs = [info.adapter_config() for _, info, _ in files]
     shared = {(config.families, config.layers, config.gate) for config in configs}
     if len(shared) > 1:
-        raise ErasureFileError(f"these erasures adapt different blocks or gates ({sorted(map(str, shared))}); only "
-                               f"files with the same families, layers and gate merge into one adapter set")
+        raise ErasureFileError(
+            f"these erasures adapt different blocks or gates ({sorted(map(str, shared))}); only "
+            f"files with the same families, layers and gate merge into one adapter set"
+        )
     slices = tuple(name for name in SLICES if any(name in config.slices for config in configs))
     total = sum(config.rank for config in configs)
     rank = min(total, MAX_RANK)
     base = configs[0]
-    merged_config = AdapterConfig(rank=rank, alpha=float(rank), slices=slices, families=base.families,
-                                  layers=base.layers, gate=base.gate)
-    modules = sorted({key[len(KEY_PREFIX):].rsplit(".", 2)[0] for _, _, tensors in files for key in tensors})
+    merged_config = AdapterConfig(
+        rank=rank, alpha=float(rank), slices=slices, families=base.families, layers=base.layers, gate=base.gate
+    )
+    modules = sorted({key[len(KEY_PREFIX) :].rsplit(".", 2)[0] for _, _, tensors in files for key in tensors})
     tensors_out: dict[str, torch.Tensor] = {}
     worst = 0.0
     for module in modules:
@@ -111,8 +136,11 @@ def merge_files(paths, out: Path) -> Path:
                     worst = max(worst, float((dense - up @ down).norm()) / norm)
             tensors_out[f"{KEY_PREFIX}{module}.{name}.up"] = up.float()
             tensors_out[f"{KEY_PREFIX}{module}.{name}.down"] = down.float()
-    note = {"rank_sum": total, "svd_truncated": total > rank, "svd_relative_error": worst} if total > rank else \
-        {"rank_sum": total, "svd_truncated": False}
+    note = (
+        {"rank_sum": total, "svd_truncated": total > rank, "svd_relative_error": worst}
+        if total > rank
+        else {"rank_sum": total, "svd_truncated": False}
+    )
     info = _merged_info(files, MERGED_METHOD, adapter_dict(merged_config), note)
     if not all(math.isfinite(float(t.abs().max())) for t in tensors_out.values()):
         raise ErasureFileError("the merged adapters are not finite")

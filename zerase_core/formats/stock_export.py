@@ -4,6 +4,7 @@ A stock LoRA applies to every token of a layer, so it computes what a gated eras
 text alone: adapters on the text-only `context_refiner`, or a `uce-text` edit of `cap_embedder.1`. Other erasures are
 refused. `erasure_file.export_stock_lora` reads the erasure and writes the file.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,12 +23,14 @@ PathLike = str | os.PathLike[str]
 def stock_path(path_in: Path, path_out: PathLike | None) -> Path:
     """`path_out`, whose name must end in STOCK_SUFFIX, or by default the input's name with that ending."""
     if path_out is None:
-        stem = path_in.name[:-len(".safetensors")] if path_in.name.endswith(".safetensors") else path_in.name
+        stem = path_in.name[: -len(".safetensors")] if path_in.name.endswith(".safetensors") else path_in.name
         return path_in.with_name(stem + STOCK_SUFFIX)
     path_out = Path(path_out)
     if not path_out.name.endswith(STOCK_SUFFIX):
-        raise ErasureFileError(f"the exported file's name must end in '{STOCK_SUFFIX}' so it is never taken for a "
-                               f"gated erasure; got {path_out.name}")
+        raise ErasureFileError(
+            f"the exported file's name must end in '{STOCK_SUFFIX}' so it is never taken for a "
+            f"gated erasure; got {path_out.name}"
+        )
     return path_out
 
 
@@ -46,11 +49,13 @@ def _check_gqa_slices(path: Path, info: ErasureInfo) -> None:
     config = info.dit_config()
     wide = [name for name in info.adapter_config().slices if name != "q"]
     if config.kv_heads != config.n_heads and wide:
-        raise ErasureFileError(f"{path} adapts the {'/'.join(wide)} rows of a {config.family} model, whose "
-                               f"{config.kv_heads} key/value heads are fewer than its {config.n_heads} query heads; "
-                               f"ComfyUI's LoRA loader places to_k / to_v as dim-wide blocks, so the stock LoRA would "
-                               f"land on the wrong rows. Only q-slice erasures of this model export; apply this one "
-                               f"with ZErase")
+        raise ErasureFileError(
+            f"{path} adapts the {'/'.join(wide)} rows of a {config.family} model, whose "
+            f"{config.kv_heads} key/value heads are fewer than its {config.n_heads} query heads; "
+            f"ComfyUI's LoRA loader places to_k / to_v as dim-wide blocks, so the stock LoRA would "
+            f"land on the wrong rows. Only q-slice erasures of this model export; apply this one "
+            f"with ZErase"
+        )
 
 
 def _check_stream_pure(path: Path, config: AdapterConfig) -> None:
@@ -60,10 +65,13 @@ def _check_stream_pure(path: Path, config: AdapterConfig) -> None:
             f"{path} cannot be a stock LoRA: it adapts {others} with gate {config.gate!r}. A stock LoRA applies to "
             f"every token of a layer, and joint `layers` mix text and image tokens (`noise_refiner` sees only image "
             f"tokens), so the export would be the ungated edit that collapses single-stream models (paper §2.2). "
-            f"Only erasures on the text-only context_refiner (or uce-text) export; apply this one with ZErase")
+            f"Only erasures on the text-only context_refiner (or uce-text) export; apply this one with ZErase"
+        )
     if config.gate == "image":
-        raise ErasureFileError(f"{path} has gate 'image' on the text-only context_refiner: its adapters never fire, "
-                               f"and a stock LoRA would apply them to every token; nothing sensible to export")
+        raise ErasureFileError(
+            f"{path} has gate 'image' on the text-only context_refiner: its adapters never fire, "
+            f"and a stock LoRA would apply them to every token; nothing sensible to export"
+        )
 
 
 def _context_refiner_lora(info: ErasureInfo, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -74,10 +82,10 @@ def _context_refiner_lora(info: ErasureInfo, tensors: Mapping[str, torch.Tensor]
     for key in sorted(tensors):
         if not key.endswith(".down"):
             continue
-        path, name = key[len(KEY_PREFIX):-len(".down")].rsplit(".", 1)     # context_refiner.{i}.attention.qkv, q
-        target = f"diffusion_model.{path[:-len('qkv')]}to_{name}"           # diffusion_model.….attention.to_q
-        stock[f"{target}.lora_A.weight"] = tensors[key]                      # [r, in]
-        stock[f"{target}.lora_B.weight"] = tensors[key[:-len(".down")] + ".up"]   # [out, r]
+        path, name = key[len(KEY_PREFIX) : -len(".down")].rsplit(".", 1)  # context_refiner.{i}.attention.qkv, q
+        target = f"diffusion_model.{path[: -len('qkv')]}to_{name}"  # diffusion_model.….attention.to_q
+        stock[f"{target}.lora_A.weight"] = tensors[key]  # [r, in]
+        stock[f"{target}.lora_B.weight"] = tensors[key[: -len(".down")] + ".up"]  # [out, r]
         stock[f"{target}.alpha"] = alpha.clone()
     return stock
 

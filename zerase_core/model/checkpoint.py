@@ -6,6 +6,7 @@ meta-device ZImageDiT -> cast -> `load_state_dict(assign=True)`, so the weights 
 `save_dit` writes ComfyUI's bare NextDiT keys (ComfyUI's UNETLoader reads them as Z-Image when dim = 3840).
 Key names, architecture detection and config inference live in `checkpoint_keys`; this module re-exports them.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -70,8 +71,12 @@ def _read_shards(folder: Path) -> tuple[StateDict, dict[str, str]]:
 # ---------------------------------------------------------------- loading
 
 
-def load_dit(source: PathLike | Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None,
-             dtype: torch.dtype | None = None, device: torch.device | str = "cpu") -> ZImageDiT:
+def load_dit(
+    source: PathLike | Mapping[str, torch.Tensor],
+    metadata: Mapping[str, str] | None = None,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str = "cpu",
+) -> ZImageDiT:
     """A frozen ZImageDiT (eval mode, requires_grad False) from a file, shard folder or state dict.
 
     `metadata` overrides the file's. Without `dtype` the weights keep the dtype of `x_embedder.weight` (bf16 if it
@@ -92,7 +97,7 @@ def load_dit(source: PathLike | Mapping[str, torch.Tensor], metadata: Mapping[st
 
 def _build(tensors: StateDict, metadata: dict[str, str], dtype: torch.dtype | None, device: torch.device) -> ZImageDiT:
     state_dict = strip_prefix(tensors)
-    tensors.clear()                      # our dict only: lets comfy_names free the to_q/to_k/to_v parts
+    tensors.clear()  # our dict only: lets comfy_names free the to_q/to_k/to_v parts
     detect_architecture(state_dict)
     state_dict = comfy_names(state_dict)
     config = infer_config(state_dict, metadata)
@@ -126,26 +131,39 @@ def _check_tensors(state_dict: StateDict, expected: dict[str, tuple[int, ...]], 
         listed = ", ".join(f"{key} (found {list(state_dict[key].shape)})" for key in unexpected[:5])
         problems.append(f"{len(unexpected)} unexpected: {listed}")
     if wrong:
-        listed = ", ".join(f"{key} (expected {list(expected[key])}, found {list(state_dict[key].shape)})"
-                           for key in wrong[:5])
+        listed = ", ".join(
+            f"{key} (expected {list(expected[key])}, found {list(state_dict[key].shape)})" for key in wrong[:5]
+        )
         problems.append(f"{len(wrong)} with the wrong shape: {listed}")
     if problems:
-        raise CheckpointError(f"the tensors do not fit a Z-Image DiT with dim {config.dim}, {config.n_layers} layers"
-                              f" and {config.n_heads} heads: {'; '.join(problems)}")
+        raise CheckpointError(
+            f"the tensors do not fit a Z-Image DiT with dim {config.dim}, {config.n_layers} layers"
+            f" and {config.n_heads} heads: {'; '.join(problems)}"
+        )
 
 
 # ---------------------------------------------------------------- saving
 
 
 _SAFETENSORS_DTYPES = {
-    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-    torch.float8_e4m3fn: "F8_E4M3", torch.float8_e5m2: "F8_E5M2", torch.int64: "I64", torch.int32: "I32",
-    torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL",
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.float8_e4m3fn: "F8_E4M3",
+    torch.float8_e5m2: "F8_E5M2",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
 }
 
 
-def save_dit(model: ZImageDiT, path: PathLike, extra_metadata: Mapping[str, str] | None = None,
-             dtype: torch.dtype | None = None) -> None:
+def save_dit(
+    model: ZImageDiT, path: PathLike, extra_metadata: Mapping[str, str] | None = None, dtype: torch.dtype | None = None
+) -> None:
     """Writes the model with bare ComfyUI keys and its config as metadata, atomically (temp file, fsync, replace).
 
     Tensors are cast (when `dtype` is given) and written one at a time, so saving needs no second copy.
@@ -153,8 +171,9 @@ def save_dit(model: ZImageDiT, path: PathLike, extra_metadata: Mapping[str, str]
     metadata = model.config.to_metadata()
     for key, value in (extra_metadata or {}).items():
         if not isinstance(key, str) or not isinstance(value, str):
-            raise ValueError(f"extra_metadata {key!r}: keys and values must be str, got {type(value).__name__};"
-                             f" json.dumps it first")
+            raise ValueError(
+                f"extra_metadata {key!r}: keys and values must be str, got {type(value).__name__}; json.dumps it first"
+            )
         if key in metadata:
             raise ValueError(f"extra_metadata may not set '{key}': save_dit writes it from model.config")
         metadata[key] = value
@@ -166,8 +185,9 @@ def save_dit(model: ZImageDiT, path: PathLike, extra_metadata: Mapping[str, str]
     _write_atomically(Path(path), lambda handle: _write_safetensors(handle, tensors, targets, metadata))
 
 
-def _write_safetensors(handle: BinaryIO, tensors: StateDict, targets: dict[str, torch.dtype],
-                       metadata: dict[str, str]) -> None:
+def _write_safetensors(
+    handle: BinaryIO, tensors: StateDict, targets: dict[str, torch.dtype], metadata: dict[str, str]
+) -> None:
     """The safetensors layout: u64 header length, JSON header (space-padded to 8 bytes), raw little-endian data."""
     if sys.byteorder != "little":
         raise RuntimeError("save_dit writes tensor bytes as they lie in memory and needs a little-endian machine")
@@ -177,8 +197,11 @@ def _write_safetensors(handle: BinaryIO, tensors: StateDict, targets: dict[str, 
         if targets[key] not in _SAFETENSORS_DTYPES:
             raise ValueError(f"{key} has dtype {targets[key]}, which safetensors cannot store")
         size = value.numel() * torch.empty((), dtype=targets[key]).element_size()
-        header[key] = {"dtype": _SAFETENSORS_DTYPES[targets[key]], "shape": list(value.shape),
-                       "data_offsets": [offset, offset + size]}
+        header[key] = {
+            "dtype": _SAFETENSORS_DTYPES[targets[key]],
+            "shape": list(value.shape),
+            "data_offsets": [offset, offset + size],
+        }
         offset += size
     encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
     # Space-pad so the data starts on a 64-byte boundary: readers that map the file (safetensors, real/mapped.py)
@@ -204,7 +227,7 @@ def _write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
-    with contextlib.suppress(OSError):   # make the rename durable; directories can't be opened on Windows
+    with contextlib.suppress(OSError):  # make the rename durable; directories can't be opened on Windows
         directory = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(directory)
@@ -215,8 +238,15 @@ def _write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
 # ---------------------------------------------------------------- fingerprint
 
 
-_FINGERPRINT_TENSORS = ("cap_embedder.0.weight", "t_embedder.mlp.0.bias", "layers.0.attention.q_norm.weight",
-                        "final_layer.linear.bias", "x_pad_token", "cap_pad_token", "x_embedder.weight")
+_FINGERPRINT_TENSORS = (
+    "cap_embedder.0.weight",
+    "t_embedder.mlp.0.bias",
+    "layers.0.attention.q_norm.weight",
+    "final_layer.linear.bias",
+    "x_pad_token",
+    "cap_pad_token",
+    "x_embedder.weight",
+)
 _FINGERPRINT_ENDS = 256
 
 
@@ -249,5 +279,14 @@ def fingerprint(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor]) -> 
     return digest.hexdigest()[:16]
 
 
-__all__ = ["CheckpointError", "UnsupportedModelError", "read_state_dict", "normalize_keys", "detect_architecture",
-           "infer_config", "load_dit", "save_dit", "fingerprint"]
+__all__ = [
+    "CheckpointError",
+    "UnsupportedModelError",
+    "read_state_dict",
+    "normalize_keys",
+    "detect_architecture",
+    "infer_config",
+    "load_dit",
+    "save_dit",
+    "fingerprint",
+]

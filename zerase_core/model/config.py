@@ -5,6 +5,7 @@ adaLN read from a 256-wide time embedding, learned pad tokens) or "lumina2" (Lum
 from a min(dim, 1024)-wide time embedding, GQA with `n_kv_heads`, no pad tokens, t not scaled). `turbo()` gives the
 published Z-Image(-Turbo) settings (6.15B parameters), `lumina2()` Lumina-Image-2.0's (2.6B).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,28 +20,28 @@ KINDS = {"z-image": "Z-Image / Z-Image-Turbo", "lumina2": "Lumina-Image-2.0"}
 
 @dataclass(frozen=True)
 class DiTConfig:
-    dim: int = 3840                      # hidden width of every token
-    n_layers: int = 30                   # joint (text+image) blocks: `layers.{i}`
-    n_refiner_layers: int = 2            # blocks in each of `noise_refiner` and `context_refiner`
-    n_heads: int = 30                    # attention heads (MHA: kv heads = heads)
-    cap_feat_dim: int = 2560             # width of the text encoder's features (Qwen3-4B: 2560)
-    in_channels: int = 16                # latent channels (Flux VAE: 16)
+    dim: int = 3840  # hidden width of every token
+    n_layers: int = 30  # joint (text+image) blocks: `layers.{i}`
+    n_refiner_layers: int = 2  # blocks in each of `noise_refiner` and `context_refiner`
+    n_heads: int = 30  # attention heads (MHA: kv heads = heads)
+    cap_feat_dim: int = 2560  # width of the text encoder's features (Qwen3-4B: 2560)
+    in_channels: int = 16  # latent channels (Flux VAE: 16)
     patch_size: int = 2
-    axes_dims: tuple[int, ...] = (32, 48, 48)       # RoPE dims per axis (sequence, row, column); sum = head dim
-    axes_lens: tuple[int, ...] = (1536, 512, 512)   # RoPE table sizes; informative only (positions are computed)
+    axes_dims: tuple[int, ...] = (32, 48, 48)  # RoPE dims per axis (sequence, row, column); sum = head dim
+    axes_lens: tuple[int, ...] = (1536, 512, 512)  # RoPE table sizes; informative only (positions are computed)
     rope_theta: float = 256.0
-    time_scale: float = 1000.0           # the network sees t·1000 with t = 1 − sigma
+    time_scale: float = 1000.0  # the network sees t·1000 with t = 1 − sigma
     norm_eps: float = 1e-5
     ffn_multiple_of: int = 256
     ffn_dim_multiplier: float = 8 / 3
-    pad_tokens_multiple: int = 32        # text and image streams are each padded to a multiple of this
-    shift: float = 3.0                   # flow-matching sigma shift used by the sampler
-    qk_norm_eps: float | None = None     # eps of the per-head Q/K RMSNorms: None = torch's default, as ComfyUI;
-                                         # diffusers' ZImageTransformer2DModel uses 1e-5
-    time_hidden: int | None = None       # width of the timestep MLP's hidden layer: None = min(dim, 1024), as
-                                         # ComfyUI; diffusers always uses 1024 (the same from dim 1024 up)
-    kind: str = "z-image"                # "z-image" or "lumina2" (see the module docstring)
-    n_kv_heads: int | None = None        # key/value heads (GQA); None = n_heads
+    pad_tokens_multiple: int = 32  # text and image streams are each padded to a multiple of this
+    shift: float = 3.0  # flow-matching sigma shift used by the sampler
+    qk_norm_eps: float | None = None  # eps of the per-head Q/K RMSNorms: None = torch's default, as ComfyUI;
+    # diffusers' ZImageTransformer2DModel uses 1e-5
+    time_hidden: int | None = None  # width of the timestep MLP's hidden layer: None = min(dim, 1024), as
+    # ComfyUI; diffusers always uses 1024 (the same from dim 1024 up)
+    kind: str = "z-image"  # "z-image" or "lumina2" (see the module docstring)
+    n_kv_heads: int | None = None  # key/value heads (GQA); None = n_heads
 
     def __post_init__(self) -> None:
         positive = ("dim", "n_heads", "cap_feat_dim", "in_channels", "patch_size", "pad_tokens_multiple")
@@ -55,8 +56,9 @@ class DiTConfig:
         if self.n_kv_heads is not None and (self.n_kv_heads <= 0 or self.n_heads % self.n_kv_heads):
             raise ValueError(f"DiTConfig.n_kv_heads={self.n_kv_heads} must divide n_heads={self.n_heads}")
         if self.kind == "lumina2" and self.pad_tokens_multiple != 1:
-            raise ValueError(f"Lumina-2 has no pad tokens: pad_tokens_multiple must be 1, "
-                             f"got {self.pad_tokens_multiple}")
+            raise ValueError(
+                f"Lumina-2 has no pad tokens: pad_tokens_multiple must be 1, got {self.pad_tokens_multiple}"
+            )
         if self.kind == "z-image" and self.dim < 256:
             # The timestep embedding is 256 wide and block adaLN reads min(dim, 256) of it (ComfyUI NextDiT).
             raise ValueError(f"DiTConfig.dim must be ≥ 256 (Z-Image modulation width), got {self.dim}")
@@ -104,9 +106,23 @@ class DiTConfig:
     @classmethod
     def lumina2(cls, **overrides) -> DiTConfig:
         """Lumina-Image-2.0 (Alpha-VLLM): dim 2304, 26 layers, 24 heads over 8 kv heads, Gemma-2-2B features."""
-        settings = dict(kind="lumina2", dim=2304, n_layers=26, n_refiner_layers=2, n_heads=24, n_kv_heads=8,
-                        cap_feat_dim=2304, axes_dims=(32, 32, 32), axes_lens=(300, 512, 512), rope_theta=10000.0,
-                        time_scale=1.0, ffn_multiple_of=256, ffn_dim_multiplier=4.0, pad_tokens_multiple=1, shift=6.0)
+        settings = dict(
+            kind="lumina2",
+            dim=2304,
+            n_layers=26,
+            n_refiner_layers=2,
+            n_heads=24,
+            n_kv_heads=8,
+            cap_feat_dim=2304,
+            axes_dims=(32, 32, 32),
+            axes_lens=(300, 512, 512),
+            rope_theta=10000.0,
+            time_scale=1.0,
+            ffn_multiple_of=256,
+            ffn_dim_multiplier=4.0,
+            pad_tokens_multiple=1,
+            shift=6.0,
+        )
         settings.update(overrides)
         return cls(**settings)
 

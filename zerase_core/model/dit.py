@@ -11,6 +11,7 @@ the returned velocity is v = noise − x0, so `denoised = x_t − sigma·v`. The
 Beyond ComfyUI, batches may mix caption lengths (`context_lengths`): each sample keeps its own padded text
 segment and position ids, and masked filler keeps the image segment aligned (see `layout.TokenLayout`).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -23,12 +24,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .config import DiTConfig
 from .keyword_attention import AttentionCapture, keyword_attention
-from .layers import (
-    FinalLayer,
-    JointTransformerBlock,
-    TimestepEmbedder,
-    rope_frequencies,
-)
+from .layers import FinalLayer, JointTransformerBlock, TimestepEmbedder, rope_frequencies
 from .layout import BATCH_PAD, TEXT_PAD, TokenLayout, active_layout, current_layout
 
 
@@ -36,13 +32,14 @@ from .layout import BATCH_PAD, TEXT_PAD, TokenLayout, active_layout, current_lay
 class JointInput:
     """The input of the joint layers (`ZImageDiT.prefix`): the [text | image] sequence after the refiners, with
     its position tables, timestep embedding, key mask and layout, and the latent size of the output."""
-    hidden: torch.Tensor                # (B, text_span + image_span, dim)
-    cos: torch.Tensor                   # (B, L, 1, D/2)
+
+    hidden: torch.Tensor  # (B, text_span + image_span, dim)
+    cos: torch.Tensor  # (B, L, 1, D/2)
     sin: torch.Tensor
-    adaln: torch.Tensor                 # (B, adaln width)
-    key_mask: torch.Tensor | None       # (B, L) bool, None when nothing is masked
+    adaln: torch.Tensor  # (B, adaln width)
+    key_mask: torch.Tensor | None  # (B, L) bool, None when nothing is masked
     layout: TokenLayout
-    size: tuple[int, int]               # latent (H, W)
+    size: tuple[int, int]  # latent (H, W)
 
 
 class ZImageDiT(nn.Module):
@@ -66,8 +63,7 @@ class ZImageDiT(nn.Module):
             nn.Linear(config.cap_feat_dim, dim, device=device, dtype=dtype),
         )
         self.layers = nn.ModuleList(
-            JointTransformerBlock(config, modulation=True, device=device, dtype=dtype)
-            for _ in range(config.n_layers)
+            JointTransformerBlock(config, modulation=True, device=device, dtype=dtype) for _ in range(config.n_layers)
         )
         self.final_layer = FinalLayer(config, device=device, dtype=dtype)
         if config.pad_tokens:
@@ -110,8 +106,15 @@ class ZImageDiT(nn.Module):
                 )
         return TokenLayout.from_shapes(lengths, latent_hw, self.config.patch_size, self.config.pad_tokens_multiple)
 
-    def forward(self, x, timesteps, context, context_lengths=None, capture: AttentionCapture | None = None,
-                suppress_keys: torch.Tensor | None = None):
+    def forward(
+        self,
+        x,
+        timesteps,
+        context,
+        context_lengths=None,
+        capture: AttentionCapture | None = None,
+        suppress_keys: torch.Tensor | None = None,
+    ):
         """x (B, C, H, W) latents; timesteps (B,) sigma; context (B, L, cap_feat_dim) -> velocity (B, C, H, W).
 
         `suppress_keys` (B, L_text) bool removes those text tokens from every joint layer's keys (token zeroing,
@@ -142,24 +145,28 @@ class ZImageDiT(nn.Module):
     def image_segment(self, x, timesteps, context_lengths) -> torch.Tensor:
         """Latents -> the image segment after the noise refiner, (B, image_span, dim). Image position ids start
         after each caption's padded text, so the segment depends on the caption's padded length, not its words."""
-        layout = TokenLayout.from_shapes(context_lengths, x.shape[-2:], self.config.patch_size,
-                                         self.config.pad_tokens_multiple)
+        layout = TokenLayout.from_shapes(
+            context_lengths, x.shape[-2:], self.config.patch_size, self.config.pad_tokens_multiple
+        )
         with active_layout(layout):
             return self._image_segment(x, self._adaln(timesteps), layout, self._rope(layout, x.device))
 
     def joint_input(self, text, image, timesteps, context_lengths, latent_hw) -> JointInput:
         """A `prefix` result from kept segments: `text` (B, ≥ text_span, dim) — rows past a caption's padded length
         are ignored — and `image` (B, image_span, dim) computed for the same captions' padded lengths."""
-        layout = TokenLayout.from_shapes(context_lengths, latent_hw, self.config.patch_size,
-                                         self.config.pad_tokens_multiple)
+        layout = TokenLayout.from_shapes(
+            context_lengths, latent_hw, self.config.patch_size, self.config.pad_tokens_multiple
+        )
         rope = self._rope(layout, image.device)
-        return self._assemble(text[:, :layout.text_span], image, self._adaln(timesteps), layout, rope,
-                              tuple(latent_hw))
+        return self._assemble(
+            text[:, : layout.text_span], image, self._adaln(timesteps), layout, rope, tuple(latent_hw)
+        )
 
     def _check_inputs(self, x, context) -> None:
         if x.dim() != 4 or context.dim() != 3 or context.shape[0] != x.shape[0]:
-            raise ValueError(f"expected x (B,C,H,W) and context (B,L,D) with equal B, got {tuple(x.shape)}, "
-                             f"{tuple(context.shape)}")
+            raise ValueError(
+                f"expected x (B,C,H,W) and context (B,L,D) with equal B, got {tuple(x.shape)}, {tuple(context.shape)}"
+            )
 
     def _adaln(self, timesteps):
         return self.t_embedder((1.0 - timesteps.float()) * self.config.time_scale, self.dtype)
@@ -187,8 +194,15 @@ class ZImageDiT(nn.Module):
         if suppress_keys is not None:
             joint_mask = _suppressed(joint_mask, suppress_keys, layout, image.device)
         text_cos, text_sin, image_cos, image_sin = rope
-        return JointInput(torch.cat([text, image], dim=1), torch.cat([text_cos, image_cos], dim=1),
-                          torch.cat([text_sin, image_sin], dim=1), adaln_input, joint_mask, layout, latent_hw)
+        return JointInput(
+            torch.cat([text, image], dim=1),
+            torch.cat([text_cos, image_cos], dim=1),
+            torch.cat([text_sin, image_sin], dim=1),
+            adaln_input,
+            joint_mask,
+            layout,
+            latent_hw,
+        )
 
     def joint(self, inputs: JointInput, capture: AttentionCapture | None = None) -> torch.Tensor:
         """The joint layers and the output head on a `prefix` result -> velocity (B, C, H, W)."""
@@ -204,7 +218,7 @@ class ZImageDiT(nn.Module):
         height, width = inputs.size
         start = layout.text_span
         rows, columns = layout.grid
-        tokens = output[:, start:start + layout.image_tokens]
+        tokens = output[:, start : start + layout.image_tokens]
         # (B, rows·cols, ph·pw·C) in patch order (ph, pw, c) -> (B, C, H, W)
         image_out = tokens.view(batch, rows, columns, patch, patch, -1).permute(0, 5, 1, 3, 2, 4)
         image_out = image_out.reshape(batch, -1, rows * patch, columns * patch)[:, :, :height, :width]
@@ -243,9 +257,9 @@ class ZImageDiT(nn.Module):
         rows, columns = layout.grid
         positions = torch.zeros(layout.batch_size, layout.image_span, 3, device=device)
         starts = torch.tensor(layout.text_padded, dtype=torch.float32, device=device) + 1.0
-        positions[:, :layout.image_tokens, 0] = starts[:, None]
-        positions[:, :layout.image_tokens, 1] = torch.arange(rows, device=device).repeat_interleave(columns).float()
-        positions[:, :layout.image_tokens, 2] = torch.arange(columns, device=device).repeat(rows).float()
+        positions[:, : layout.image_tokens, 0] = starts[:, None]
+        positions[:, : layout.image_tokens, 1] = torch.arange(rows, device=device).repeat_interleave(columns).float()
+        positions[:, : layout.image_tokens, 2] = torch.arange(columns, device=device).repeat(rows).float()
         # image pad tokens keep position (0, 0, 0)
         return rope_frequencies(positions, self.config.axes_dims, self.config.rope_theta)
 
@@ -254,19 +268,22 @@ class ZImageDiT(nn.Module):
         mask = None if joint_mask is None else joint_mask[:rows]
 
         def attention_maps(query, key):
-            maps = keyword_attention(query[:rows], key[:rows], mask, layout.text_span, layout.image_tokens,
-                                     capture.columns[:rows])
+            maps = keyword_attention(
+                query[:rows], key[:rows], mask, layout.text_span, layout.image_tokens, capture.columns[:rows]
+            )
             if capture.column_mask is not None:
                 maps = maps * capture.column_mask[:rows, None, None, :].to(maps.dtype)
             return maps
+
         return attention_maps
 
     def _run(self, block, hidden, cos, sin, adaln_input, key_mask, attention_maps=None, capture=None):
         checkpointed = self.gradient_checkpointing and torch.is_grad_enabled()
         if attention_maps is None:
             if checkpointed:
-                return checkpoint(block, hidden, cos, sin, adaln_input, key_mask, use_reentrant=False,
-                                  context_fn=_layout_context)
+                return checkpoint(
+                    block, hidden, cos, sin, adaln_input, key_mask, use_reentrant=False, context_fn=_layout_context
+                )
             return block(hidden, cos, sin, adaln_input, key_mask)
 
         def run(hidden_in):

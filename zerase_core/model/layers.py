@@ -9,6 +9,7 @@ Lumina-2 (`config.kind == "lumina2"`): adaLN_modulation is SiLU→Linear over a 
 (keys `adaLN_modulation.1.*`), and attention has fewer key/value heads than query heads (GQA: qkv rows are
 [q: H·D | k: H_kv·D | v: H_kv·D], each kv head serving H / H_kv consecutive query heads).
 """
+
 from __future__ import annotations
 
 import math
@@ -84,7 +85,7 @@ class JointAttention(nn.Module):
         query = query.view(batch, length, self.n_heads, self.head_dim)
         key = key.view(batch, length, self.n_kv_heads, self.head_dim)
         value = value.view(batch, length, self.n_kv_heads, self.head_dim)
-        query = apply_rope(self.q_norm(query), cos, sin).transpose(1, 2)   # (B, H, L, D)
+        query = apply_rope(self.q_norm(query), cos, sin).transpose(1, 2)  # (B, H, L, D)
         key = apply_rope(self.k_norm(key), cos, sin).transpose(1, 2)
         value = value.transpose(1, 2)
         if self.n_kv_heads != self.n_heads:

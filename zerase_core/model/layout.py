@@ -13,6 +13,7 @@ Block families: `context_refiner` sees [text segment | batch padding] (length T)
 segment, `layers` (joint) see [text segment | batch padding | image segment]. With equal caption lengths this is
 exactly ComfyUI's `[text padded | image | image pad]`.
 """
+
 from __future__ import annotations
 
 import contextvars
@@ -32,8 +33,8 @@ def _round_up(value: int, multiple: int) -> int:
 
 @dataclass(frozen=True)
 class TokenLayout:
-    text_lengths: tuple[int, ...]     # real caption tokens per sample
-    grid: tuple[int, int]             # image tokens per column and row: (ceil(H/p), ceil(W/p))
+    text_lengths: tuple[int, ...]  # real caption tokens per sample
+    grid: tuple[int, int]  # image tokens per column and row: (ceil(H/p), ceil(W/p))
     pad_multiple: int
 
     def __post_init__(self) -> None:
@@ -47,9 +48,7 @@ class TokenLayout:
             raise ValueError(f"pad multiple must be ≥ 1, got {self.pad_multiple}")
 
     @classmethod
-    def from_shapes(
-        cls, text_lengths, latent_hw: tuple[int, int], patch_size: int, pad_multiple: int
-    ) -> TokenLayout:
+    def from_shapes(cls, text_lengths, latent_hw: tuple[int, int], patch_size: int, pad_multiple: int) -> TokenLayout:
         if patch_size < 1:
             raise ValueError(f"patch size must be ≥ 1, got {patch_size}")
         height, width = int(latent_hw[0]), int(latent_hw[1])

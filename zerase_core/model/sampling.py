@@ -5,6 +5,7 @@ the model returns v = noise − x0 (ComfyUI's model output), so an Euler step is
 `cfg` follows ComfyUI: 1.0 means the conditional prediction alone (Turbo; diffusers' guidance_scale 0), otherwise
 v = v_uncond + cfg·(v_cond − v_uncond).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -38,8 +39,9 @@ def initial_noise(shape, seed: int) -> torch.Tensor:
 VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def guided_velocity(model, context, context_lengths=None, cfg: float = 1.0, uncond=None, uncond_lengths=None,
-                    **conditional_options) -> VelocityFn:
+def guided_velocity(
+    model, context, context_lengths=None, cfg: float = 1.0, uncond=None, uncond_lengths=None, **conditional_options
+) -> VelocityFn:
     """A function (x, sigma (B,)) -> v for a DiT, with optional classifier-free guidance against `uncond`.
     `model(x, sigma, context, lengths, **options)`: `conditional_options` go to the conditional call only (e.g. the
     evaluation's `suppress_keys`). This is the one sampler of the project: generate, the evaluation, the node's
@@ -59,8 +61,14 @@ def guided_velocity(model, context, context_lengths=None, cfg: float = 1.0, unco
 
 
 @torch.no_grad()
-def euler_sample(velocity: VelocityFn, noise: torch.Tensor, sigmas: torch.Tensor, start: int = 0,
-                 stop: int | None = None, callback=None) -> torch.Tensor:
+def euler_sample(
+    velocity: VelocityFn,
+    noise: torch.Tensor,
+    sigmas: torch.Tensor,
+    start: int = 0,
+    stop: int | None = None,
+    callback=None,
+) -> torch.Tensor:
     """Integrate from sigmas[start] to sigmas[stop] (default: the end) starting at `noise` scaled to sigmas[start].
 
     With start = 0 the input is pure noise (sigma 1); a partial run (stop < len − 1) returns x at sigmas[stop],

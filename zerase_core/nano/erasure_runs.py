@@ -3,6 +3,7 @@
 Interrupting (Ctrl-C, or an exception raised by `on_step`) saves a partial file atomically; `resume=` continues it
 to the same result as an uninterrupted run with the same seed.
 """
+
 from __future__ import annotations
 
 import time
@@ -15,13 +16,7 @@ from ..common.prompts import PromptSet
 from ..engine.erase_config import EraseConfig
 from ..engine.methods import method as method_named
 from ..engine.run import ResumeState, read_partial, run_erasure
-from ..formats.erasure_file import (
-    UCE_DELTA_KEY,
-    ErasureFileError,
-    ErasureInfo,
-    read_erasure,
-    save_erasure,
-)
+from ..formats.erasure_file import UCE_DELTA_KEY, ErasureFileError, ErasureInfo, read_erasure, save_erasure
 from ..model.checkpoint import fingerprint
 from .prompts import NanoConditioner, attribute_of, concept_words, training_prompt_set
 from .scoring import recommend_strength
@@ -50,9 +45,19 @@ def read_resume(path: Path):
     return read_partial(path)
 
 
-def erase(world: NanoWorld, concepts: list[str], config: EraseConfig, out: Path, anchors: list[str] | None = None,
-          resume: Path | None = None, on_step: Callable | None = None, choose_strength: bool = True,
-          progress: Progress | None = None, parallel=None, checkpoint_every: int = 0) -> Path:
+def erase(
+    world: NanoWorld,
+    concepts: list[str],
+    config: EraseConfig,
+    out: Path,
+    anchors: list[str] | None = None,
+    resume: Path | None = None,
+    on_step: Callable | None = None,
+    choose_strength: bool = True,
+    progress: Progress | None = None,
+    parallel=None,
+    checkpoint_every: int = 0,
+) -> Path:
     """Train `config.method` on the nano DiT and write the erasure file to `out` (`engine.run.run_erasure`).
     `progress(phase, done, total)` follows every phase: x_t pool, teacher cache (shuffle bank), train, strength
     search.
@@ -68,7 +73,7 @@ def erase(world: NanoWorld, concepts: list[str], config: EraseConfig, out: Path,
         concepts, anchors = list(info.concepts), info.training["anchors"]
     concepts = concept_words(concepts)
     if config.concept_kind == "object" and resume is None:
-        config = config.with_kind(concept_kind(concepts))     # the kind's ε and slices presets (colours: Q+K+V)
+        config = config.with_kind(concept_kind(concepts))  # the kind's ε and slices presets (colours: Q+K+V)
     prompts = prompt_set(concepts, anchors, config.seed)
     if resume is not None:
         state = ResumeState(config, prompts, tuple(concepts), adapter_tensors, state_tensors, info.training["state"])
@@ -77,11 +82,24 @@ def erase(world: NanoWorld, concepts: list[str], config: EraseConfig, out: Path,
     def strength_search(edit):
         return recommend_strength(world, edit, concepts, progress=progress)
 
-    run_erasure(world.dit, NanoConditioner(world.text_encoder), prompts, config, out=out,
-                base_config=world.dit.config.to_dict(), concepts=concepts, in_channels=world.dit.config.in_channels,
-                shift=world.dit.config.shift, resume=state, on_step=training.on_step(), on_ready=training.ready,
-                progress=progress, parallel=parallel, checkpoint_every=checkpoint_every,
-                choose_strength=strength_search if choose_strength else None)
+    run_erasure(
+        world.dit,
+        NanoConditioner(world.text_encoder),
+        prompts,
+        config,
+        out=out,
+        base_config=world.dit.config.to_dict(),
+        concepts=concepts,
+        in_channels=world.dit.config.in_channels,
+        shift=world.dit.config.shift,
+        resume=state,
+        on_step=training.on_step(),
+        on_ready=training.ready,
+        progress=progress,
+        parallel=parallel,
+        checkpoint_every=checkpoint_every,
+        choose_strength=strength_search if choose_strength else None,
+    )
     return out
 
 
@@ -106,8 +124,15 @@ class _TrainPhase:
             self.user_step(step, steps, metrics)
 
 
-def erase_uce(world: NanoWorld, concepts: list[str], out: Path, anchors: list[str] | None = None, seed: int = 0,
-              choose_strength: bool = True, progress: Progress | None = None) -> Path:
+def erase_uce(
+    world: NanoWorld,
+    concepts: list[str],
+    out: Path,
+    anchors: list[str] | None = None,
+    seed: int = 0,
+    choose_strength: bool = True,
+    progress: Progress | None = None,
+) -> Path:
     """uce-text: the closed-form edit of `cap_embedder.1` (seconds, no sampling)."""
     concepts = concept_words(concepts)
     prompts = prompt_set(concepts, anchors, seed)
@@ -121,25 +146,41 @@ def erase_uce(world: NanoWorld, concepts: list[str], out: Path, anchors: list[st
             strength, table = recommend_strength(world, delta, concepts, progress=progress)
     finally:
         delta.detach()
-    info = ErasureInfo(method="uce-text", concepts=tuple(concepts), keywords=prompts.keywords,
-                       anchors=prompts.anchors[:8], adapter={}, base_fingerprint=fingerprint(world.dit),
-                       base_config=world.dit.config.to_dict(), recommended_strength=strength, seed=seed,
-                       summary={"train_seconds": solve_seconds, "strength_table": table})
+    info = ErasureInfo(
+        method="uce-text",
+        concepts=tuple(concepts),
+        keywords=prompts.keywords,
+        anchors=prompts.anchors[:8],
+        adapter={},
+        base_fingerprint=fingerprint(world.dit),
+        base_config=world.dit.config.to_dict(),
+        recommended_strength=strength,
+        seed=seed,
+        summary={"train_seconds": solve_seconds, "strength_table": table},
+    )
     return save_erasure(out, {UCE_DELTA_KEY: delta.delta.detach()}, info)
 
 
-def attach_file(world: NanoWorld, path: Path, strength: float | None = None, allow_other_base: bool = False,
-                allow_partial: bool = False):
+def attach_file(
+    world: NanoWorld,
+    path: Path,
+    strength: float | None = None,
+    allow_other_base: bool = False,
+    allow_partial: bool = False,
+):
     """Attach an erasure file to the nano DiT; returns (edit, info) — call `edit.detach()` when done.
 
     A partial file (an interrupted run) is refused unless `allow_partial`, as ApplyErasedWeights refuses it.
     """
     from ..adapters.closed_form import UCE_TARGET, WeightDelta
     from ..formats.erasure_file import load_erasure
+
     info, tensors, _ = read_erasure(path)
     if info.partial and not allow_partial:
-        raise ErasureFileError(f"{path} is a partial erasure ({info.steps_done}/{info.steps_total} steps); finish it "
-                               f"with `erase --resume {path}`, or pass --allow-partial to look at it anyway")
+        raise ErasureFileError(
+            f"{path} is a partial erasure ({info.steps_done}/{info.steps_total} steps); finish it "
+            f"with `erase --resume {path}`, or pass --allow-partial to look at it anyway"
+        )
     if info.method == "uce-text":
         if info.base_fingerprint != fingerprint(world.dit) and not allow_other_base:
             raise ErasureFileError(f"{path} was made for another base model (fingerprint {info.base_fingerprint})")
@@ -150,4 +191,3 @@ def attach_file(world: NanoWorld, path: Path, strength: float | None = None, all
     if strength is not None:
         adapters.set_strength(strength)
     return adapters.attach(world.dit), info
-

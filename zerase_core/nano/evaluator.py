@@ -48,11 +48,7 @@ class EvaluatorConfig:
 
 
 def _conv_block(inputs: int, outputs: int, kernel: int, stride: int) -> list[nn.Module]:
-    return [
-        nn.Conv2d(inputs, outputs, kernel, stride=stride, padding=kernel // 2),
-        nn.GroupNorm(8, outputs),
-        nn.SiLU(),
-    ]
+    return [nn.Conv2d(inputs, outputs, kernel, stride=stride, padding=kernel // 2), nn.GroupNorm(8, outputs), nn.SiLU()]
 
 
 class Evaluator(nn.Module):

@@ -1,4 +1,5 @@
 """Where the shipped nano-world weights live (inside the package, so `pip install` carries them)."""
+
 from pathlib import Path
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"

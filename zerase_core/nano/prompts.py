@@ -1,4 +1,5 @@
 """Nano-world prompt sets: the text conditioner, training prompt sets and the evaluation (erase / keep) sets."""
+
 from __future__ import annotations
 
 import itertools
@@ -17,7 +18,7 @@ class NanoConditioner:
 
     def __init__(self, text_encoder: NanoTextEncoder):
         self.text_encoder = text_encoder
-        self._cache: dict[str, torch.Tensor] = {}   # the encoder is frozen: each prompt is encoded once
+        self._cache: dict[str, torch.Tensor] = {}  # the encoder is frozen: each prompt is encoded once
 
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -35,7 +36,7 @@ class NanoConditioner:
         target = [VOCABULARY.word_id(word) for word in VOCABULARY.split(keyword)]
         positions = []
         for start in range(len(ids) - len(target) + 1):
-            if ids[start:start + len(target)] == target:
+            if ids[start : start + len(target)] == target:
                 positions.extend(range(start, start + len(target)))
         return positions
 
@@ -83,10 +84,22 @@ def _fill(template: str, words: dict[str, str]) -> str:
 # (base 14 % / 25 %); diamond → triangle erased at 0.5 already, where its in-between shapes left 17 % / 36 % (the
 # bench: 36 %), and diamond → cross 19 % / 33 % at 0.75.
 ANCHOR_VALUES = {
-    "shape": {"circle": "square", "square": "circle", "triangle": "diamond", "diamond": "circle", "star": "circle",
-              "cross": "square"},
-    "colour": {"red": "orange", "green": "purple", "blue": "red", "yellow": "orange", "purple": "yellow",
-               "orange": "yellow"},
+    "shape": {
+        "circle": "square",
+        "square": "circle",
+        "triangle": "diamond",
+        "diamond": "circle",
+        "star": "circle",
+        "cross": "square",
+    },
+    "colour": {
+        "red": "orange",
+        "green": "purple",
+        "blue": "red",
+        "yellow": "orange",
+        "purple": "yellow",
+        "orange": "yellow",
+    },
     "pattern": {"plain": "striped", "striped": "plain", "dotted": "plain"},
     "background": {"white": "gray", "gray": "white", "black": "gray", "pink": "white"},
 }
@@ -107,8 +120,9 @@ def anchor_value(concept: str, erased: set[tuple[str, str]], anchor_word: str | 
     raise ValueError(f"every {attribute} value is being erased; keep at least one as an anchor")
 
 
-def training_prompt_set(concepts: list[str], count: int = 96, seed: int = 0,
-                        anchor_words: dict[str, str] | None = None) -> PromptSet:
+def training_prompt_set(
+    concepts: list[str], count: int = 96, seed: int = 0, anchor_words: dict[str, str] | None = None
+) -> PromptSet:
     """D_er: `count` captions with a concept word, in the train phrasings (`nano.phrasings`, never the held-out
     ones) that state its attribute, other attributes drawn at random (30 % synonyms); D_pr: the same captions with
     the concept replaced by another value of its attribute (a random one); targets: the same captions with the
@@ -123,7 +137,9 @@ def training_prompt_set(concepts: list[str], count: int = 96, seed: int = 0,
         words = {}
         for name, values in ATTRIBUTES.items():
             # with several concepts, no caption shows another erased value: an anchor must never preserve one
-            allowed = list(values) if name == attribute else [choice for choice in values if (name, choice) not in erased]
+            allowed = (
+                list(values) if name == attribute else [choice for choice in values if (name, choice) not in erased]
+            )
             choice = allowed[int(rng.integers(len(allowed)))]
             synonyms = values[choice]
             words[name] = synonyms[int(rng.integers(len(synonyms)))] if rng.random() < 0.3 else synonyms[0]
@@ -133,7 +149,9 @@ def training_prompt_set(concepts: list[str], count: int = 96, seed: int = 0,
         if not others:
             raise ValueError(f"every {attribute} value is being erased ({concepts}); keep at least one as an anchor")
         erase.append(fill(phrasing, {**words, attribute: concept}))
-        anchors.append(fill(phrasing, {**words, attribute: ATTRIBUTES[attribute][others[int(rng.integers(len(others)))]][0]}))
+        anchors.append(
+            fill(phrasing, {**words, attribute: ATTRIBUTES[attribute][others[int(rng.integers(len(others)))]][0]})
+        )
         targets.append(fill(phrasing, {**words, attribute: mapped[concept]}))
     return PromptSet(erase=tuple(erase), keywords=tuple(concepts), anchors=tuple(anchors), targets=tuple(targets))
 

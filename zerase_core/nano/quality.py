@@ -4,6 +4,7 @@ Evaluator accuracy per attribute on held-out renders (and codec reconstructions)
 prompted shape / colour / pattern per value (every combination of the other attributes, template 0, fixed seeds),
 and shape accuracy on synonym prompts. Prints markdown tables; `--json` writes the numbers.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,10 @@ def evaluator_accuracy(world: NanoWorld, count: int) -> dict[str, dict[str, floa
         reconstructed = world.codec.decode(world.codec.encode(images))
     for name, batch in (("renders", images), ("reconstructions", reconstructed)):
         found = verdicts(batch, world.evaluator)
-        results[name] = {attribute: float(numpy.mean([v[attribute] == getattr(s, attribute) for v, s in zip(found, scenes)]))
-                         for attribute in ATTRIBUTES}
+        results[name] = {
+            attribute: float(numpy.mean([v[attribute] == getattr(s, attribute) for v, s in zip(found, scenes)]))
+            for attribute in ATTRIBUTES
+        }
     return results
 
 
@@ -45,7 +48,9 @@ def _prompts(synonyms: bool, stride: int):
     return items[::stride]
 
 
-def sample_accuracy(world: NanoWorld, synonyms: bool, stride: int = 1, steps=None, cfg=None) -> dict[str, dict[str, float]]:
+def sample_accuracy(
+    world: NanoWorld, synonyms: bool, stride: int = 1, steps=None, cfg=None
+) -> dict[str, dict[str, float]]:
     items = _prompts(synonyms, stride)
     kwargs = {key: value for key, value in (("steps", steps), ("cfg", cfg)) if value is not None}
     images = world.generate([prompt for prompt, _ in items], [SEED + index for index in range(len(items))], **kwargs)
@@ -88,6 +93,7 @@ def main(argv=None) -> None:
     print(f"\n({time.monotonic() - started:.0f} s)")
     if args.json:
         from ..common.files import atomic_write_json
+
         atomic_write_json(report, args.json)
 
 

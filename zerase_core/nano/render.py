@@ -85,7 +85,9 @@ def random_scene(rng: numpy.random.Generator, **fixed: object) -> Scene:
     """A uniformly random scene; any field (e.g. shape="star", extent=0.6) may be fixed by keyword."""
     unknown = set(fixed) - set(Scene.__dataclass_fields__)
     if unknown:
-        raise ValueError(f"random_scene got unknown field(s) {sorted(unknown)}; fields: {list(Scene.__dataclass_fields__)}")
+        raise ValueError(
+            f"random_scene got unknown field(s) {sorted(unknown)}; fields: {list(Scene.__dataclass_fields__)}"
+        )
     values: dict[str, object] = {}
     for attribute, table in ATTRIBUTES.items():
         names = list(table)
@@ -104,7 +106,7 @@ def random_scene(rng: numpy.random.Generator, **fixed: object) -> Scene:
 def _grid(size: int) -> tuple[numpy.ndarray, numpy.ndarray]:
     """Supersampled pixel-centre coordinates in output-pixel units, each (S, S)."""
     side = size * SUPERSAMPLE
-    line = ((numpy.arange(side, dtype=numpy.float32) + 0.5) / SUPERSAMPLE)
+    line = (numpy.arange(side, dtype=numpy.float32) + 0.5) / SUPERSAMPLE
     return numpy.meshgrid(line, line)  # x varies along columns, y along rows
 
 
@@ -141,7 +143,9 @@ def _star_mask(u: numpy.ndarray, v: numpy.ndarray) -> numpy.ndarray:
     return dx * (py - 1.0) - dy * px <= 0.0
 
 
-def pattern_mask(pattern: str, x: numpy.ndarray, y: numpy.ndarray, centre: tuple[float, float], size: int) -> numpy.ndarray:
+def pattern_mask(
+    pattern: str, x: numpy.ndarray, y: numpy.ndarray, centre: tuple[float, float], size: int
+) -> numpy.ndarray:
     """Where pattern marks go, in output-pixel coordinates; the shape centre always keeps the shape colour."""
     scale = size / 64
     if pattern == "plain":
@@ -167,9 +171,7 @@ def _downsample(coverage: numpy.ndarray, size: int) -> numpy.ndarray:
     return coverage.reshape(size, SUPERSAMPLE, size, SUPERSAMPLE).mean(axis=(1, 3), dtype=numpy.float32)
 
 
-def compose(
-    size: int, background: str, layers: list[tuple[numpy.ndarray, numpy.ndarray, str]]
-) -> numpy.ndarray:
+def compose(size: int, background: str, layers: list[tuple[numpy.ndarray, numpy.ndarray, str]]) -> numpy.ndarray:
     """Float (size, size, 3) image in [0, 255] from supersampled (shape mask, mark mask, colour) layers."""
     image = numpy.empty((size, size, 3), dtype=numpy.float32)
     image[:] = BACKGROUND_RGB[background]
@@ -187,8 +189,12 @@ def scene_layer(scene: Scene, size: int) -> tuple[numpy.ndarray, numpy.ndarray, 
     centre = (scene.centre[0] * size, scene.centre[1] * size)
     half = scene.extent * size / 2
     side = size * SUPERSAMPLE
-    rows = slice(max(0, int((centre[1] - half - 1) * SUPERSAMPLE)), min(side, int((centre[1] + half + 1) * SUPERSAMPLE) + 1))
-    columns = slice(max(0, int((centre[0] - half - 1) * SUPERSAMPLE)), min(side, int((centre[0] + half + 1) * SUPERSAMPLE) + 1))
+    rows = slice(
+        max(0, int((centre[1] - half - 1) * SUPERSAMPLE)), min(side, int((centre[1] + half + 1) * SUPERSAMPLE) + 1)
+    )
+    columns = slice(
+        max(0, int((centre[0] - half - 1) * SUPERSAMPLE)), min(side, int((centre[0] + half + 1) * SUPERSAMPLE) + 1)
+    )
     x, y = x[rows, columns], y[rows, columns]
     shape = numpy.zeros((side, side), dtype=bool)
     marks = numpy.zeros((side, side), dtype=bool)
@@ -229,7 +235,9 @@ def _choice(rng: numpy.random.Generator, names: list[str] | tuple[str, ...]) -> 
     return names[int(rng.integers(len(names)))]
 
 
-def _blob_layer(rng: numpy.random.Generator, size: int, colour: str, pattern: str) -> tuple[numpy.ndarray, numpy.ndarray, str]:
+def _blob_layer(
+    rng: numpy.random.Generator, size: int, colour: str, pattern: str
+) -> tuple[numpy.ndarray, numpy.ndarray, str]:
     # Radius modulated by harmonics 1-3 with random phases: lumpy, never circle-, star- or cross-like.
     x, y = _grid(size)
     centre = (size * (0.5 + rng.uniform(-0.1, 0.1)), size * (0.5 + rng.uniform(-0.1, 0.1)))
@@ -247,7 +255,9 @@ def _pair_layers(rng: numpy.random.Generator, size: int, background: str) -> tup
     colours = rng.choice(list(COLOURS), size=2, replace=False)
     pattern = _choice(rng, list(PATTERNS))
     extent = float(rng.uniform(0.25, 0.4))
-    first = random_scene(rng, shape=str(shapes[0]), colour=str(colours[0]), pattern=pattern, background=background, extent=extent)
+    first = random_scene(
+        rng, shape=str(shapes[0]), colour=str(colours[0]), pattern=pattern, background=background, extent=extent
+    )
     direction = rng.uniform(0, 2 * math.pi)
     distance = extent * rng.uniform(0.35, 0.7)
     low, high = extent / 2, 1 - extent / 2

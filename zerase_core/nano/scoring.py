@@ -5,6 +5,7 @@ value of the concept's attribute (see `prompts.evaluation_sets`). Acc_ir = mean 
 judge's accuracy on the keep set. Held-out prompts for choosing a strength use other templates and other seeds,
 never the evaluation set.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,14 +22,14 @@ EVALUATION_SEED = 1000
 HELD_OUT_SEED = 500_000
 
 
-MAX_NO_OBJECT_RISE = 0.05   # a strength may add at most 5 points of no-object erase images to the base's
+MAX_NO_OBJECT_RISE = 0.05  # a strength may add at most 5 points of no-object erase images to the base's
 
 
 @dataclass(frozen=True)
 class ErasureScore:
-    acc_e: float       # how often the erased value is still detected on erase prompts (lower is better)
-    acc_ir: float      # mean attribute accuracy on keep prompts (higher is better)
-    no_object: float = 0.0   # share of erase-prompt images with no object (the judge's shape "none")
+    acc_e: float  # how often the erased value is still detected on erase prompts (lower is better)
+    acc_ir: float  # mean attribute accuracy on keep prompts (higher is better)
+    no_object: float = 0.0  # share of erase-prompt images with no object (the judge's shape "none")
 
     @property
     def h(self) -> float:
@@ -42,18 +43,20 @@ def _score(world: NanoWorld, concept: str, erase_items, keep_items, seed: int, m
     kwargs = {} if steps is None else {"steps": steps}
     images = world.generate(prompts, seeds, model=model, **kwargs)
     found = verdicts(images, world.evaluator)
-    erase_found, keep_found = found[:len(erase_items)], found[len(erase_items):]
+    erase_found, keep_found = found[: len(erase_items)], found[len(erase_items) :]
     acc_e = sum(v[attribute] == value for v in erase_found) / len(erase_found)
     hits = [v[name] == expected[name] for v, (_, expected) in zip(keep_found, keep_items) for name in ATTRIBUTES]
     no_object = sum(v["shape"] == "none" for v in erase_found) / len(erase_found)
     return ErasureScore(acc_e=acc_e, acc_ir=sum(hits) / len(hits), no_object=no_object)
 
 
-def score(world: NanoWorld, concept: str, model=None, seed: int = EVALUATION_SEED, keep_limit: int | None = None) -> ErasureScore:
+def score(
+    world: NanoWorld, concept: str, model=None, seed: int = EVALUATION_SEED, keep_limit: int | None = None
+) -> ErasureScore:
     """Acc_e / Acc_ir of `model` (default: the base DiT) on the evaluation sets of `concept`."""
     erase_items, keep_items = evaluation_sets(concept)
     if keep_limit is not None:
-        keep_items = keep_items[::max(1, len(keep_items) // keep_limit)][:keep_limit]
+        keep_items = keep_items[:: max(1, len(keep_items) // keep_limit)][:keep_limit]
     return _score(world, concept, erase_items, keep_items, seed, model)
 
 
@@ -63,9 +66,10 @@ def held_out_sets(concept: str, count: int = 48, erased: tuple[str, ...] = ()):
     erase_items, keep_items = evaluation_sets(concept)
     others = [attribute_of(other) for other in erased if attribute_of(other) != attribute_of(concept)]
     keep_items = [item for item in keep_items if all(item[1][name] != value for name, value in others)]
+
     def rewrite(items, offset):
         rewritten = []
-        for index, (_, expected) in enumerate(items[offset::max(1, len(items) // count)][:count]):
+        for index, (_, expected) in enumerate(items[offset :: max(1, len(items) // count)][:count]):
             words = {name: ATTRIBUTES[name][expected[name]][0] for name in ATTRIBUTES}
             attribute, _ = attribute_of(concept)
             if expected[attribute] == attribute_of(concept)[1]:
@@ -73,15 +77,22 @@ def held_out_sets(concept: str, count: int = 48, erased: tuple[str, ...] = ()):
             template = TEMPLATES[1 + index % (len(TEMPLATES) - 1)]
             rewritten.append((template.format(**words), expected))
         return rewritten
+
     return rewrite(erase_items, 1), rewrite(keep_items, 2)
 
 
 @torch.no_grad()
-def recommend_strength(world: NanoWorld, edit, concepts: list[str],
-                       strengths=(0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0), target_acc_e: float = 0.1,
-                       keep_ratio: float = 0.95, margin: float = 0.5,
-                       progress: Progress | None = None,
-                       max_no_object_rise: float = MAX_NO_OBJECT_RISE) -> tuple[float, list[dict]]:
+def recommend_strength(
+    world: NanoWorld,
+    edit,
+    concepts: list[str],
+    strengths=(0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0),
+    target_acc_e: float = 0.1,
+    keep_ratio: float = 0.95,
+    margin: float = 0.5,
+    progress: Progress | None = None,
+    max_no_object_rise: float = MAX_NO_OBJECT_RISE,
+) -> tuple[float, list[dict]]:
     """A strength for `edit`, chosen on held-out prompts (other templates and seeds than the evaluation sets).
 
     With several concepts each one's keep prompts leave out the other erased values (their loss is wanted, not damage).
@@ -121,8 +132,9 @@ def recommend_strength(world: NanoWorld, edit, concepts: list[str],
     return strength, table
 
 
-def stops_search(row: dict, target_acc_e: float, keep_ratio: float, margin: float,
-                 max_no_object_rise: float = MAX_NO_OBJECT_RISE) -> bool:
+def stops_search(
+    row: dict, target_acc_e: float, keep_ratio: float, margin: float, max_no_object_rise: float = MAX_NO_OBJECT_RISE
+) -> bool:
     """Whether `recommend_strength` tries no stronger strength after this row: it breaks the keep ratio, or it
     passes with the margin. A no-object rise alone does not stop it: an anchor-mapped erasure passes through
     shapeless in-between images on its way to the anchor (nano red → blue, 2026-12-06: 17 points more no-object
@@ -132,12 +144,18 @@ def stops_search(row: dict, target_acc_e: float, keep_ratio: float, margin: floa
     return row["acc_e"] <= margin * target_acc_e and row.get("no_object_rise", 0.0) <= max_no_object_rise
 
 
-def choose_strength(table: list[dict], target_acc_e: float, keep_ratio: float, margin: float,
-                    max_no_object_rise: float = MAX_NO_OBJECT_RISE) -> float:
+def choose_strength(
+    table: list[dict],
+    target_acc_e: float,
+    keep_ratio: float,
+    margin: float,
+    max_no_object_rise: float = MAX_NO_OBJECT_RISE,
+) -> float:
     """The rule of `recommend_strength` over its table rows ({strength, acc_e, keep_ratio, h, no_object_rise},
     increasing). Rows without `no_object_rise` (older tables) count as adding none."""
-    kept = [row for row in table if row["keep_ratio"] >= keep_ratio
-            and row.get("no_object_rise", 0.0) <= max_no_object_rise]
+    kept = [
+        row for row in table if row["keep_ratio"] >= keep_ratio and row.get("no_object_rise", 0.0) <= max_no_object_rise
+    ]
     for bound in (margin * target_acc_e, target_acc_e):
         passing = [row for row in kept if row["acc_e"] <= bound]
         if passing:

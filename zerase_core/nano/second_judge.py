@@ -8,6 +8,7 @@ renderer only (renders and codec reconstructions, never DiT samples), like the e
 the attribute values in vocabulary order plus `none` (no clean single shape / colour / pattern).
 Train it with `python -m zerase_core.nano.train judge2`.
 """
+
 from __future__ import annotations
 
 import os
@@ -49,11 +50,17 @@ class SecondJudge(nn.Module):
         super().__init__()
         self.config = config or SecondJudgeConfig()
         w = self.config.widths
-        self.trunk = nn.Sequential(*_block(3, w[0], 1), *_block(w[0], w[1], 2), *_block(w[1], w[2], 2),
-                                   *_block(w[2], w[3], 2), *_block(w[3], w[4], 1))
+        self.trunk = nn.Sequential(
+            *_block(3, w[0], 1),
+            *_block(w[0], w[1], 2),
+            *_block(w[1], w[2], 2),
+            *_block(w[2], w[3], 2),
+            *_block(w[3], w[4], 1),
+        )
         self.hidden = nn.Sequential(nn.Linear(2 * w[4], self.config.feature_dim), nn.ReLU())
-        self.heads = nn.ModuleDict({attribute: nn.Linear(self.config.feature_dim, len(names))
-                                    for attribute, names in CLASSES.items()})
+        self.heads = nn.ModuleDict(
+            {attribute: nn.Linear(self.config.feature_dim, len(names)) for attribute, names in CLASSES.items()}
+        )
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         if images.dim() != 4 or images.shape[1] != 3:
@@ -69,8 +76,10 @@ class SecondJudge(nn.Module):
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> dict[str, list[str]]:
-        return {attribute: [CLASSES[attribute][index] for index in scores.argmax(dim=1).tolist()]
-                for attribute, scores in self.logits(images).items()}
+        return {
+            attribute: [CLASSES[attribute][index] for index in scores.argmax(dim=1).tolist()]
+            for attribute, scores in self.logits(images).items()
+        }
 
     def save(self, path: str | os.PathLike) -> None:
         save_module(self, path, {"kind": KIND, "config": asdict(self.config), "classes": CLASSES})

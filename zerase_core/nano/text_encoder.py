@@ -3,6 +3,7 @@
 Like Z-Image's pipeline, the DiT receives only the real tokens of each caption (variable length); the empty
 prompt is the single token `<empty>`, never zero-length. Every word, synonyms included, has its own embedding.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,7 @@ PAD_ID = 0
 class TextEncoderConfig:
     vocab_size: int = len(VOCABULARY)
     max_length: int = 16
-    width: int = 128            # = the DiT's cap_feat_dim
+    width: int = 128  # = the DiT's cap_feat_dim
     heads: int = 4
     ffn_width: int = 256
     n_layers: int = 1
@@ -53,7 +54,7 @@ class NanoTextEncoder(nn.Module):
         length = max(len(ids) for ids in encoded)
         ids = torch.zeros(len(encoded), length, dtype=torch.long)
         for row, tokens in enumerate(encoded):
-            ids[row, :len(tokens)] = torch.tensor(tokens)
+            ids[row, : len(tokens)] = torch.tensor(tokens)
         return ids, torch.tensor([len(tokens) for tokens in encoded])
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
@@ -73,12 +74,14 @@ class NanoTextEncoder(nn.Module):
 
     def save(self, path: str | Path) -> None:
         from ..common.files import atomic_save_safetensors
+
         state = {name: tensor.detach().contiguous() for name, tensor in self.state_dict().items()}
         atomic_save_safetensors(state, path, {METADATA_KEY: json.dumps(asdict(self.config))})
 
     @classmethod
     def load(cls, path: str | Path) -> "NanoTextEncoder":
         from safetensors import safe_open
+
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
             state = {name: handle.get_tensor(name) for name in handle.keys()}

@@ -4,6 +4,7 @@ Order: codec (≈ 8 min), evaluator (needs the codec, ≈ 5 min), dit (needs the
 Every part trains in time-limited chunks (`--seconds`) towards a total (`--steps`), checkpoints to `--out` and
 continues with `--resume`; the final chunk exports the weights into zerase_core/nano/weights/.
 """
+
 from __future__ import annotations
 
 import argparse

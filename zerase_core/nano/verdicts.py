@@ -3,6 +3,7 @@
 `accuracy` compares the judge's verdicts on images with the attributes their prompts asked for; a `none` verdict
 (no clean single shape, colour, ...) always counts as wrong.
 """
+
 from __future__ import annotations
 
 import torch
@@ -12,6 +13,7 @@ def _judge(evaluator):
     if evaluator is None:
         from . import paths
         from .evaluator import Evaluator
+
         evaluator = Evaluator.load(paths.EVALUATOR).eval()
     return evaluator
 
@@ -22,7 +24,7 @@ def verdicts(images: torch.Tensor, evaluator=None, batch_size: int = 256) -> lis
     judge = _judge(evaluator)
     results: list[dict[str, str]] = []
     for start in range(0, len(images), batch_size):
-        predicted = judge.predict(images[start:start + batch_size])
+        predicted = judge.predict(images[start : start + batch_size])
         names = list(predicted)
         results.extend(dict(zip(names, values)) for values in zip(*(predicted[name] for name in names)))
     return results

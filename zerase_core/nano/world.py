@@ -1,4 +1,5 @@
 """The bundled nano world: nano DiT + nano text encoder + latent codec + evaluator, and text-to-image with them."""
+
 from __future__ import annotations
 
 import os
@@ -9,12 +10,7 @@ import torch
 
 from ..model.checkpoint import load_dit
 from ..model.dit import ZImageDiT
-from ..model.sampling import (
-    euler_sample,
-    guided_velocity,
-    initial_noise,
-    shifted_sigmas,
-)
+from ..model.sampling import euler_sample, guided_velocity, initial_noise, shifted_sigmas
 from . import paths
 from .codec import LatentCodec
 from .evaluator import Evaluator
@@ -41,8 +37,15 @@ class NanoWorld:
     def load(cls, folder: str | Path | None = None, dtype: torch.dtype = torch.float32) -> "NanoWorld":
         """The shipped nano world, or one in `folder` (default: $ZERASE_NANO_WEIGHTS, else the package's weights)."""
         folder = Path(folder or os.environ.get("ZERASE_NANO_WEIGHTS") or paths.WEIGHTS)
-        files = {name: folder / path.name for name, path in
-                 (("dit", paths.DIT), ("text", paths.TEXT_ENCODER), ("codec", paths.CODEC), ("evaluator", paths.EVALUATOR))}
+        files = {
+            name: folder / path.name
+            for name, path in (
+                ("dit", paths.DIT),
+                ("text", paths.TEXT_ENCODER),
+                ("codec", paths.CODEC),
+                ("evaluator", paths.EVALUATOR),
+            )
+        }
         missing = [path.name for path in files.values() if not path.exists()]
         if missing:
             raise FileNotFoundError(
@@ -67,8 +70,15 @@ class NanoWorld:
         return torch.cat([initial_noise((1, channels, size // 8, size // 8), seed) for seed in seeds])
 
     @torch.no_grad()
-    def sample_latents(self, prompts: list[str], seeds: list[int], steps: int = DEFAULT_STEPS, cfg: float = DEFAULT_CFG,
-                       size: int = IMAGE_SIZE, model: torch.nn.Module | None = None) -> torch.Tensor:
+    def sample_latents(
+        self,
+        prompts: list[str],
+        seeds: list[int],
+        steps: int = DEFAULT_STEPS,
+        cfg: float = DEFAULT_CFG,
+        size: int = IMAGE_SIZE,
+        model: torch.nn.Module | None = None,
+    ) -> torch.Tensor:
         if len(prompts) != len(seeds):
             raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds; give one seed per prompt")
         context, lengths = self.encode(prompts)
@@ -77,12 +87,21 @@ class NanoWorld:
         return euler_sample(velocity, self.noise(seeds, size), shifted_sigmas(steps, self.dit.config.shift))
 
     @torch.no_grad()
-    def generate(self, prompts: list[str], seeds: list[int], steps: int = DEFAULT_STEPS, cfg: float = DEFAULT_CFG,
-                 size: int = IMAGE_SIZE, model: torch.nn.Module | None = None, batch_size: int = 64) -> torch.Tensor:
+    def generate(
+        self,
+        prompts: list[str],
+        seeds: list[int],
+        steps: int = DEFAULT_STEPS,
+        cfg: float = DEFAULT_CFG,
+        size: int = IMAGE_SIZE,
+        model: torch.nn.Module | None = None,
+        batch_size: int = 64,
+    ) -> torch.Tensor:
         """Images (B, 3, size, size) in [0, 1]; `model` overrides the DiT (e.g. one carrying erasure adapters)."""
         images = []
         for start in range(0, len(prompts), batch_size):
-            latents = self.sample_latents(prompts[start:start + batch_size], seeds[start:start + batch_size],
-                                          steps, cfg, size, model)
+            latents = self.sample_latents(
+                prompts[start : start + batch_size], seeds[start : start + batch_size], steps, cfg, size, model
+            )
             images.append(self.codec.decode(latents))
         return torch.cat(images)

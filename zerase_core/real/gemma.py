@@ -11,6 +11,7 @@ Weights load memory-mapped into a meta-device model (`assign=True`): no second c
 (gemma_2_2b_fp16.safetensors) stores its SentencePiece tokenizer as the tensor `spiece_model`: with such a file no
 tokenizer/ folder is needed (`gemma_tokenizer.py`, needs sentencepiece); a diffusers folder brings its own.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,9 +24,11 @@ from ..model.checkpoint_keys import CheckpointError
 from .gemma_tokenizer import SpieceGemmaTokenizer, has_embedded_tokenizer
 from .text_encoder import QwenConditioner, _transformers, build_encoder, check_loaded, encoder_tensors
 
-SYSTEM_PROMPT = ("You are an assistant designed to generate superior images with the superior degree of image-text"
-                 " alignment based on textual prompts or user prompts.")
-LUMINA_TEMPLATE = SYSTEM_PROMPT + " <Prompt Start> {}"     # ComfyUI's CLIPTextEncodeLumina2 ("superior")
+SYSTEM_PROMPT = (
+    "You are an assistant designed to generate superior images with the superior degree of image-text"
+    " alignment based on textual prompts or user prompts."
+)
+LUMINA_TEMPLATE = SYSTEM_PROMPT + " <Prompt Start> {}"  # ComfyUI's CLIPTextEncodeLumina2 ("superior")
 MAX_TOKENS = 256
 _LAYER = re.compile(r"^layers\.(\d+)\.")
 
@@ -34,25 +37,40 @@ def gemma2_config_from_shapes(tensors: dict[str, torch.Tensor], extra: dict | No
     """A Gemma2Config for a Gemma-2 state dict: widths from the shapes, everything else Gemma-2-2B's (transformers'
     Gemma2Config defaults) unless `extra` (a config.json) says otherwise."""
     transformers = _transformers()
-    needed = ("embed_tokens.weight", "layers.0.self_attn.q_proj.weight", "layers.0.self_attn.k_proj.weight",
-              "layers.0.pre_feedforward_layernorm.weight", "layers.0.mlp.gate_proj.weight")
+    needed = (
+        "embed_tokens.weight",
+        "layers.0.self_attn.q_proj.weight",
+        "layers.0.self_attn.k_proj.weight",
+        "layers.0.pre_feedforward_layernorm.weight",
+        "layers.0.mlp.gate_proj.weight",
+    )
     missing = [name for name in needed if name not in tensors]
     if missing:
-        raise CheckpointError(f"not a Gemma-2 text encoder: {', '.join(missing)} missing (found e.g."
-                              f" {', '.join(list(tensors)[:4])})")
+        raise CheckpointError(
+            f"not a Gemma-2 text encoder: {', '.join(missing)} missing (found e.g. {', '.join(list(tensors)[:4])})"
+        )
     vocab, hidden = tensors["embed_tokens.weight"].shape
-    settings = {key: value for key, value in (extra or {}).items()
-                if key not in ("architectures", "model_type", "transformers_version", "torch_dtype", "dtype")}
-    head_dim = int(settings.get("head_dim", 256))          # a single file has no config: Gemma-2-2B's head dim
+    settings = {
+        key: value
+        for key, value in (extra or {}).items()
+        if key not in ("architectures", "model_type", "transformers_version", "torch_dtype", "dtype")
+    }
+    head_dim = int(settings.get("head_dim", 256))  # a single file has no config: Gemma-2-2B's head dim
     rows = tensors["layers.0.self_attn.q_proj.weight"].shape[0]
     if rows % head_dim or tensors["layers.0.self_attn.k_proj.weight"].shape[0] % head_dim:
-        raise CheckpointError(f"q_proj has {rows} rows, not a multiple of the head dim {head_dim}: not Gemma-2-2B's"
-                              f" layout; give the diffusers text_encoder/ folder (its config.json)")
-    settings.update(vocab_size=int(vocab), hidden_size=int(hidden), head_dim=head_dim,
-                    num_hidden_layers=1 + max(int(match[1]) for match in map(_LAYER.match, tensors) if match),
-                    num_attention_heads=int(tensors["layers.0.self_attn.q_proj.weight"].shape[0] // head_dim),
-                    num_key_value_heads=int(tensors["layers.0.self_attn.k_proj.weight"].shape[0] // head_dim),
-                    intermediate_size=int(tensors["layers.0.mlp.gate_proj.weight"].shape[0]))
+        raise CheckpointError(
+            f"q_proj has {rows} rows, not a multiple of the head dim {head_dim}: not Gemma-2-2B's"
+            f" layout; give the diffusers text_encoder/ folder (its config.json)"
+        )
+    settings.update(
+        vocab_size=int(vocab),
+        hidden_size=int(hidden),
+        head_dim=head_dim,
+        num_hidden_layers=1 + max(int(match[1]) for match in map(_LAYER.match, tensors) if match),
+        num_attention_heads=int(tensors["layers.0.self_attn.q_proj.weight"].shape[0] // head_dim),
+        num_key_value_heads=int(tensors["layers.0.self_attn.k_proj.weight"].shape[0] // head_dim),
+        intermediate_size=int(tensors["layers.0.mlp.gate_proj.weight"].shape[0]),
+    )
     return transformers.Gemma2Config(**settings)
 
 
@@ -62,18 +80,21 @@ def load_gemma2(path: str | Path, dtype: torch.dtype | None = None):
     transformers = _transformers()
     path = Path(path)
     tensors = encoder_tensors(path)
-    extra = json.loads((path / "config.json").read_text()) if path.is_dir() and (path / "config.json").is_file() \
-        else None
+    extra = (
+        json.loads((path / "config.json").read_text()) if path.is_dir() and (path / "config.json").is_file() else None
+    )
     config = gemma2_config_from_shapes(tensors, extra)
     model = build_encoder(transformers.Gemma2Model, config, tensors, dtype, path, "Gemma-2")
-    embedding = model.embed_tokens                               # Gemma scales embeddings by sqrt(hidden)
-    embedding.embed_scale = torch.tensor(float(getattr(embedding, "scalar_embed_scale", config.hidden_size ** 0.5)))
+    embedding = model.embed_tokens  # Gemma scales embeddings by sqrt(hidden)
+    embedding.embed_scale = torch.tensor(float(getattr(embedding, "scalar_embed_scale", config.hidden_size**0.5)))
     return check_loaded(model, path)
 
 
-NO_TOKENIZER = ("Lumina-2 needs Gemma's tokenizer: give --tokenizer (the tokenizer/ folder of the diffusers download"
-                " Alpha-VLLM/Lumina-Image-2.0), or a --text-encoder file that carries it (ComfyUI's"
-                " gemma_2_2b_fp16.safetensors stores it as the tensor `spiece_model`")
+NO_TOKENIZER = (
+    "Lumina-2 needs Gemma's tokenizer: give --tokenizer (the tokenizer/ folder of the diffusers download"
+    " Alpha-VLLM/Lumina-Image-2.0), or a --text-encoder file that carries it (ComfyUI's"
+    " gemma_2_2b_fp16.safetensors stores it as the tensor `spiece_model`"
+)
 
 
 def load_gemma_tokenizer(path: str | Path | None):
@@ -89,7 +110,7 @@ def load_gemma_tokenizer(path: str | Path | None):
     if not path.is_dir():
         raise FileNotFoundError(f"Gemma tokenizer {path} does not exist; {NO_TOKENIZER})")
     tokenizer = _transformers().AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    tokenizer.padding_side = "right"        # what Lumina2Pipeline's masks assume (real tokens first)
+    tokenizer.padding_side = "right"  # what Lumina2Pipeline's masks assume (real tokens first)
     return tokenizer
 
 
@@ -109,7 +130,7 @@ class GemmaConditioner(QwenConditioner):
         self.system_prompt = system_prompt
 
     def text(self, prompt: str) -> str:
-        return f"{self.system_prompt} <Prompt Start> {prompt}" if prompt else ""   # = LUMINA_TEMPLATE
+        return f"{self.system_prompt} <Prompt Start> {prompt}" if prompt else ""  # = LUMINA_TEMPLATE
 
 
 def gemma_conditioner(source, dtype: torch.dtype | None = None) -> GemmaConditioner:
@@ -123,5 +144,13 @@ def gemma_conditioner(source, dtype: torch.dtype | None = None) -> GemmaConditio
     return GemmaConditioner(tokenizer, load_gemma2(source.text_encoder, dtype))
 
 
-__all__ = ["SYSTEM_PROMPT", "LUMINA_TEMPLATE", "GemmaConditioner", "gemma_conditioner", "gemma2_config_from_shapes",
-           "gemma_tokenizer_path", "load_gemma2", "load_gemma_tokenizer"]
+__all__ = [
+    "SYSTEM_PROMPT",
+    "LUMINA_TEMPLATE",
+    "GemmaConditioner",
+    "gemma_conditioner",
+    "gemma2_config_from_shapes",
+    "gemma_tokenizer_path",
+    "load_gemma2",
+    "load_gemma_tokenizer",
+]

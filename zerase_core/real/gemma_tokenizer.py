@@ -6,6 +6,7 @@ tokens (right truncation); padding is the conditioner's (right, by lengths). It 
 transformers tokenizer interface the conditioners use (`__call__` with character offsets, `decode`, `len`).
 Only a safetensors file is read, memory-mapped; the bytes are parsed by sentencepiece, never unpickled.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,9 +21,11 @@ def _sentencepiece():
     try:
         import sentencepiece
     except ImportError:
-        raise ImportError("reading the Gemma tokenizer inside a text-encoder file needs sentencepiece, which is not"
-                          " installed: pip install sentencepiece (or pip install -e \".[real]\"), or give --tokenizer"
-                          " (the tokenizer/ folder of a diffusers Lumina-Image-2.0 download)") from None
+        raise ImportError(
+            "reading the Gemma tokenizer inside a text-encoder file needs sentencepiece, which is not"
+            ' installed: pip install sentencepiece (or pip install -e ".[real]"), or give --tokenizer'
+            " (the tokenizer/ folder of a diffusers Lumina-Image-2.0 download)"
+        ) from None
     return sentencepiece
 
 
@@ -41,8 +44,10 @@ def read_spiece_model(path: str | Path) -> bytes:
     """The serialized SentencePiece model stored in a ComfyUI text-encoder file (memory-mapped)."""
     path = Path(path)
     if not has_embedded_tokenizer(path):
-        raise CheckpointError(f"{path} carries no Gemma tokenizer (no uint8 tensor {SPIECE_KEY!r}); give --tokenizer"
-                              f" (the tokenizer/ folder of a diffusers Lumina-Image-2.0 download)")
+        raise CheckpointError(
+            f"{path} carries no Gemma tokenizer (no uint8 tensor {SPIECE_KEY!r}); give --tokenizer"
+            f" (the tokenizer/ folder of a diffusers Lumina-Image-2.0 download)"
+        )
     tensors, _ = mapped_safetensors(path)
     return tensors[SPIECE_KEY].numpy().tobytes()
 
@@ -70,8 +75,14 @@ class SpieceGemmaTokenizer:
     def __len__(self) -> int:
         return self.processor.get_piece_size()
 
-    def __call__(self, text: str, truncation: bool = False, max_length: int | None = None,
-                 return_offsets_mapping: bool = False, **_ignored) -> dict:
+    def __call__(
+        self,
+        text: str,
+        truncation: bool = False,
+        max_length: int | None = None,
+        return_offsets_mapping: bool = False,
+        **_ignored,
+    ) -> dict:
         encoded = self.processor.encode(text, return_type="offset_mapping")
         ids = [self.bos_token_id, *encoded["ids"]]
         offsets = [(0, 0), *self._byte_spans(encoded["ids"], [tuple(pair) for pair in encoded["offsets"]])]

@@ -16,6 +16,7 @@ Config facts (diffusers 0.42): the Q/K RMSNorms use eps 1e-5 (ComfyUI: torch's d
 10000; the feed-forward width is `ffn_dim_multiplier`·4·dim (None = 4·dim) rounded up to `multiple_of`; the
 network reads t = 1 − sigma unscaled and returns −(ComfyUI's output).
 """
+
 from __future__ import annotations
 
 import re
@@ -124,49 +125,84 @@ def lumina_config_from_diffusers(data: Mapping) -> DiTConfig:
         raise CheckpointError(f"transformer config has out_channels {out} ≠ in_channels; Lumina-2 predicts latents")
     multiplier = data.get("ffn_dim_multiplier")
     return DiTConfig.lumina2(
-        dim=dim, n_layers=int(data.get("num_layers", 26)), n_refiner_layers=int(data.get("num_refiner_layers", 2)),
-        n_heads=int(data.get("num_attention_heads", 24)), n_kv_heads=int(data.get("num_kv_heads", 8)),
-        cap_feat_dim=int(data.get("cap_feat_dim", 1024)), in_channels=int(data.get("in_channels", 16)),
-        patch_size=int(data.get("patch_size", 2)), axes_dims=tuple(data.get("axes_dim_rope", (32, 32, 32))),
-        axes_lens=tuple(data.get("axes_lens", (300, 512, 512))), rope_theta=DIFFUSERS_ROPE_THETA,
-        norm_eps=float(data.get("norm_eps", 1e-5)), ffn_multiple_of=int(data.get("multiple_of", 256)),
+        dim=dim,
+        n_layers=int(data.get("num_layers", 26)),
+        n_refiner_layers=int(data.get("num_refiner_layers", 2)),
+        n_heads=int(data.get("num_attention_heads", 24)),
+        n_kv_heads=int(data.get("num_kv_heads", 8)),
+        cap_feat_dim=int(data.get("cap_feat_dim", 1024)),
+        in_channels=int(data.get("in_channels", 16)),
+        patch_size=int(data.get("patch_size", 2)),
+        axes_dims=tuple(data.get("axes_dim_rope", (32, 32, 32))),
+        axes_lens=tuple(data.get("axes_lens", (300, 512, 512))),
+        rope_theta=DIFFUSERS_ROPE_THETA,
+        norm_eps=float(data.get("norm_eps", 1e-5)),
+        ffn_multiple_of=int(data.get("multiple_of", 256)),
         ffn_dim_multiplier=4.0 * (1.0 if multiplier is None else float(multiplier)),
-        qk_norm_eps=DIFFUSERS_QK_NORM_EPS)
+        qk_norm_eps=DIFFUSERS_QK_NORM_EPS,
+    )
 
 
 def lumina_diffusers_config(config: DiTConfig) -> dict:
     """A diffusers `config.json` body for a core Lumina-2 config (only configs diffusers can express)."""
     if config.kind != "lumina2" or config.rope_theta != DIFFUSERS_ROPE_THETA or config.time_scale != 1.0:
-        raise CheckpointError(f"{config.family} with RoPE theta {config.rope_theta} and time scale {config.time_scale}"
-                              f" has no Lumina2Transformer2DModel config (Lumina-2: theta 10000, t unscaled)")
+        raise CheckpointError(
+            f"{config.family} with RoPE theta {config.rope_theta} and time scale {config.time_scale}"
+            f" has no Lumina2Transformer2DModel config (Lumina-2: theta 10000, t unscaled)"
+        )
     if config.time_width != min(config.dim, 1024):
         raise CheckpointError(f"timestep hidden width {config.time_width}: diffusers fixes it at min(dim, 1024)")
-    return {"patch_size": config.patch_size, "in_channels": config.in_channels, "hidden_size": config.dim,
-            "num_layers": config.n_layers, "num_refiner_layers": config.n_refiner_layers,
-            "num_attention_heads": config.n_heads, "num_kv_heads": config.kv_heads,
-            "multiple_of": config.ffn_multiple_of, "ffn_dim_multiplier": config.ffn_dim_multiplier / 4.0,
-            "norm_eps": config.norm_eps, "axes_dim_rope": list(config.axes_dims), "axes_lens": list(config.axes_lens),
-            "cap_feat_dim": config.cap_feat_dim}
+    return {
+        "patch_size": config.patch_size,
+        "in_channels": config.in_channels,
+        "hidden_size": config.dim,
+        "num_layers": config.n_layers,
+        "num_refiner_layers": config.n_refiner_layers,
+        "num_attention_heads": config.n_heads,
+        "num_kv_heads": config.kv_heads,
+        "multiple_of": config.ffn_multiple_of,
+        "ffn_dim_multiplier": config.ffn_dim_multiplier / 4.0,
+        "norm_eps": config.norm_eps,
+        "axes_dim_rope": list(config.axes_dims),
+        "axes_lens": list(config.axes_lens),
+        "cap_feat_dim": config.cap_feat_dim,
+    }
 
 
 def lumina_config_from_shapes(shapes, patch_size: int, uninferable) -> DiTConfig:
     """The DiTConfig of a Lumina-2 state dict without metadata (`checkpoint_keys.infer_config`)."""
     # head dim 96 is Lumina-Image-2.0's (dim 2304: 24 heads, 8 kv heads, axes 32/32/32, theta 10000), as ComfyUI.
     if shapes.head_dim != 96 or shapes.dim % 96 or shapes.kv_heads is None:
-        raise uninferable(f"Lumina-2 with dim {shapes.dim}, head dim {shapes.head_dim}; only head dim 96 (RoPE axes"
-                          f" 32/32/32, as Lumina-Image-2.0) is known")
+        raise uninferable(
+            f"Lumina-2 with dim {shapes.dim}, head dim {shapes.head_dim}; only head dim 96 (RoPE axes"
+            f" 32/32/32, as Lumina-Image-2.0) is known"
+        )
     try:
-        config = DiTConfig.lumina2(dim=shapes.dim, n_heads=shapes.dim // 96, n_kv_heads=shapes.kv_heads,
-                                   n_layers=shapes.n_layers, n_refiner_layers=shapes.n_refiner_layers,
-                                   cap_feat_dim=shapes.cap_feat_dim, patch_size=patch_size,
-                                   in_channels=shapes.patch_features // (patch_size * patch_size))
+        config = DiTConfig.lumina2(
+            dim=shapes.dim,
+            n_heads=shapes.dim // 96,
+            n_kv_heads=shapes.kv_heads,
+            n_layers=shapes.n_layers,
+            n_refiner_layers=shapes.n_refiner_layers,
+            cap_feat_dim=shapes.cap_feat_dim,
+            patch_size=patch_size,
+            in_channels=shapes.patch_features // (patch_size * patch_size),
+        )
     except ValueError as error:
         raise uninferable(str(error)) from None
     if shapes.ffn_hidden is not None and shapes.ffn_hidden != config.ffn_hidden:
-        raise uninferable(f"feed_forward.w1 has {shapes.ffn_hidden} rows but dim {shapes.dim} gives"
-                          f" {config.ffn_hidden} (4·dim rounded up to a multiple of 256)")
+        raise uninferable(
+            f"feed_forward.w1 has {shapes.ffn_hidden} rows but dim {shapes.dim} gives"
+            f" {config.ffn_hidden} (4·dim rounded up to a multiple of 256)"
+        )
     return config
 
 
-__all__ = ["is_diffusers_lumina", "lumina_diffusers_state_dict", "lumina_comfy_names", "lumina_config_from_diffusers",
-           "lumina_diffusers_config", "lumina_config_from_shapes"]
+__all__ = [
+    "is_diffusers_lumina",
+    "lumina_diffusers_state_dict",
+    "lumina_comfy_names",
+    "lumina_config_from_diffusers",
+    "lumina_diffusers_config",
+    "lumina_config_from_shapes",
+]

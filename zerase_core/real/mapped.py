@@ -1,6 +1,7 @@
 """Memory-mapped safetensors: tensors that are views of the file's pages (copy-on-write), never read into RAM
 up front. A model whose dtype equals the file's then holds no second copy of its weights; a cast (fp8 -> bf16)
 makes one tensor at a time. Only the header is parsed here (JSON); the bytes are never unpickled."""
+
 from __future__ import annotations
 
 import json
@@ -12,9 +13,20 @@ import torch
 
 from ..model.checkpoint_keys import CheckpointError
 
-_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-           "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "I64": torch.int64, "I32": torch.int32,
-           "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
+_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
 
 
 def read_header(path: Path) -> tuple[dict[str, dict], dict[str, str], int]:
@@ -36,11 +48,15 @@ def read_header(path: Path) -> tuple[dict[str, dict], dict[str, str], int]:
         else:
             problem = f"no safetensors header (header length {length})"
     if not isinstance(header, dict):
-        if head[:1] == b"\x80" or head[:2] == b"PK":            # pickle protocol 2+ / torch.save's zip
-            raise CheckpointError(f"{path} is a pickled (torch.save / .pt / .ckpt / .bin) file; ZErase reads"
-                                  f" .safetensors only, never pickled files")
-        raise CheckpointError(f"{path} has {problem if header is None else 'a header that is not a JSON object'};"
-                              f" ZErase reads .safetensors only")
+        if head[:1] == b"\x80" or head[:2] == b"PK":  # pickle protocol 2+ / torch.save's zip
+            raise CheckpointError(
+                f"{path} is a pickled (torch.save / .pt / .ckpt / .bin) file; ZErase reads"
+                f" .safetensors only, never pickled files"
+            )
+        raise CheckpointError(
+            f"{path} has {problem if header is None else 'a header that is not a JSON object'};"
+            f" ZErase reads .safetensors only"
+        )
     metadata = header.pop("__metadata__", None) or {}
     return header, metadata, 8 + length
 

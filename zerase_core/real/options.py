@@ -1,5 +1,6 @@
 """The CLI's options that name a real Z-Image (`--model`, or `--dit/--text-encoder/--vae/--tokenizer`, and
 `--device`), and the check that an erasure file was made for that model."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,21 +18,36 @@ MODEL_OPTIONS = ("model", "dit", "text_encoder", "vae", "tokenizer")
 def add_model_arguments(parser) -> None:
     """--model / --dit / --text-encoder / --vae / --tokenizer: a real Z-Image instead of the bundled nano model."""
     group = parser.add_argument_group("real model (instead of the bundled nano model)")
-    group.add_argument("--model", type=Path, help="a diffusers Z-Image or Lumina-Image-2.0 folder (model_index.json)"
-                                                   " or a ComfyUI diffusion-model file (e.g."
-                                                   " z_image_turbo_bf16.safetensors, lumina_2_model_bf16.safetensors)")
+    group.add_argument(
+        "--model",
+        type=Path,
+        help="a diffusers Z-Image or Lumina-Image-2.0 folder (model_index.json)"
+        " or a ComfyUI diffusion-model file (e.g."
+        " z_image_turbo_bf16.safetensors, lumina_2_model_bf16.safetensors)",
+    )
     group.add_argument("--dit", type=Path, help="the ComfyUI diffusion-model file (same as --model FILE)")
-    group.add_argument("--text-encoder", type=Path, help="ComfyUI text-encoder file (qwen_3_4b.safetensors;"
-                                                         " Lumina-2: gemma_2_2b_fp16.safetensors) or a diffusers"
-                                                         " text_encoder/ folder")
+    group.add_argument(
+        "--text-encoder",
+        type=Path,
+        help="ComfyUI text-encoder file (qwen_3_4b.safetensors;"
+        " Lumina-2: gemma_2_2b_fp16.safetensors) or a diffusers"
+        " text_encoder/ folder",
+    )
     group.add_argument("--vae", type=Path, help="ComfyUI VAE file (ae.safetensors) or a diffusers vae/ folder")
-    group.add_argument("--tokenizer", type=Path, help="tokenizer folder (default: the diffusers folder's; Z-Image:"
-                                                      " else $COMFYUI_PATH/comfy/text_encoders/qwen25_tokenizer;"
-                                                      " Lumina-2 with single files: the one inside the Gemma file"
-                                                      " (ComfyUI's spiece_model), else the tokenizer/ folder of a"
-                                                      " diffusers Lumina-Image-2.0 download)")
-    group.add_argument("--device", default="cpu", help="where the DiT runs: cpu (default) or cuda[:N]; the text"
-                                                      " encoder and VAE run on the CPU")
+    group.add_argument(
+        "--tokenizer",
+        type=Path,
+        help="tokenizer folder (default: the diffusers folder's; Z-Image:"
+        " else $COMFYUI_PATH/comfy/text_encoders/qwen25_tokenizer;"
+        " Lumina-2 with single files: the one inside the Gemma file"
+        " (ComfyUI's spiece_model), else the tokenizer/ folder of a"
+        " diffusers Lumina-Image-2.0 download)",
+    )
+    group.add_argument(
+        "--device",
+        default="cpu",
+        help="where the DiT runs: cpu (default) or cuda[:N]; the text encoder and VAE run on the CPU",
+    )
 
 
 def device_of(args) -> torch.device:
@@ -66,9 +82,10 @@ def check_base(args) -> None:
     info = read_erasure(args.file)[0]
     found = fingerprint(load_transformer(source))
     if found != info.base_fingerprint:
-        raise ErasureFileError(f"{args.file} was trained on base model {info.base_fingerprint}, but {source.dit} has"
-                               f" fingerprint {found}; export it without --model, or use the matching base")
-
+        raise ErasureFileError(
+            f"{args.file} was trained on base model {info.base_fingerprint}, but {source.dit} has"
+            f" fingerprint {found}; export it without --model, or use the matching base"
+        )
 
 
 __all__ = ["MODEL_OPTIONS", "add_model_arguments", "device_of", "real_source", "check_base"]

@@ -9,6 +9,7 @@ word orders per erase prompt) instead of a fresh order every step.
 The erasure file is the one ZEraseTrain writes (`training` holds the erase prompts and mapped prompts), so a file
 made here applies, and resumes, in ComfyUI and the other way round.
 """
+
 from __future__ import annotations
 
 import gc
@@ -31,8 +32,8 @@ from .options import add_model_arguments, check_base, device_of, real_source  # 
 from .sources import ModelSource, load_transformer
 from .world import TURBO, RealWorld, conditioner, load_vae_of, missing_parts
 
-DEFAULT_BANK = 8                       # word orders per erase prompt when the user gives no --shuffle-bank
-DEFAULT_RESOLUTION = 512               # training resolution of Z-Image (the node's advice)
+DEFAULT_BANK = 8  # word orders per erase prompt when the user gives no --shuffle-bank
+DEFAULT_RESOLUTION = 512  # training resolution of Z-Image (the node's advice)
 ERASE_TEMPLATES = ("{}", "a picture of {}", "a photo of {}", "a painting of {}")
 REAL_PHASES = {"encode prompts": "prompt", "sample": "step", "decode": "image"}
 
@@ -43,6 +44,7 @@ def _on_device(dit, device: torch.device):
     if device.type == "cpu":
         return dit, None
     from ..bench.perf_steps import DeviceDenoiser
+
     dit = dit.to(device)
     return dit, DeviceDenoiser(dit, device)
 
@@ -70,8 +72,9 @@ class _Counting:
         return self.inner.keyword_positions(prompt, keyword)
 
 
-def encode_all(source: ModelSource, prompts, prompt_set=None, progress: Progress | None = None,
-               keywords=()) -> PreparedConditioner:
+def encode_all(
+    source: ModelSource, prompts, prompt_set=None, progress: Progress | None = None, keywords=()
+) -> PreparedConditioner:
     """Features (and keyword rows) of every prompt, then the text encoder is released: the result holds none."""
     unique = list(dict.fromkeys(prompts))
     text = conditioner(source)
@@ -99,8 +102,9 @@ def real_prompt_set(concepts: list[str], prompts: list[str] | None, anchors: lis
     keywords = tuple(dict.fromkeys(concept.strip() for concept in concepts if concept.strip()))
     if not keywords:
         raise ValueError("give at least one --concept (the word or words to erase, e.g. 'Van Gogh')")
-    erase = tuple(dict.fromkeys(prompts or [template.format(keyword) for keyword in keywords
-                                            for template in ERASE_TEMPLATES]))
+    erase = tuple(
+        dict.fromkeys(prompts or [template.format(keyword) for keyword in keywords for template in ERASE_TEMPLATES])
+    )
     targets = tuple(anchors) if anchors else tuple(_without(prompt, keywords) for prompt in erase)
     return PromptSet(erase=erase, keywords=keywords, anchors=targets, targets=targets)
 
@@ -115,22 +119,45 @@ def training_prompts(prompts: PromptSet, config: EraseConfig) -> list[str]:
 
 def prepare_config(config: EraseConfig, resolution: int) -> EraseConfig:
     if resolution % 16 or resolution < 16:
-        raise ValueError(f"--resolution {resolution} must be a multiple of 16 (latent = resolution/8, patch 2),"
-                         f" e.g. 512")
+        raise ValueError(
+            f"--resolution {resolution} must be a multiple of 16 (latent = resolution/8, patch 2), e.g. 512"
+        )
     if shuffles(config.method) and not config.shuffle_bank:
-        config = replace(config, shuffle_bank=DEFAULT_BANK)       # no text encoder during training
+        config = replace(config, shuffle_bank=DEFAULT_BANK)  # no text encoder during training
     return replace(config, latent_size=(resolution // 8, resolution // 8))
 
 
-def _info(trainer: EraseTrainer, prompts: PromptSet, config: EraseConfig, base: str, base_config: dict,
-          partial: bool, summary: dict | None = None) -> ErasureInfo:
+def _info(
+    trainer: EraseTrainer,
+    prompts: PromptSet,
+    config: EraseConfig,
+    base: str,
+    base_config: dict,
+    partial: bool,
+    summary: dict | None = None,
+) -> ErasureInfo:
     return ErasureInfo(
-        method=config.method, concepts=prompts.keywords, keywords=prompts.keywords, anchors=prompts.anchors[:8],
-        adapter=adapter_dict(trainer.adapters.config), base_fingerprint=base, base_config=base_config,
-        recommended_strength=1.0, steps_done=trainer.step, steps_total=config.steps, seed=config.seed,
-        partial=partial, summary={**trainer.summary(), **(summary or {})},
-        training={"config": config.to_dict(), "anchors": list(prompts.anchors), "erase": list(prompts.erase),
-                  "targets": list(prompts.targets), "state": trainer.state_metadata()})
+        method=config.method,
+        concepts=prompts.keywords,
+        keywords=prompts.keywords,
+        anchors=prompts.anchors[:8],
+        adapter=adapter_dict(trainer.adapters.config),
+        base_fingerprint=base,
+        base_config=base_config,
+        recommended_strength=1.0,
+        steps_done=trainer.step,
+        steps_total=config.steps,
+        seed=config.seed,
+        partial=partial,
+        summary={**trainer.summary(), **(summary or {})},
+        training={
+            "config": config.to_dict(),
+            "anchors": list(prompts.anchors),
+            "erase": list(prompts.erase),
+            "targets": list(prompts.targets),
+            "state": trainer.state_metadata(),
+        },
+    )
 
 
 def resume_prompts(path: Path):
@@ -141,13 +168,25 @@ def resume_prompts(path: Path):
         raise ValueError(f"{path} is not a partial erasure with a resume state; only interrupted runs resume")
     if "erase" not in training:
         raise ValueError(f"{path} was made for the nano model (no erase prompts stored); resume it without --model")
-    prompts = PromptSet(erase=tuple(training["erase"]), keywords=info.keywords, anchors=tuple(training["anchors"]),
-                        targets=tuple(training.get("targets", ())))
+    prompts = PromptSet(
+        erase=tuple(training["erase"]),
+        keywords=info.keywords,
+        anchors=tuple(training["anchors"]),
+        targets=tuple(training.get("targets", ())),
+    )
     return EraseConfig.from_dict(training["config"]), prompts, adapters, state, training["state"]
 
 
-def erase_real(source: ModelSource, prompts: PromptSet, config: EraseConfig, out: Path, on_step=None,
-               progress: Progress | None = None, resume: Path | None = None, device: str = "cpu") -> Path:
+def erase_real(
+    source: ModelSource,
+    prompts: PromptSet,
+    config: EraseConfig,
+    out: Path,
+    on_step=None,
+    progress: Progress | None = None,
+    resume: Path | None = None,
+    device: str = "cpu",
+) -> Path:
     """Encode every prompt, release the text encoder, map the DiT, train, write the erasure file (a partial file
     on any interruption, which `resume=` continues)."""
     restored = None
@@ -157,11 +196,19 @@ def erase_real(source: ModelSource, prompts: PromptSet, config: EraseConfig, out
         raise ValueError("uce-text runs on the nano model only from the CLI; on a real model use zerase (default)")
     prepared = encode_all(source, training_prompts(prompts, config), prompts, progress, prompts.keywords)
     dit = load_transformer(source)
-    dit.gradient_checkpointing = True       # a block's activations are recomputed in the backward, not kept
+    dit.gradient_checkpointing = True  # a block's activations are recomputed in the backward, not kept
     base, base_config = fingerprint(dit), dit.config.to_dict()
     dit, denoise = _on_device(dit, torch.device(device))
-    trainer = EraseTrainer(dit, prepared, prompts, config, denoise=denoise, in_channels=dit.config.in_channels,
-                           shift=dit.config.shift, progress=progress)
+    trainer = EraseTrainer(
+        dit,
+        prepared,
+        prompts,
+        config,
+        denoise=denoise,
+        in_channels=dit.config.in_channels,
+        shift=dit.config.shift,
+        progress=progress,
+    )
     trainer.adapters.to(next(dit.parameters()).device)
     try:
         if restored is not None:
@@ -173,15 +220,23 @@ def erase_real(source: ModelSource, prompts: PromptSet, config: EraseConfig, out
             counter.advance(step - counter.done)
             if on_step is not None:
                 on_step(step, total, metrics)
+
         started = time.monotonic()
         try:
             trainer.run(step_done)
         except BaseException:
-            save_erasure(out, trainer.adapters, _info(trainer, prompts, config, base, base_config, True),
-                         extra_tensors=trainer.state_tensors())
+            save_erasure(
+                out,
+                trainer.adapters,
+                _info(trainer, prompts, config, base, base_config, True),
+                extra_tensors=trainer.state_tensors(),
+            )
             raise
-        summary = {"train_seconds": time.monotonic() - started,
-                   "strength_table": [], "strength_search": "skipped: no offline judge for real models"}
+        summary = {
+            "train_seconds": time.monotonic() - started,
+            "strength_table": [],
+            "strength_search": "skipped: no offline judge for real models",
+        }
         return save_erasure(out, trainer.adapters, _info(trainer, prompts, config, base, base_config, False, summary))
     finally:
         trainer.adapters.detach()
@@ -202,25 +257,64 @@ class _Steps(torch.nn.Module):
         return self.dit(x, sigma, context, lengths)
 
 
-def generate_real(source: ModelSource, prompts: list[str], seeds: list[int], steps: int = TURBO["steps"],
-                  cfg: float = TURBO["cfg"], height: int = 1024, width: int = 1024, erasures=(), strengths=(),
-                  allow_other_base: bool = False, allow_partial: bool = False,
-                  progress: Progress | None = None, device: str = "cpu") -> torch.Tensor:
+def generate_real(
+    source: ModelSource,
+    prompts: list[str],
+    seeds: list[int],
+    steps: int = TURBO["steps"],
+    cfg: float = TURBO["cfg"],
+    height: int = 1024,
+    width: int = 1024,
+    erasures=(),
+    strengths=(),
+    allow_other_base: bool = False,
+    allow_partial: bool = False,
+    progress: Progress | None = None,
+    device: str = "cpu",
+) -> torch.Tensor:
     """Images (B, 3, H, W) in [0, 1]; each erasure file attached at its strength (default: its recommended one,
     1/N of it for N files, as on the nano model). A missing VAE is named before any sampling."""
     missing_parts(source, ("text_encoder", "tokenizer"))
-    latents = sample_real(source, prompts, seeds, steps, cfg, height, width, erasures, strengths, allow_other_base,
-                          allow_partial, progress, device=device, needs=("vae",))
+    latents = sample_real(
+        source,
+        prompts,
+        seeds,
+        steps,
+        cfg,
+        height,
+        width,
+        erasures,
+        strengths,
+        allow_other_base,
+        allow_partial,
+        progress,
+        device=device,
+        needs=("vae",),
+    )
     return decode_latents(source, latents, progress)
 
 
-def sample_real(source: ModelSource, prompts: list[str], seeds: list[int], steps: int = TURBO["steps"],
-                cfg: float = TURBO["cfg"], height: int = 1024, width: int = 1024, erasures=(), strengths=(),
-                allow_other_base: bool = False, allow_partial: bool = False, progress: Progress | None = None,
-                noise: torch.Tensor | None = None, device: str = "cpu", needs: tuple[str, ...] = ()) -> torch.Tensor:
+def sample_real(
+    source: ModelSource,
+    prompts: list[str],
+    seeds: list[int],
+    steps: int = TURBO["steps"],
+    cfg: float = TURBO["cfg"],
+    height: int = 1024,
+    width: int = 1024,
+    erasures=(),
+    strengths=(),
+    allow_other_base: bool = False,
+    allow_partial: bool = False,
+    progress: Progress | None = None,
+    noise: torch.Tensor | None = None,
+    device: str = "cpu",
+    needs: tuple[str, ...] = (),
+) -> torch.Tensor:
     """The DiT's final latents of `generate_real` (before the VAE); the DiT is dropped when they are done. The parts
     in `needs` (generate: the VAE) are checked once the erasure files are, before the first step."""
     from ..nano.erasure_runs import attach_file
+
     prepared = encode_all(source, [*prompts, ""], None, progress)
     world = RealWorld(load_transformer(source), prepared, None)
     edits = []
@@ -248,6 +342,7 @@ def sample_real(source: ModelSource, prompts: list[str], seeds: list[int], steps
 
 def decode_latents(source: ModelSource, latents: torch.Tensor, progress: Progress | None = None) -> torch.Tensor:
     from .vae import decode
+
     vae = load_vae_of(source)
     counter = PhaseCounter(progress, "decode", len(latents))
     images = []
@@ -257,12 +352,32 @@ def decode_latents(source: ModelSource, latents: torch.Tensor, progress: Progres
     return torch.cat(images)
 
 
-__all__ = ["encode_all", "real_prompt_set", "training_prompts",
-           "prepare_config", "erase_real", "generate_real", "sample_real", "decode_latents", "resume_prompts", "REAL_PHASES"]
+__all__ = [
+    "encode_all",
+    "real_prompt_set",
+    "training_prompts",
+    "prepare_config",
+    "erase_real",
+    "generate_real",
+    "sample_real",
+    "decode_latents",
+    "resume_prompts",
+    "REAL_PHASES",
+]
 
 
-def erase_real_entry(source: ModelSource, concepts, anchors, config: EraseConfig | None, args, out: Path,
-                     partial: bool, progress=None, name: str = "", parallel=None) -> Path:
+def erase_real_entry(
+    source: ModelSource,
+    concepts,
+    anchors,
+    config: EraseConfig | None,
+    args,
+    out: Path,
+    partial: bool,
+    progress=None,
+    name: str = "",
+    parallel=None,
+) -> Path:
     """One `erase-many` entry on a real model: its own encode / release / train cycle (the DiT is mapped again
     for each entry, so the text encoder never joins it)."""
     if config is None:

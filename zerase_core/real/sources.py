@@ -4,6 +4,7 @@ or VAE) or a diffusers folder (model_index.json with its components), and loadin
 Supported: Z-Image / Z-Image-Turbo (one architecture; the fingerprint tells the weights apart) and Lumina-Image-2.0.
 Anything else is refused with an error naming what was found and what is supported.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,42 +15,50 @@ from pathlib import Path
 import torch
 
 from ..model.checkpoint import load_dit
-from ..model.checkpoint_keys import (
-    CheckpointError,
-    UnsupportedModelError,
-    detect_architecture,
-    strip_prefix,
-)
+from ..model.checkpoint_keys import CheckpointError, UnsupportedModelError, detect_architecture, strip_prefix
 from ..model.dit import ZImageDiT
 from .diffusers_format import config_from_diffusers
 from .lumina import lumina_config_from_diffusers
 from .mapped import mapped_safetensors, read_header
 
-SUPPORTED = ("Z-Image / Z-Image-Turbo: a ComfyUI diffusion-model file (e.g. z_image_turbo_bf16.safetensors) or a"
-             " diffusers folder whose model_index.json names ZImagePipeline; Lumina-Image-2.0: a ComfyUI"
-             " diffusion-model file (e.g. lumina_2_model_bf16.safetensors) or a diffusers folder whose model_index.json"
-             " names Lumina2Pipeline")
+SUPPORTED = (
+    "Z-Image / Z-Image-Turbo: a ComfyUI diffusion-model file (e.g. z_image_turbo_bf16.safetensors) or a"
+    " diffusers folder whose model_index.json names ZImagePipeline; Lumina-Image-2.0: a ComfyUI"
+    " diffusion-model file (e.g. lumina_2_model_bf16.safetensors) or a diffusers folder whose model_index.json"
+    " names Lumina2Pipeline"
+)
 PIPELINES = {"ZImagePipeline": "z-image", "Lumina2Pipeline": "lumina2", "Lumina2Text2ImgPipeline": "lumina2"}
-TRANSFORMERS = {"ZImageTransformer2DModel": ("z-image", config_from_diffusers),
-                "Lumina2Transformer2DModel": ("lumina2", lumina_config_from_diffusers)}
-KNOWN_OTHER_PIPELINES = {"FluxPipeline": "Flux", "StableDiffusion3Pipeline": "SD3", "QwenImagePipeline": "Qwen-Image",
-                         "StableDiffusionXLPipeline": "SDXL", "StableDiffusionPipeline": "Stable Diffusion 1.x/2.x"}
+TRANSFORMERS = {
+    "ZImageTransformer2DModel": ("z-image", config_from_diffusers),
+    "Lumina2Transformer2DModel": ("lumina2", lumina_config_from_diffusers),
+}
+KNOWN_OTHER_PIPELINES = {
+    "FluxPipeline": "Flux",
+    "StableDiffusion3Pipeline": "SD3",
+    "QwenImagePipeline": "Qwen-Image",
+    "StableDiffusionXLPipeline": "SDXL",
+    "StableDiffusionPipeline": "Stable Diffusion 1.x/2.x",
+}
 
 # (pattern on prefix-stripped keys, component kind); first match wins
 _COMPONENTS = (
     (r"^(?:model\.)?layers\.\d+\.self_attn\.q_norm\.", "qwen3-text-encoder"),
     (r"^(?:model\.)?layers\.\d+\.pre_feedforward_layernorm\.", "gemma2-text-encoder"),
     (r"^(?:model\.)?layers\.\d+\.self_attn\.", "text-encoder"),
-    (r"^(?:first_stage_model\.|vae\.)?(?:encoder|decoder)\.(?:down|up|mid|conv_in|conv_out|down_blocks|up_blocks|"
-     r"mid_block)", "vae"),
+    (
+        r"^(?:first_stage_model\.|vae\.)?(?:encoder|decoder)\.(?:down|up|mid|conv_in|conv_out|down_blocks|up_blocks|"
+        r"mid_block)",
+        "vae",
+    ),
 )
 
 
 @dataclass(frozen=True)
 class ModelSource:
     """Where each part of one real model lives. `folder` is the diffusers root, when there is one."""
-    kind: str                        # "z-image" or "lumina2"
-    dit: Path                        # a .safetensors file, or a diffusers transformer/ folder
+
+    kind: str  # "z-image" or "lumina2"
+    dit: Path  # a .safetensors file, or a diffusers transformer/ folder
     text_encoder: Path | None = None
     tokenizer: Path | None = None
     vae: Path | None = None
@@ -57,11 +66,11 @@ class ModelSource:
 
 
 def component_kind(path: Path) -> str:
-    """"z-image" / "lumina2" for a DiT file, "qwen3-text-encoder", "gemma2-text-encoder", "text-encoder" or "vae"
+    """ "z-image" / "lumina2" for a DiT file, "qwen3-text-encoder", "gemma2-text-encoder", "text-encoder" or "vae"
     for the others; from the header only (no tensor is read). Unsupported diffusion models raise
     UnsupportedModelError naming them."""
     header, _, _ = read_header(Path(path))
-    shapes = {name: torch.empty(0) for name in header}            # keys are all the detectors read
+    shapes = {name: torch.empty(0) for name in header}  # keys are all the detectors read
     keys = strip_prefix(shapes)
     for pattern, kind in _COMPONENTS:
         compiled = re.compile(pattern)
@@ -86,8 +95,10 @@ def find_model(path: str | Path) -> ModelSource:
         return _folder_source(path)
     kind = component_kind(path)
     if kind not in ("z-image", "lumina2"):
-        raise UnsupportedModelError(f"{path} is a {kind.replace('-', ' ')} file, not a diffusion model; pass it as"
-                                    f" --text-encoder/--vae and the DiT file as --dit or --model")
+        raise UnsupportedModelError(
+            f"{path} is a {kind.replace('-', ' ')} file, not a diffusion model; pass it as"
+            f" --text-encoder/--vae and the DiT file as --dit or --model"
+        )
     return ModelSource(kind=kind, dit=path)
 
 
@@ -102,17 +113,24 @@ def _folder_source(path: Path) -> ModelSource:
         parts = {part: path / part for part in ("transformer", "text_encoder", "tokenizer", "vae")}
         if not parts["transformer"].is_dir():
             raise CheckpointError(f"{path} has a model_index.json but no transformer/ folder")
-        return ModelSource(kind=PIPELINES[name], dit=parts["transformer"], folder=path,
-                           **{part: folder if folder.is_dir() else None for part, folder in parts.items()
-                              if part != "transformer"})
+        return ModelSource(
+            kind=PIPELINES[name],
+            dit=parts["transformer"],
+            folder=path,
+            **{part: folder if folder.is_dir() else None for part, folder in parts.items() if part != "transformer"},
+        )
     if (path / "config.json").is_file():
         name = _json(path / "config.json").get("_class_name")
         if name not in TRANSFORMERS:
-            raise UnsupportedModelError(f"{path}/config.json describes {name!r}, not ZImageTransformer2DModel or"
-                                        f" Lumina2Transformer2DModel. Supported: {SUPPORTED}")
+            raise UnsupportedModelError(
+                f"{path}/config.json describes {name!r}, not ZImageTransformer2DModel or"
+                f" Lumina2Transformer2DModel. Supported: {SUPPORTED}"
+            )
         return ModelSource(kind=TRANSFORMERS[name][0], dit=path)
-    raise CheckpointError(f"{path} is a folder without model_index.json or config.json; give a diffusers folder or"
-                          f" a .safetensors file. Supported: {SUPPORTED}")
+    raise CheckpointError(
+        f"{path} is a folder without model_index.json or config.json; give a diffusers folder or"
+        f" a .safetensors file. Supported: {SUPPORTED}"
+    )
 
 
 def _json(path: Path) -> dict:

@@ -9,6 +9,7 @@ right; a causal model's real tokens do not see right padding, so one prompt at a
 
 The weights load memory-mapped (`mapped.py`) into a meta-device model (`assign=True`): no second copy in RAM.
 """
+
 from __future__ import annotations
 
 import gc
@@ -31,8 +32,9 @@ def _transformers():
     try:
         import transformers
     except ImportError:
-        raise ImportError("real text encoders run through transformers, which is not installed: "
-                          "pip install -e \".[real]\"") from None
+        raise ImportError(
+            'real text encoders run through transformers, which is not installed: pip install -e ".[real]"'
+        ) from None
     return transformers
 
 
@@ -43,7 +45,7 @@ def _base_names(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     for key, value in tensors.items():
         if key.startswith("lm_head.") or key == "spiece_model":
             continue
-        names[key[len("model."):] if key.startswith("model.") else key] = value
+        names[key[len("model.") :] if key.startswith("model.") else key] = value
     return names
 
 
@@ -51,23 +53,36 @@ def qwen3_config_from_shapes(tensors: dict[str, torch.Tensor], extra: dict | Non
     """A Qwen3Config for a Qwen3 text-encoder state dict (ComfyUI's qwen_3_4b.safetensors has no config): widths
     from the shapes; rope theta, eps and context length are Qwen3-4B's unless `extra` says otherwise."""
     transformers = _transformers()
-    needed = ("embed_tokens.weight", "layers.0.self_attn.q_proj.weight", "layers.0.self_attn.k_proj.weight",
-              "layers.0.self_attn.q_norm.weight", "layers.0.mlp.gate_proj.weight")
+    needed = (
+        "embed_tokens.weight",
+        "layers.0.self_attn.q_proj.weight",
+        "layers.0.self_attn.k_proj.weight",
+        "layers.0.self_attn.q_norm.weight",
+        "layers.0.mlp.gate_proj.weight",
+    )
     missing = [name for name in needed if name not in tensors]
     if missing:
-        raise CheckpointError(f"not a Qwen3 text encoder: {', '.join(missing)} missing (found e.g."
-                              f" {', '.join(list(tensors)[:4])})")
+        raise CheckpointError(
+            f"not a Qwen3 text encoder: {', '.join(missing)} missing (found e.g. {', '.join(list(tensors)[:4])})"
+        )
     vocab, hidden = tensors["embed_tokens.weight"].shape
     head_dim = tensors["layers.0.self_attn.q_norm.weight"].shape[0]
     layers = 1 + max(int(match[1]) for match in map(_LAYER.match, tensors) if match)
     settings = {**QWEN3_4B, **(extra or {})}
     return transformers.Qwen3Config(
-        vocab_size=int(vocab), hidden_size=int(hidden), num_hidden_layers=layers, head_dim=int(head_dim),
+        vocab_size=int(vocab),
+        hidden_size=int(hidden),
+        num_hidden_layers=layers,
+        head_dim=int(head_dim),
         num_attention_heads=int(tensors["layers.0.self_attn.q_proj.weight"].shape[0] // head_dim),
         num_key_value_heads=int(tensors["layers.0.self_attn.k_proj.weight"].shape[0] // head_dim),
-        intermediate_size=int(tensors["layers.0.mlp.gate_proj.weight"].shape[0]), tie_word_embeddings=True,
-        rope_theta=settings["rope_theta"], rope_parameters={"rope_type": "default", "rope_theta": settings["rope_theta"]},
-        rms_norm_eps=settings["rms_norm_eps"], max_position_embeddings=settings["max_position_embeddings"])
+        intermediate_size=int(tensors["layers.0.mlp.gate_proj.weight"].shape[0]),
+        tie_word_embeddings=True,
+        rope_theta=settings["rope_theta"],
+        rope_parameters={"rope_type": "default", "rope_theta": settings["rope_theta"]},
+        rms_norm_eps=settings["rms_norm_eps"],
+        max_position_embeddings=settings["max_position_embeddings"],
+    )
 
 
 def encoder_tensors(path: str | Path) -> dict[str, torch.Tensor]:
@@ -93,8 +108,10 @@ def build_encoder(model_class, config, tensors: dict[str, torch.Tensor], dtype: 
     expected = set(model.state_dict())
     missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
     if missing or unexpected:
-        raise CheckpointError(f"{path}: the tensors do not fit {family} ({len(missing)} missing, e.g. {missing[:3]};"
-                              f" {len(unexpected)} unexpected, e.g. {unexpected[:3]})")
+        raise CheckpointError(
+            f"{path}: the tensors do not fit {family} ({len(missing)} missing, e.g. {missing[:3]};"
+            f" {len(unexpected)} unexpected, e.g. {unexpected[:3]})"
+        )
     model.load_state_dict({key: value.to(target) for key, value in tensors.items()}, strict=True, assign=True)
     # the rotary tables were built on the meta device with the model: rebuilt on the CPU (a small buffer)
     model.rotary_emb = type(model.rotary_emb)(config=config)
@@ -127,8 +144,10 @@ def load_tokenizer(path: str | Path):
     qwen25_tokenizer), offline."""
     path = Path(path)
     if not path.is_dir():
-        raise FileNotFoundError(f"tokenizer folder {path} does not exist; give the diffusers model's tokenizer/"
-                                f" folder or ComfyUI's comfy/text_encoders/qwen25_tokenizer")
+        raise FileNotFoundError(
+            f"tokenizer folder {path} does not exist; give the diffusers model's tokenizer/"
+            f" folder or ComfyUI's comfy/text_encoders/qwen25_tokenizer"
+        )
     return _transformers().AutoTokenizer.from_pretrained(str(path), local_files_only=True)
 
 
@@ -143,12 +162,14 @@ class QwenConditioner:
     def text(self, prompt: str) -> str:
         if self.template is not None:
             return self.template.format(prompt)
-        return self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                                  add_generation_prompt=True, enable_thinking=True)
+        return self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True, enable_thinking=True
+        )
 
     def _tokens(self, prompt: str):
-        return self.tokenizer(self.text(prompt), truncation=True, max_length=self.max_tokens,
-                              return_offsets_mapping=True)
+        return self.tokenizer(
+            self.text(prompt), truncation=True, max_length=self.max_tokens, return_offsets_mapping=True
+        )
 
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -157,12 +178,13 @@ class QwenConditioner:
         rows = []
         for prompt in prompts:
             ids = torch.tensor([self._tokens(prompt)["input_ids"]])
-            hidden = self.model(input_ids=ids, attention_mask=torch.ones_like(ids, dtype=torch.bool),
-                                output_hidden_states=True).hidden_states[-2]
+            hidden = self.model(
+                input_ids=ids, attention_mask=torch.ones_like(ids, dtype=torch.bool), output_hidden_states=True
+            ).hidden_states[-2]
             rows.append(hidden[0].float())
         features = rows[0].new_zeros(len(rows), max(row.shape[0] for row in rows), rows[0].shape[-1])
         for index, row in enumerate(rows):
-            features[index, :row.shape[0]] = row
+            features[index, : row.shape[0]] = row
         return features, torch.tensor([row.shape[0] for row in rows])
 
     def keyword_positions(self, prompt: str, keyword: str) -> list[int]:

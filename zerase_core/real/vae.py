@@ -1,6 +1,7 @@
 """The Flux VAE of Z-Image through diffusers' AutoencoderKL: a diffusers vae/ folder, or ComfyUI's ae.safetensors
 (the original key names, converted by diffusers' own single-file converter). Latents decode as ZImagePipeline
 decodes them: latents / scaling_factor + shift_factor -> decoder -> [-1, 1] -> [0, 1]."""
+
 from __future__ import annotations
 
 import json
@@ -12,18 +13,31 @@ from ..model.checkpoint_keys import CheckpointError
 from .mapped import mapped_safetensors
 
 # Z-Image's (= Flux's) VAE: 16 latent channels, 8x down-sampling, no quant convs
-FLUX_VAE = {"in_channels": 3, "out_channels": 3, "latent_channels": 16, "block_out_channels": [128, 256, 512, 512],
-            "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,
-            "layers_per_block": 2, "norm_num_groups": 32, "act_fn": "silu", "sample_size": 1024,
-            "scaling_factor": 0.3611, "shift_factor": 0.1159, "use_quant_conv": False, "use_post_quant_conv": False}
+FLUX_VAE = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "latent_channels": 16,
+    "block_out_channels": [128, 256, 512, 512],
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "layers_per_block": 2,
+    "norm_num_groups": 32,
+    "act_fn": "silu",
+    "sample_size": 1024,
+    "scaling_factor": 0.3611,
+    "shift_factor": 0.1159,
+    "use_quant_conv": False,
+    "use_post_quant_conv": False,
+}
 
 
 def _diffusers():
     try:
         import diffusers
     except ImportError:
-        raise ImportError("the real VAE runs through diffusers, which is not installed: pip install -e \".[real]\"") \
-            from None
+        raise ImportError(
+            'the real VAE runs through diffusers, which is not installed: pip install -e ".[real]"'
+        ) from None
     return diffusers
 
 
@@ -34,8 +48,11 @@ def load_vae(path: str | Path, dtype: torch.dtype = torch.float32, config: dict 
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise CheckpointError(f"VAE folder {path} has no config.json")
-        config = {key: value for key, value in json.loads((path / "config.json").read_text()).items()
-                  if not key.startswith("_")}
+        config = {
+            key: value
+            for key, value in json.loads((path / "config.json").read_text()).items()
+            if not key.startswith("_")
+        }
         files = sorted(path.glob("*.safetensors"))
     else:
         files = [path]
@@ -47,11 +64,14 @@ def load_vae(path: str | Path, dtype: torch.dtype = torch.float32, config: dict 
     model = diffusers.AutoencoderKL(**(config or FLUX_VAE))
     if not any(key.startswith(("encoder.down_blocks.", "decoder.up_blocks.")) for key in tensors):
         from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
         tensors = convert_ldm_vae_checkpoint(tensors, model.config)
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     if missing or unexpected:
-        raise CheckpointError(f"{path} does not fit the Flux VAE ({len(missing)} missing, e.g. {missing[:3]};"
-                              f" {len(unexpected)} unexpected, e.g. {unexpected[:3]})")
+        raise CheckpointError(
+            f"{path} does not fit the Flux VAE ({len(missing)} missing, e.g. {missing[:3]};"
+            f" {len(unexpected)} unexpected, e.g. {unexpected[:3]})"
+        )
     return model.to(dtype).eval().requires_grad_(False)
 
 

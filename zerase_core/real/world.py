@@ -4,6 +4,7 @@ Sampling is the core's: Euler on ComfyUI's `simple` shifted sigmas, cfg in Comfy
 conditional prediction alone, as Turbo). diffusers' ZImagePipeline computes the same for guidance_scale = cfg − 1
 and sigmas = the unshifted schedule (`unshifted_sigmas`), which the parity test passes it.
 """
+
 from __future__ import annotations
 
 import os
@@ -13,19 +14,14 @@ from pathlib import Path
 import torch
 
 from ..model.dit import ZImageDiT
-from ..model.sampling import (
-    euler_sample,
-    guided_velocity,
-    initial_noise,
-    shifted_sigmas,
-)
+from ..model.sampling import euler_sample, guided_velocity, initial_noise, shifted_sigmas
 from .sources import ModelSource, find_model
 from .text_encoder import COMFY_TEMPLATE, QwenConditioner, load_qwen3, load_tokenizer
 from .vae import decode, load_vae
 
-TURBO = {"steps": 8, "cfg": 1.0}          # Z-Image-Turbo: 8 steps, no guidance
-BASE = {"steps": 50, "cfg": 5.0}          # Z-Image (base): diffusers' guidance_scale 4 = cfg 5
-LUMINA2 = {"steps": 25, "cfg": 4.0}       # Lumina-Image-2.0: ComfyUI's template (25 steps, cfg 4, shift 6);
+TURBO = {"steps": 8, "cfg": 1.0}  # Z-Image-Turbo: 8 steps, no guidance
+BASE = {"steps": 50, "cfg": 5.0}  # Z-Image (base): diffusers' guidance_scale 4 = cfg 5
+LUMINA2 = {"steps": 25, "cfg": 4.0}  # Lumina-Image-2.0: ComfyUI's template (25 steps, cfg 4, shift 6);
 #                                           Lumina2Pipeline's guidance_scale 4 is the same cfg (30 steps default)
 PRESETS = {"turbo": TURBO, "base": BASE, "lumina2": LUMINA2}
 PRESET_KINDS = {"turbo": "z-image", "base": "z-image", "lumina2": "lumina2"}
@@ -37,8 +33,10 @@ def sampler_preset(kind: str, name: str | None) -> dict:
     name = name or DEFAULT_PRESET[kind]
     if PRESET_KINDS[name] != kind:
         fits = sorted(preset for preset, owner in PRESET_KINDS.items() if owner == kind)
-        raise ValueError(f"--preset {name} is for {PRESET_KINDS[name]}, but the model is {kind}; use --preset"
-                         f" {' or '.join(fits)} (or leave it out)")
+        raise ValueError(
+            f"--preset {name} is for {PRESET_KINDS[name]}, but the model is {kind}; use --preset"
+            f" {' or '.join(fits)} (or leave it out)"
+        )
     return PRESETS[name]
 
 
@@ -55,35 +53,51 @@ def comfy_tokenizer() -> Path | None:
     return folder if folder is not None and folder.is_dir() else None
 
 
-def parts(model: str | Path | None = None, dit: str | Path | None = None, text_encoder: str | Path | None = None,
-          vae: str | Path | None = None, tokenizer: str | Path | None = None) -> ModelSource:
+def parts(
+    model: str | Path | None = None,
+    dit: str | Path | None = None,
+    text_encoder: str | Path | None = None,
+    vae: str | Path | None = None,
+    tokenizer: str | Path | None = None,
+) -> ModelSource:
     """Every part of one real model: `model` (a diffusers folder or a DiT file), the others override or add."""
     if model is None and dit is None:
-        raise ValueError("give --model (a diffusers folder or a DiT .safetensors) or --dit with --text-encoder and"
-                         " --vae")
+        raise ValueError(
+            "give --model (a diffusers folder or a DiT .safetensors) or --dit with --text-encoder and --vae"
+        )
     source = find_model(model if model is not None else dit)
     if model is not None and dit is not None:
         source = replace(source, dit=find_model(dit).dit)
-    overrides = {name: Path(value) for name, value in
-                 (("text_encoder", text_encoder), ("vae", vae), ("tokenizer", tokenizer)) if value is not None}
+    overrides = {
+        name: Path(value)
+        for name, value in (("text_encoder", text_encoder), ("vae", vae), ("tokenizer", tokenizer))
+        if value is not None
+    }
     source = replace(source, **overrides)
     if source.tokenizer is None and source.kind == "z-image":
         source = replace(source, tokenizer=comfy_tokenizer())
-    if source.tokenizer is None and source.kind == "lumina2":     # ComfyUI's Gemma file carries its tokenizer
+    if source.tokenizer is None and source.kind == "lumina2":  # ComfyUI's Gemma file carries its tokenizer
         from .gemma_tokenizer import has_embedded_tokenizer
+
         if source.text_encoder is not None and has_embedded_tokenizer(source.text_encoder):
             source = replace(source, tokenizer=source.text_encoder)
     return source
 
 
-HINTS = {"text_encoder": "--text-encoder (e.g. qwen_3_4b.safetensors)", "vae": "--vae (e.g. ae.safetensors)",
-         "tokenizer": "--tokenizer (a diffusers tokenizer/ folder or ComfyUI's comfy/text_encoders/qwen25_tokenizer;"
-                      " or set COMFYUI_PATH)"}
-LUMINA_HINTS = {**HINTS, "text_encoder": "--text-encoder (e.g. gemma_2_2b_fp16.safetensors)",
-                "tokenizer": "--tokenizer (the tokenizer/ folder of the diffusers download"
-                             " Alpha-VLLM/Lumina-Image-2.0), or a --text-encoder file that carries Gemma's tokenizer"
-                             " (ComfyUI's gemma_2_2b_fp16.safetensors stores it as the tensor `spiece_model`; none was"
-                             " found)"}
+HINTS = {
+    "text_encoder": "--text-encoder (e.g. qwen_3_4b.safetensors)",
+    "vae": "--vae (e.g. ae.safetensors)",
+    "tokenizer": "--tokenizer (a diffusers tokenizer/ folder or ComfyUI's comfy/text_encoders/qwen25_tokenizer;"
+    " or set COMFYUI_PATH)",
+}
+LUMINA_HINTS = {
+    **HINTS,
+    "text_encoder": "--text-encoder (e.g. gemma_2_2b_fp16.safetensors)",
+    "tokenizer": "--tokenizer (the tokenizer/ folder of the diffusers download"
+    " Alpha-VLLM/Lumina-Image-2.0), or a --text-encoder file that carries Gemma's tokenizer"
+    " (ComfyUI's gemma_2_2b_fp16.safetensors stores it as the tensor `spiece_model`; none was"
+    " found)",
+}
 
 
 def missing_parts(source: ModelSource, needed: tuple[str, ...]) -> None:
@@ -100,17 +114,21 @@ def conditioner(source: ModelSource, dtype: torch.dtype | None = None) -> QwenCo
     missing_parts(source, ("text_encoder", "tokenizer"))
     if source.kind == "lumina2":
         from .gemma import gemma_conditioner
+
         return gemma_conditioner(source, dtype)
     tokenizer = load_tokenizer(source.tokenizer)
-    own_template = source.folder is not None and source.tokenizer == source.folder / "tokenizer" \
+    own_template = (
+        source.folder is not None
+        and source.tokenizer == source.folder / "tokenizer"
         and getattr(tokenizer, "chat_template", None)
+    )
     return QwenConditioner(tokenizer, load_qwen3(source.text_encoder, dtype), None if own_template else COMFY_TEMPLATE)
 
 
 @dataclass
 class RealWorld:
     dit: ZImageDiT
-    conditioner: object                 # a TextConditioner
+    conditioner: object  # a TextConditioner
     vae: object | None = None
 
     @property
@@ -120,14 +138,24 @@ class RealWorld:
     def noise(self, seeds: list[int], height: int, width: int) -> torch.Tensor:
         factor = 2 * self.latent_factor
         if height % factor or width % factor:
-            raise ValueError(f"image size {height}x{width} must be a multiple of {factor} (VAE {self.latent_factor}x,"
-                             f" patch 2)")
+            raise ValueError(
+                f"image size {height}x{width} must be a multiple of {factor} (VAE {self.latent_factor}x, patch 2)"
+            )
         shape = (1, self.dit.config.in_channels, height // self.latent_factor, width // self.latent_factor)
         return torch.cat([initial_noise(shape, seed) for seed in seeds])
 
     @torch.no_grad()
-    def sample_latents(self, prompts: list[str], seeds: list[int], steps: int, cfg: float, height: int, width: int,
-                       model: torch.nn.Module | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+    def sample_latents(
+        self,
+        prompts: list[str],
+        seeds: list[int],
+        steps: int,
+        cfg: float,
+        height: int,
+        width: int,
+        model: torch.nn.Module | None = None,
+        noise: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         if len(prompts) != len(seeds):
             raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds; give one seed per prompt")
         context, lengths = self.conditioner.encode(prompts)
@@ -137,8 +165,17 @@ class RealWorld:
         return euler_sample(velocity, start, shifted_sigmas(steps, self.dit.config.shift))
 
     @torch.no_grad()
-    def generate(self, prompts: list[str], seeds: list[int], steps: int, cfg: float, height: int, width: int,
-                 model: torch.nn.Module | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+    def generate(
+        self,
+        prompts: list[str],
+        seeds: list[int],
+        steps: int,
+        cfg: float,
+        height: int,
+        width: int,
+        model: torch.nn.Module | None = None,
+        noise: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Images (B, 3, H, W) in [0, 1]; `model` overrides the DiT (e.g. one carrying erasure adapters)."""
         if self.vae is None:
             raise ValueError("this model has no VAE; give --vae (e.g. ae.safetensors)")
@@ -150,6 +187,17 @@ def load_vae_of(source: ModelSource):
     return load_vae(source.vae)
 
 
-__all__ = ["TURBO", "BASE", "LUMINA2", "PRESETS", "sampler_preset",
-           "RealWorld", "parts", "conditioner", "load_vae_of", "unshifted_sigmas",
-           "comfy_tokenizer", "missing_parts"]
+__all__ = [
+    "TURBO",
+    "BASE",
+    "LUMINA2",
+    "PRESETS",
+    "sampler_preset",
+    "RealWorld",
+    "parts",
+    "conditioner",
+    "load_vae_of",
+    "unshifted_sigmas",
+    "comfy_tokenizer",
+    "missing_parts",
+]

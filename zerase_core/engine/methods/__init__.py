@@ -2,6 +2,7 @@
 
 Adding a method is adding one file here that defines a `Method` subclass decorated with `@register`.
 """
+
 from __future__ import annotations
 
 import importlib

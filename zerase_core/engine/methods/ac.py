@@ -1,4 +1,5 @@
 """Concept ablation (model-based): the erase prompt is regressed onto the current model's velocity for the anchor."""
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """The interface every training method implements, and the registry that finds a method by its name."""
+
 from __future__ import annotations
 
 from typing import ClassVar
@@ -15,17 +16,19 @@ class Method:
     """One way to erase a concept. A trainable method says which losses one step computes from the trainer's parts
     (`EraseTrainer.erase_parts`, `EraseTrainer.preservation_loss`); the trainer adds λ·L_pr when L_pr is returned.
     A closed-form method (`trainable = False`) implements `solve` instead and never enters the training loop."""
-    name: ClassVar[str] = ""
-    order: ClassVar[int] = 100              # position in lists of methods (CLI choices, messages)
-    trainable: ClassVar[bool] = True
-    shuffles: ClassVar[bool] = False        # trains on word-shuffled erase prompts (Z-Erase §2.4)
-    attention: ClassVar[bool] = False       # adds L_attn, image→keyword attention suppression (× attention_weight)
-    constrained: ClassVar[bool] = False     # λ from the controller (adaptive mode) and the stationarity check
-    gate: ClassVar[str] = "text"            # which token rows the adapters' delta reaches (AdapterConfig.gate)
-    erase_target: ClassVar[str] = "empty"   # L_erase's target when EraseConfig.erase_target is None
 
-    def reference(self, trainer, states: torch.Tensor, sigma: torch.Tensor, picks,
-                  target: torch.Tensor) -> torch.Tensor:
+    name: ClassVar[str] = ""
+    order: ClassVar[int] = 100  # position in lists of methods (CLI choices, messages)
+    trainable: ClassVar[bool] = True
+    shuffles: ClassVar[bool] = False  # trains on word-shuffled erase prompts (Z-Erase §2.4)
+    attention: ClassVar[bool] = False  # adds L_attn, image→keyword attention suppression (× attention_weight)
+    constrained: ClassVar[bool] = False  # λ from the controller (adaptive mode) and the stationarity check
+    gate: ClassVar[str] = "text"  # which token rows the adapters' delta reaches (AdapterConfig.gate)
+    erase_target: ClassVar[str] = "empty"  # L_erase's target when EraseConfig.erase_target is None
+
+    def reference(
+        self, trainer, states: torch.Tensor, sigma: torch.Tensor, picks, target: torch.Tensor
+    ) -> torch.Tensor:
         """What the student's velocity on the erase prompt is regressed onto (default: the teacher's ESD target)."""
         return target
 

@@ -1,4 +1,5 @@
 """EraseAnything: erase (shuffled prompts, L_attn) and preserve on alternating steps, as its official code does."""
+
 from __future__ import annotations
 
 from .base import Method, StepLosses, erase_total, register

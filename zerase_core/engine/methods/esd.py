@@ -1,4 +1,5 @@
 """ESD: L_erase only, the teacher's negatively guided velocity as target (Gandikota et al. 2023)."""
+
 from __future__ import annotations
 
 from .base import Method, register

@@ -1,4 +1,5 @@
 """Naive ESD: ESD with the adapters' gate open on every token (image rows too); reproduces the collapse."""
+
 from __future__ import annotations
 
 from .base import Method, register

@@ -1,4 +1,5 @@
 """uce-text: the closed-form edit of the caption projection `cap_embedder.1` (seconds, no sampling, no training)."""
+
 from __future__ import annotations
 
 from .base import Method, register
@@ -12,4 +13,5 @@ class UceText(Method):
 
     def solve(self, model, conditioner, prompts):
         from ...adapters.closed_form import uce_text
+
         return uce_text(model, conditioner, prompts)

@@ -1,4 +1,5 @@
 """Z-Erase: shuffled erase prompts, L_er = L_erase + w·L_attn, L = L_er + λ·L_pr with the adaptive λ."""
+
 from __future__ import annotations
 
 from .base import Method, StepLosses, erase_total, register

@@ -68,7 +68,9 @@ class TrainingState:
     torch_rng: torch.Generator
 
 
-def save_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: TrainingState) -> None:
+def save_checkpoint(
+    folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: TrainingState
+) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{name}": value.detach().contiguous().clone() for name, value in model.state_dict().items()}
     optimizer_state = optimizer.state_dict()
@@ -76,7 +78,9 @@ def save_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim
         for name, value in values.items():
             tensors[f"optimizer.{index}.{name}"] = value.detach().contiguous().clone()
     tensors["torch_rng"] = state.torch_rng.get_state()
-    _atomic_write(folder / CHECKPOINT_TENSORS, lambda target: save_file(tensors, target, metadata={"step": str(state.step)}))
+    _atomic_write(
+        folder / CHECKPOINT_TENSORS, lambda target: save_file(tensors, target, metadata={"step": str(state.step)})
+    )
     sidecar = {
         "step": state.step,
         "param_groups": optimizer_state["param_groups"],
@@ -167,7 +171,10 @@ def run_loop(
         now = time.monotonic()
         if now - last_progress >= settings.progress_every_s:
             milliseconds = 1000 * (now - started) / (state.step - first_step)
-            print(f"step {state.step}/{settings.total_steps}  loss {numpy.mean(losses):.5f}  {milliseconds:.0f} ms/step", flush=True)
+            print(
+                f"step {state.step}/{settings.total_steps}  loss {numpy.mean(losses):.5f}  {milliseconds:.0f} ms/step",
+                flush=True,
+            )
             last_progress, losses = now, []
         if now - last_checkpoint >= settings.checkpoint_every_s:
             save_checkpoint(folder, model, optimizer, state)
@@ -175,6 +182,9 @@ def run_loop(
     save_checkpoint(folder, model, optimizer, state)
     elapsed = time.monotonic() - started
     done = max(1, state.step - first_step)
-    print(f"chunk done: step {state.step}/{settings.total_steps}, {elapsed:.0f} s, {1000 * elapsed / done:.0f} ms/step", flush=True)
+    print(
+        f"chunk done: step {state.step}/{settings.total_steps}, {elapsed:.0f} s, {1000 * elapsed / done:.0f} ms/step",
+        flush=True,
+    )
     model.eval()
     return state

@@ -44,8 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def label_tensor(labels: list[dict[str, str]]) -> dict[str, torch.Tensor]:
     return {
-        attribute: torch.tensor([class_index(attribute, label[attribute]) for label in labels])
-        for attribute in CLASSES
+        attribute: torch.tensor([class_index(attribute, label[attribute]) for label in labels]) for attribute in CLASSES
     }
 
 
@@ -81,20 +80,24 @@ def held_out_accuracy(evaluator: Evaluator, codec: LatentCodec, count: int = 100
         for source, batch in inputs.items():
             predictions = evaluator.predict(batch)
             for attribute in CLASSES:
-                hits = [predicted == getattr(scene, attribute) for predicted, scene in zip(predictions[attribute], chunk)]
+                hits = [
+                    predicted == getattr(scene, attribute) for predicted, scene in zip(predictions[attribute], chunk)
+                ]
                 correct[source][attribute] += sum(hits)
                 if source == "reconstructions" and attribute == "shape":
                     for hit, scene in zip(hits, chunk):
                         per_shape[scene.shape][0] += hit
                         per_shape[scene.shape][1] += 1
-    report = {source: {attribute: hits / count for attribute, hits in values.items()} for source, values in correct.items()}
+    report = {
+        source: {attribute: hits / count for attribute, hits in values.items()} for source, values in correct.items()
+    }
     report["reconstruction_shapes"] = {shape: hits / max(1, seen) for shape, (hits, seen) in per_shape.items()}
     return report
 
 
 def run(args: argparse.Namespace) -> Evaluator:
     seed_torch(args.seed, args.threads)
-    codec = LatentCodec.load(args.codec)   # after seeding: building it draws from the global stream
+    codec = LatentCodec.load(args.codec)  # after seeding: building it draws from the global stream
     evaluator = Evaluator()
     optimizer, state = start_training(args.out, evaluator, args.seed, args.resume, lr=args.lr)
 

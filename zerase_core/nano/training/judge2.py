@@ -10,6 +10,7 @@ half, 0.2, 0.03, none). Renders and codec reconstructions only, never DiT sample
 Shipped weights (2026-12-06): renders 100 % on every head; codec reconstructions shape 99.9 %, colour, pattern and
 background 100 % (the held-out report printed at the end of training).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,8 +70,14 @@ def run(args: argparse.Namespace) -> SecondJudge:
         logits = judge.logits(images)
         return sum(torch.nn.functional.cross_entropy(logits[name], targets[name]) for name in CLASSES)
 
-    run_loop(LoopSettings(total_steps=args.steps, seconds=args.seconds, base_lr=args.lr, warmup=100),
-             args.out, judge, optimizer, state, loss_of_batch)
+    run_loop(
+        LoopSettings(total_steps=args.steps, seconds=args.seconds, base_lr=args.lr, warmup=100),
+        args.out,
+        judge,
+        optimizer,
+        state,
+        loss_of_batch,
+    )
     report = held_out_accuracy(judge, codec)
     for source, values in report.items():
         print(f"{source}: " + "  ".join(f"{name} {100 * value:.1f}%" for name, value in values.items()), flush=True)
