@@ -8,6 +8,7 @@ are among them and always in the train split; the held-out split (`HELD_OUT`) sh
 
     PHRASINGS = TRAIN + HELD_OUT      (112 = 68 + 44)
 """
+
 from __future__ import annotations
 
 import itertools
@@ -15,18 +16,31 @@ import re
 
 import numpy
 
-from .vocab import ATTRIBUTES, MAX_LENGTH, TEMPLATES, VOCABULARY
+from .vocab import ATTRIBUTES, MAX_LENGTH, TEMPLATES, VOCABULARY, SceneLike, caption_words
 
 OBJECT_FORMS = (
-    "{pattern} {colour} {shape}", "{colour} {pattern} {shape}", "{colour} {shape}", "{pattern} {shape}", "{shape}",
-    "{shape} in {pattern} {colour}", "{shape} in {colour}", "{colour} {shape} , {pattern}",
-    "{shape} , {colour} , {pattern}", "{shape} , {colour}", "{colour} {shape} in {pattern}",
+    "{pattern} {colour} {shape}",
+    "{colour} {pattern} {shape}",
+    "{colour} {shape}",
+    "{pattern} {shape}",
+    "{shape}",
+    "{shape} in {pattern} {colour}",
+    "{shape} in {colour}",
+    "{colour} {shape} , {pattern}",
+    "{shape} , {colour} , {pattern}",
+    "{shape} , {colour}",
+    "{colour} {shape} in {pattern}",
 )
 SCENE_FORMS = (
-    "{object} on a {background} background", "{object} on {background}", "{object} , {background} background",
-    "{object} with a {background} background", "{background} background , {object}",
-    "a {background} background with {object}", "{background} background with {object}",
-    "on a {background} background , {object}", "{object}",
+    "{object} on a {background} background",
+    "{object} on {background}",
+    "{object} , {background} background",
+    "{object} with a {background} background",
+    "{background} background , {object}",
+    "a {background} background with {object}",
+    "{background} background with {object}",
+    "on a {background} background , {object}",
+    "{object}",
 )
 COUNT, TRAIN_COUNT = 112, 68
 SPLIT_SEED = 18
@@ -51,9 +65,9 @@ def _generated() -> list[str]:
 def _split() -> tuple[tuple[str, ...], tuple[str, ...]]:
     others = [text for text in _generated() if text not in TEMPLATES]
     order = numpy.random.default_rng(SPLIT_SEED).permutation(len(others))
-    chosen = [others[index] for index in order[:COUNT - len(TEMPLATES)]]
-    train = (*TEMPLATES, *chosen[:TRAIN_COUNT - len(TEMPLATES)])
-    return train, tuple(chosen[TRAIN_COUNT - len(TEMPLATES):])
+    chosen = [others[index] for index in order[: COUNT - len(TEMPLATES)]]
+    train = (*TEMPLATES, *chosen[: TRAIN_COUNT - len(TEMPLATES)])
+    return train, tuple(chosen[TRAIN_COUNT - len(TEMPLATES) :])
 
 
 TRAIN, HELD_OUT = _split()
@@ -81,13 +95,21 @@ def stated(phrasing: str, expected: dict[str, str]) -> dict[str, str]:
     return {name: value for name, value in expected.items() if name in slots(phrasing)}
 
 
+def phrased_caption(scene: SceneLike, rng: numpy.random.Generator, synonym_rate: float = 0.3) -> str:
+    """A caption of `scene` in a random train phrasing (never a held-out one), synonyms at `synonym_rate`."""
+    phrasing = TRAIN[int(rng.integers(len(TRAIN)))]
+    return fill(phrasing, caption_words(scene, rng, synonym_rate))
+
+
 def _check() -> None:
     if len(set(PHRASINGS)) != COUNT or len(TRAIN) != TRAIN_COUNT or set(TRAIN) & set(HELD_OUT):
         raise AssertionError(f"phrasing split is broken: {len(PHRASINGS)} phrasings, {len(TRAIN)} train")
-    longest = {name: max(values, key=lambda value: len(VOCABULARY.split(value[-1])))[-1]
-               for name, values in ((name, list(values.values())) for name, values in ATTRIBUTES.items())}
+    longest = {
+        name: max(values, key=lambda value: len(VOCABULARY.split(value[-1])))[-1]
+        for name, values in ((name, list(values.values())) for name, values in ATTRIBUTES.items())
+    }
     for text in PHRASINGS:
-        VOCABULARY.encode(fill(text, longest))     # every word in the vocabulary, within MAX_LENGTH
+        VOCABULARY.encode(fill(text, longest))  # every word in the vocabulary, within MAX_LENGTH
         if "shape" not in slots(text):
             raise AssertionError(f"phrasing {text!r} states no shape")
     assert MAX_LENGTH >= 8

@@ -128,9 +128,7 @@ class Vocabulary:
                 f"{prompt!r}; the nano vocabulary allows only: {' '.join(self._words[2:])}"
             )
         if len(words) > MAX_LENGTH:
-            raise ValueError(
-                f"prompt {prompt!r} has {len(words)} words, more than MAX_LENGTH={MAX_LENGTH}; shorten it"
-            )
+            raise ValueError(f"prompt {prompt!r} has {len(words)} words, more than MAX_LENGTH={MAX_LENGTH}; shorten it")
         return [self._ids[word] for word in words]
 
     def encode_padded(self, prompt: str, length: int = MAX_LENGTH) -> list[int]:
@@ -168,6 +166,24 @@ def _drop_pattern_slot(words: list[str]) -> list[str]:
     return cleaned
 
 
+def caption_words(
+    scene: SceneLike, rng: numpy.random.Generator | None = None, synonym_rate: float = 0.3
+) -> dict[str, str]:
+    """The word for each attribute of `scene`: the first-listed one, or with an rng a random synonym with
+    probability `synonym_rate`."""
+    chosen: dict[str, str] = {}
+    for attribute, values in ATTRIBUTES.items():
+        value = getattr(scene, attribute)
+        if value not in values:
+            raise ValueError(f"{attribute} {value!r} is not one of {list(values)}")
+        synonyms = values[value]
+        word = synonyms[0]
+        if rng is not None and len(synonyms) > 1 and rng.random() < synonym_rate:
+            word = synonyms[1 + int(rng.integers(len(synonyms) - 1))]
+        chosen[attribute] = word
+    return chosen
+
+
 def caption(
     scene: SceneLike,
     template_index: int = 0,
@@ -183,16 +199,7 @@ def caption(
     """
     if not 0 <= template_index < len(TEMPLATES):
         raise ValueError(f"template_index {template_index} is out of range 0..{len(TEMPLATES) - 1}")
-    chosen: dict[str, str] = {}
-    for attribute, values in ATTRIBUTES.items():
-        value = getattr(scene, attribute)
-        if value not in values:
-            raise ValueError(f"{attribute} {value!r} is not one of {list(values)}")
-        synonyms = values[value]
-        word = synonyms[0]
-        if rng is not None and len(synonyms) > 1 and rng.random() < synonym_rate:
-            word = synonyms[1 + int(rng.integers(len(synonyms) - 1))]
-        chosen[attribute] = word
+    chosen = caption_words(scene, rng, synonym_rate)
     words = TEMPLATES[template_index].split()
     if scene.pattern == "plain" and rng is not None and rng.random() < plain_omit_rate:
         words = _drop_pattern_slot(words)
