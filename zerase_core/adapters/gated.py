@@ -18,6 +18,7 @@ import math
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -134,8 +135,9 @@ class GatedLoRA(nn.Module):
         )
 
 
-def _qkv_widths(attention: nn.Module, linear: nn.Linear) -> int | tuple[int, int, int]:
-    """Rows of q, k and v in a fused qkv: the core's `widths`, ComfyUI's heads × head_dim (GQA: fewer kv heads)."""
+def _qkv_widths(attention: Any, linear: nn.Linear) -> int | tuple[int, int, int]:
+    """Rows of q, k and v in a fused qkv: the core's `widths`, ComfyUI's heads × head_dim (GQA: fewer kv heads).
+    `attention` is either attention module, read by its attributes."""
     widths = getattr(attention, "widths", None)
     if widths is None and hasattr(attention, "n_local_kv_heads"):  # ComfyUI's JointAttention
         kv = attention.n_local_kv_heads * attention.head_dim
@@ -192,7 +194,7 @@ class AdapterSet(nn.Module):
         self.adapters = nn.ModuleDict()
         self.paths: list[str] = target_paths(model, config)
         for path in self.paths:
-            linear = model.get_submodule(path)
+            linear = cast(nn.Linear, model.get_submodule(path))  # target_paths names qkv projections only
             width = _qkv_widths(model.get_submodule(path.rsplit(".", 1)[0]), linear)
             self.adapters[self._key(path)] = GatedLoRA(linear.in_features, width, config, _family_of(path), generator)
         self._attached: list[tuple[nn.Module, object]] = []
@@ -202,7 +204,11 @@ class AdapterSet(nn.Module):
         return path.replace(".", "__")
 
     def adapter(self, path: str) -> GatedLoRA:
-        return self.adapters[self._key(path)]
+        return cast(GatedLoRA, self.adapters[self._key(path)])
+
+    def each(self) -> list[GatedLoRA]:
+        """Every adapter, in the order of `paths`."""
+        return [self.adapter(path) for path in self.paths]
 
     def attach(self, model: nn.Module) -> AdapterSet:
         if self._attached:
@@ -227,30 +233,30 @@ class AdapterSet(nn.Module):
         return bool(self._attached)
 
     def set_enabled(self, enabled: bool) -> None:
-        for adapter in self.adapters.values():
+        for adapter in self.each():
             adapter.enabled = enabled
 
     def set_gate(self, policy: str) -> None:
         """The gate policy of every adapter (`text`, `image` or `all`); the benchmark compares them on one step."""
         if policy not in GATES:
             raise ValueError(f"gate {policy!r} must be one of {GATES}")
-        for adapter in self.adapters.values():
+        for adapter in self.each():
             adapter.gate_policy = policy
 
     def set_strength(self, strength: float) -> None:
         strength = check_strength(strength)
-        for adapter in self.adapters.values():
+        for adapter in self.each():
             adapter.strength = strength
 
     @contextmanager
     def disabled(self):
         """The frozen teacher: the same model, adapters off."""
-        previous = [adapter.enabled for adapter in self.adapters.values()]
+        previous = [adapter.enabled for adapter in self.each()]
         self.set_enabled(False)
         try:
             yield
         finally:
-            for adapter, state in zip(self.adapters.values(), previous, strict=True):
+            for adapter, state in zip(self.each(), previous, strict=True):
                 adapter.enabled = state
 
     def export_tensors(self) -> dict[str, torch.Tensor]:

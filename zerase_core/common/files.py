@@ -123,9 +123,7 @@ def atomic_write(path: str | Path, write, make_parents: bool = False) -> Path:
 def atomic_save_safetensors(
     tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None
 ) -> Path:
-    from safetensors.torch import (
-        save_file,  # imported here: JSON writers (e.g. a GPU check with torch only) need none
-    )
+    from safetensors.torch import save_file  # imported here: JSON writers (e.g. a GPU check with torch only) need none
 
     contiguous = {name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}
     return atomic_write(path, lambda temporary: save_file(contiguous, temporary, metadata=metadata))

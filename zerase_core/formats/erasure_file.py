@@ -268,7 +268,7 @@ def load_erasure(path: PathLike, model: nn.Module, allow_other_base: bool = Fals
 
 
 def _strength_of(adapters: AdapterSet) -> float:
-    strengths = {adapter.strength for adapter in adapters.adapters.values()}
+    strengths = {adapter.strength for adapter in adapters.each()}
     if len(strengths) != 1:
         raise ValueError(f"adapter set has mixed strengths {sorted(strengths)}; pass an explicit strength")
     return strengths.pop()

@@ -212,7 +212,7 @@ def _write_safetensors(
     handle.write(encoded)
     for key, value in tensors.items():
         data = value.to("cpu", targets[key]).contiguous().reshape(-1).view(torch.uint8)
-        handle.write(memoryview(data.numpy()))
+        handle.write(data.numpy().data)  # the array's buffer: no copy
 
 
 def _write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:

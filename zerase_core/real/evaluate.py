@@ -24,10 +24,10 @@ from pathlib import Path
 
 import torch
 
-from ..formats.erasure_file import read_erasure
+from ..common.progress import PhaseCounter, Progress
 from ..evaluation.metrics import frechet_distance, high_frequency_energy
 from ..evaluation.protocol import METRIC_KEYS
-from ..common.progress import PhaseCounter, Progress
+from ..formats.erasure_file import read_erasure
 from .run import ERASE_TEMPLATES, _on_device, _Steps, _without, decode_latents, encode_all
 from .sources import ModelSource, load_transformer
 from .world import RealWorld, missing_parts
@@ -131,7 +131,8 @@ def _render(
     progress: Progress | None,
     device: str = "cpu",
 ) -> dict[str, torch.Tensor]:
-    """{"base", "erased"} images of every (prompt, seed): text encoder first and released, then the DiT, then the VAE."""
+    """{"base", "erased"} images of every (prompt, seed): text encoder first and released, then the DiT, then the
+    VAE."""
     from ..nano.erasure_runs import attach_file
 
     missing_parts(source, ("text_encoder", "tokenizer", "vae"))  # all named before any work
@@ -146,7 +147,7 @@ def _render(
         try:
             counter = PhaseCounter(progress, f"sample ({name})", steps * len(prompts))
             rows = []
-            for prompt, seed in zip(prompts, seeds):
+            for prompt, seed in zip(prompts, seeds, strict=True):
                 rows.append(
                     world.sample_latents(
                         [prompt], [seed], steps, cfg, size, size, model=_Steps(denoise or world.dit, counter)

@@ -89,7 +89,7 @@ def lumina_diffusers_state_dict(state_dict: Mapping[str, torch.Tensor], config: 
         if fused:
             if value.shape[0] != sum(widths):
                 raise CheckpointError(f"{key} has {value.shape[0]} rows, not q|k|v = {widths}")
-            for name, part in zip("qkv", value.split(widths, dim=0)):
+            for name, part in zip("qkv", value.split(widths, dim=0), strict=True):
                 converted[f"{fused[1]}.attn.to_{name}.weight"] = part
             continue
         converted[_rename(key, _TO_DIFFUSERS)] = value

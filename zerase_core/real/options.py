@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from ..model.checkpoint import fingerprint
 from ..formats.erasure_file import ErasureFileError, read_erasure
+from ..model.checkpoint import fingerprint
 from .sources import ModelSource, load_transformer
 from .world import parts
 

@@ -20,14 +20,14 @@ from pathlib import Path
 
 import torch
 
-from ..model.checkpoint import fingerprint
-from ..engine.erase_config import EraseConfig
-from ..formats.erasure_file import ErasureInfo, adapter_dict, read_erasure, save_erasure
 from ..common.progress import PhaseCounter, Progress
 from ..common.prompts import PromptSet
-from ..engine.shuffle_bank import PreparedConditioner, ShuffleBank
+from ..engine.erase_config import EraseConfig
 from ..engine.methods import shuffles
+from ..engine.shuffle_bank import PreparedConditioner, ShuffleBank
 from ..engine.trainer import EraseTrainer
+from ..formats.erasure_file import ErasureInfo, adapter_dict, read_erasure, save_erasure
+from ..model.checkpoint import fingerprint
 from .options import add_model_arguments, check_base, device_of, real_source  # noqa: F401 (the CLI's)
 from .sources import ModelSource, load_transformer
 from .world import TURBO, RealWorld, conditioner, load_vae_of, missing_parts

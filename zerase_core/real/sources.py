@@ -107,7 +107,7 @@ def _folder_source(path: Path) -> ModelSource:
         index = _json(path / "model_index.json")
         name = index.get("_class_name")
         if name not in PIPELINES:
-            known = KNOWN_OTHER_PIPELINES.get(name)
+            known = KNOWN_OTHER_PIPELINES.get(name) if isinstance(name, str) else None
             found = f"{name} ({known})" if known else repr(name)
             raise UnsupportedModelError(f"{path}/model_index.json names the pipeline {found}. Supported: {SUPPORTED}")
         parts = {part: path / part for part in ("transformer", "text_encoder", "tokenizer", "vae")}
@@ -156,7 +156,7 @@ def load_transformer(source: ModelSource | str | Path, dtype: torch.dtype | None
             part, _ = mapped_safetensors(file)
             tensors.update(part)
         data = _json(path / "config.json")
-        kind, read_config = TRANSFORMERS.get(data.get("_class_name"), TRANSFORMERS["ZImageTransformer2DModel"])
+        _, read_config = TRANSFORMERS.get(data.get("_class_name", ""), TRANSFORMERS["ZImageTransformer2DModel"])
         metadata = read_config(data).to_metadata()
     else:
         tensors, metadata = mapped_safetensors(path)

@@ -192,7 +192,7 @@ class QwenConditioner:
         start = text.rfind(prompt)
         low, high = (start, start + len(prompt)) if start >= 0 else (0, len(text))
         offsets = self._tokens(prompt)["offset_mapping"]
-        positions = set()
+        positions: set[int] = set()
         for match in re.finditer(rf"(?i)(?<!\w){re.escape(keyword.strip())}(?!\w)", text[low:high]):
             begin, end = low + match.start(), low + match.end()
             positions.update(index for index, (first, last) in enumerate(offsets) if first < end and last > begin)
