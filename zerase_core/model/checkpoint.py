@@ -4,7 +4,8 @@ Flow of `load_dit`: read -> strip `model.diffusion_model.` -> detect_architectur
 ComfyUI names -> infer_config (metadata `zerase.dit_config`, else tensor shapes) -> check keys and shapes against a
 meta-device ZImageDiT -> cast -> `load_state_dict(assign=True)`, so the weights are never held twice.
 `save_dit` writes ComfyUI's bare NextDiT keys (ComfyUI's UNETLoader reads them as Z-Image when dim = 3840).
-Key names, architecture detection and config inference live in `checkpoint_keys`; this module re-exports them.
+Key names (`checkpoint_keys`), architecture detection (`checkpoint_detect`) and config inference
+(`checkpoint_config`) live beside it; this module re-exports them.
 """
 
 from __future__ import annotations
@@ -24,13 +25,13 @@ import torch
 from torch import nn
 
 from ..common.files import read_safetensors
+from .checkpoint_config import infer_config
+from .checkpoint_detect import detect_architecture
 from .checkpoint_keys import (
     CheckpointError,
     StateDict,
     UnsupportedModelError,
     comfy_names,
-    detect_architecture,
-    infer_config,
     normalize_keys,
     strip_prefix,
 )

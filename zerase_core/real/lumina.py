@@ -169,40 +169,10 @@ def lumina_diffusers_config(config: DiTConfig) -> dict:
     }
 
 
-def lumina_config_from_shapes(shapes, patch_size: int, uninferable) -> DiTConfig:
-    """The DiTConfig of a Lumina-2 state dict without metadata (`checkpoint_keys.infer_config`)."""
-    # head dim 96 is Lumina-Image-2.0's (dim 2304: 24 heads, 8 kv heads, axes 32/32/32, theta 10000), as ComfyUI.
-    if shapes.head_dim != 96 or shapes.dim % 96 or shapes.kv_heads is None:
-        raise uninferable(
-            f"Lumina-2 with dim {shapes.dim}, head dim {shapes.head_dim}; only head dim 96 (RoPE axes"
-            f" 32/32/32, as Lumina-Image-2.0) is known"
-        )
-    try:
-        config = DiTConfig.lumina2(
-            dim=shapes.dim,
-            n_heads=shapes.dim // 96,
-            n_kv_heads=shapes.kv_heads,
-            n_layers=shapes.n_layers,
-            n_refiner_layers=shapes.n_refiner_layers,
-            cap_feat_dim=shapes.cap_feat_dim,
-            patch_size=patch_size,
-            in_channels=shapes.patch_features // (patch_size * patch_size),
-        )
-    except ValueError as error:
-        raise uninferable(str(error)) from None
-    if shapes.ffn_hidden is not None and shapes.ffn_hidden != config.ffn_hidden:
-        raise uninferable(
-            f"feed_forward.w1 has {shapes.ffn_hidden} rows but dim {shapes.dim} gives"
-            f" {config.ffn_hidden} (4·dim rounded up to a multiple of 256)"
-        )
-    return config
-
-
 __all__ = [
     "is_diffusers_lumina",
     "lumina_diffusers_state_dict",
     "lumina_comfy_names",
     "lumina_config_from_diffusers",
     "lumina_diffusers_config",
-    "lumina_config_from_shapes",
 ]

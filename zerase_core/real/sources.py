@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from ..model.checkpoint import load_dit
-from ..model.checkpoint_keys import CheckpointError, UnsupportedModelError, detect_architecture, strip_prefix
+from ..model.checkpoint_detect import detect_architecture
+from ..model.checkpoint_keys import CheckpointError, UnsupportedModelError, strip_prefix
 from ..model.dit import ZImageDiT
 from .diffusers_format import config_from_diffusers
 from .lumina import lumina_config_from_diffusers
