@@ -30,40 +30,39 @@ from ..model.config import DiTConfig
 DIFFUSERS_QK_NORM_EPS = 1e-5
 DIFFUSERS_ROPE_THETA = 10000.0
 _BLOCK = r"^((?:layers|noise_refiner|context_refiner)\.\d+)\."
-_TO_DIFFUSERS = (
-    (r"^t_embedder\.mlp\.0\.", "time_caption_embed.timestep_embedder.linear_1."),
-    (r"^t_embedder\.mlp\.2\.", "time_caption_embed.timestep_embedder.linear_2."),
-    (r"^cap_embedder\.", "time_caption_embed.caption_embedder."),
-    (r"^final_layer\.adaLN_modulation\.1\.", "norm_out.linear_1."),
-    (r"^final_layer\.linear\.", "norm_out.linear_2."),
-    (_BLOCK + r"attention\.out\.", r"\1.attn.to_out.0."),
-    (_BLOCK + r"attention\.q_norm\.", r"\1.attn.norm_q."),
-    (_BLOCK + r"attention\.k_norm\.", r"\1.attn.norm_k."),
-    (_BLOCK + r"adaLN_modulation\.1\.", r"\1.norm1.linear."),
-    (r"^(context_refiner\.\d+)\.attention_norm1\.", r"\1.norm1."),
-    (_BLOCK + r"attention_norm1\.", r"\1.norm1.norm."),
-    (_BLOCK + r"attention_norm2\.", r"\1.norm2."),
-    (_BLOCK + r"feed_forward\.w1\.", r"\1.feed_forward.linear_1."),
-    (_BLOCK + r"feed_forward\.w2\.", r"\1.feed_forward.linear_2."),
-    (_BLOCK + r"feed_forward\.w3\.", r"\1.feed_forward.linear_3."),
+# (ComfyUI name, diffusers name) of the renamed modules: the table above, top-level modules then block modules
+_NAMES = (
+    ("t_embedder.mlp.0.", "time_caption_embed.timestep_embedder.linear_1."),
+    ("t_embedder.mlp.2.", "time_caption_embed.timestep_embedder.linear_2."),
+    ("cap_embedder.", "time_caption_embed.caption_embedder."),
+    ("final_layer.adaLN_modulation.1.", "norm_out.linear_1."),
+    ("final_layer.linear.", "norm_out.linear_2."),
 )
-_TO_COMFY = (
-    (r"^time_caption_embed\.timestep_embedder\.linear_1\.", "t_embedder.mlp.0."),
-    (r"^time_caption_embed\.timestep_embedder\.linear_2\.", "t_embedder.mlp.2."),
-    (r"^time_caption_embed\.caption_embedder\.", "cap_embedder."),
-    (r"^norm_out\.linear_1\.", "final_layer.adaLN_modulation.1."),
-    (r"^norm_out\.linear_2\.", "final_layer.linear."),
-    (_BLOCK + r"attn\.to_out\.0\.", r"\1.attention.out."),
-    (_BLOCK + r"attn\.norm_q\.", r"\1.attention.q_norm."),
-    (_BLOCK + r"attn\.norm_k\.", r"\1.attention.k_norm."),
-    (_BLOCK + r"norm1\.linear\.", r"\1.adaLN_modulation.1."),
-    (_BLOCK + r"norm1\.norm\.", r"\1.attention_norm1."),
-    (_BLOCK + r"norm1\.weight$", r"\1.attention_norm1.weight"),
-    (_BLOCK + r"norm2\.", r"\1.attention_norm2."),
-    (_BLOCK + r"feed_forward\.linear_1\.", r"\1.feed_forward.w1."),
-    (_BLOCK + r"feed_forward\.linear_2\.", r"\1.feed_forward.w2."),
-    (_BLOCK + r"feed_forward\.linear_3\.", r"\1.feed_forward.w3."),
+_BLOCK_NAMES = (
+    ("attention.out.", "attn.to_out.0."),
+    ("attention.q_norm.", "attn.norm_q."),
+    ("attention.k_norm.", "attn.norm_k."),
+    ("adaLN_modulation.1.", "norm1.linear."),
+    ("attention_norm1.", "norm1.norm."),
+    ("attention_norm2.", "norm2."),
+    ("feed_forward.w1.", "feed_forward.linear_1."),
+    ("feed_forward.w2.", "feed_forward.linear_2."),
+    ("feed_forward.w3.", "feed_forward.linear_3."),
 )
+
+
+def _renames(to_diffusers: bool) -> tuple[tuple[str, str], ...]:
+    """(pattern, replacement) of every rename in one direction; the first pattern that matches a key wins."""
+    found, made = (0, 1) if to_diffusers else (1, 0)
+    return (
+        *((rf"^{re.escape(pair[found])}", pair[made]) for pair in _NAMES),
+        *((_BLOCK + re.escape(pair[found]), rf"\1.{pair[made]}") for pair in _BLOCK_NAMES),
+    )
+
+
+# The context refiner's blocks are unmodulated: their attention_norm1 is diffusers' plain `norm1` (an RMSNorm).
+_TO_DIFFUSERS = ((r"^(context_refiner\.\d+)\.attention_norm1\.", r"\1.norm1."), *_renames(to_diffusers=True))
+_TO_COMFY = (*_renames(to_diffusers=False), (_BLOCK + r"norm1\.weight$", r"\1.attention_norm1.weight"))
 _QKV = re.compile(_BLOCK + r"attention\.qkv\.weight$")
 _PART = re.compile(_BLOCK + r"attn\.to_([qkv])\.weight$")
 

@@ -187,21 +187,12 @@ class RealWorld:
         return euler_sample(velocity, start, shifted_sigmas(steps, self.dit.config.shift))
 
     @torch.no_grad()
-    def generate(
-        self,
-        prompts: list[str],
-        seeds: list[int],
-        steps: int,
-        cfg: float,
-        height: int,
-        width: int,
-        model: torch.nn.Module | None = None,
-        noise: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Images (B, 3, H, W) in [0, 1]; `model` overrides the DiT (e.g. one carrying erasure adapters)."""
+    def generate(self, *sampling, **options) -> torch.Tensor:
+        """Images (B, 3, H, W) in [0, 1] of `sample_latents` (the same arguments: prompts, seeds, steps, cfg, height,
+        width, model, noise); `model` overrides the DiT (e.g. one carrying erasure adapters)."""
         if self.vae is None:
             raise ValueError("this model has no VAE; give --vae (e.g. ae.safetensors)")
-        return decode(self.vae, self.sample_latents(prompts, seeds, steps, cfg, height, width, model, noise))
+        return decode(self.vae, self.sample_latents(*sampling, **options))
 
 
 def load_vae_of(source: ModelSource):
