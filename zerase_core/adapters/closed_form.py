@@ -17,7 +17,8 @@ from torch import nn
 
 from ..common.limits import check_strength
 from ..common.prompts import PromptSet, TextConditioner
-from .gated import KEY_PREFIX, unwrap_forwards, wrap_forward
+from .forward_wraps import unwrap_forwards, wrap_forward
+from .gated import KEY_PREFIX
 
 UCE_TARGET = "cap_embedder.1"
 

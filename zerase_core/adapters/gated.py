@@ -6,7 +6,7 @@ family the Linear belongs to: policy `text` (the paper) adds the delta only at t
 image-stream rows, `all` everywhere (plain LoRA, which collapses single-stream models). The delta is never merged
 into W: the gate depends on the tokens.
 
-Attach/detach is one reversible place (`AdapterSet.attach` / `detach`): the Linear's `forward` is wrapped by an
+Attach/detach is one reversible place (`AdapterSet.attach` / `detach`, over `forward_wraps`): the Linear's `forward` is wrapped by an
 instance attribute and restored on detach, so the model's own parameters and state-dict keys never change; the
 ComfyUI bridge calls the same two functions from a PatcherInjection. The frozen teacher is the same model with the
 adapters disabled (`AdapterSet.disabled()`), never a second copy of the weights.
@@ -25,6 +25,7 @@ from torch import nn
 
 from ..common.limits import check_alpha, check_strength
 from ..model.layout import FAMILIES, current_layout
+from .forward_wraps import unwrap_forwards, wrap_forward
 
 GATES = ("text", "image", "all")
 SLICES = ("q", "k", "v")
@@ -162,27 +163,6 @@ def target_paths(model: nn.Module, config: AdapterConfig) -> list[str]:
     if not paths:
         raise ValueError(f"no adapter targets in the model for {config}")
     return paths
-
-
-def wrap_forward(module: nn.Module, make_forward) -> tuple:
-    """Replace `module.forward` by `make_forward(current forward)` (an instance attribute); returns the record
-    `unwrap_forwards` needs. Wrappers stack: another edit attached before this one stays underneath."""
-    previous = module.__dict__.get("forward")
-    mine = make_forward(module.forward)
-    module.forward = mine
-    return module, previous, mine
-
-
-def unwrap_forwards(records: list[tuple]) -> None:
-    """Undo `wrap_forward` records, newest first; refuses if another edit was stacked on top meanwhile."""
-    for module, _, mine in reversed(records):
-        if module.__dict__.get("forward") is not mine:
-            raise RuntimeError("detach stacked adapter sets in the reverse order of attaching them")
-    for module, previous, _ in reversed(records):
-        if previous is None:
-            del module.forward
-        else:
-            module.forward = previous
 
 
 class AdapterSet(nn.Module):

@@ -154,12 +154,13 @@ class CountedSteps(torch.nn.Module):
 
 
 def generate_real(
-    source: ModelSource, *sampling, progress: Progress | None = None, device: str = "cpu", **options
+    source: ModelSource, *sampling, progress: Progress | None = None, device: str = "cpu"
 ) -> torch.Tensor:
-    """Images (B, 3, H, W) in [0, 1] of `sample_real` (the same arguments: prompts, seeds, steps, cfg, height, width,
-    erasures, strengths, ...); each erasure file attached at its strength (default: its recommended one, 1/N of it
-    for N files, as on the nano model). A missing text encoder or VAE is named before any sampling."""
-    latents = sample_real(source, *sampling, progress=progress, device=device, needs=("vae",), **options)
+    """Images (B, 3, H, W) in [0, 1] of `sample_real` (the same sampling arguments: prompts, seeds, steps, cfg,
+    height, width, erasures, strengths, allow_other_base, allow_partial); each erasure file attached at its strength
+    (default: its recommended one, 1/N of it for N files, as on the nano model). A missing text encoder or VAE is
+    named before any sampling."""
+    latents = sample_real(source, *sampling, progress=progress, device=device, needs=("vae",))
     return decode_latents(source, latents, progress)
 
 
@@ -175,6 +176,7 @@ def sample_real(
     strengths=(),
     allow_other_base: bool = False,
     allow_partial: bool = False,
+    *,
     progress: Progress | None = None,
     noise: torch.Tensor | None = None,
     device: str = "cpu",
