@@ -6,10 +6,10 @@ family the Linear belongs to: policy `text` (the paper) adds the delta only at t
 image-stream rows, `all` everywhere (plain LoRA, which collapses single-stream models). The delta is never merged
 into W: the gate depends on the tokens.
 
-Attach/detach is one reversible place (`AdapterSet.attach` / `detach`, over `forward_wraps`): the Linear's `forward` is wrapped by an
-instance attribute and restored on detach, so the model's own parameters and state-dict keys never change; the
-ComfyUI bridge calls the same two functions from a PatcherInjection. The frozen teacher is the same model with the
-adapters disabled (`AdapterSet.disabled()`), never a second copy of the weights.
+Attach/detach is one reversible place (`AdapterSet.attach` / `detach`, over `forward_wraps`): the Linear's
+`forward` is wrapped by an instance attribute and restored on detach, so the model's own parameters and state-dict
+keys never change; the ComfyUI bridge calls the same two functions from a PatcherInjection. The frozen teacher is
+the same model with the adapters disabled (`AdapterSet.disabled()`), never a second copy of the weights.
 """
 
 from __future__ import annotations

@@ -15,25 +15,11 @@ from typing import BinaryIO
 
 import torch
 
+from ..common.files import SAFETENSORS_DTYPES
 from .checkpoint_keys import StateDict
 from .dit import ZImageDiT
 
 PathLike = str | os.PathLike[str]
-
-_SAFETENSORS_DTYPES = {
-    torch.float64: "F64",
-    torch.float32: "F32",
-    torch.float16: "F16",
-    torch.bfloat16: "BF16",
-    torch.float8_e4m3fn: "F8_E4M3",
-    torch.float8_e5m2: "F8_E5M2",
-    torch.int64: "I64",
-    torch.int32: "I32",
-    torch.int16: "I16",
-    torch.int8: "I8",
-    torch.uint8: "U8",
-    torch.bool: "BOOL",
-}
 
 
 def save_dit(
@@ -69,11 +55,11 @@ def _write_safetensors(
     header: dict[str, object] = {"__metadata__": metadata}
     offset = 0
     for key, value in tensors.items():
-        if targets[key] not in _SAFETENSORS_DTYPES:
+        if targets[key] not in SAFETENSORS_DTYPES:
             raise ValueError(f"{key} has dtype {targets[key]}, which safetensors cannot store")
         size = value.numel() * torch.empty((), dtype=targets[key]).element_size()
         header[key] = {
-            "dtype": _SAFETENSORS_DTYPES[targets[key]],
+            "dtype": SAFETENSORS_DTYPES[targets[key]],
             "shape": list(value.shape),
             "data_offsets": [offset, offset + size],
         }

@@ -20,7 +20,7 @@ from ..model.checkpoint_keys import CheckpointError, UnsupportedModelError, stri
 from ..model.dit import ZImageDiT
 from .diffusers_format import config_from_diffusers
 from .lumina import lumina_config_from_diffusers
-from .mapped import mapped_safetensors, read_header
+from .mapped import mapped_folder, mapped_safetensors, read_header
 
 SUPPORTED = (
     "Z-Image / Z-Image-Turbo: a ComfyUI diffusion-model file (e.g. z_image_turbo_bf16.safetensors) or a"
@@ -149,13 +149,7 @@ def load_transformer(source: ModelSource | str | Path, dtype: torch.dtype | None
         source = find_model(source)
     path = source.dit
     if path.is_dir():
-        files = sorted(path.glob("*.safetensors"))
-        if not files:
-            raise CheckpointError(f"{path} holds no .safetensors weights (pickled .bin files are never read)")
-        tensors: dict[str, torch.Tensor] = {}
-        for file in files:
-            part, _ = mapped_safetensors(file)
-            tensors.update(part)
+        tensors = mapped_folder(path)
         data = _json(path / "config.json")
         _, read_config = TRANSFORMERS.get(data.get("_class_name", ""), TRANSFORMERS["ZImageTransformer2DModel"])
         metadata = read_config(data).to_metadata()

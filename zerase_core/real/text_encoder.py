@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from ..model.checkpoint_keys import CheckpointError
-from .mapped import mapped_safetensors
+from .mapped import mapped_folder, mapped_safetensors
 
 COMFY_TEMPLATE = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
 MAX_TOKENS = 512
@@ -95,13 +95,7 @@ def encoder_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     """The memory-mapped tensors of a text encoder (a ComfyUI single file or a diffusers text_encoder/ folder), under
     the base model's names."""
     path = Path(path)
-    files = sorted(path.glob("*.safetensors")) if path.is_dir() else [path]
-    if not files:
-        raise CheckpointError(f"{path} holds no .safetensors weights (pickled .bin files are never read)")
-    tensors: dict[str, torch.Tensor] = {}
-    for file in files:
-        tensors.update(mapped_safetensors(file)[0])
-    return _base_names(tensors)
+    return _base_names(mapped_folder(path) if path.is_dir() else mapped_safetensors(path)[0])
 
 
 def build_encoder(model_class, config, tensors: dict[str, torch.Tensor], dtype: torch.dtype | None, path, family: str):
