@@ -10,12 +10,15 @@ Token zeroing: keyword tokens are removed from the keys of every joint layer at 
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
 from ..common.limits import check_strength
 from ..common.prompts import PromptSet, TextConditioner
-from .gated import KEY_PREFIX, unwrap_forwards, wrap_forward
+from .forward_wraps import unwrap_forwards, wrap_forward
+from .gated import KEY_PREFIX
 
 UCE_TARGET = "cap_embedder.1"
 
@@ -31,7 +34,7 @@ class WeightDelta(nn.Module):
         self._attached: list[tuple[nn.Module, object, object]] = []
 
     def attach(self, model: nn.Module) -> WeightDelta:
-        linear = model.get_submodule(self.path)
+        linear = cast(nn.Linear, model.get_submodule(self.path))  # the edited projection
         if tuple(self.delta.shape) != (linear.out_features, linear.in_features):
             raise ValueError(
                 f"{self.path} delta has shape {tuple(self.delta.shape)}, the model needs "
@@ -64,7 +67,8 @@ def uce_text(
 ) -> WeightDelta:
     if lamb <= 0:
         raise ValueError(f"UCE regulariser λ must be > 0, got {lamb}")
-    norm, linear = model.cap_embedder[0], model.cap_embedder[1]
+    norm = model.get_submodule("cap_embedder.0")
+    linear = cast(nn.Linear, model.get_submodule(UCE_TARGET))
     weight = linear.weight.detach().double()
     width = weight.shape[1]
     keys = torch.zeros(width, width, dtype=torch.float64)

@@ -6,10 +6,10 @@ family the Linear belongs to: policy `text` (the paper) adds the delta only at t
 image-stream rows, `all` everywhere (plain LoRA, which collapses single-stream models). The delta is never merged
 into W: the gate depends on the tokens.
 
-Attach/detach is one reversible place (`AdapterSet.attach` / `detach`): the Linear's `forward` is wrapped by an
-instance attribute and restored on detach, so the model's own parameters and state-dict keys never change; the
-ComfyUI bridge calls the same two functions from a PatcherInjection. The frozen teacher is the same model with the
-adapters disabled (`AdapterSet.disabled()`), never a second copy of the weights.
+Attach/detach is one reversible place (`AdapterSet.attach` / `detach`, over `forward_wraps`): the Linear's
+`forward` is wrapped by an instance attribute and restored on detach, so the model's own parameters and state-dict
+keys never change; the ComfyUI bridge calls the same two functions from a PatcherInjection. The frozen teacher is
+the same model with the adapters disabled (`AdapterSet.disabled()`), never a second copy of the weights.
 """
 
 from __future__ import annotations
@@ -18,12 +18,14 @@ import math
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 from torch import nn
 
 from ..common.limits import check_alpha, check_strength
 from ..model.layout import FAMILIES, current_layout
+from .forward_wraps import unwrap_forwards, wrap_forward
 
 GATES = ("text", "image", "all")
 SLICES = ("q", "k", "v")
@@ -134,8 +136,9 @@ class GatedLoRA(nn.Module):
         )
 
 
-def _qkv_widths(attention: nn.Module, linear: nn.Linear) -> int | tuple[int, int, int]:
-    """Rows of q, k and v in a fused qkv: the core's `widths`, ComfyUI's heads × head_dim (GQA: fewer kv heads)."""
+def _qkv_widths(attention: Any, linear: nn.Linear) -> int | tuple[int, int, int]:
+    """Rows of q, k and v in a fused qkv: the core's `widths`, ComfyUI's heads × head_dim (GQA: fewer kv heads).
+    `attention` is either attention module, read by its attributes."""
     widths = getattr(attention, "widths", None)
     if widths is None and hasattr(attention, "n_local_kv_heads"):  # ComfyUI's JointAttention
         kv = attention.n_local_kv_heads * attention.head_dim
@@ -162,27 +165,6 @@ def target_paths(model: nn.Module, config: AdapterConfig) -> list[str]:
     return paths
 
 
-def wrap_forward(module: nn.Module, make_forward) -> tuple:
-    """Replace `module.forward` by `make_forward(current forward)` (an instance attribute); returns the record
-    `unwrap_forwards` needs. Wrappers stack: another edit attached before this one stays underneath."""
-    previous = module.__dict__.get("forward")
-    mine = make_forward(module.forward)
-    module.forward = mine
-    return module, previous, mine
-
-
-def unwrap_forwards(records: list[tuple]) -> None:
-    """Undo `wrap_forward` records, newest first; refuses if another edit was stacked on top meanwhile."""
-    for module, _, mine in reversed(records):
-        if module.__dict__.get("forward") is not mine:
-            raise RuntimeError("detach stacked adapter sets in the reverse order of attaching them")
-    for module, previous, _ in reversed(records):
-        if previous is None:
-            del module.forward
-        else:
-            module.forward = previous
-
-
 class AdapterSet(nn.Module):
     """All gated adapters of one erasure; attach to a model, detach, enable/disable, set strength."""
 
@@ -192,7 +174,7 @@ class AdapterSet(nn.Module):
         self.adapters = nn.ModuleDict()
         self.paths: list[str] = target_paths(model, config)
         for path in self.paths:
-            linear = model.get_submodule(path)
+            linear = cast(nn.Linear, model.get_submodule(path))  # target_paths names qkv projections only
             width = _qkv_widths(model.get_submodule(path.rsplit(".", 1)[0]), linear)
             self.adapters[self._key(path)] = GatedLoRA(linear.in_features, width, config, _family_of(path), generator)
         self._attached: list[tuple[nn.Module, object]] = []
@@ -202,7 +184,11 @@ class AdapterSet(nn.Module):
         return path.replace(".", "__")
 
     def adapter(self, path: str) -> GatedLoRA:
-        return self.adapters[self._key(path)]
+        return cast(GatedLoRA, self.adapters[self._key(path)])
+
+    def each(self) -> list[GatedLoRA]:
+        """Every adapter, in the order of `paths`."""
+        return [self.adapter(path) for path in self.paths]
 
     def attach(self, model: nn.Module) -> AdapterSet:
         if self._attached:
@@ -227,30 +213,30 @@ class AdapterSet(nn.Module):
         return bool(self._attached)
 
     def set_enabled(self, enabled: bool) -> None:
-        for adapter in self.adapters.values():
+        for adapter in self.each():
             adapter.enabled = enabled
 
     def set_gate(self, policy: str) -> None:
         """The gate policy of every adapter (`text`, `image` or `all`); the benchmark compares them on one step."""
         if policy not in GATES:
             raise ValueError(f"gate {policy!r} must be one of {GATES}")
-        for adapter in self.adapters.values():
+        for adapter in self.each():
             adapter.gate_policy = policy
 
     def set_strength(self, strength: float) -> None:
         strength = check_strength(strength)
-        for adapter in self.adapters.values():
+        for adapter in self.each():
             adapter.strength = strength
 
     @contextmanager
     def disabled(self):
         """The frozen teacher: the same model, adapters off."""
-        previous = [adapter.enabled for adapter in self.adapters.values()]
+        previous = [adapter.enabled for adapter in self.each()]
         self.set_enabled(False)
         try:
             yield
         finally:
-            for adapter, state in zip(self.adapters.values(), previous, strict=True):
+            for adapter, state in zip(self.each(), previous, strict=True):
                 adapter.enabled = state
 
     def export_tensors(self) -> dict[str, torch.Tensor]:

@@ -19,6 +19,21 @@ import torch
 
 PARTIAL_SUFFIX = ".partial"
 STALE_SECONDS = 3600  # a temporary file whose writer cannot be identified is stale after this long
+# the dtypes a safetensors header names, and their names (the writer's and the memory-mapped reader's table)
+SAFETENSORS_DTYPES = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.float8_e4m3fn: "F8_E4M3",
+    torch.float8_e5m2: "F8_E5M2",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
 
 
 class OutputError(ValueError):
@@ -123,9 +138,7 @@ def atomic_write(path: str | Path, write, make_parents: bool = False) -> Path:
 def atomic_save_safetensors(
     tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None
 ) -> Path:
-    from safetensors.torch import (
-        save_file,  # imported here: JSON writers (e.g. a GPU check with torch only) need none
-    )
+    from safetensors.torch import save_file  # imported here: JSON writers (e.g. a GPU check with torch only) need none
 
     contiguous = {name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}
     return atomic_write(path, lambda temporary: save_file(contiguous, temporary, metadata=metadata))

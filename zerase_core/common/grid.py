@@ -14,7 +14,7 @@ from .files import atomic_write
 def _to_pil(image: torch.Tensor, scale: int) -> Image.Image:
     array = (image.clamp(0, 1).permute(1, 2, 0).cpu().float().numpy() * 255).round().astype(numpy.uint8)
     picture = Image.fromarray(array)
-    return picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+    return picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.NEAREST)
 
 
 def _wrap(text: str, width: int) -> list[str]:

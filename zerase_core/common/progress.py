@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from typing import Any
 
 Progress = Callable[[str, int, int], None]
 
@@ -44,7 +45,7 @@ class PhaseBars:
         self.units = units or {}
         self.label = label  # what the work is about (the erased concepts), shown before each phase
         self.phase: str | None = None
-        self.bar = None
+        self.bar: Any = None  # the current phase's tqdm bar (tqdm ships no types); None between phases
 
     def __call__(self, phase: str, done: int, total: int) -> None:
         from tqdm import tqdm

@@ -7,6 +7,7 @@ prompt (a keyword may span several tokens, e.g. "Van Gogh" with Qwen's BPE). The
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -58,6 +59,14 @@ class PromptSet:
 
     def keywords_in(self, prompt: str) -> list[str]:
         return [keyword for keyword in self.keywords if _contains(prompt, keyword)]
+
+
+def without_keywords(prompt: str, keywords) -> str:
+    """The prompt with every keyword (whole words, any case) taken out: the mapped prompt of an erase prompt."""
+    text = prompt
+    for keyword in sorted(keywords, key=len, reverse=True):
+        text = re.sub(rf"(?i)\b{re.escape(keyword)}\b", " ", text)
+    return " ".join(text.split())
 
 
 def _words(text: str) -> list[str]:

@@ -214,7 +214,9 @@ def _checked_adapter(method: str, value: object) -> dict[str, Any]:
         check_alpha(value["alpha"], "erasure metadata field 'adapter.alpha'")
     except ValueError as error:
         raise ErasureFileError(str(error)) from None
-    values = {name: tuple(item) if isinstance(item, (list, tuple)) else item for name, item in value.items()}
+    values: dict[str, Any] = {
+        name: tuple(item) if isinstance(item, (list, tuple)) else item for name, item in value.items()
+    }
     try:
         return adapter_dict(AdapterConfig(**values))
     except (TypeError, ValueError) as error:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from ..common.dataclass_dicts import config_from_dict
 
@@ -106,24 +107,11 @@ class DiTConfig:
     @classmethod
     def lumina2(cls, **overrides) -> DiTConfig:
         """Lumina-Image-2.0 (Alpha-VLLM): dim 2304, 26 layers, 24 heads over 8 kv heads, Gemma-2-2B features."""
-        settings = dict(
-            kind="lumina2",
-            dim=2304,
-            n_layers=26,
-            n_refiner_layers=2,
-            n_heads=24,
-            n_kv_heads=8,
-            cap_feat_dim=2304,
-            axes_dims=(32, 32, 32),
-            axes_lens=(300, 512, 512),
-            rope_theta=10000.0,
-            time_scale=1.0,
-            ffn_multiple_of=256,
-            ffn_dim_multiplier=4.0,
-            pad_tokens_multiple=1,
-            shift=6.0,
-        )
-        settings.update(overrides)
+        widths = dict(dim=2304, n_layers=26, n_refiner_layers=2, n_heads=24, n_kv_heads=8, cap_feat_dim=2304)
+        positions = dict(axes_dims=(32, 32, 32), axes_lens=(300, 512, 512), rope_theta=10000.0, time_scale=1.0)
+        feed_forward = dict(ffn_multiple_of=256, ffn_dim_multiplier=4.0)
+        family = dict(kind="lumina2", pad_tokens_multiple=1, shift=6.0)  # no pad tokens; ComfyUI's sigma shift
+        settings: dict[str, Any] = {**widths, **positions, **feed_forward, **family, **overrides}
         return cls(**settings)
 
     @property

@@ -14,18 +14,18 @@ segment and position ids, and masked filler keeps the image segment aligned (see
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
+from .block_calls import run_block, run_probed_block
 from .config import DiTConfig
 from .keyword_attention import AttentionCapture, keyword_attention
 from .layers import FinalLayer, JointTransformerBlock, TimestepEmbedder, rope_frequencies
-from .layout import BATCH_PAD, TEXT_PAD, TokenLayout, active_layout, current_layout
+from .layout import BATCH_PAD, TEXT_PAD, TokenLayout, active_layout
 
 
 @dataclass
@@ -83,13 +83,9 @@ class ZImageDiT(nn.Module):
             if self.config.pad_tokens:
                 nn.init.normal_(self.x_pad_token, std=0.02)
                 nn.init.normal_(self.cap_pad_token, std=0.02)
-            for block in self.layers + self.noise_refiner:
-                nn.init.zeros_(block.adaLN_modulation[-1].weight)
-                nn.init.zeros_(block.adaLN_modulation[-1].bias)
-            nn.init.zeros_(self.final_layer.adaLN_modulation[1].weight)
-            nn.init.zeros_(self.final_layer.adaLN_modulation[1].bias)
-            nn.init.zeros_(self.final_layer.linear.weight)
-            nn.init.zeros_(self.final_layer.linear.bias)
+            for block in self.layers + self.noise_refiner:  # modulated blocks only
+                _zero(cast(JointTransformerBlock, block).adaLN_modulation[-1])
+            _zero(self.final_layer.adaLN_modulation[1], self.final_layer.linear)
 
     def layout_for(self, x: torch.Tensor, context: torch.Tensor, context_lengths=None) -> TokenLayout:
         return self._layout(context, context_lengths, x.shape[-2:])
@@ -173,20 +169,24 @@ class ZImageDiT(nn.Module):
 
     def _rope(self, layout: TokenLayout, device):
         """(text cos, text sin, image cos, image sin) position tables of the layout."""
-        text_cos, text_sin = self._text_rope(layout, layout.kinds("context_refiner", device), device)
-        return (text_cos, text_sin, *self._image_rope(layout, device))
+        axes, theta = self.config.axes_dims, self.config.rope_theta
+        text_cos, text_sin = rope_frequencies(layout.text_positions(device), axes, theta)
+        return (text_cos, text_sin, *rope_frequencies(layout.image_positions(device), axes, theta))
+
+    def _checkpointed(self) -> bool:
+        return self.gradient_checkpointing and torch.is_grad_enabled()
 
     def _text_segment(self, context, layout: TokenLayout, rope):
         text = self._embed_text(context.to(self.dtype), layout.kinds("context_refiner", context.device))
         mask = layout.key_mask("context_refiner", context.device)
         for block in self.context_refiner:
-            text = self._run(block, text, rope[0], rope[1], None, mask)
+            text = run_block(block, (text, rope[0], rope[1], None, mask), self._checkpointed())
         return text
 
     def _image_segment(self, x, adaln_input, layout: TokenLayout, rope):
         image = self._embed_image(_pad_to_patch(x.to(self.dtype), self.config.patch_size), layout)
         for block in self.noise_refiner:
-            image = self._run(block, image, rope[2], rope[3], adaln_input, None)
+            image = run_block(block, (image, rope[2], rope[3], adaln_input, None), self._checkpointed())
         return image
 
     def _assemble(self, text, image, adaln_input, layout: TokenLayout, rope, latent_hw, suppress_keys=None):
@@ -210,8 +210,13 @@ class ZImageDiT(nn.Module):
         joint = inputs.hidden
         with active_layout(layout):
             for block in self.layers:
-                maps = self._probe(capture, layout, inputs.key_mask) if capture is not None else None
-                joint = self._run(block, joint, inputs.cos, inputs.sin, inputs.adaln, inputs.key_mask, maps, capture)
+                block_inputs = (joint, inputs.cos, inputs.sin, inputs.adaln, inputs.key_mask)
+                if capture is None:
+                    joint = run_block(block, block_inputs, self._checkpointed())
+                    continue
+                probe = capture.probe(layout.text_span, layout.image_tokens, inputs.key_mask)
+                joint, maps = run_probed_block(block, block_inputs, self._checkpointed(), probe)
+                capture.maps.append(maps)
             output = self.final_layer(joint, inputs.adaln)
         batch = output.shape[0]
         patch = self.config.patch_size
@@ -235,13 +240,6 @@ class ZImageDiT(nn.Module):
             features = torch.where(kinds == TEXT_PAD, self.cap_pad_token.to(features.dtype), features)
         return torch.where(kinds == BATCH_PAD, torch.zeros_like(features), features)
 
-    def _text_rope(self, layout: TokenLayout, kinds, device):
-        span = layout.text_span
-        positions = torch.zeros(layout.batch_size, span, 3, device=device)
-        positions[..., 0] = torch.arange(span, dtype=torch.float32, device=device) + 1.0
-        positions = positions.masked_fill((kinds == BATCH_PAD).unsqueeze(-1), 0.0)
-        return rope_frequencies(positions, self.config.axes_dims, self.config.rope_theta)
-
     def _embed_image(self, x, layout: TokenLayout):
         batch, channels = x.shape[:2]
         patch = self.config.patch_size
@@ -253,59 +251,11 @@ class ZImageDiT(nn.Module):
             tokens = torch.cat([tokens, self.x_pad_token.to(tokens.dtype).expand(batch, pad, -1)], dim=1)
         return tokens
 
-    def _image_rope(self, layout: TokenLayout, device):
-        rows, columns = layout.grid
-        positions = torch.zeros(layout.batch_size, layout.image_span, 3, device=device)
-        starts = torch.tensor(layout.text_padded, dtype=torch.float32, device=device) + 1.0
-        positions[:, : layout.image_tokens, 0] = starts[:, None]
-        positions[:, : layout.image_tokens, 1] = torch.arange(rows, device=device).repeat_interleave(columns).float()
-        positions[:, : layout.image_tokens, 2] = torch.arange(columns, device=device).repeat(rows).float()
-        # image pad tokens keep position (0, 0, 0)
-        return rope_frequencies(positions, self.config.axes_dims, self.config.rope_theta)
 
-    def _probe(self, capture: AttentionCapture, layout: TokenLayout, joint_mask):
-        rows = capture.rows if capture.rows is not None else capture.columns.shape[0]
-        mask = None if joint_mask is None else joint_mask[:rows]
-
-        def attention_maps(query, key):
-            maps = keyword_attention(
-                query[:rows], key[:rows], mask, layout.text_span, layout.image_tokens, capture.columns[:rows]
-            )
-            if capture.column_mask is not None:
-                maps = maps * capture.column_mask[:rows, None, None, :].to(maps.dtype)
-            return maps
-
-        return attention_maps
-
-    def _run(self, block, hidden, cos, sin, adaln_input, key_mask, attention_maps=None, capture=None):
-        checkpointed = self.gradient_checkpointing and torch.is_grad_enabled()
-        if attention_maps is None:
-            if checkpointed:
-                return checkpoint(
-                    block, hidden, cos, sin, adaln_input, key_mask, use_reentrant=False, context_fn=_layout_context
-                )
-            return block(hidden, cos, sin, adaln_input, key_mask)
-
-        def run(hidden_in):
-            # The maps are an output of the (possibly checkpointed) function: recomputation never appends twice,
-            # and only the keyword columns are kept between forward and backward.
-            collected: list[torch.Tensor] = []
-            out = block(hidden_in, cos, sin, adaln_input, key_mask, lambda q, k: collected.append(attention_maps(q, k)))
-            return out, collected[0]
-
-        if checkpointed:
-            out, maps = checkpoint(run, hidden, use_reentrant=False, context_fn=_layout_context)
-        else:
-            out, maps = run(hidden)
-        capture.maps.append(maps)
-        return out
-
-
-def _layout_context():
-    # Recomputation runs in backward, after `active_layout` has exited: re-enter the same layout for gated adapters.
-    layout = current_layout()
-    recompute = active_layout(layout) if layout is not None else contextlib.nullcontext()
-    return contextlib.nullcontext(), recompute
+def _zero(*linears: nn.Module) -> None:
+    for linear in linears:
+        for parameter in linear.parameters():  # weight, bias
+            nn.init.zeros_(parameter)
 
 
 def _suppressed(joint_mask, suppress_keys, layout: TokenLayout, device) -> torch.Tensor:

@@ -3,6 +3,7 @@ for it, `keyword_attention` computes it per joint block without storing the imag
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -24,6 +25,22 @@ class AttentionCapture:
     column_mask: torch.Tensor | None = None
     maps: list[torch.Tensor] = field(default_factory=list)
     rows: int | None = None
+
+    def probe(
+        self, image_start: int, image_tokens: int, key_mask: torch.Tensor | None
+    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """`attention_maps(query, key)` of one joint block: the keyword attention of the capturing rows, columns
+        that are not real zeroed."""
+        rows = self.rows if self.rows is not None else self.columns.shape[0]
+        mask = None if key_mask is None else key_mask[:rows]
+
+        def attention_maps(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+            maps = keyword_attention(query[:rows], key[:rows], mask, image_start, image_tokens, self.columns[:rows])
+            if self.column_mask is not None:
+                maps = maps * self.column_mask[:rows, None, None, :].to(maps.dtype)
+            return maps
+
+        return attention_maps
 
 
 def keyword_attention(query, key, key_mask, image_start: int, image_tokens: int, columns) -> torch.Tensor:

@@ -126,6 +126,24 @@ class TokenLayout:
         if family not in FAMILIES:
             raise ValueError(f"unknown block family '{family}'; expected one of {FAMILIES}")
 
+    def text_positions(self, device=None) -> torch.Tensor:
+        """(B, text_span, 3) RoPE position ids of the text segment: (row + 1, 0, 0); batch padding (0, 0, 0)."""
+        span = self.text_span
+        positions = torch.zeros(self.batch_size, span, 3, device=device)
+        positions[..., 0] = torch.arange(span, dtype=torch.float32, device=device) + 1.0
+        return positions.masked_fill((self.kinds("context_refiner", device) == BATCH_PAD).unsqueeze(-1), 0.0)
+
+    def image_positions(self, device=None) -> torch.Tensor:
+        """(B, image_span, 3) RoPE position ids of the image segment: (T_i + 1, row, column) for patch tokens, after
+        each caption's padded text; image pad tokens keep (0, 0, 0)."""
+        rows, columns = self.grid
+        positions = torch.zeros(self.batch_size, self.image_span, 3, device=device)
+        starts = torch.tensor(self.text_padded, dtype=torch.float32, device=device) + 1.0
+        positions[:, : self.image_tokens, 0] = starts[:, None]
+        positions[:, : self.image_tokens, 1] = torch.arange(rows, device=device).repeat_interleave(columns).float()
+        positions[:, : self.image_tokens, 2] = torch.arange(columns, device=device).repeat(rows).float()
+        return positions
+
     def select(self, index: int) -> TokenLayout:
         """Layout of one sample of the batch, as if it had been run alone."""
         return TokenLayout((self.text_lengths[index],), self.grid, self.pad_multiple)

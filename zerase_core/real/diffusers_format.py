@@ -35,7 +35,7 @@ def diffusers_state_dict(state_dict: Mapping[str, torch.Tensor], patch_size: int
         if fused:
             if value.shape[0] % 3:
                 raise CheckpointError(f"{key} has {value.shape[0]} rows, not three equal q/k/v parts")
-            for name, part in zip(("to_q", "to_k", "to_v"), value.chunk(3, dim=0)):
+            for name, part in zip(("to_q", "to_k", "to_v"), value.chunk(3, dim=0), strict=True):
                 converted[f"{fused[1]}{name}.{fused[2]}"] = part
             continue
         key = key.replace(".attention.out.", ".attention.to_out.0.")

@@ -21,14 +21,17 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from ..formats.erasure_file import read_erasure
+from ..common.progress import PhaseCounter, Progress
+from ..common.prompts import without_keywords
 from ..evaluation.metrics import frechet_distance, high_frequency_energy
 from ..evaluation.protocol import METRIC_KEYS
-from ..common.progress import PhaseCounter, Progress
-from .run import ERASE_TEMPLATES, _on_device, _Steps, _without, decode_latents, encode_all
+from ..formats.erasure_file import read_erasure
+from .prompts import ERASE_TEMPLATES, encode_all
+from .run import CountedSteps, decode_latents, dit_on_device
 from .sources import ModelSource, load_transformer
 from .world import RealWorld, missing_parts
 
@@ -66,7 +69,7 @@ def add_real_evaluate_arguments(parser) -> None:
 def load_clip(checkpoint: Path, arch: str):
     """(model, preprocess, tokenizer) of open_clip from a local file; an error names what is missing."""
     try:
-        import open_clip
+        import open_clip  # type: ignore[import-not-found]  # optional: pip install open_clip_torch
     except ImportError:
         raise ValueError(
             f"--clip-checkpoint {checkpoint} needs open_clip, which is not installed: "
@@ -131,32 +134,35 @@ def _render(
     progress: Progress | None,
     device: str = "cpu",
 ) -> dict[str, torch.Tensor]:
-    """{"base", "erased"} images of every (prompt, seed): text encoder first and released, then the DiT, then the VAE."""
+    """{"base", "erased"} images of every (prompt, seed): text encoder first and released, then the DiT, then the
+    VAE."""
     from ..nano.erasure_runs import attach_file
 
     missing_parts(source, ("text_encoder", "tokenizer", "vae"))  # all named before any work
     prepared = encode_all(source, [*prompts, ""], None, progress)
     world = RealWorld(load_transformer(source), prepared, None)
-    world.dit, denoise = _on_device(world.dit, torch.device(device))
+    world.dit, denoise = dit_on_device(world.dit, torch.device(device))
     latents = {}
     for name in ("base", "erased"):
-        edit = attach_file(world, path, strength, allow_other_base)[0] if name == "erased" else None
+        edit = None
+        if name == "erased":  # attach_file reads only `world.dit`, which a RealWorld has as a NanoWorld does
+            edit = attach_file(world, path, strength, allow_other_base)[0]  # type: ignore[arg-type]
         if isinstance(edit, torch.nn.Module):
             edit.to(next(world.dit.parameters()).device)
         try:
             counter = PhaseCounter(progress, f"sample ({name})", steps * len(prompts))
             rows = []
-            for prompt, seed in zip(prompts, seeds):
+            for prompt, seed in zip(prompts, seeds, strict=True):
                 rows.append(
                     world.sample_latents(
-                        [prompt], [seed], steps, cfg, size, size, model=_Steps(denoise or world.dit, counter)
+                        [prompt], [seed], steps, cfg, size, size, model=CountedSteps(denoise or world.dit, counter)
                     )
                 )
             latents[name] = torch.cat(rows)
         finally:
             if edit is not None:
                 edit.detach()
-    world.dit = None
+    del world, denoise  # the DiT goes before the VAE comes
     gc.collect()
     return {name: decode_latents(source, value, progress) for name, value in latents.items()}
 
@@ -195,7 +201,9 @@ def evaluate_real(
     skipped = {}
     for name, parts in sets.items():
         scores[name]["high_frequency"] = float(high_frequency_energy(parts["keep"]).mean())
-    per_concept = {concept: {"erased": {}, "base": {}, "calibration": None} for concept in concepts}
+    per_concept: dict[str, dict[str, Any]] = {
+        concept: {"erased": {}, "base": {}, "calibration": None} for concept in concepts
+    }
     if clip is not None:
         _clip_scores(clip, sets, scores, per_concept, erase, keep_prompts, seeds, info)
     else:
@@ -242,7 +250,7 @@ def evaluate_real(
 
 
 def _clip_scores(clip, sets, scores, per_concept, erase, keep_prompts, seeds, info) -> None:
-    targets = list(info.training.get("targets") or [_without(prompt, info.keywords) for prompt in erase])
+    targets = list(info.training.get("targets") or [without_keywords(prompt, info.keywords) for prompt in erase])
     keep_text = clip.texts(keep_prompts)
     concept_text = clip.texts([f"a picture of {concept}" for concept in per_concept])
     target_text = clip.texts([targets[index % len(targets)] for index in range(len(erase))])

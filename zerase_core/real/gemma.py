@@ -15,14 +15,21 @@ tokenizer/ folder is needed (`gemma_tokenizer.py`, needs sentencepiece); a diffu
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import torch
 
 from ..model.checkpoint_keys import CheckpointError
 from .gemma_tokenizer import SpieceGemmaTokenizer, has_embedded_tokenizer
-from .text_encoder import QwenConditioner, _transformers, build_encoder, check_loaded, encoder_tensors
+from .text_encoder import (
+    QwenConditioner,
+    _transformers,
+    build_encoder,
+    check_decoder,
+    check_loaded,
+    decoder_widths,
+    encoder_tensors,
+)
 
 SYSTEM_PROMPT = (
     "You are an assistant designed to generate superior images with the superior degree of image-text"
@@ -30,26 +37,13 @@ SYSTEM_PROMPT = (
 )
 LUMINA_TEMPLATE = SYSTEM_PROMPT + " <Prompt Start> {}"  # ComfyUI's CLIPTextEncodeLumina2 ("superior")
 MAX_TOKENS = 256
-_LAYER = re.compile(r"^layers\.(\d+)\.")
 
 
 def gemma2_config_from_shapes(tensors: dict[str, torch.Tensor], extra: dict | None = None):
     """A Gemma2Config for a Gemma-2 state dict: widths from the shapes, everything else Gemma-2-2B's (transformers'
     Gemma2Config defaults) unless `extra` (a config.json) says otherwise."""
     transformers = _transformers()
-    needed = (
-        "embed_tokens.weight",
-        "layers.0.self_attn.q_proj.weight",
-        "layers.0.self_attn.k_proj.weight",
-        "layers.0.pre_feedforward_layernorm.weight",
-        "layers.0.mlp.gate_proj.weight",
-    )
-    missing = [name for name in needed if name not in tensors]
-    if missing:
-        raise CheckpointError(
-            f"not a Gemma-2 text encoder: {', '.join(missing)} missing (found e.g. {', '.join(list(tensors)[:4])})"
-        )
-    vocab, hidden = tensors["embed_tokens.weight"].shape
+    check_decoder(tensors, "Gemma-2", "layers.0.pre_feedforward_layernorm.weight")
     settings = {
         key: value
         for key, value in (extra or {}).items()
@@ -62,15 +56,7 @@ def gemma2_config_from_shapes(tensors: dict[str, torch.Tensor], extra: dict | No
             f"q_proj has {rows} rows, not a multiple of the head dim {head_dim}: not Gemma-2-2B's"
             f" layout; give the diffusers text_encoder/ folder (its config.json)"
         )
-    settings.update(
-        vocab_size=int(vocab),
-        hidden_size=int(hidden),
-        head_dim=head_dim,
-        num_hidden_layers=1 + max(int(match[1]) for match in map(_LAYER.match, tensors) if match),
-        num_attention_heads=int(tensors["layers.0.self_attn.q_proj.weight"].shape[0] // head_dim),
-        num_key_value_heads=int(tensors["layers.0.self_attn.k_proj.weight"].shape[0] // head_dim),
-        intermediate_size=int(tensors["layers.0.mlp.gate_proj.weight"].shape[0]),
-    )
+    settings.update(decoder_widths(tensors, head_dim))
     return transformers.Gemma2Config(**settings)
 
 

@@ -30,40 +30,39 @@ from ..model.config import DiTConfig
 DIFFUSERS_QK_NORM_EPS = 1e-5
 DIFFUSERS_ROPE_THETA = 10000.0
 _BLOCK = r"^((?:layers|noise_refiner|context_refiner)\.\d+)\."
-_TO_DIFFUSERS = (
-    (r"^t_embedder\.mlp\.0\.", "time_caption_embed.timestep_embedder.linear_1."),
-    (r"^t_embedder\.mlp\.2\.", "time_caption_embed.timestep_embedder.linear_2."),
-    (r"^cap_embedder\.", "time_caption_embed.caption_embedder."),
-    (r"^final_layer\.adaLN_modulation\.1\.", "norm_out.linear_1."),
-    (r"^final_layer\.linear\.", "norm_out.linear_2."),
-    (_BLOCK + r"attention\.out\.", r"\1.attn.to_out.0."),
-    (_BLOCK + r"attention\.q_norm\.", r"\1.attn.norm_q."),
-    (_BLOCK + r"attention\.k_norm\.", r"\1.attn.norm_k."),
-    (_BLOCK + r"adaLN_modulation\.1\.", r"\1.norm1.linear."),
-    (r"^(context_refiner\.\d+)\.attention_norm1\.", r"\1.norm1."),
-    (_BLOCK + r"attention_norm1\.", r"\1.norm1.norm."),
-    (_BLOCK + r"attention_norm2\.", r"\1.norm2."),
-    (_BLOCK + r"feed_forward\.w1\.", r"\1.feed_forward.linear_1."),
-    (_BLOCK + r"feed_forward\.w2\.", r"\1.feed_forward.linear_2."),
-    (_BLOCK + r"feed_forward\.w3\.", r"\1.feed_forward.linear_3."),
+# (ComfyUI name, diffusers name) of the renamed modules: the table above, top-level modules then block modules
+_NAMES = (
+    ("t_embedder.mlp.0.", "time_caption_embed.timestep_embedder.linear_1."),
+    ("t_embedder.mlp.2.", "time_caption_embed.timestep_embedder.linear_2."),
+    ("cap_embedder.", "time_caption_embed.caption_embedder."),
+    ("final_layer.adaLN_modulation.1.", "norm_out.linear_1."),
+    ("final_layer.linear.", "norm_out.linear_2."),
 )
-_TO_COMFY = (
-    (r"^time_caption_embed\.timestep_embedder\.linear_1\.", "t_embedder.mlp.0."),
-    (r"^time_caption_embed\.timestep_embedder\.linear_2\.", "t_embedder.mlp.2."),
-    (r"^time_caption_embed\.caption_embedder\.", "cap_embedder."),
-    (r"^norm_out\.linear_1\.", "final_layer.adaLN_modulation.1."),
-    (r"^norm_out\.linear_2\.", "final_layer.linear."),
-    (_BLOCK + r"attn\.to_out\.0\.", r"\1.attention.out."),
-    (_BLOCK + r"attn\.norm_q\.", r"\1.attention.q_norm."),
-    (_BLOCK + r"attn\.norm_k\.", r"\1.attention.k_norm."),
-    (_BLOCK + r"norm1\.linear\.", r"\1.adaLN_modulation.1."),
-    (_BLOCK + r"norm1\.norm\.", r"\1.attention_norm1."),
-    (_BLOCK + r"norm1\.weight$", r"\1.attention_norm1.weight"),
-    (_BLOCK + r"norm2\.", r"\1.attention_norm2."),
-    (_BLOCK + r"feed_forward\.linear_1\.", r"\1.feed_forward.w1."),
-    (_BLOCK + r"feed_forward\.linear_2\.", r"\1.feed_forward.w2."),
-    (_BLOCK + r"feed_forward\.linear_3\.", r"\1.feed_forward.w3."),
+_BLOCK_NAMES = (
+    ("attention.out.", "attn.to_out.0."),
+    ("attention.q_norm.", "attn.norm_q."),
+    ("attention.k_norm.", "attn.norm_k."),
+    ("adaLN_modulation.1.", "norm1.linear."),
+    ("attention_norm1.", "norm1.norm."),
+    ("attention_norm2.", "norm2."),
+    ("feed_forward.w1.", "feed_forward.linear_1."),
+    ("feed_forward.w2.", "feed_forward.linear_2."),
+    ("feed_forward.w3.", "feed_forward.linear_3."),
 )
+
+
+def _renames(to_diffusers: bool) -> tuple[tuple[str, str], ...]:
+    """(pattern, replacement) of every rename in one direction; the first pattern that matches a key wins."""
+    found, made = (0, 1) if to_diffusers else (1, 0)
+    return (
+        *((rf"^{re.escape(pair[found])}", pair[made]) for pair in _NAMES),
+        *((_BLOCK + re.escape(pair[found]), rf"\1.{pair[made]}") for pair in _BLOCK_NAMES),
+    )
+
+
+# The context refiner's blocks are unmodulated: their attention_norm1 is diffusers' plain `norm1` (an RMSNorm).
+_TO_DIFFUSERS = ((r"^(context_refiner\.\d+)\.attention_norm1\.", r"\1.norm1."), *_renames(to_diffusers=True))
+_TO_COMFY = (*_renames(to_diffusers=False), (_BLOCK + r"norm1\.weight$", r"\1.attention_norm1.weight"))
 _QKV = re.compile(_BLOCK + r"attention\.qkv\.weight$")
 _PART = re.compile(_BLOCK + r"attn\.to_([qkv])\.weight$")
 
@@ -89,7 +88,7 @@ def lumina_diffusers_state_dict(state_dict: Mapping[str, torch.Tensor], config: 
         if fused:
             if value.shape[0] != sum(widths):
                 raise CheckpointError(f"{key} has {value.shape[0]} rows, not q|k|v = {widths}")
-            for name, part in zip("qkv", value.split(widths, dim=0)):
+            for name, part in zip("qkv", value.split(widths, dim=0), strict=True):
                 converted[f"{fused[1]}.attn.to_{name}.weight"] = part
             continue
         converted[_rename(key, _TO_DIFFUSERS)] = value
@@ -169,40 +168,10 @@ def lumina_diffusers_config(config: DiTConfig) -> dict:
     }
 
 
-def lumina_config_from_shapes(shapes, patch_size: int, uninferable) -> DiTConfig:
-    """The DiTConfig of a Lumina-2 state dict without metadata (`checkpoint_keys.infer_config`)."""
-    # head dim 96 is Lumina-Image-2.0's (dim 2304: 24 heads, 8 kv heads, axes 32/32/32, theta 10000), as ComfyUI.
-    if shapes.head_dim != 96 or shapes.dim % 96 or shapes.kv_heads is None:
-        raise uninferable(
-            f"Lumina-2 with dim {shapes.dim}, head dim {shapes.head_dim}; only head dim 96 (RoPE axes"
-            f" 32/32/32, as Lumina-Image-2.0) is known"
-        )
-    try:
-        config = DiTConfig.lumina2(
-            dim=shapes.dim,
-            n_heads=shapes.dim // 96,
-            n_kv_heads=shapes.kv_heads,
-            n_layers=shapes.n_layers,
-            n_refiner_layers=shapes.n_refiner_layers,
-            cap_feat_dim=shapes.cap_feat_dim,
-            patch_size=patch_size,
-            in_channels=shapes.patch_features // (patch_size * patch_size),
-        )
-    except ValueError as error:
-        raise uninferable(str(error)) from None
-    if shapes.ffn_hidden is not None and shapes.ffn_hidden != config.ffn_hidden:
-        raise uninferable(
-            f"feed_forward.w1 has {shapes.ffn_hidden} rows but dim {shapes.dim} gives"
-            f" {config.ffn_hidden} (4·dim rounded up to a multiple of 256)"
-        )
-    return config
-
-
 __all__ = [
     "is_diffusers_lumina",
     "lumina_diffusers_state_dict",
     "lumina_comfy_names",
     "lumina_config_from_diffusers",
     "lumina_diffusers_config",
-    "lumina_config_from_shapes",
 ]

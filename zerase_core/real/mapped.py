@@ -11,22 +11,10 @@ from pathlib import Path
 
 import torch
 
+from ..common.files import SAFETENSORS_DTYPES
 from ..model.checkpoint_keys import CheckpointError
 
-_DTYPES = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "F8_E4M3": torch.float8_e4m3fn,
-    "F8_E5M2": torch.float8_e5m2,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
+_DTYPES = {name: dtype for dtype, name in SAFETENSORS_DTYPES.items()}
 
 
 def read_header(path: Path) -> tuple[dict[str, dict], dict[str, str], int]:
@@ -86,4 +74,15 @@ def mapped_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, s
     return tensors, metadata
 
 
-__all__ = ["read_header", "mapped_safetensors"]
+def mapped_folder(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of every `.safetensors` file in a folder (a diffusers component), memory-mapped."""
+    files = sorted(Path(path).glob("*.safetensors"))
+    if not files:
+        raise CheckpointError(f"{path} holds no .safetensors weights (pickled .bin files are never read)")
+    tensors: dict[str, torch.Tensor] = {}
+    for file in files:
+        tensors.update(mapped_safetensors(file)[0])
+    return tensors
+
+
+__all__ = ["read_header", "mapped_safetensors", "mapped_folder"]

@@ -7,42 +7,31 @@ from pathlib import Path
 
 import torch
 
-from ..model.checkpoint import fingerprint
 from ..formats.erasure_file import ErasureFileError, read_erasure
+from ..model.checkpoint import fingerprint
 from .sources import ModelSource, load_transformer
 from .world import parts
 
 MODEL_OPTIONS = ("model", "dit", "text_encoder", "vae", "tokenizer")
+# the help of each option in MODEL_OPTIONS, all paths
+_MODEL_HELP = {
+    "model": "a diffusers Z-Image or Lumina-Image-2.0 folder (model_index.json) or a ComfyUI diffusion-model file"
+    " (e.g. z_image_turbo_bf16.safetensors, lumina_2_model_bf16.safetensors)",
+    "dit": "the ComfyUI diffusion-model file (same as --model FILE)",
+    "text_encoder": "ComfyUI text-encoder file (qwen_3_4b.safetensors; Lumina-2: gemma_2_2b_fp16.safetensors)"
+    " or a diffusers text_encoder/ folder",
+    "vae": "ComfyUI VAE file (ae.safetensors) or a diffusers vae/ folder",
+    "tokenizer": "tokenizer folder (default: the diffusers folder's; Z-Image: else"
+    " $COMFYUI_PATH/comfy/text_encoders/qwen25_tokenizer; Lumina-2 with single files: the one inside the Gemma"
+    " file (ComfyUI's spiece_model), else the tokenizer/ folder of a diffusers Lumina-Image-2.0 download)",
+}
 
 
 def add_model_arguments(parser) -> None:
     """--model / --dit / --text-encoder / --vae / --tokenizer: a real Z-Image instead of the bundled nano model."""
     group = parser.add_argument_group("real model (instead of the bundled nano model)")
-    group.add_argument(
-        "--model",
-        type=Path,
-        help="a diffusers Z-Image or Lumina-Image-2.0 folder (model_index.json)"
-        " or a ComfyUI diffusion-model file (e.g."
-        " z_image_turbo_bf16.safetensors, lumina_2_model_bf16.safetensors)",
-    )
-    group.add_argument("--dit", type=Path, help="the ComfyUI diffusion-model file (same as --model FILE)")
-    group.add_argument(
-        "--text-encoder",
-        type=Path,
-        help="ComfyUI text-encoder file (qwen_3_4b.safetensors;"
-        " Lumina-2: gemma_2_2b_fp16.safetensors) or a diffusers"
-        " text_encoder/ folder",
-    )
-    group.add_argument("--vae", type=Path, help="ComfyUI VAE file (ae.safetensors) or a diffusers vae/ folder")
-    group.add_argument(
-        "--tokenizer",
-        type=Path,
-        help="tokenizer folder (default: the diffusers folder's; Z-Image:"
-        " else $COMFYUI_PATH/comfy/text_encoders/qwen25_tokenizer;"
-        " Lumina-2 with single files: the one inside the Gemma file"
-        " (ComfyUI's spiece_model), else the tokenizer/ folder of a"
-        " diffusers Lumina-Image-2.0 download)",
-    )
+    for name in MODEL_OPTIONS:
+        group.add_argument(f"--{name.replace('_', '-')}", type=Path, help=_MODEL_HELP[name])
     group.add_argument(
         "--device",
         default="cpu",

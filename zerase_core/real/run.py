@@ -13,32 +13,31 @@ made here applies, and resumes, in ComfyUI and the other way round.
 from __future__ import annotations
 
 import gc
-import re
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from ..model.checkpoint import fingerprint
-from ..engine.erase_config import EraseConfig
-from ..formats.erasure_file import ErasureInfo, adapter_dict, read_erasure, save_erasure
 from ..common.progress import PhaseCounter, Progress
 from ..common.prompts import PromptSet
-from ..engine.shuffle_bank import PreparedConditioner, ShuffleBank
+from ..engine.erase_config import EraseConfig
 from ..engine.methods import shuffles
+from ..engine.run import erasure_info
 from ..engine.trainer import EraseTrainer
+from ..formats.erasure_file import read_erasure, save_erasure
+from ..model.checkpoint import fingerprint
 from .options import add_model_arguments, check_base, device_of, real_source  # noqa: F401 (the CLI's)
+from .prompts import encode_all, real_prompt_set, training_prompts
 from .sources import ModelSource, load_transformer
-from .world import TURBO, RealWorld, conditioner, load_vae_of, missing_parts
+from .world import TURBO, RealWorld, load_vae_of, missing_parts
 
 DEFAULT_BANK = 8  # word orders per erase prompt when the user gives no --shuffle-bank
 DEFAULT_RESOLUTION = 512  # training resolution of Z-Image (the node's advice)
-ERASE_TEMPLATES = ("{}", "a picture of {}", "a photo of {}", "a painting of {}")
 REAL_PHASES = {"encode prompts": "prompt", "sample": "step", "decode": "image"}
 
 
-def _on_device(dit, device: torch.device):
+def dit_on_device(dit, device: torch.device):
     """(DiT, denoise): on the CPU the DiT itself; on a GPU its weights copied there and a denoiser that moves inputs
     in and float32 velocities back (the x_t pool and teacher cache stay in CPU memory, as in docs/gpu-h200)."""
     if device.type == "cpu":
@@ -49,74 +48,6 @@ def _on_device(dit, device: torch.device):
     return dit, DeviceDenoiser(dit, device)
 
 
-class _Release:
-    """A PromptSet stand-in for prompts whose keywords nobody asks for (generate's)."""
-
-    @staticmethod
-    def keywords_in(prompt: str) -> list[str]:
-        return []
-
-
-class _Counting:
-    """A conditioner that reports each encoded prompt to a PhaseCounter."""
-
-    def __init__(self, inner, counter: PhaseCounter):
-        self.inner, self.counter = inner, counter
-
-    def encode(self, prompts):
-        result = self.inner.encode(prompts)
-        self.counter.advance(len(prompts))
-        return result
-
-    def keyword_positions(self, prompt, keyword):
-        return self.inner.keyword_positions(prompt, keyword)
-
-
-def encode_all(
-    source: ModelSource, prompts, prompt_set=None, progress: Progress | None = None, keywords=()
-) -> PreparedConditioner:
-    """Features (and keyword rows) of every prompt, then the text encoder is released: the result holds none."""
-    unique = list(dict.fromkeys(prompts))
-    text = conditioner(source)
-    try:
-        for keyword in keywords:
-            text.check_keyword(keyword)
-        counted = _Counting(text, PhaseCounter(progress, "encode prompts", len(unique)))
-        return PreparedConditioner(counted, unique, prompt_set or _Release())
-    finally:
-        text.release()
-        del text
-        gc.collect()
-
-
-def _without(prompt: str, keywords) -> str:
-    text = prompt
-    for keyword in sorted(keywords, key=len, reverse=True):
-        text = re.sub(rf"(?i)\b{re.escape(keyword)}\b", " ", text)
-    return " ".join(text.split())
-
-
-def real_prompt_set(concepts: list[str], prompts: list[str] | None, anchors: list[str] | None) -> PromptSet:
-    """Erase prompts (given, else templates around each concept), the concepts as keywords, mapped prompts (the
-    anchors, else each erase prompt without its keywords) as ZEraseTrain builds them."""
-    keywords = tuple(dict.fromkeys(concept.strip() for concept in concepts if concept.strip()))
-    if not keywords:
-        raise ValueError("give at least one --concept (the word or words to erase, e.g. 'Van Gogh')")
-    erase = tuple(
-        dict.fromkeys(prompts or [template.format(keyword) for keyword in keywords for template in ERASE_TEMPLATES])
-    )
-    targets = tuple(anchors) if anchors else tuple(_without(prompt, keywords) for prompt in erase)
-    return PromptSet(erase=erase, keywords=keywords, anchors=targets, targets=targets)
-
-
-def training_prompts(prompts: PromptSet, config: EraseConfig) -> list[str]:
-    """Every prompt the trainer encodes: erase, anchors, mapped, empty, and the bank's word orders."""
-    needed = [*prompts.erase, *prompts.anchors, *prompts.targets, *prompts.preserve, ""]
-    if config.shuffle_bank and shuffles(config.method):
-        needed += ShuffleBank(prompts, prompts.erase, config.shuffle_bank, config.seed).prompts()
-    return needed
-
-
 def prepare_config(config: EraseConfig, resolution: int) -> EraseConfig:
     if resolution % 16 or resolution < 16:
         raise ValueError(
@@ -125,39 +56,6 @@ def prepare_config(config: EraseConfig, resolution: int) -> EraseConfig:
     if shuffles(config.method) and not config.shuffle_bank:
         config = replace(config, shuffle_bank=DEFAULT_BANK)  # no text encoder during training
     return replace(config, latent_size=(resolution // 8, resolution // 8))
-
-
-def _info(
-    trainer: EraseTrainer,
-    prompts: PromptSet,
-    config: EraseConfig,
-    base: str,
-    base_config: dict,
-    partial: bool,
-    summary: dict | None = None,
-) -> ErasureInfo:
-    return ErasureInfo(
-        method=config.method,
-        concepts=prompts.keywords,
-        keywords=prompts.keywords,
-        anchors=prompts.anchors[:8],
-        adapter=adapter_dict(trainer.adapters.config),
-        base_fingerprint=base,
-        base_config=base_config,
-        recommended_strength=1.0,
-        steps_done=trainer.step,
-        steps_total=config.steps,
-        seed=config.seed,
-        partial=partial,
-        summary={**trainer.summary(), **(summary or {})},
-        training={
-            "config": config.to_dict(),
-            "anchors": list(prompts.anchors),
-            "erase": list(prompts.erase),
-            "targets": list(prompts.targets),
-            "state": trainer.state_metadata(),
-        },
-    )
 
 
 def resume_prompts(path: Path):
@@ -198,7 +96,7 @@ def erase_real(
     dit = load_transformer(source)
     dit.gradient_checkpointing = True  # a block's activations are recomputed in the backward, not kept
     base, base_config = fingerprint(dit), dit.config.to_dict()
-    dit, denoise = _on_device(dit, torch.device(device))
+    dit, denoise = dit_on_device(dit, torch.device(device))
     trainer = EraseTrainer(
         dit,
         prepared,
@@ -225,29 +123,27 @@ def erase_real(
         try:
             trainer.run(step_done)
         except BaseException:
-            save_erasure(
-                out,
-                trainer.adapters,
-                _info(trainer, prompts, config, base, base_config, True),
-                extra_tensors=trainer.state_tensors(),
-            )
+            partial = erasure_info(trainer, prompts.keywords, prompts, config, base, base_config, 1.0, True)
+            save_erasure(out, trainer.adapters, partial, extra_tensors=trainer.state_tensors())
             raise
         summary = {
             "train_seconds": time.monotonic() - started,
             "strength_table": [],
             "strength_search": "skipped: no offline judge for real models",
         }
-        return save_erasure(out, trainer.adapters, _info(trainer, prompts, config, base, base_config, False, summary))
+        info = erasure_info(trainer, prompts.keywords, prompts, config, base, base_config, 1.0, False, summary)
+        return save_erasure(out, trainer.adapters, info)
     finally:
         trainer.adapters.detach()
 
 
-class _Steps(torch.nn.Module):
+class CountedSteps(torch.nn.Module):
     """The DiT, reporting one "sample" unit per new sigma (cond and uncond calls of a step count once)."""
 
     def __init__(self, dit, counter: PhaseCounter):
         super().__init__()
-        self.dit, self.counter, self.last = dit, counter, None
+        self.dit, self.counter = dit, counter
+        self.last: float | None = None
 
     def forward(self, x, sigma, context, lengths):
         key = float(sigma.reshape(-1)[0])
@@ -258,39 +154,13 @@ class _Steps(torch.nn.Module):
 
 
 def generate_real(
-    source: ModelSource,
-    prompts: list[str],
-    seeds: list[int],
-    steps: int = TURBO["steps"],
-    cfg: float = TURBO["cfg"],
-    height: int = 1024,
-    width: int = 1024,
-    erasures=(),
-    strengths=(),
-    allow_other_base: bool = False,
-    allow_partial: bool = False,
-    progress: Progress | None = None,
-    device: str = "cpu",
+    source: ModelSource, *sampling, progress: Progress | None = None, device: str = "cpu"
 ) -> torch.Tensor:
-    """Images (B, 3, H, W) in [0, 1]; each erasure file attached at its strength (default: its recommended one,
-    1/N of it for N files, as on the nano model). A missing VAE is named before any sampling."""
-    missing_parts(source, ("text_encoder", "tokenizer"))
-    latents = sample_real(
-        source,
-        prompts,
-        seeds,
-        steps,
-        cfg,
-        height,
-        width,
-        erasures,
-        strengths,
-        allow_other_base,
-        allow_partial,
-        progress,
-        device=device,
-        needs=("vae",),
-    )
+    """Images (B, 3, H, W) in [0, 1] of `sample_real` (the same sampling arguments: prompts, seeds, steps, cfg,
+    height, width, erasures, strengths, allow_other_base, allow_partial); each erasure file attached at its strength
+    (default: its recommended one, 1/N of it for N files, as on the nano model). A missing text encoder or VAE is
+    named before any sampling."""
+    latents = sample_real(source, *sampling, progress=progress, device=device, needs=("vae",))
     return decode_latents(source, latents, progress)
 
 
@@ -306,6 +176,7 @@ def sample_real(
     strengths=(),
     allow_other_base: bool = False,
     allow_partial: bool = False,
+    *,
     progress: Progress | None = None,
     noise: torch.Tensor | None = None,
     device: str = "cpu",
@@ -321,7 +192,8 @@ def sample_real(
     try:
         for index, path in enumerate(erasures):
             strength = strengths[index] if index < len(strengths) else None
-            edits.append(attach_file(world, path, strength, allow_other_base, allow_partial))
+            # attach_file reads only `world.dit`, which a RealWorld has as a NanoWorld does
+            edits.append(attach_file(world, path, strength, allow_other_base, allow_partial))  # type: ignore[arg-type]
             if isinstance(edits[-1][0], torch.nn.Module):
                 edits[-1][0].to(torch.device(device))
         missing_parts(source, needs)
@@ -329,13 +201,13 @@ def sample_real(
             for index, (edit, info) in enumerate(edits):
                 if index >= len(strengths):
                     edit.set_strength(info.recommended_strength / len(edits))
-        dit, denoise = _on_device(world.dit, torch.device(device))
-        counted = _Steps(denoise or dit, PhaseCounter(progress, "sample", steps))
+        dit, denoise = dit_on_device(world.dit, torch.device(device))
+        counted = CountedSteps(denoise or dit, PhaseCounter(progress, "sample", steps))
         latents = world.sample_latents(prompts, seeds, steps, cfg, height, width, model=counted, noise=noise)
     finally:
         for edit, _ in reversed(edits):
             edit.detach()
-    world.dit = None
+    del world, dit, denoise, counted  # the DiT goes before the VAE comes
     gc.collect()
     return latents
 
@@ -353,6 +225,8 @@ def decode_latents(source: ModelSource, latents: torch.Tensor, progress: Progres
 
 
 __all__ = [
+    "dit_on_device",
+    "CountedSteps",
     "encode_all",
     "real_prompt_set",
     "training_prompts",

@@ -15,11 +15,12 @@ from pathlib import Path
 import torch
 
 from ..model.checkpoint import load_dit
-from ..model.checkpoint_keys import CheckpointError, UnsupportedModelError, detect_architecture, strip_prefix
+from ..model.checkpoint_detect import detect_architecture
+from ..model.checkpoint_keys import CheckpointError, UnsupportedModelError, strip_prefix
 from ..model.dit import ZImageDiT
 from .diffusers_format import config_from_diffusers
 from .lumina import lumina_config_from_diffusers
-from .mapped import mapped_safetensors, read_header
+from .mapped import mapped_folder, mapped_safetensors, read_header
 
 SUPPORTED = (
     "Z-Image / Z-Image-Turbo: a ComfyUI diffusion-model file (e.g. z_image_turbo_bf16.safetensors) or a"
@@ -107,7 +108,7 @@ def _folder_source(path: Path) -> ModelSource:
         index = _json(path / "model_index.json")
         name = index.get("_class_name")
         if name not in PIPELINES:
-            known = KNOWN_OTHER_PIPELINES.get(name)
+            known = KNOWN_OTHER_PIPELINES.get(name) if isinstance(name, str) else None
             found = f"{name} ({known})" if known else repr(name)
             raise UnsupportedModelError(f"{path}/model_index.json names the pipeline {found}. Supported: {SUPPORTED}")
         parts = {part: path / part for part in ("transformer", "text_encoder", "tokenizer", "vae")}
@@ -148,15 +149,9 @@ def load_transformer(source: ModelSource | str | Path, dtype: torch.dtype | None
         source = find_model(source)
     path = source.dit
     if path.is_dir():
-        files = sorted(path.glob("*.safetensors"))
-        if not files:
-            raise CheckpointError(f"{path} holds no .safetensors weights (pickled .bin files are never read)")
-        tensors: dict[str, torch.Tensor] = {}
-        for file in files:
-            part, _ = mapped_safetensors(file)
-            tensors.update(part)
+        tensors = mapped_folder(path)
         data = _json(path / "config.json")
-        kind, read_config = TRANSFORMERS.get(data.get("_class_name"), TRANSFORMERS["ZImageTransformer2DModel"])
+        _, read_config = TRANSFORMERS.get(data.get("_class_name", ""), TRANSFORMERS["ZImageTransformer2DModel"])
         metadata = read_config(data).to_metadata()
     else:
         tensors, metadata = mapped_safetensors(path)

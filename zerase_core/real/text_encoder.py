@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from ..model.checkpoint_keys import CheckpointError
-from .mapped import mapped_safetensors
+from .mapped import mapped_folder, mapped_safetensors
 
 COMFY_TEMPLATE = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
 MAX_TOKENS = 512
@@ -49,34 +49,40 @@ def _base_names(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return names
 
 
+def check_decoder(tensors: dict[str, torch.Tensor], family: str, own: str) -> None:
+    """Refuse a state dict that lacks a tensor a decoder-only text encoder's shapes are read from (`own`: the one
+    that tells this family apart)."""
+    needed = ("embed_tokens.weight", "layers.0.self_attn.q_proj.weight", "layers.0.self_attn.k_proj.weight", own)
+    missing = [name for name in (*needed, "layers.0.mlp.gate_proj.weight") if name not in tensors]
+    if missing:
+        raise CheckpointError(
+            f"not a {family} text encoder: {', '.join(missing)} missing (found e.g. {', '.join(list(tensors)[:4])})"
+        )
+
+
+def decoder_widths(tensors: dict[str, torch.Tensor], head_dim: int) -> dict[str, int]:
+    """The transformers config fields that a decoder-only text encoder's shapes give, for a known head dim."""
+    vocab, hidden = tensors["embed_tokens.weight"].shape
+    return dict(
+        vocab_size=int(vocab),
+        hidden_size=int(hidden),
+        head_dim=int(head_dim),
+        num_hidden_layers=1 + max(int(match[1]) for match in map(_LAYER.match, tensors) if match),
+        num_attention_heads=int(tensors["layers.0.self_attn.q_proj.weight"].shape[0] // head_dim),
+        num_key_value_heads=int(tensors["layers.0.self_attn.k_proj.weight"].shape[0] // head_dim),
+        intermediate_size=int(tensors["layers.0.mlp.gate_proj.weight"].shape[0]),
+    )
+
+
 def qwen3_config_from_shapes(tensors: dict[str, torch.Tensor], extra: dict | None = None):
     """A Qwen3Config for a Qwen3 text-encoder state dict (ComfyUI's qwen_3_4b.safetensors has no config): widths
     from the shapes; rope theta, eps and context length are Qwen3-4B's unless `extra` says otherwise."""
     transformers = _transformers()
-    needed = (
-        "embed_tokens.weight",
-        "layers.0.self_attn.q_proj.weight",
-        "layers.0.self_attn.k_proj.weight",
-        "layers.0.self_attn.q_norm.weight",
-        "layers.0.mlp.gate_proj.weight",
-    )
-    missing = [name for name in needed if name not in tensors]
-    if missing:
-        raise CheckpointError(
-            f"not a Qwen3 text encoder: {', '.join(missing)} missing (found e.g. {', '.join(list(tensors)[:4])})"
-        )
-    vocab, hidden = tensors["embed_tokens.weight"].shape
+    check_decoder(tensors, "Qwen3", "layers.0.self_attn.q_norm.weight")
     head_dim = tensors["layers.0.self_attn.q_norm.weight"].shape[0]
-    layers = 1 + max(int(match[1]) for match in map(_LAYER.match, tensors) if match)
     settings = {**QWEN3_4B, **(extra or {})}
     return transformers.Qwen3Config(
-        vocab_size=int(vocab),
-        hidden_size=int(hidden),
-        num_hidden_layers=layers,
-        head_dim=int(head_dim),
-        num_attention_heads=int(tensors["layers.0.self_attn.q_proj.weight"].shape[0] // head_dim),
-        num_key_value_heads=int(tensors["layers.0.self_attn.k_proj.weight"].shape[0] // head_dim),
-        intermediate_size=int(tensors["layers.0.mlp.gate_proj.weight"].shape[0]),
+        **decoder_widths(tensors, head_dim),
         tie_word_embeddings=True,
         rope_theta=settings["rope_theta"],
         rope_parameters={"rope_type": "default", "rope_theta": settings["rope_theta"]},
@@ -89,13 +95,7 @@ def encoder_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     """The memory-mapped tensors of a text encoder (a ComfyUI single file or a diffusers text_encoder/ folder), under
     the base model's names."""
     path = Path(path)
-    files = sorted(path.glob("*.safetensors")) if path.is_dir() else [path]
-    if not files:
-        raise CheckpointError(f"{path} holds no .safetensors weights (pickled .bin files are never read)")
-    tensors: dict[str, torch.Tensor] = {}
-    for file in files:
-        tensors.update(mapped_safetensors(file)[0])
-    return _base_names(tensors)
+    return _base_names(mapped_folder(path) if path.is_dir() else mapped_safetensors(path)[0])
 
 
 def build_encoder(model_class, config, tensors: dict[str, torch.Tensor], dtype: torch.dtype | None, path, family: str):
@@ -192,7 +192,7 @@ class QwenConditioner:
         start = text.rfind(prompt)
         low, high = (start, start + len(prompt)) if start >= 0 else (0, len(text))
         offsets = self._tokens(prompt)["offset_mapping"]
-        positions = set()
+        positions: set[int] = set()
         for match in re.finditer(rf"(?i)(?<!\w){re.escape(keyword.strip())}(?!\w)", text[low:high]):
             begin, end = low + match.start(), low + match.end()
             positions.update(index for index, (first, last) in enumerate(offsets) if first < end and last > begin)

@@ -10,25 +10,33 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, TypedDict
 
 import torch
 
+from ..common.prompts import TextConditioner
 from ..model.dit import ZImageDiT
 from ..model.sampling import euler_sample, guided_velocity, initial_noise, shifted_sigmas
 from .sources import ModelSource, find_model
 from .text_encoder import COMFY_TEMPLATE, QwenConditioner, load_qwen3, load_tokenizer
 from .vae import decode, load_vae
 
-TURBO = {"steps": 8, "cfg": 1.0}  # Z-Image-Turbo: 8 steps, no guidance
-BASE = {"steps": 50, "cfg": 5.0}  # Z-Image (base): diffusers' guidance_scale 4 = cfg 5
-LUMINA2 = {"steps": 25, "cfg": 4.0}  # Lumina-Image-2.0: ComfyUI's template (25 steps, cfg 4, shift 6);
+
+class SamplerPreset(TypedDict):
+    steps: int
+    cfg: float
+
+
+TURBO: SamplerPreset = {"steps": 8, "cfg": 1.0}  # Z-Image-Turbo: 8 steps, no guidance
+BASE: SamplerPreset = {"steps": 50, "cfg": 5.0}  # Z-Image (base): diffusers' guidance_scale 4 = cfg 5
+LUMINA2: SamplerPreset = {"steps": 25, "cfg": 4.0}  # Lumina-Image-2.0: ComfyUI's template (25 steps, cfg 4, shift 6);
 #                                           Lumina2Pipeline's guidance_scale 4 is the same cfg (30 steps default)
 PRESETS = {"turbo": TURBO, "base": BASE, "lumina2": LUMINA2}
 PRESET_KINDS = {"turbo": "z-image", "base": "z-image", "lumina2": "lumina2"}
 DEFAULT_PRESET = {"z-image": "turbo", "lumina2": "lumina2"}
 
 
-def sampler_preset(kind: str, name: str | None) -> dict:
+def sampler_preset(kind: str, name: str | None) -> SamplerPreset:
     """{"steps", "cfg"} of a --preset for a model kind; None = the kind's default (Turbo's, Lumina-2's)."""
     name = name or DEFAULT_PRESET[kind]
     if PRESET_KINDS[name] != kind:
@@ -61,19 +69,20 @@ def parts(
     tokenizer: str | Path | None = None,
 ) -> ModelSource:
     """Every part of one real model: `model` (a diffusers folder or a DiT file), the others override or add."""
-    if model is None and dit is None:
+    main = model if model is not None else dit
+    if main is None:
         raise ValueError(
             "give --model (a diffusers folder or a DiT .safetensors) or --dit with --text-encoder and --vae"
         )
-    source = find_model(model if model is not None else dit)
+    source = find_model(main)
     if model is not None and dit is not None:
         source = replace(source, dit=find_model(dit).dit)
-    overrides = {
-        name: Path(value)
-        for name, value in (("text_encoder", text_encoder), ("vae", vae), ("tokenizer", tokenizer))
-        if value is not None
-    }
-    source = replace(source, **overrides)
+    source = replace(
+        source,
+        text_encoder=_path_or(text_encoder, source.text_encoder),
+        vae=_path_or(vae, source.vae),
+        tokenizer=_path_or(tokenizer, source.tokenizer),
+    )
     if source.tokenizer is None and source.kind == "z-image":
         source = replace(source, tokenizer=comfy_tokenizer())
     if source.tokenizer is None and source.kind == "lumina2":  # ComfyUI's Gemma file carries its tokenizer
@@ -82,6 +91,10 @@ def parts(
         if source.text_encoder is not None and has_embedded_tokenizer(source.text_encoder):
             source = replace(source, tokenizer=source.text_encoder)
     return source
+
+
+def _path_or(given: str | Path | None, found: Path | None) -> Path | None:
+    return Path(given) if given is not None else found
 
 
 HINTS = {
@@ -108,6 +121,14 @@ def missing_parts(source: ModelSource, needed: tuple[str, ...]) -> None:
         raise ValueError(f"{source.dit} needs {' and '.join(absent)}")
 
 
+def required_part(source: ModelSource, name: str) -> Path:
+    """The path of part `name` of `source`; the error of `missing_parts` when it has none."""
+    path = getattr(source, name)
+    if path is None:
+        missing_parts(source, (name,))
+    return path
+
+
 def conditioner(source: ModelSource, dtype: torch.dtype | None = None) -> QwenConditioner:
     """The text encoder of `source` (loaded now) with its tokenizer: a diffusers folder's tokenizer brings its chat
     template; ComfyUI's tokenizer folder gets ComfyUI's Z-Image template."""
@@ -116,20 +137,21 @@ def conditioner(source: ModelSource, dtype: torch.dtype | None = None) -> QwenCo
         from .gemma import gemma_conditioner
 
         return gemma_conditioner(source, dtype)
-    tokenizer = load_tokenizer(source.tokenizer)
+    tokenizer = load_tokenizer(required_part(source, "tokenizer"))
     own_template = (
         source.folder is not None
         and source.tokenizer == source.folder / "tokenizer"
         and getattr(tokenizer, "chat_template", None)
     )
-    return QwenConditioner(tokenizer, load_qwen3(source.text_encoder, dtype), None if own_template else COMFY_TEMPLATE)
+    encoder = load_qwen3(required_part(source, "text_encoder"), dtype)
+    return QwenConditioner(tokenizer, encoder, None if own_template else COMFY_TEMPLATE)
 
 
 @dataclass
 class RealWorld:
     dit: ZImageDiT
-    conditioner: object  # a TextConditioner
-    vae: object | None = None
+    conditioner: TextConditioner
+    vae: Any = None  # a diffusers AutoencoderKL (diffusers ships no types); None without a VAE
 
     @property
     def latent_factor(self) -> int:
@@ -165,26 +187,16 @@ class RealWorld:
         return euler_sample(velocity, start, shifted_sigmas(steps, self.dit.config.shift))
 
     @torch.no_grad()
-    def generate(
-        self,
-        prompts: list[str],
-        seeds: list[int],
-        steps: int,
-        cfg: float,
-        height: int,
-        width: int,
-        model: torch.nn.Module | None = None,
-        noise: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Images (B, 3, H, W) in [0, 1]; `model` overrides the DiT (e.g. one carrying erasure adapters)."""
+    def generate(self, *sampling, **options) -> torch.Tensor:
+        """Images (B, 3, H, W) in [0, 1] of `sample_latents` (the same arguments: prompts, seeds, steps, cfg, height,
+        width, model, noise); `model` overrides the DiT (e.g. one carrying erasure adapters)."""
         if self.vae is None:
             raise ValueError("this model has no VAE; give --vae (e.g. ae.safetensors)")
-        return decode(self.vae, self.sample_latents(prompts, seeds, steps, cfg, height, width, model, noise))
+        return decode(self.vae, self.sample_latents(*sampling, **options))
 
 
 def load_vae_of(source: ModelSource):
-    missing_parts(source, ("vae",))
-    return load_vae(source.vae)
+    return load_vae(required_part(source, "vae"))
 
 
 __all__ = [
