@@ -95,7 +95,7 @@ def lumina_single_files(folder: Path, seed: int = 0) -> dict[str, Path]:
     (`model.` keys as gemma_2_2b_fp16.safetensors), the Flux-layout VAE, and a tokenizer/ folder."""
     from test_lumina_real import tiny_gemma2
     from zerase_core.model.checkpoint import load_dit
-    from zerase_core.real.lumina import lumina_config_from_diffusers
+    from zerase_core.model.lumina_keys import lumina_config_from_diffusers
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"dit": folder / f"lumina_2_tiny_{seed}.safetensors", "text_encoder": folder / "gemma_2_tiny.safetensors",
              "vae": single_files_vae(folder), "tokenizer": folder / "gemma_tokenizer"}

@@ -10,7 +10,7 @@ import torch
 from zerase_core.model.checkpoint import detect_architecture, fingerprint, load_dit
 from zerase_core.model.config import DiTConfig
 from zerase_core.model.dit import ZImageDiT
-from zerase_core.real.lumina import (lumina_comfy_names, lumina_config_from_diffusers, lumina_diffusers_config,
+from zerase_core.model.lumina_keys import (lumina_comfy_names, lumina_config_from_diffusers, lumina_diffusers_config,
                                      lumina_diffusers_state_dict)
 
 diffusers = pytest.importorskip("diffusers", reason="diffusers is not installed; the real-model parity tests need"

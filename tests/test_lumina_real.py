@@ -20,7 +20,7 @@ from test_lumina_diffusers_parity import TINY, random_diffusers, relative  # noq
 from test_real_generate import TINY_VAE  # noqa: E402
 from zerase_core.model.checkpoint import load_dit  # noqa: E402
 from zerase_core.real.gemma import SYSTEM_PROMPT, GemmaConditioner, load_gemma2  # noqa: E402
-from zerase_core.real.lumina import lumina_config_from_diffusers  # noqa: E402
+from zerase_core.model.lumina_keys import lumina_config_from_diffusers  # noqa: E402
 from zerase_core.real.sources import component_kind, find_model, load_transformer  # noqa: E402
 from zerase_core.real.vae import load_vae  # noqa: E402
 from zerase_core.real.world import RealWorld, conditioner, parts, unshifted_sigmas  # noqa: E402

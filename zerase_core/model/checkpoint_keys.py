@@ -56,7 +56,7 @@ def normalize_keys(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
 
 def comfy_names(state_dict: StateDict) -> StateDict:
     """ComfyUI names for prefix-free keys; fuses to_q/to_k/to_v inside `state_dict`, popping each part as it goes."""
-    from ..real.lumina import is_diffusers_lumina, lumina_comfy_names
+    from .lumina_keys import is_diffusers_lumina, lumina_comfy_names
 
     if is_diffusers_lumina(state_dict):  # diffusers' Lumina2Transformer2DModel names
         return lumina_comfy_names(state_dict)

@@ -24,8 +24,8 @@ from collections.abc import Mapping
 
 import torch
 
-from ..model.checkpoint_keys import CheckpointError
-from ..model.config import DiTConfig
+from .checkpoint_keys import CheckpointError
+from .config import DiTConfig
 
 DIFFUSERS_QK_NORM_EPS = 1e-5
 DIFFUSERS_ROPE_THETA = 10000.0
