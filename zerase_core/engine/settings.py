@@ -46,6 +46,12 @@ def setting(default: Any, help: str, **options: Any) -> Any:
     return dataclasses.field(default=default, metadata={KEY: Setting(help, **options)})
 
 
+def count_setting(default: int, help: str, maximum: int, name: str) -> Any:
+    """A whole-number setting from 1 to `maximum` that is both the `erase` option `--name` (dashed) and the node
+    widget `name`: the counts a user sets in either place (steps, rank, batch and pool sizes)."""
+    return setting(default, help, minimum=1, maximum=maximum, kind=int, cli="--" + name.replace("_", "-"), node=name)
+
+
 def described(config_class) -> dict[str, tuple[dataclasses.Field, Setting]]:
     """Field name -> (field, Setting) of every described field, in field order."""
     return {
