@@ -23,7 +23,7 @@ from .presets import (
     SLICE_PRESETS,
     TARGET_STATES,
 )
-from .settings import check_ranges, count_setting, setting
+from .settings import check_ranges, cli_and_node, count_setting, setting
 
 METHODS = method_names(trainable=True)  # engine/methods: one file per method (as registered at import)
 
@@ -53,9 +53,8 @@ class EraseConfig:
         minimum=0.0,
         maximum=50.0,
         hint=" (negative guidance η; the paper uses 2)",
-        cli="--eta",
-        node="eta",
         step=0.1,
+        **cli_and_node("eta"),
     )
     erase_target: str | None = None  # ERASE_TARGETS; None = per method (zerase: anchor)
     target_eta: float | None = setting(
@@ -79,11 +78,10 @@ class EraseConfig:
         minimum=0.0,
         maximum=1.0,
         hint=" (ε presets: 1e-3 … 1e-2)",
-        cli="--epsilon",
-        node="epsilon",
         node_default=0.0,
         step=1e-4,
         round=1e-6,
+        **cli_and_node("epsilon"),
     )
     # Dual step size of λ. The paper uses 0.1 over 1,000 steps; our default run is 200 steps, and λ integrates
     # β·g̃ per step, so 0.1 left λ too small to hold L_pr (nano, 2026-11-28: yellow keep 0.84× base at β 0.1,
@@ -93,9 +91,8 @@ class EraseConfig:
         "β: step size of the λ update (the paper: 0.1 over 1,000 steps).",
         minimum=0.0,
         maximum=100.0,
-        cli="--beta",
-        node="beta",
         step=0.01,
+        **cli_and_node("beta"),
     )
     lagrangian_alpha: float | None = setting(
         None,
@@ -124,8 +121,6 @@ class EraseConfig:
         maximum=4096,
         kind=int,
         hint=" (word orders encoded per erase prompt before training; 0 = a fresh order every step)",
-        cli="--shuffle-bank",
-        node="shuffle_bank",
         metavar="K",
         node_minimum=-1,
         node_help=(
@@ -134,6 +129,7 @@ class EraseConfig:
             "on a CPU. -1: a fresh order every step (the paper), the text encoder runs while "
             "training. K: K orders, the steps pick among them."
         ),
+        **cli_and_node("shuffle_bank"),
     )
     batch_size: int = count_setting(4, "Pool states per training step.", 1024, "batch_size")
     probe_size: int = setting(
