@@ -19,8 +19,8 @@ from zerase_fixtures import TINY_CONFIG, WordConditioner, fresh_dit
 
 from zerase_core.bench import memory_model
 from zerase_core.bench.block_bytes import measure_block_bytes
-from zerase_core.bench.perf import add_perf_arguments, run_perf
 from zerase_core.bench.meters import StageClock
+from zerase_core.bench.perf import add_perf_arguments, run_perf
 from zerase_core.bench.perf_steps import STAGES, BenchTrainer
 from zerase_core.cli import main as cli_main
 from zerase_core.common.prompts import PromptSet
