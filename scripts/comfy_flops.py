@@ -77,7 +77,7 @@ def comfy_patcher(bridge, config, dtype):
     import comfy.model_patcher
     import comfy.supported_models
 
-    from zerase_core.bench.perf_flops import META
+    from zerase_core.bench.meta_count import META
     models = importlib.import_module(f"{PACK_NAME}.comfy_bridge.models")
     model_config = comfy.supported_models.ZImage(models._unet_config(config))
     model_config.sampling_settings = {"multiplier": 1.0, "shift": config.shift}
@@ -92,15 +92,9 @@ def comfy_patcher(bridge, config, dtype):
 def comfy_path_counts(bridge, config, settings: dict, size: int, rank: int, prompts) -> dict:
     """{"comfyui": counts} of one ZEraseTrain step: `comfy_bridge.training` on a meta MODEL, the trainer's denoiser
     its `NextDiTDenoiser`, the adapters attached through its PatcherInjection (as nodes/train_node.py runs it)."""
-    from zerase_core.bench.perf_options import DTYPES
-    from zerase_core.bench.perf_flops import (
-        FlopTrainer,
-        MetaTensors,
-        count_step,
-        erase_config,
-        reference_forward_flops,
-        to_meta,
-    )
+    from zerase_core.bench.meta_count import MetaTensors, to_meta
+    from zerase_core.bench.perf_flops import FlopTrainer, count_step, reference_forward_flops
+    from zerase_core.bench.perf_options import DTYPES, step_config
     from zerase_core.bench.synthetic import SyntheticConditioner
     with MetaTensors(), gpu_attention():
         patcher = comfy_patcher(bridge, config, DTYPES[settings["dtype"]])
@@ -111,7 +105,7 @@ def comfy_path_counts(bridge, config, settings: dict, size: int, rank: int, prom
             attached = []
 
             def make(clock):
-                trainer = FlopTrainer(context.network, conditioner, prompts, erase_config(settings, size, rank),
+                trainer = FlopTrainer(context.network, conditioner, prompts, step_config(settings, size, rank),
                                       denoise=context.denoiser, in_channels=config.in_channels, shift=config.shift,
                                       clock=clock, build_batch=settings["build_batch"], attach=False)
                 to_meta(trainer.adapters)

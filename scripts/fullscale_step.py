@@ -24,12 +24,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # run from a checkout without installing
 
 from zerase_core.bench import memory_model  # noqa: E402
-from zerase_core.bench.perf_steps import (  # noqa: E402
-    STAGES,
-    BenchTrainer,
-    MemoryProbe,
-    StageClock,
-)
+from zerase_core.bench.meters import MemoryProbe, StageClock  # noqa: E402
+from zerase_core.bench.perf_steps import STAGES, BenchTrainer  # noqa: E402
 from zerase_core.bench.synthetic import SyntheticConditioner, random_dit  # noqa: E402
 from zerase_core.engine.erase_config import EraseConfig  # noqa: E402
 from zerase_core.model.config import DiTConfig  # noqa: E402

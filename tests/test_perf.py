@@ -18,8 +18,10 @@ import torch._dynamo
 from zerase_fixtures import TINY_CONFIG, WordConditioner, fresh_dit
 
 from zerase_core.bench import memory_model
+from zerase_core.bench.block_bytes import measure_block_bytes
+from zerase_core.bench.meters import StageClock
 from zerase_core.bench.perf import add_perf_arguments, run_perf
-from zerase_core.bench.perf_steps import STAGES, BenchTrainer, StageClock
+from zerase_core.bench.perf_steps import STAGES, BenchTrainer
 from zerase_core.cli import main as cli_main
 from zerase_core.common.prompts import PromptSet
 from zerase_core.engine.erase_config import EraseConfig
@@ -224,7 +226,7 @@ def test_turbo_parameter_count_and_weights():
 def test_saved_bytes_formula_matches_the_measured_graph(dtype, capture):
     config = DiTConfig(dim=384, n_layers=1, n_refiner_layers=0, n_heads=6, cap_feat_dim=32, axes_dims=(16, 24, 24),
                        pad_tokens_multiple=32)
-    measured = memory_model.measure_block_bytes(config, dtype, caption_tokens=20, image_size=96, capture=capture)
+    measured = measure_block_bytes(config, dtype, caption_tokens=20, image_size=96, capture=capture)
     tokens = memory_model.tokens(config, 96, 20)
     formula = memory_model.block_saved_bytes(config, tokens["caption"], tokens["image"],
                                              2 if dtype == torch.bfloat16 else 4, capture)
@@ -266,7 +268,7 @@ def test_gpu_check_script_runs_its_cpu_path(tmp_path):
 
 
 def test_memory_probe_keeps_the_lifetime_peak_across_resets():
-    from zerase_core.bench.perf_steps import MemoryProbe
+    from zerase_core.bench.meters import MemoryProbe
     probe = MemoryProbe(torch.device("cpu"))
     block = torch.ones(64 * 2**20 // 4)                   # 64 MiB, touched
     during = probe.rss_gb()

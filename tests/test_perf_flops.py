@@ -10,15 +10,8 @@ import pytest
 import torch
 from zerase_fixtures import TINY_CONFIG, fresh_dit
 
-from zerase_core.bench.perf_flops import (
-    FLOP_STAGES,
-    META,
-    FlopTrainer,
-    MetaTensors,
-    count_step,
-    reference_forward_flops,
-    to_meta,
-)
+from zerase_core.bench.meta_count import META, MetaTensors, to_meta
+from zerase_core.bench.perf_flops import FLOP_STAGES, FlopTrainer, count_step, reference_forward_flops
 from zerase_core.bench.synthetic import DeviceDenoiser, SyntheticConditioner
 from zerase_core.cli import main as cli_main
 from zerase_core.common.prompts import PromptSet

@@ -25,16 +25,14 @@ X    backward transient, with checkpointing: ξ·B·(σ(L) + κ(L)) for the long
 b    forwards per batch while building the pool and the teacher cache (EraseTrainer.sample_batch / cache_batch)
 
 L = text span + image span (each rounded up to the pad multiple), N = image tokens, d = dim, f = FFN width,
-H = heads, a = activation bytes (2 bf16, 4 fp32), K = keyword tokens. `measure_block_bytes` measures σ (+ κ) with
-saved-tensor hooks on 1- and 2-layer models; tests/test_perf.py checks the fit against it.
+H = heads, a = activation bytes (2 bf16, 4 fp32), K = keyword tokens. `block_bytes.measure_block_bytes` measures
+σ (+ κ) with saved-tensor hooks on 1- and 2-layer models; tests/test_perf.py checks the fit against it.
 """
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, replace
-
-import torch
 
 from ..model.config import DiTConfig
 
@@ -276,43 +274,3 @@ def predict_run(config: DiTConfig, settings: dict, rank: int, device_type: str, 
         runtime_gb=runtime_gb if device_type == "cpu" else 0.0,
     )
     return predict(problem)
-
-
-def _recorder(weights: set[int], seen: dict[int, int]):
-    """A saved-tensor pack hook that records in `seen` the bytes of each storage not in `weights`."""
-
-    def pack(tensor):
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in weights:
-            seen[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    return pack
-
-
-def measure_block_bytes(
-    config: DiTConfig, dtype: torch.dtype, caption_tokens: int, image_size: int, capture: bool, batch: int = 1
-) -> float:
-    """Measured σ: bytes the autograd graph keeps per joint block and sample (saved-tensor hooks, unique storages,
-    frozen weights excluded), from the difference between a 1- and a 2-layer model of the same width."""
-    from dataclasses import replace
-
-    from ..adapters.gated import AdapterConfig, AdapterSet
-    from ..model.keyword_attention import AttentionCapture
-    from .synthetic import random_dit
-
-    totals = []
-    for layers in (1, 2):
-        model = random_dit(replace(config, n_layers=layers, n_refiner_layers=0), dtype)
-        AdapterSet(model, AdapterConfig(rank=8)).attach(model)
-        weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
-        seen: dict[int, int] = {}
-        pack = _recorder(weights, seen)
-        latent = image_size // 8
-        x = torch.randn(batch, config.in_channels, latent, latent)
-        context = torch.randn(batch, caption_tokens, config.cap_feat_dim)
-        probe = AttentionCapture(columns=torch.zeros(batch, 1, dtype=torch.long)) if capture else None
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-            model(x, torch.full((batch,), 0.5), context, None, probe)
-        totals.append(sum(seen.values()))
-    return (totals[1] - totals[0]) / batch

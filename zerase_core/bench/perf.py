@@ -24,22 +24,14 @@ from dataclasses import replace
 
 import torch
 
-from ..engine.erase_config import EraseConfig
+from ..common.prompts import TextConditioner
 from ..model.config import DiTConfig
 from . import memory_model
-from .perf_options import DTYPES, VARIANTS, add_perf_arguments, dit_config, perf_device, perf_settings
-from .perf_steps import (
-    STAGES,
-    BenchTrainer,
-    MemoryProbe,
-    PlainLoraVariant,
-    StageClock,
-    TeacherForwardVariant,
-    TrainerVariant,
-)
+from .meters import MemoryProbe, StageClock
+from .perf_options import DTYPES, VARIANTS, add_perf_arguments, dit_config, perf_device, perf_settings, step_config
+from .perf_steps import STAGES, BenchTrainer, PlainLoraVariant, TeacherForwardVariant, TrainerVariant
+from .perf_table import RUN_STEPS, derive_ratios, format_table
 from .synthetic import DeviceDenoiser, SyntheticConditioner, random_dit
-
-RUN_STEPS = 200  # EraseConfig.steps default: the run length of the cached-vs-uncached projection
 
 
 def build_world(args, config: DiTConfig, settings: dict, device: torch.device):
@@ -49,6 +41,7 @@ def build_world(args, config: DiTConfig, settings: dict, device: torch.device):
     dtype = DTYPES[settings["dtype"]]
     prompts = training_prompt_set(["star"])
     weights = "random"
+    conditioner: TextConditioner
     if args.preset == "nano" and settings["caption_tokens"] is None:
         from ..nano import paths
         from ..nano.text_encoder import NanoTextEncoder
@@ -99,18 +92,7 @@ def run_perf(args) -> dict:
     baseline_rss = memory.rss_gb()
     model, conditioner, prompts, weights = build_world(args, config, settings, device)
     velocity = model if device.type == "cpu" else DeviceDenoiser(model, device)
-    latent = settings["size"] // 8
-    erase = EraseConfig(
-        method="zerase",
-        steps=100_000,
-        rank=args.rank,
-        batch_size=settings["batch"],
-        pool_prompts=settings["pool_prompts"],
-        sample_steps=settings["sample_steps"],
-        sample_cfg=settings["cfg"],
-        latent_size=(latent, latent),
-        stationarity_every=0,
-    )
+    erase = step_config(settings, settings["size"], args.rank)
     sync = torch.cuda.synchronize if device.type == "cuda" else None
     clock = StageClock(sync)
     trainer_options = dict(
@@ -211,7 +193,7 @@ def run_perf(args) -> dict:
     if memory.cuda:
         results["step_peak_cuda_gb"] = {name: peak["cuda"] for name, peak in peaks.items()}
         results["peak_cuda_gb"] = max([results["cache_build_peak_cuda_gb"]] + [p["cuda"] for p in peaks.values()])
-    _derived(results, RUN_STEPS)
+    derive_ratios(results, RUN_STEPS)
     results["load_average"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     prediction = memory_model.predict_run(config, settings, args.rank, device.type, results["baseline_rss_gb"])
     results["memory_model"] = prediction
@@ -228,69 +210,6 @@ def _device_label(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
     return f"cpu: {os.cpu_count()} cores"
-
-
-def _derived(results: dict, run_steps: int) -> None:
-    """Ratios and cache speed-ups from the measured times (the run projection uses the measured build time)."""
-
-    def ratio(a, b):
-        return results[a] / results[b] if a in results and b in results and results[b] > 0 else None
-
-    results["ratio_zerase_vs_plain_lora"] = ratio("zerase_step_s", "plain_lora_step_s")
-    results["ratio_gate_text_vs_all_zerase"] = ratio("zerase_step_s", "zerase_gate_all_step_s")
-    results["ratio_gate_text_vs_all_esd"] = ratio("esd_step_s", "naive_esd_step_s")
-    results["ratio_gate_text_vs_all_plain"] = ratio("plain_lora_gate_text_step_s", "plain_lora_step_s")
-    results["speedup_cached_per_step"] = ratio("zerase_uncached_step_s", "zerase_step_s")
-    if "zerase_uncached_step_s" in results and "zerase_step_s" in results:
-        cached_run = results["cache_build_s"] + run_steps * results["zerase_step_s"]
-        results["run_steps_projected"] = run_steps
-        results["speedup_cached_run"] = run_steps * results["zerase_uncached_step_s"] / cached_run
-        if "pool_sampling_s" in results:
-            results["teacher_cache_build_s"] = results["cache_build_s"] - results["pool_sampling_s"]
-
-
-def format_table(results: dict) -> str:
-    lines = [
-        f"ZErase perf — {results['device']}, torch {results['torch']}, {results['threads']} threads",
-        f"model: {results['preset']} ({results['weights']} weights), {results['parameters'] / 1e6:.1f}M params, "
-        f"dim {results['dit']['dim']}, {results['dit']['n_layers']} layers, {results['dtype']}, "
-        f"checkpointing {'on' if results['checkpointing'] else 'off'}",
-        f"problem: {results['image_size']}² px, batch {results['batch']}, rank {results['rank']}, pool "
-        f"{results['pool_prompts']}×{results['sample_steps']} (cfg {results['sample_cfg']}); "
-        f"median of {results['steps_timed']} after {results['warmup']} warm-up rounds",
-        "",
-    ]
-    header = f"{'variant':<22}{'step s':>9}" + "".join(f"{stage[:9]:>10}" for stage in STAGES) + f"{'peak GB':>9}"
-    lines += [header, "-" * len(header)]
-    for name, per in results["stages_s"].items():
-        key = "teacher_forward_s" if name == "teacher_forward" else f"{name}_step_s"
-        peak = results.get("step_peak_cuda_gb", results["step_peak_rss_gb"])[name]
-        lines.append(
-            f"{name:<22}{results[key]:>9.4f}" + "".join(f"{per[stage]:>10.4f}" for stage in STAGES) + f"{peak:>9.2f}"
-        )
-    lines.append("")
-    for key, label in (
-        ("cache_build_s", "pool + teacher cache build (init) s"),
-        ("pool_sampling_s", "pool sampling only s"),
-        ("ratio_zerase_vs_plain_lora", "zerase / plain_lora"),
-        ("ratio_gate_text_vs_all_zerase", "gate text / all (zerase step)"),
-        ("ratio_gate_text_vs_all_esd", "gate text / all (esd vs naive-esd)"),
-        ("ratio_gate_text_vs_all_plain", "gate text / all (plain step)"),
-        ("speedup_cached_per_step", "cached speed-up per step"),
-        ("speedup_cached_run", "cached speed-up, 200-step run incl. build"),
-        ("peak_rss_gb", "peak RSS GB (whole run)"),
-        ("peak_cuda_gb", "peak CUDA GB (whole run)"),
-    ):
-        if results.get(key) is not None:
-            lines.append(f"{label:<44}{results[key]:>10.3f}")
-    model = results.get("memory_model")
-    if model:
-        measured = results.get("step_peak_cuda_gb" if "step_peak_cuda_gb" in results else "step_peak_rss_gb", {})
-        lines.append(
-            f"{'memory model: zerase step peak GB':<44}{model['step_peak_gb']:>10.3f}"
-            + (f"   measured {measured['zerase']:.3f}" if "zerase" in measured else "")
-        )
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """`python -m zerase_core bench --flops`: the work of one training step, counted, per stage and per path (issue 16).
 
 Every count drives the real engine: `EraseTrainer` builds its x_t pool and teacher cache and runs `train_step()`
-on a real `ZImageDiT` (or ComfyUI's NextDiT), whose weights and activations are meta tensors (`MetaTensors`): shapes
+on a real `ZImageDiT` (or ComfyUI's NextDiT), whose weights and activations are meta tensors (`meta_count.py`): shapes
 only, no memory, so the full Z-Image-Turbo config counts on any CPU. `torch.utils.flop_counter.FlopCounterMode`
 counts the matmul and attention FLOPs of every op the step dispatches (forward, checkpoint recomputation, backward);
 elementwise work (norms, activations, AdamW) is not counted, nor is the text encoder.
@@ -24,130 +24,23 @@ import sys
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
-from torch.utils import flop_counter
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves, tree_map_only
-from torch.utils.flop_counter import FlopCounterMode
 
-from ..engine.erase_config import EraseConfig
 from ..model.dit import ZImageDiT
-from .perf_options import DTYPES, add_perf_arguments, dit_config, perf_settings
-from .perf_steps import BenchTrainer, StageClock
+from .meta_count import META, Counter, MetaTensors, to_meta
+from .meters import StageClock
+from .perf_options import DTYPES, add_perf_arguments, dit_config, perf_settings, step_config
+from .perf_steps import BenchTrainer
 from .synthetic import DeviceDenoiser, SyntheticConditioner
 
-META = torch.device("meta")
 PATHS = ("cli", "device", "comfyui")
 FLOP_STAGES = ("student_forward", "preserve", "backward", "probe", "teacher", "sampling", "optimizer", "other")
 DEFAULT_SIZES = {"turbo": (512, 1024), "nano": (64,)}
-
-
-class MetaTensors(TorchDispatchMode):
-    """Shapes only: an op that touches a meta tensor runs on meta copies of all its tensors (so CPU inputs such as
-    noise, sigmas and captions meet meta weights), and a meta result stays meta even when moved to the CPU. A value
-    read from a meta tensor (`.item()`, `bool()`) is 1 / True: losses count as finite, so the step takes its normal
-    path. Tensors that never meet a meta tensor (caption lengths, keyword columns) are computed for real. Attention
-    takes the fused kernel it takes on a CPU or GPU (`FusedAttention`), not the math fallback that meta tensors
-    would get, whose backward keeps the probabilities instead of recomputing them."""
-
-    def __enter__(self):
-        self._attention = FusedAttention()
-        self._attention.__enter__()
-        return super().__enter__()
-
-    def __exit__(self, *exc):
-        try:
-            return super().__exit__(*exc)
-        finally:
-            self._attention.__exit__(*exc)
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is torch.ops.aten._local_scalar_dense.default and args[0].is_meta:
-            dtype = args[0].dtype
-            return True if dtype == torch.bool else 1.0 if dtype.is_floating_point or dtype.is_complex else 1
-        if any(isinstance(leaf, torch.Tensor) and leaf.is_meta for leaf in tree_leaves((args, kwargs))):
-            args, kwargs = tree_map_only(
-                torch.Tensor, lambda tensor: tensor if tensor.is_meta else tensor.to(META), (args, kwargs)
-            )
-            if kwargs.get("device") is not None:
-                kwargs["device"] = META
-        return func(*args, **kwargs)
-
-
-class FusedAttention:
-    """While entered, `F.scaled_dot_product_attention` on meta tensors is the fused (flash) kernel that real CPUs run,
-    with a boolean key mask made the additive float mask, as torch makes it; other tensors take torch's own function.
-    Its FLOPs are those of the GPU kernels. (A function attribute, not a TorchFunctionMode: the checkpointed blocks'
-    recomputation in the backward must see it too.)"""
-
-    def __enter__(self):
-        self._original = F.scaled_dot_product_attention
-        original = self._original
-
-        def attention(query, *args, **kwargs):
-            return _flash(query, *args, **kwargs) if query.is_meta else original(query, *args, **kwargs)
-
-        F.scaled_dot_product_attention = attention
-        return self
-
-    def __exit__(self, *exc):
-        F.scaled_dot_product_attention = self._original
-
-
-def _flash(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
-    if enable_gqa and key.shape[-3] != query.shape[-3]:
-        repeat = query.shape[-3] // key.shape[-3]
-        key, value = key.repeat_interleave(repeat, -3), value.repeat_interleave(repeat, -3)
-    if attn_mask is not None and attn_mask.dtype == torch.bool:
-        attn_mask = torch.zeros(attn_mask.shape, dtype=query.dtype, device=META).masked_fill(
-            ~attn_mask.to(META), float("-inf")
-        )
-    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-        query, key, value, dropout_p, is_causal, attn_mask=attn_mask, scale=scale
-    )[0]
-
-
-def to_meta(module: torch.nn.Module) -> None:
-    """Move a module's parameters to meta in place, keeping the Parameter objects (the optimizer holds them)."""
-    previous = torch.__future__.get_swap_module_params_on_conversion()
-    torch.__future__.set_swap_module_params_on_conversion(True)
-    try:
-        module.to(META)
-    finally:
-        torch.__future__.set_swap_module_params_on_conversion(previous)
 
 
 class FlopTrainer(BenchTrainer):
     """BenchTrainer whose clock reads a FLOP counter; L_pr's own forwards are their own stage (`preserve`)."""
 
     stage_names: ClassVar[dict[str, str]] = {}
-
-
-def _cpu_attention(query, key, value, *args, out_shape=None, **kwargs) -> int:
-    return flop_counter.sdpa_flop_count(query, key, value)
-
-
-def _cpu_attention_backward(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
-    return flop_counter.sdpa_backward_flop_count(grad_out, query, key, value)
-
-
-# torch's counter has no formula for the CPU's fused attention kernel (meta tensors take the math path, counted as
-# its matmuls): the same formulas as the GPU kernels', so a step on real CPU tensors counts the same FLOPs.
-CPU_ATTENTION = {
-    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention,
-    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_attention_backward,
-}
-
-
-class Counter:
-    """A FlopCounterMode that can be read while it runs."""
-
-    def __init__(self):
-        self.mode = FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION)
-
-    def total(self) -> int:
-        return int(self.mode.get_total_flops())
 
 
 def count_step(make_trainer, warmup: int = 1) -> dict:
@@ -164,31 +57,16 @@ def count_step(make_trainer, warmup: int = 1) -> dict:
     return {"stages": stages, "step": counter.total(), "trainer": trainer, "fused": trainer._fused()}
 
 
-def erase_config(settings: dict, size: int, rank: int) -> EraseConfig:
-    latent = size // 8
-    return EraseConfig(
-        method="zerase",
-        steps=100_000,
-        rank=rank,
-        batch_size=settings["batch"],
-        pool_prompts=settings["pool_prompts"],
-        sample_steps=settings["sample_steps"],
-        sample_cfg=settings["cfg"],
-        latent_size=(latent, latent),
-        stationarity_every=0,
-    )
-
-
 def core_path_counts(config, settings: dict, size: int, rank: int, paths, prompts) -> dict:
     """Counts of the `cli` and `device` paths (those in `paths`) on one meta ZImageDiT, and `forward`: its frozen
     forward at this size with batch 1 and a caption of the erase prompt (the unit of every count)."""
-    results = {}
+    results: dict = {}
     with MetaTensors():
         model = ZImageDiT(config, device=META, dtype=DTYPES[settings["dtype"]]).eval().requires_grad_(False)
         model.gradient_checkpointing = bool(settings["checkpointing"])
         conditioner = SyntheticConditioner(config.cap_feat_dim, settings["caption_tokens"] or 16)
         results["forward"] = reference_forward_flops(model, conditioner, size, prompts.erase[0])
-        erase = erase_config(settings, size, rank)
+        erase = step_config(settings, size, rank)
         pool = None
         for path in [path for path in ("cli", "device") if path in paths]:
             denoise = model if path == "cli" else DeviceDenoiser(model, META)

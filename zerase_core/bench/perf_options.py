@@ -1,13 +1,15 @@
 """The flags and presets of `bench --perf` / `--flops`: variants, problem-size presets, dtypes, and the DiT shape,
-problem settings and device they select (shared by `perf` and `perf_flops`)."""
+problem settings, device and measured step's EraseConfig they select (shared by `perf` and `perf_flops`)."""
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import replace
+from typing import Any
 
 import torch
 
+from ..engine.erase_config import EraseConfig
 from ..model.config import DiTConfig
 
 VARIANTS = (
@@ -20,31 +22,22 @@ VARIANTS = (
     "plain_lora_gate_text",
     "teacher_forward",
 )
-PRESETS = {
-    # the nano model as the CLI trains it (EraseConfig defaults)
-    "nano": dict(
-        size=64,
-        dtype="float32",
-        checkpointing=False,
-        batch=4,
-        pool_prompts=32,
-        sample_steps=20,
-        cfg=3.0,
-        caption_tokens=None,
-        build_batch=None,
-    ),
-    # Z-Image-Turbo: 9-step schedule without guidance, bf16, per-block checkpointing, batch 1 as the public code
-    "turbo": dict(
-        size=512,
-        dtype="bfloat16",
-        checkpointing=True,
-        batch=1,
-        pool_prompts=2,
-        sample_steps=9,
-        cfg=1.0,
-        caption_tokens=64,
-        build_batch=2,
-    ),
+# the problem settings that are EraseConfig fields: setting name -> field
+ERASE_FIELDS = {
+    "batch": "batch_size",
+    "pool_prompts": "pool_prompts",
+    "sample_steps": "sample_steps",
+    "cfg": "sample_cfg",
+}
+# Each preset: the model side, and the erase run (batch, x_t pool, sampler) as that model is trained. Nano: by the CLI
+# (the EraseConfig defaults); Z-Image-Turbo: by the public code (batch 1, a 9-step schedule without guidance).
+NANO_ERASE = {name: getattr(EraseConfig, field) for name, field in ERASE_FIELDS.items()}
+TURBO_ERASE = dict(batch=1, pool_prompts=2, sample_steps=9, cfg=1.0)
+PRESETS: dict[str, dict[str, Any]] = {
+    # the nano model as the CLI trains it
+    "nano": dict(size=64, dtype="float32", checkpointing=False, **NANO_ERASE, caption_tokens=None, build_batch=None),
+    # Z-Image-Turbo: bf16, per-block checkpointing
+    "turbo": dict(size=512, dtype="bfloat16", checkpointing=True, **TURBO_ERASE, caption_tokens=64, build_batch=2),
 }
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -142,6 +135,20 @@ def perf_settings(args) -> dict:
     if args.steps < 1 or args.warmup < 0:
         raise ValueError(f"--steps must be ≥ 1 and --warmup ≥ 0, got {args.steps} and {args.warmup}")
     return settings
+
+
+def step_config(settings: dict, size: int, rank: int) -> EraseConfig:
+    """The EraseConfig of the measured zerase step at image side `size`: the problem settings, unbounded steps, no
+    stationarity steps."""
+    latent = size // 8
+    return EraseConfig(
+        method="zerase",
+        steps=100_000,
+        rank=rank,
+        latent_size=(latent, latent),
+        stationarity_every=0,
+        **{field: settings[name] for name, field in ERASE_FIELDS.items()},
+    )
 
 
 def perf_device(name: str) -> torch.device:

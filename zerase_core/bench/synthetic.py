@@ -4,12 +4,15 @@ any width, and a denoiser that runs the model on an accelerator and returns CPU 
 from __future__ import annotations
 
 import zlib
+from typing import cast
 
 import torch
+from torch import nn
 
 from ..model.config import DiTConfig
 from ..model.dit import ZImageDiT
 from ..model.keyword_attention import AttentionCapture
+from ..model.layers import JointTransformerBlock
 
 
 def random_dit(config: DiTConfig, dtype: torch.dtype = torch.float32, device="cpu", seed: int = 0) -> ZImageDiT:
@@ -20,11 +23,13 @@ def random_dit(config: DiTConfig, dtype: torch.dtype = torch.float32, device="cp
     """
     torch.manual_seed(seed)
     model = ZImageDiT(config, device=device, dtype=dtype)
+    blocks = cast(list[JointTransformerBlock], [*model.layers, *model.noise_refiner])
+    final = model.final_layer
+    # each block's adaLN Linear, then the output layer's adaLN Linear and projection (the order of the draws)
+    linears = [*(block.adaLN_modulation[-1] for block in blocks), final.adaLN_modulation[1], final.linear]
     with torch.no_grad():
-        for block in list(model.layers) + list(model.noise_refiner):
-            block.adaLN_modulation[-1].weight.normal_(0.0, 0.02)
-        model.final_layer.adaLN_modulation[1].weight.normal_(0.0, 0.02)
-        model.final_layer.linear.weight.normal_(0.0, 0.02)
+        for linear in cast(list[nn.Linear], linears):
+            linear.weight.normal_(0.0, 0.02)
     return model.eval().requires_grad_(False)
 
 
@@ -87,6 +92,6 @@ class DeviceDenoiser:
             mask = None if capture.column_mask is None else capture.column_mask.to(self.device)
             inner = AttentionCapture(columns=capture.columns.to(self.device), column_mask=mask, rows=capture.rows)
         v = self.model(x.to(self.device), sigma.to(self.device), context.to(self.device), lengths, inner)
-        if inner is not None:
+        if capture is not None and inner is not None:  # inner is set exactly when capture is
             capture.maps.extend(maps.cpu() for maps in inner.maps)
         return v.float().cpu()

@@ -15,11 +15,16 @@ losses and the λ probe), so the traffic is the adapter size per step: KBs on na
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from torch.nn.parallel import DistributedDataParallel
 
 DEFAULT_TIMEOUT = timedelta(hours=24)  # ranks wait for each other at the end of erase-many: concepts take hours
 
@@ -119,10 +124,10 @@ def share(count: int, rank: int, world: int) -> range:
 class _Losses(nn.Module):
     """What DDP wraps: the adapters (its only parameters) and the trainer's loss function as the forward."""
 
-    def __init__(self, adapters: nn.Module):
+    def __init__(self, adapters: nn.Module, function: Callable):
         super().__init__()
         self.adapters = adapters
-        self.function = None
+        self.function = function
 
     def forward(self, picks):
         return self.function(picks)
@@ -138,8 +143,8 @@ class DataParallel:
             raise RuntimeError("DataParallel needs the default process group; call distributed.launch() first")
         self.place = place
         self.world, self.rank = place.world, place.rank
-        self._ddp = None
-        self._module = None
+        self._ddp: DistributedDataParallel | None = None
+        self._module: _Losses | None = None
 
     def local(self, rows):
         rows = list(rows)
@@ -149,12 +154,13 @@ class DataParallel:
         from torch.nn.parallel import DistributedDataParallel
 
         adapters = function.__self__.adapters
-        if self._ddp is None or self._module.adapters is not adapters:
-            self._module = _Losses(adapters)
+        module = self._module  # set together with self._ddp
+        if module is None or module.adapters is not adapters:
+            module = self._module = _Losses(adapters, function)
             device = next(adapters.parameters()).device
             device_ids = [device.index] if device.type == "cuda" else None
-            self._ddp = DistributedDataParallel(self._module, device_ids=device_ids, broadcast_buffers=False)
-        self._module.function = function
+            self._ddp = DistributedDataParallel(module, device_ids=device_ids, broadcast_buffers=False)
+        module.function = function
         return self._ddp
 
     def losses(self, function, picks, sync: bool = True):

@@ -1,4 +1,5 @@
-"""Settings of one erasure run (`EraseConfig`), with the paper's defaults and per-kind ε presets."""
+"""Settings of one erasure run (`EraseConfig`), with the paper's defaults; its choices and per-kind presets live in
+`presets.py`."""
 
 from __future__ import annotations
 
@@ -10,67 +11,27 @@ from ..common.dataclass_dicts import config_from_dict
 from ..common.limits import CFG_RANGE
 from .methods import method as method_named
 from .methods import method_names
-from .settings import check_ranges, setting
+from .presets import (
+    ANCHOR_ATTENTION_PRESETS,
+    ANCHOR_ETA,
+    ANCHOR_SLICE_PRESETS,
+    DEFAULT_SLICES,
+    EPSILON_PRESETS,
+    ERASE_TARGETS,
+    INFERENCE_METHODS,
+    LAMBDA_MODES,
+    SLICE_PRESETS,
+    TARGET_STATES,
+)
+from .settings import check_ranges, cli_and_node, count_setting, setting
 
 METHODS = method_names(trainable=True)  # engine/methods: one file per method (as registered at import)
-INFERENCE_METHODS = ("token-zeroing", "uce-text")
-# Z-Erase §7: tighter preservation for diffuse concepts, looser for concrete ones. "attribute": a property drawn on
-# an object (a colour) rather than the object itself.
-EPSILON_PRESETS = {
-    "nudity": 1e-3,
-    "violence": 1e-3,
-    "style": 1e-3,
-    "object": 1e-2,
-    "abstract": 1e-2,
-    "identity": 1e-2,
-    "attribute": 1e-2,
-}
-DEFAULT_SLICES = ("q", "k")
-# qkv rows adapted per concept kind where they differ from Q+K (`EraseConfig.with_kind`). Attributes also adapt V
-# (the paper's W ∈ {W_Q, W_K, W_V}): a Q/K delta can only move attention between text tokens, and in a caption every
-# token carries some of the colour (the text encoder mixes them), so neighbouring colours did not separate. Nano,
-# 2026-11-28, 200 steps, evaluation set at strength 1.0: orange Acc_e 0.44 → 0.00, yellow 0.18 → 0.00, red 0.10 →
-# 0.00, keep ratios ≥ 0.96 (docs/erasure-acceptance.md).
-SLICE_PRESETS = {"attribute": ("q", "k", "v")}
-LAMBDA_MODES = ("adaptive", "fixed")
-# What L_erase regresses the student's v(x_t, c_er) onto (the frozen teacher's velocities at the same x_t):
-#   "empty":  v(∅) − η·(v(c_er) − v(∅))   ESD with the empty prompt as reference (the paper). On nano it erased by
-#             deleting the picture: v(∅) carries none of what the erase prompt asks for (issue 18: after `dotted`,
-#             75 % of dotted prompts drew no object).
-#   "anchor": v(c_t) − η·(v(c_er) − v(c_t))  ESD with the *mapped* prompt c_t as reference (PromptSet.targets: the
-#             erase prompt with the concept replaced by an anchor, or removed), as in concept ablation plus ESD's
-#             push away from the concept: everything else the prompt asks for stays in the target.
-# None = "anchor" for zerase, "empty" for the baselines (their papers' targets).
-ERASE_TARGETS = ("empty", "anchor")
-ANCHOR_ETA = 1.0
-# Where the "anchor" target is taken: "mapped", the mapped prompt's trajectory from the same seed (concept ablation's
-# x_t; the default), or "erase", the erase prompt's own. Nano, 2026-12-06, 24 evaluation prompts (nano evaluator): red
-# → blue on the erase states lost the object (42 % no-object images at strength 0.5; base 6 %), on the mapped states
-# it turned blue with 8 % at 0.75; square → circle kept more shapes on the mapped states (at 0.75: 29 % no object and
-# 12 % still square, against 33 % and 50 % on the erase states).
-TARGET_STATES = ("erase", "mapped")
-# L_attn (suppress image→keyword attention) per kind under the anchor target, where it differs from the config's:
-# shapes drop it, because the keyword must keep its attention to carry the mapped shape (square → circle at 0.75:
-# 29 % no object and 12 % square without it; the bench with it: 67 % no object, judge2).
-ANCHOR_ATTENTION_PRESETS = {"object": 0.0}
-# qkv rows per kind under the anchor target, where they differ from SLICE_PRESETS: shapes also adapt V. A Q/K delta
-# at the text rows can only move attention away from the keyword, whose values still say "square": the images lost
-# the old shape by turning into shapeless blobs. With V the keyword's values carry the mapped shape. Nano, 2026-12-07,
-# 36 erase prompts in train phrasings, strength 0.75 (nano evaluator / judge2): square → circle 0 % square, 8 % / 22 %
-# no object (base 6 % / 6 %); star → circle 0 % star, 6 % / 19 % no object (base 33 % / 36 %); with Q+K only the
-# bench had 64 % and 58 % no object (judge2). Patterns ("style") too: plain → striped must draw stripes that no other
-# token asks for (Q+K+V at 0.75: 0 % / 6 % plain, no more no-object images than the base; with Q+K the bench left
-# 11 % plain at 1.5); striped and dotted → plain keep the base's share either way (Q+K+V: 17 % / 22 % and 19 % / 22 %,
-# base 17 % / 22 % and 22 % / 25 %). docs/erase-and-keep.md.
-ANCHOR_SLICE_PRESETS = {"object": ("q", "k", "v"), "style": ("q", "k", "v")}
 
 
 @dataclass(frozen=True)
 class EraseConfig:
     method: str = "zerase"
-    steps: int = setting(
-        200, "Training steps (optimizer updates).", minimum=1, maximum=100_000, kind=int, cli="--steps", node="steps"
-    )
+    steps: int = count_setting(200, "Training steps (optimizer updates).", 100_000, "steps")
     learning_rate: float = setting(
         1e-3,
         "AdamW learning rate of the adapter weights.",
@@ -81,9 +42,7 @@ class EraseConfig:
         step=1e-5,
         round=1e-7,
     )
-    rank: int = setting(
-        8, "Rank of each low-rank adapter (alpha = rank).", minimum=1, maximum=256, kind=int, cli="--rank", node="rank"
-    )
+    rank: int = count_setting(8, "Rank of each low-rank adapter (alpha = rank).", 256, "rank")
     alpha: float | None = None  # None = rank (delta scale 1)
     slices: tuple[str, ...] = DEFAULT_SLICES  # the released checkpoint: Q+K of every joint layer; SLICE_PRESETS
     families: tuple[str, ...] = ("layers",)
@@ -94,9 +53,8 @@ class EraseConfig:
         minimum=0.0,
         maximum=50.0,
         hint=" (negative guidance η; the paper uses 2)",
-        cli="--eta",
-        node="eta",
         step=0.1,
+        **cli_and_node("eta"),
     )
     erase_target: str | None = None  # ERASE_TARGETS; None = per method (zerase: anchor)
     target_eta: float | None = setting(
@@ -120,11 +78,10 @@ class EraseConfig:
         minimum=0.0,
         maximum=1.0,
         hint=" (ε presets: 1e-3 … 1e-2)",
-        cli="--epsilon",
-        node="epsilon",
         node_default=0.0,
         step=1e-4,
         round=1e-6,
+        **cli_and_node("epsilon"),
     )
     # Dual step size of λ. The paper uses 0.1 over 1,000 steps; our default run is 200 steps, and λ integrates
     # β·g̃ per step, so 0.1 left λ too small to hold L_pr (nano, 2026-11-28: yellow keep 0.84× base at β 0.1,
@@ -134,9 +91,8 @@ class EraseConfig:
         "β: step size of the λ update (the paper: 0.1 over 1,000 steps).",
         minimum=0.0,
         maximum=100.0,
-        cli="--beta",
-        node="beta",
         step=0.01,
+        **cli_and_node("beta"),
     )
     lagrangian_alpha: float | None = setting(
         None,
@@ -165,8 +121,6 @@ class EraseConfig:
         maximum=4096,
         kind=int,
         hint=" (word orders encoded per erase prompt before training; 0 = a fresh order every step)",
-        cli="--shuffle-bank",
-        node="shuffle_bank",
         metavar="K",
         node_minimum=-1,
         node_help=(
@@ -175,10 +129,9 @@ class EraseConfig:
             "on a CPU. -1: a fresh order every step (the paper), the text encoder runs while "
             "training. K: K orders, the steps pick among them."
         ),
+        **cli_and_node("shuffle_bank"),
     )
-    batch_size: int = setting(
-        4, "Pool states per training step.", minimum=1, maximum=1024, kind=int, cli="--batch-size", node="batch_size"
-    )
+    batch_size: int = count_setting(4, "Pool states per training step.", 1024, "batch_size")
     probe_size: int = setting(
         2,
         "Fixed (x_t, prompt) pairs of the λ probe, measured before and after each step.",
@@ -186,23 +139,11 @@ class EraseConfig:
         maximum=1024,
         kind=int,
     )
-    pool_prompts: int = setting(
-        32,
-        "Trajectories sampled once with the frozen model (at most 4 per erase prompt).",
-        minimum=1,
-        maximum=100_000,
-        kind=int,
-        cli="--pool-prompts",
-        node="pool_prompts",
+    pool_prompts: int = count_setting(
+        32, "Trajectories sampled once with the frozen model (at most 4 per erase prompt).", 100_000, "pool_prompts"
     )
-    sample_steps: int = setting(
-        20,
-        "Sampler steps of the frozen x_t trajectories (Turbo: 8).",
-        minimum=1,
-        maximum=1000,
-        kind=int,
-        cli="--sample-steps",
-        node="sample_steps",
+    sample_steps: int = count_setting(
+        20, "Sampler steps of the frozen x_t trajectories (Turbo: 8).", 1000, "sample_steps"
     )
     sample_cfg: float = setting(
         3.0,

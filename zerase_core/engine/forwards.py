@@ -1,23 +1,28 @@
-"""The forwards of EraseTrainer's steps: teacher velocities (adapters off, from the pool's cache), student
-velocities (the full forward, or the joint layers from the pool's kept refiner outputs; several prompt lists fused
-into one batch unless checkpointing), L_pr, and the λ probe (its frozen prefix computed once)."""
+"""The forwards of EraseTrainer's steps and the losses they give: teacher velocities (adapters off, from the pool's
+cache), student velocities (the full forward, or the joint layers from the pool's kept refiner outputs; several prompt
+lists fused into one batch unless checkpointing), L_erase (+ L_attn) on the word-shuffled erase prompts, L_pr, and the
+λ probe (its frozen prefix computed once)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from typing import cast
 
+import numpy
 import torch
 from torch import nn
 
 from ..adapters.gated import AdapterSet
-from ..common.prompts import TextConditioner
+from ..common.prompts import PromptSet, TextConditioner, keyword_columns, shuffle_words
 from ..model.dit import JointInput, ZImageDiT
 from ..model.keyword_attention import AttentionCapture
 from .distributed import SingleProcess
 from .erase_config import EraseConfig
-from .objectives import preservation
+from .methods import Method
+from .objectives import attention_suppression, esd_target, preservation, velocity_mse
 from .pool import teacher_prompts
+from .shuffle_bank import ShuffleBank
 from .trajectory import TrajectoryPool, teacher_velocities
 
 
@@ -27,12 +32,16 @@ class TrainerForwards:
     model: nn.Module
     denoise: Callable
     conditioner: TextConditioner
+    prompts: PromptSet
     config: EraseConfig
+    method: Method
     adapters: AdapterSet
     pool: TrajectoryPool
     parallel: SingleProcess
     stage: Callable[[str], AbstractContextManager]
     probe_picks: list[tuple[int, int]]
+    rng: numpy.random.Generator
+    bank: ShuffleBank | None
     fuse_forwards: bool | None
     _probe_prefix: JointInput | None
 
@@ -92,7 +101,7 @@ class TrainerForwards:
             [kind for kind in kinds for _ in picks],
             inner,
         )
-        if capture is not None:
+        if inner is not None:  # set exactly when `capture` is
             capture.maps.extend(maps[:count] for maps in inner.maps)
         return list(velocity.split(count))
 
@@ -103,11 +112,52 @@ class TrainerForwards:
             kind == "anchor" or prompt == "" for prompt, kind in zip(prompts, kinds, strict=True)
         )
         with self.stage("preserve" if preserve else "student_forward"):
-            if self._keeps_segments():
-                inputs = self.pool.segments.joint_input(self.model, self.conditioner, self.pool, picks, prompts, kinds)
-                return self.model.joint(inputs, capture)
+            segments = self.pool.segments if self._keeps_segments() else None
+            if segments is not None:
+                model = cast(ZImageDiT, self.model)  # _keeps_segments: the core model itself
+                inputs = segments.joint_input(model, self.conditioner, self.pool, picks, prompts, kinds)
+                return model.joint(inputs, capture)
             states, sigma = self.pool.batch(picks, kinds)
             return self._forward(states, sigma, prompts, capture)
+
+    def _shuffled(self, prompt: str, keywords: list[str]) -> str:
+        if self.bank is not None:
+            return self.bank.pick(prompt, self.rng, self.config.shuffle_probability)
+        return shuffle_words(prompt, keywords, self.rng, self.config.shuffle_probability)
+
+    def erase_parts(self, picks, teacher, shuffle: bool, preserve: bool = False) -> dict[str, torch.Tensor]:
+        """L_erase (+ L_attn), and with `preserve` L_pr on the same states (its forwards after the erase one)."""
+        config = self.config
+        prompts = [self.pool.prompts[p] for p, _ in picks]
+        keywords = [self.prompts.keywords_in(prompt) for prompt in prompts]
+        if shuffle:  # every row's word order is drawn in every process: the RNG stays in step
+            prompts = [self._shuffled(prompt, words) for prompt, words in zip(prompts, keywords, strict=True)]
+        rows = self.parallel.local(range(len(picks)))  # `teacher` holds these rows only
+        picks, prompts, keywords = ([items[row] for row in rows] for items in (picks, prompts, keywords))
+        # the "anchor" target: its states are the pool's "target" source (TrajectoryPool.source: the mapped prompt's
+        # own trajectory when EraseConfig.target_states is "mapped", else the erase prompt's)
+        erase_kind = "target" if config.erase_target_value == "anchor" else "erase"
+        states, sigma = self.pool.batch(picks, erase_kind)
+        if erase_kind == "target":
+            target = esd_target(teacher["target"], teacher["concept"], config.target_eta_value)
+        else:
+            target = esd_target(teacher["empty"], teacher["erase"], config.eta)
+        target = self.method.reference(self, states, sigma, picks, target)
+        capture = None
+        if self.method.attention and config.attention_weight > 0:
+            columns, mask = keyword_columns(self.conditioner, prompts, keywords)
+            capture = AttentionCapture(columns=columns, column_mask=mask)
+        prompt_lists, kinds = [prompts], [erase_kind]
+        if preserve:
+            prompt_lists += [[""] * len(picks), [self.pool.anchors[p] for p, _ in picks]]
+            kinds += ["erase", "anchor"]
+        predictions = self._students(picks, prompt_lists, kinds, capture)
+        losses = {"erase": velocity_mse(predictions[0], target)}
+        if capture is not None:
+            losses["attention"] = attention_suppression(capture.maps)
+        if preserve:
+            losses["preserve"] = preservation(predictions[1], teacher["empty"], predictions[2], teacher["anchor"])
+        return losses
 
     def preservation_loss(self, picks, teacher=None) -> torch.Tensor:
         teacher = teacher or self._teacher(picks)
@@ -138,11 +188,12 @@ class TrainerForwards:
             return self.preservation_loss(picks).item()
         # The probe's (x_t, prompt) pairs never change and the refiners are not adapted: their prefix (embeddings,
         # refiners, position tables) is computed once and only the joint layers run at each probe.
+        model = cast(ZImageDiT, self.model)  # _reuses_prefix: the core model itself
         if self._probe_prefix is None:
             states, sigma = self.pool.batch(picks * 2, ["erase"] * len(picks) + ["anchor"] * len(picks))
             context, lengths = self.conditioner.encode([""] * len(picks) + [self.pool.anchors[p] for p, _ in picks])
-            self._probe_prefix = self.model.prefix(states, sigma, context, lengths)
-        empty, anchor = self.model.joint(self._probe_prefix).split(len(picks))
+            self._probe_prefix = model.prefix(states, sigma, context, lengths)
+        empty, anchor = model.joint(self._probe_prefix).split(len(picks))
         teacher = self._teacher(picks)
         return preservation(empty, teacher["empty"], anchor, teacher["anchor"]).item()
 

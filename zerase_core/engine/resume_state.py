@@ -7,13 +7,19 @@ the start of a step, everything the next step depends on that the step changes i
 optimizer state (moments and step counts), the numpy generator (which also drives the shuffle bank's picks and the
 pool position draws), λ, the probe loss, the step counter and the history length. `restore()` puts them back, so
 the trainer is exactly as it was before the step and the partial file saved next continues like an uninterrupted run.
+
+`TrainerState` is what a partial file keeps of the trainer beside the adapters, and how it is put back.
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
+import numpy
 import torch
+
+from ..adapters.gated import AdapterSet
 
 
 def _clone_optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
@@ -24,6 +30,55 @@ def _clone_optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
         }
         for parameter, values in optimizer.state.items()
     }
+
+
+@dataclass
+class StepRecord:
+    step: int
+    metrics: dict[str, float]
+
+
+class TrainerState:
+    """EraseTrainer's resume state (a base class of it; the attributes below are set by `EraseTrainer.__init__`): the
+    optimizer moments as tensors, the step, λ, the numpy generator and the history as metadata."""
+
+    adapters: AdapterSet
+    optimizer: torch.optim.Optimizer
+    rng: numpy.random.Generator
+    step: int
+    lam: float
+    history: list[StepRecord]
+    _probe_loss: float | None
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        tensors = {}
+        for index, values in self.optimizer.state_dict()["state"].items():
+            for name, value in values.items():
+                tensors[f"optimizer.{index}.{name}"] = value.detach().clone()
+        return tensors
+
+    def state_metadata(self) -> dict:
+        return {
+            "step": self.step,
+            "lambda": self.lam,
+            "rng": self.rng.bit_generator.state,
+            "history": [[record.step, record.metrics] for record in self.history],
+        }
+
+    def restore(self, adapter_tensors: dict, state_tensors: dict, metadata: dict) -> None:
+        self.adapters.import_tensors(adapter_tensors)
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for name, value in state_tensors.items():
+            _, index, key = name.split(".", 2)
+            state.setdefault(int(index), {})[key] = value
+        optimizer_state = self.optimizer.state_dict()
+        optimizer_state["state"] = state
+        self.optimizer.load_state_dict(optimizer_state)
+        self.step = int(metadata["step"])
+        self.lam = float(metadata["lambda"])
+        self.rng.bit_generator.state = metadata["rng"]
+        self.history = [StepRecord(int(step), metrics) for step, metrics in metadata["history"]]
+        self._probe_loss = None
 
 
 class StepSnapshot:

@@ -20,7 +20,8 @@ from .trajectory import TrajectoryPool
 
 class SegmentCache:
     def __init__(self, latent_hw: tuple[int, int]):
-        self.latent_hw = tuple(latent_hw)
+        height, width = latent_hw
+        self.latent_hw = (height, width)
         self.text: dict[str, tuple[int, torch.Tensor]] = {}  # prompt -> (tokens, (padded tokens, dim))
         self.image: dict[tuple, torch.Tensor] = {}  # (states, p, k, padded tokens) -> (span, dim)
 

@@ -46,6 +46,18 @@ def setting(default: Any, help: str, **options: Any) -> Any:
     return dataclasses.field(default=default, metadata={KEY: Setting(help, **options)})
 
 
+def cli_and_node(name: str) -> dict[str, str]:
+    """The `cli` and `node` options of a setting that is both the `erase` option `--name` (dashed) and the ZEraseTrain
+    widget `name` (the field's own name, where the two agree)."""
+    return {"cli": "--" + name.replace("_", "-"), "node": name}
+
+
+def count_setting(default: int, help: str, maximum: int, name: str) -> Any:
+    """A whole-number setting from 1 to `maximum` set in either place (`cli_and_node`): steps, rank, batch and pool
+    sizes."""
+    return setting(default, help, minimum=1, maximum=maximum, kind=int, **cli_and_node(name))
+
+
 def described(config_class) -> dict[str, tuple[dataclasses.Field, Setting]]:
     """Field name -> (field, Setting) of every described field, in field order."""
     return {

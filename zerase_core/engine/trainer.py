@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from typing import cast
 
 import numpy
 import torch
@@ -34,16 +34,15 @@ from torch import nn
 
 from ..adapters.gated import AdapterSet
 from ..common.progress import PhaseCounter, Progress
-from ..common.prompts import PromptSet, TextConditioner, keyword_columns, shuffle_words
-from ..model.keyword_attention import AttentionCapture
+from ..common.prompts import PromptSet, TextConditioner
+from ..model.dit import ZImageDiT
 from .distributed import SingleProcess
 from .erase_config import EraseConfig
 from .forwards import TrainerForwards
 from .lagrangian import LambdaController
 from .methods import method as method_named
-from .objectives import attention_suppression, esd_target, preservation, velocity_mse
 from .pool import build_pool
-from .resume_state import StepSnapshot
+from .resume_state import StepRecord, StepSnapshot, TrainerState
 from .shuffle_bank import PreparedConditioner, ShuffleBank
 from .trajectory import TrajectoryPool
 
@@ -55,13 +54,7 @@ class TrainingDiverged(RuntimeError):
     """A non-finite loss: the adapters were restored to the last finite state."""
 
 
-@dataclass
-class StepRecord:
-    step: int
-    metrics: dict[str, float]
-
-
-class EraseTrainer(TrainerForwards):
+class EraseTrainer(TrainerForwards, TrainerState):
     # Forwards per batch while sampling the x_t pool and filling the teacher cache (no grad). Their activations grow
     # with the batch: at Z-Image scale and 512² a few per batch keep the build under the step's peak (see
     # docs/performance.md); the nano model uses these defaults.
@@ -157,54 +150,18 @@ class EraseTrainer(TrainerForwards):
         """Draw and encode the erase prompts' word orders now; from here on the trainer has no text encoder."""
         self.bank = ShuffleBank(self.prompts, self.pool.prompts, self.config.shuffle_bank, self.config.seed)
         prompts = [*self.pool.prompts, *self.pool.anchors, "", *self.bank.prompts()]
-        orders = self.bank.prompts() if self.pool.segments is not None else []
+        segments = self.pool.segments
+        orders = self.bank.prompts() if segments is not None else []
         counter = PhaseCounter(self.progress, "shuffle bank", 1 + -(-len(orders) // self.cache_batch))
         self.conditioner = PreparedConditioner(self.conditioner, prompts, self.prompts)
         counter.advance()
-        for start in range(0, len(orders), self.cache_batch):
-            self.pool.segments.add_texts(self.model, self.conditioner, orders[start : start + self.cache_batch])
-            counter.advance()
-
-    def _shuffled(self, prompt: str, keywords: list[str]) -> str:
-        if self.bank is not None:
-            return self.bank.pick(prompt, self.rng, self.config.shuffle_probability)
-        return shuffle_words(prompt, keywords, self.rng, self.config.shuffle_probability)
+        if segments is not None:
+            model = cast(ZImageDiT, self.model)  # the pool keeps refiner outputs only of the core model (pool.py)
+            for start in range(0, len(orders), self.cache_batch):
+                segments.add_texts(model, self.conditioner, orders[start : start + self.cache_batch])
+                counter.advance()
 
     # -- one step ----------------------------------------------------------------------------------------------
-    def erase_parts(self, picks, teacher, shuffle: bool, preserve: bool = False) -> dict[str, torch.Tensor]:
-        """L_erase (+ L_attn), and with `preserve` L_pr on the same states (its forwards after the erase one)."""
-        config = self.config
-        prompts = [self.pool.prompts[p] for p, _ in picks]
-        keywords = [self.prompts.keywords_in(prompt) for prompt in prompts]
-        if shuffle:  # every row's word order is drawn in every process: the RNG stays in step
-            prompts = [self._shuffled(prompt, words) for prompt, words in zip(prompts, keywords, strict=True)]
-        rows = self.parallel.local(range(len(picks)))  # `teacher` holds these rows only
-        picks, prompts, keywords = ([items[row] for row in rows] for items in (picks, prompts, keywords))
-        # the "anchor" target: its states are the pool's "target" source (TrajectoryPool.source: the mapped prompt's
-        # own trajectory when EraseConfig.target_states is "mapped", else the erase prompt's)
-        erase_kind = "target" if config.erase_target_value == "anchor" else "erase"
-        states, sigma = self.pool.batch(picks, erase_kind)
-        if erase_kind == "target":
-            target = esd_target(teacher["target"], teacher["concept"], config.target_eta_value)
-        else:
-            target = esd_target(teacher["empty"], teacher["erase"], config.eta)
-        target = self.method.reference(self, states, sigma, picks, target)
-        capture = None
-        if self.method.attention and config.attention_weight > 0:
-            columns, mask = keyword_columns(self.conditioner, prompts, keywords)
-            capture = AttentionCapture(columns=columns, column_mask=mask)
-        prompt_lists, kinds = [prompts], [erase_kind]
-        if preserve:
-            prompt_lists += [[""] * len(picks), [self.pool.anchors[p] for p, _ in picks]]
-            kinds += ["erase", "anchor"]
-        predictions = self._students(picks, prompt_lists, kinds, capture)
-        losses = {"erase": velocity_mse(predictions[0], target)}
-        if capture is not None:
-            losses["attention"] = attention_suppression(capture.maps)
-        if preserve:
-            losses["preserve"] = preservation(predictions[1], teacher["empty"], predictions[2], teacher["anchor"])
-        return losses
-
     def _losses(self, picks) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
         """(L_er, L_pr or None, parts) for this step's method, as means over this process's rows of `picks`."""
         with self.step_states(picks) if self.step_states is not None else nullcontext():
@@ -266,7 +223,7 @@ class EraseTrainer(TrainerForwards):
         metrics["lambda"] = self.lam
         if adaptive:
             after = self.probe()
-            g_tilde = self.lagrangian.update(self._probe_loss, after)
+            g_tilde = self.lagrangian.update(cast(float, self._probe_loss), after)  # measured at the step's start
             self._probe_loss = after
             metrics["g_tilde"] = g_tilde
             metrics["probe_preserve"] = after
@@ -299,37 +256,6 @@ class EraseTrainer(TrainerForwards):
             if on_step is not None:
                 on_step(self.step, self.config.steps, metrics)
         return self.history
-
-    # -- resume state ------------------------------------------------------------------------------------------
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        tensors = {}
-        for index, values in self.optimizer.state_dict()["state"].items():
-            for name, value in values.items():
-                tensors[f"optimizer.{index}.{name}"] = value.detach().clone()
-        return tensors
-
-    def state_metadata(self) -> dict:
-        return {
-            "step": self.step,
-            "lambda": self.lam,
-            "rng": self.rng.bit_generator.state,
-            "history": [[record.step, record.metrics] for record in self.history],
-        }
-
-    def restore(self, adapter_tensors: dict, state_tensors: dict, metadata: dict) -> None:
-        self.adapters.import_tensors(adapter_tensors)
-        state: dict[int, dict[str, torch.Tensor]] = {}
-        for name, value in state_tensors.items():
-            _, index, key = name.split(".", 2)
-            state.setdefault(int(index), {})[key] = value
-        optimizer_state = self.optimizer.state_dict()
-        optimizer_state["state"] = state
-        self.optimizer.load_state_dict(optimizer_state)
-        self.step = int(metadata["step"])
-        self.lam = float(metadata["lambda"])
-        self.rng.bit_generator.state = metadata["rng"]
-        self.history = [StepRecord(int(step), metrics) for step, metrics in metadata["history"]]
-        self._probe_loss = None
 
     def summary(self) -> dict:
         last = self.history[-1].metrics if self.history else {}

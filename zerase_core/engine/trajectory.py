@@ -56,8 +56,8 @@ class TrajectoryPool:
 
     def state(self, kind: str, trajectory: int, step: int) -> torch.Tensor:
         """x_t where a velocity of `kind` is taken."""
-        states = {"anchor": self.anchor_states, "target": self.target_states}.get(self.source(kind), self.states)
-        return states[trajectory, step]
+        states = {"anchor": self.anchor_states, "target": self.target_states}.get(self.source(kind))
+        return (self.states if states is None else states)[trajectory, step]  # source(): "erase" where None
 
     def batch(self, picks, kinds: str | list[str] = "erase") -> tuple[torch.Tensor, torch.Tensor]:
         """(x_t, sigma) of the picks [(trajectory, k)], for one kind or a kind per pick."""

@@ -42,7 +42,7 @@ def dit_on_device(dit, device: torch.device):
     in and float32 velocities back (the x_t pool and teacher cache stay in CPU memory, as in docs/gpu-h200)."""
     if device.type == "cpu":
         return dit, None
-    from ..bench.perf_steps import DeviceDenoiser
+    from ..bench.synthetic import DeviceDenoiser
 
     dit = dit.to(device)
     return dit, DeviceDenoiser(dit, device)
