@@ -16,7 +16,7 @@ import json, sys, time, dataclasses
 from pathlib import Path
 import torch
 torch.set_num_threads(1)
-from zerase_core import erase_config
+from zerase_core.engine import erase_config
 from zerase_core.engine.erase_config import EraseConfig
 from zerase_core.nano import prompts as nprompts
 from zerase_core.nano.world import NanoWorld
