@@ -17,8 +17,8 @@ from .common.files import check_output
 from .common.limits import check_cfg, check_strength
 from .nano.world import DEFAULT_CFG, DEFAULT_STEPS, IMAGE_SIZE
 
-# tqdm's unit per progress phase (zerase_core.common.progress): sampler steps of a batch, cached chunks, optimizer steps,
-# scored (strength, concept) pairs
+# tqdm's unit per progress phase (zerase_core.common.progress): sampler steps of a batch, cached chunks, optimizer
+# steps, scored (strength, concept) pairs
 PHASE_UNITS = {
     "x_t pool": "sampler step",
     "teacher cache": "chunk",
@@ -96,7 +96,7 @@ def command_generate(args) -> None:
     finally:
         for edit, _ in reversed(edits):
             edit.detach()
-    labels = [f"{prompt} (seed {seed})" for prompt, seed in zip(args.prompt, seeds)]
+    labels = [f"{prompt} (seed {seed})" for prompt, seed in zip(args.prompt, seeds, strict=True)]
     path = save_png(labelled_grid(images, labels, columns=min(4, len(images))), args.out)
     print(f"wrote {path}")
 
@@ -133,7 +133,7 @@ def _generate_real(args, source, strengths) -> None:
         )
     finally:
         bars.close()
-    labels = [f"{prompt} (seed {seed})" for prompt, seed in zip(args.prompt, seeds)]
+    labels = [f"{prompt} (seed {seed})" for prompt, seed in zip(args.prompt, seeds, strict=True)]
     path = save_png(labelled_grid(images, labels, columns=min(4, len(images))), args.out)
     print(f"wrote {path} ({width}x{height}, {steps} steps, cfg {cfg:g})")
 

@@ -302,7 +302,7 @@ def _cell(record: dict, key: str) -> str:
 def summary_table(records: list[dict]) -> str:
     rows = [[title for title, _ in _COLUMNS]] + [[_cell(record, key) for _, key in _COLUMNS] for record in records]
     widths = [max(len(row[column]) for row in rows) for column in range(len(_COLUMNS))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines) + "\n"
 

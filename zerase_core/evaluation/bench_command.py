@@ -1,13 +1,15 @@
-"""`python -m zerase_core bench [--quick] [--json F] [--budget STEPS] [--sweep epsilon|beta|both --plot P] [--perf ...]`.
+"""`python -m zerase_core bench`: the nano benchmark, or with `--perf` the speed benchmark.
 
-Runs (or resumes) the nano benchmark and prints its markdown tables. `--quick` is zerase, esd and naive-esd on one
-shape with one seed, strength 1 (no held-out strength search) and smaller prompt sets: a ≤ 10 min smoke run, not
-the table of record. `--perf` hands over to `zerase_core.bench.perf` when that module is installed.
+`bench [--quick] [--json F] [--budget STEPS] [--sweep epsilon|beta|both --plot P] [--perf ...]` runs (or resumes)
+the nano benchmark and prints its markdown tables. `--quick` is zerase, esd and naive-esd on one shape with one seed,
+strength 1 (no held-out strength search) and smaller prompt sets: a ≤ 10 min smoke run, not the table of record.
+`--perf` hands over to `zerase_core.bench.perf` when that module is installed.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import sys
 from pathlib import Path
@@ -140,11 +142,10 @@ def _add_perf_arguments(parser: argparse.ArgumentParser) -> str | None:
 
 
 def _add(parser: argparse.ArgumentParser, *flags: str, **options) -> None:
-    """Add an option unless zerase_core.bench.perf already declared it (--json, --threads: same meaning in both modes)."""
-    try:
+    """Add an option unless zerase_core.bench.perf already declared it (--json, --threads: same meaning in both
+    modes)."""
+    with contextlib.suppress(argparse.ArgumentError):
         parser.add_argument(*flags, **options)
-    except argparse.ArgumentError:
-        pass
 
 
 def add_bench_command(commands) -> argparse.ArgumentParser:

@@ -12,7 +12,7 @@ two base renders of the keep set with different seeds: the noise floor that eras
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -54,8 +54,8 @@ SET_OFFSETS = {"erase": 0, "keep": 10_000, "synonym": 20_000, "shuffle": 30_000,
 
 @dataclass(frozen=True)
 class EvaluationSettings:
-    sampling: SamplingSettings = SamplingSettings()
-    sizes: SetSizes = SetSizes()
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    sizes: SetSizes = field(default_factory=SetSizes)
     seeds: int = 1  # images per prompt (--seeds)
     first_seed: int = EVALUATION_SEED
     probes: bool = True

@@ -105,7 +105,8 @@ def method_table(rows: list[dict]) -> str:
         lines.append(
             f"| {method} | {len(group)} | {_cell(mean['acc_e'])} | {_cell(mean['acc_ir'])} | {_cell(mean['h'])} | "
             f"{_cell(_mean(_kept_ratio(row) for row in group), 2)} | {_cell(mean['no_object'], 2)} | "
-            f"{_cell(mean['h_content'])} | {_cell(_mean(_ratio(row) for row in group), 2)} | {attacks} | {_cell(mean['train_seconds'], 0)} |"
+            f"{_cell(mean['h_content'])} | {_cell(_mean(_ratio(row) for row in group), 2)} | {attacks} | "
+            f"{_cell(mean['train_seconds'], 0)} |"
         )
     return "\n".join(lines)
 

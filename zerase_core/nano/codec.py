@@ -10,6 +10,7 @@ shift/scale measured on training renders after training, so a DiT sees roughly u
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import tempfile
@@ -37,7 +38,7 @@ class CodecConfig:
             raise ValueError(f"CodecConfig needs 4 positive widths and latent_channels ≥ 1, got {self}")
 
     @classmethod
-    def from_dict(cls, values: dict) -> "CodecConfig":
+    def from_dict(cls, values: dict) -> CodecConfig:
         return config_from_dict(cls, values, tuple_fields=("widths",))
 
 
@@ -65,9 +66,9 @@ def _encoder(config: CodecConfig) -> nn.Sequential:
 
 def _decoder(config: CodecConfig) -> nn.Sequential:
     stem, *stages = config.widths
-    widths = list(reversed(stages)) + [stem]  # e.g. 96, 96, 32, 16
+    widths = [*reversed(stages), stem]  # e.g. 96, 96, 32, 16
     layers: list[nn.Module] = [nn.Conv2d(config.latent_channels, widths[0], 1)]
-    for width, following in zip(widths[:-1], widths[1:]):
+    for width, following in itertools.pairwise(widths):
         layers += [
             ResidualBlock(width),
             nn.Upsample(scale_factor=2, mode="nearest"),
@@ -122,7 +123,7 @@ class LatentCodec(nn.Module):
         save_module(self, path, {"kind": "nano-codec", "config": asdict(self.config)})
 
     @classmethod
-    def load(cls, path: str | os.PathLike | None = None) -> "LatentCodec":
+    def load(cls, path: str | os.PathLike | None = None) -> LatentCodec:
         """Codec from a safetensors file (default: the shipped weights), in eval mode."""
         tensors, metadata = load_module_file(path or DEFAULT_CODEC_PATH, "nano-codec")
         codec = cls(CodecConfig.from_dict(metadata["config"]))

@@ -43,7 +43,7 @@ class EvaluatorConfig:
             raise ValueError(f"EvaluatorConfig needs 4 widths ≥ 8 and feature_dim ≥ 1, got {self}")
 
     @classmethod
-    def from_dict(cls, values: dict) -> "EvaluatorConfig":
+    def from_dict(cls, values: dict) -> EvaluatorConfig:
         return config_from_dict(cls, values, tuple_fields=("widths",))
 
 
@@ -96,7 +96,7 @@ class Evaluator(nn.Module):
         save_module(self, path, metadata)
 
     @classmethod
-    def load(cls, path: str | os.PathLike | None = None) -> "Evaluator":
+    def load(cls, path: str | os.PathLike | None = None) -> Evaluator:
         """Evaluator from a safetensors file (default: the shipped weights), in eval mode."""
         tensors, metadata = load_module_file(path or DEFAULT_EVALUATOR_PATH, "nano-evaluator")
         stored = {attribute: tuple(names) for attribute, names in metadata.get("classes", {}).items()}

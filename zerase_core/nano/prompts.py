@@ -162,7 +162,7 @@ def combinations(attribute: str, value: str, word: str | None = None) -> list[tu
     others = [name for name in ATTRIBUTES if name != attribute]
     results = []
     for chosen in itertools.product(*(ATTRIBUTES[name] for name in others)):
-        expected = dict(zip(others, chosen), **{attribute: value})
+        expected = dict(zip(others, chosen, strict=True), **{attribute: value})
         words = {name: ATTRIBUTES[name][expected[name]][0] for name in ATTRIBUTES}
         if word is not None:
             words[attribute] = word

@@ -65,7 +65,7 @@ class Scene:
         if not 0.05 <= self.extent <= 1.0:
             raise ValueError(f"Scene extent {self.extent} must be in [0.05, 1] (fraction of the image side)")
         half = self.extent / 2
-        for axis, position in zip("xy", self.centre):
+        for axis, position in zip("xy", self.centre, strict=True):
             if not half - 1e-6 <= position <= 1 - half + 1e-6:
                 raise ValueError(
                     f"Scene centre {axis}={position} puts a shape of extent {self.extent} outside the image; "
@@ -244,7 +244,7 @@ def _blob_layer(
     base = size * rng.uniform(0.2, 0.32)
     angle = numpy.arctan2(y - centre[1], x - centre[0])
     modulation = numpy.ones_like(angle)
-    for harmonic, (low, high) in zip((1, 2, 3), ((0.0, 0.15), (0.12, 0.3), (0.12, 0.3))):
+    for harmonic, (low, high) in zip((1, 2, 3), ((0.0, 0.15), (0.12, 0.3), (0.12, 0.3)), strict=True):
         modulation += rng.uniform(low, high) * numpy.cos(harmonic * angle + rng.uniform(0, 2 * math.pi))
     inside = numpy.hypot(x - centre[0], y - centre[1]) <= base * modulation
     return inside, pattern_mask(pattern, x, y, centre, size), colour

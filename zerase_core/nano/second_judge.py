@@ -35,7 +35,7 @@ class SecondJudgeConfig:
             raise ValueError(f"SecondJudgeConfig needs 5 widths ≥ 4 and feature_dim ≥ 1, got {self}")
 
     @classmethod
-    def from_dict(cls, values: dict) -> "SecondJudgeConfig":
+    def from_dict(cls, values: dict) -> SecondJudgeConfig:
         return config_from_dict(cls, values, tuple_fields=("widths",))
 
 
@@ -85,7 +85,7 @@ class SecondJudge(nn.Module):
         save_module(self, path, {"kind": KIND, "config": asdict(self.config), "classes": CLASSES})
 
     @classmethod
-    def load(cls, path: str | os.PathLike | None = None) -> "SecondJudge":
+    def load(cls, path: str | os.PathLike | None = None) -> SecondJudge:
         tensors, metadata = load_module_file(path or DEFAULT_JUDGE2_PATH, KIND)
         stored = {attribute: tuple(names) for attribute, names in metadata.get("classes", {}).items()}
         if stored != CLASSES:

@@ -34,7 +34,7 @@ class NanoWorld:
     evaluator: Evaluator
 
     @classmethod
-    def load(cls, folder: str | Path | None = None, dtype: torch.dtype = torch.float32) -> "NanoWorld":
+    def load(cls, folder: str | Path | None = None, dtype: torch.dtype = torch.float32) -> NanoWorld:
         """The shipped nano world, or one in `folder` (default: $ZERASE_NANO_WEIGHTS, else the package's weights)."""
         folder = Path(folder or os.environ.get("ZERASE_NANO_WEIGHTS") or paths.WEIGHTS)
         files = {

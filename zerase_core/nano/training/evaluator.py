@@ -71,7 +71,7 @@ def held_out_accuracy(evaluator: Evaluator, codec: LatentCodec, count: int = 100
     plus per-shape accuracy on the reconstructions; `none` predictions count as wrong."""
     rng = numpy.random.default_rng(HELD_OUT_SEED)
     scenes = [random_scene(rng) for _ in range(count)]
-    correct = {source: {attribute: 0 for attribute in CLASSES} for source in ("renders", "reconstructions")}
+    correct = {source: dict.fromkeys(CLASSES, 0) for source in ("renders", "reconstructions")}
     per_shape = {shape: [0, 0] for shape in SHAPES}
     for start in range(0, count, 250):
         chunk = scenes[start : start + 250]
@@ -81,11 +81,12 @@ def held_out_accuracy(evaluator: Evaluator, codec: LatentCodec, count: int = 100
             predictions = evaluator.predict(batch)
             for attribute in CLASSES:
                 hits = [
-                    predicted == getattr(scene, attribute) for predicted, scene in zip(predictions[attribute], chunk)
+                    predicted == getattr(scene, attribute)
+                    for predicted, scene in zip(predictions[attribute], chunk, strict=True)
                 ]
                 correct[source][attribute] += sum(hits)
                 if source == "reconstructions" and attribute == "shape":
-                    for hit, scene in zip(hits, chunk):
+                    for hit, scene in zip(hits, chunk, strict=True):
                         per_shape[scene.shape][0] += hit
                         per_shape[scene.shape][1] += 1
     report = {
