@@ -134,7 +134,7 @@ def stated_accuracy(
         for name, value in wanted.items():
             if name != skip:
                 hits.setdefault(name, []).append(verdict.get(name) == value)
-    per_attribute = {name: sum(found) / len(found) for name, found in hits.items()}
+    per_attribute: dict[str, float | None] = {name: sum(found) / len(found) for name, found in hits.items()}
     every = [hit for found in hits.values() for hit in found]
     return (sum(every) / len(every) if every else None), per_attribute
 

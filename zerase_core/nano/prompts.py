@@ -34,7 +34,7 @@ class NanoConditioner:
     def keyword_positions(self, prompt: str, keyword: str) -> list[int]:
         ids = VOCABULARY.encode(prompt)
         target = [VOCABULARY.word_id(word) for word in VOCABULARY.split(keyword)]
-        positions = []
+        positions: list[int] = []
         for start in range(len(ids) - len(target) + 1):
             if ids[start : start + len(target)] == target:
                 positions.extend(range(start, start + len(target)))

@@ -64,7 +64,9 @@ def score(
     return _score(world, concept, erase_items, keep_items, seed, model)
 
 
-def held_out_sets(concept: str, count: int = 48, erased: tuple[str, ...] = ()):
+def held_out_sets(
+    concept: str, count: int = 48, erased: tuple[str, ...] = ()
+) -> tuple[list[tuple[str, dict]], list[tuple[str, dict]]]:
     """Prompts for strength selection: templates 1.. (the evaluation set uses template 0). Keep prompts that show a
     value of another concept in `erased` (erased by the same edit) are left out: losing it there is the goal."""
     erase_items, keep_items = evaluation_sets(concept)
