@@ -28,10 +28,11 @@ from .benchmark import (
     BenchPlan,
     run_benchmark,
 )
+from .command import add_probe_arguments
 from .concept_sets import SetSizes
 from .judges import NANO_JUDGES
 from .plot import Panel, line_chart
-from .protocol import PROBES, EvaluationSettings
+from .protocol import EvaluationSettings
 from .tables import method_concept_table, method_table, sweep_series, sweep_table, targets_table
 
 SWEEPS = {"epsilon": (0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0), "beta": (0.01, 0.05, 0.1, 0.5, 1.0)}
@@ -46,7 +47,7 @@ def plan_from_arguments(args) -> BenchPlan:
         probe_names=tuple(args.probes),
         sizes=QUICK_SIZES if quick else SetSizes(),
     )
-    sweep = ()
+    sweep: tuple[tuple[str, tuple[float, ...]], ...] = ()
     if args.sweep:
         names = ("epsilon", "beta") if args.sweep == "both" else (args.sweep,)
         sweep = tuple((name, SWEEPS[name]) for name in names)
@@ -176,14 +177,7 @@ def add_bench_command(commands) -> argparse.ArgumentParser:
     parser.add_argument("--fixed-lambda", type=float, default=1.0, help="λ of the zerase-fixed ablation")
     parser.add_argument("--no-strength-search", action="store_true", help="apply every erasure at strength 1")
     parser.add_argument("--eval-seeds", type=int, default=1, help="images per evaluation prompt")
-    parser.add_argument(
-        "--probes",
-        nargs="+",
-        choices=list(PROBES),
-        default=list(PROBES),
-        help="which attacks to run (default all; synonym alone skips the costly vector calibration)",
-    )
-    parser.add_argument("--no-probes", action="store_true", help="skip the attacks")
+    add_probe_arguments(parser, "the attacks")
     parser.add_argument(
         "--sweep", choices=["epsilon", "beta", "both"], help="Z-Erase ε/β ablation instead of the methods"
     )

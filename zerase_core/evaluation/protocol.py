@@ -114,19 +114,18 @@ def _measure(
 ):
     """(metrics without `collapse`, keep-set features)."""
     erase_verdicts = judge.verdicts(_render(renderer, sets.erase, settings, "erase"))
-    metrics: dict[str, float | None] = {"acc_e": detection_rate(erase_verdicts, sets.attribute, sets.value)}
+    acc_e = detection_rate(erase_verdicts, sets.attribute, sets.value)
+    metrics: dict[str, float | None] = {"acc_e": acc_e}
     metrics.update(
         content_metrics(
-            erase_verdicts,
-            [wanted for _ in range(settings.seeds) for _, wanted in sets.erase],
-            sets.attribute,
-            metrics["acc_e"],
+            erase_verdicts, [wanted for _ in range(settings.seeds) for _, wanted in sets.erase], sets.attribute, acc_e
         )
     )
     keep_images = _render(renderer, sets.keep, settings, "keep")
     expected = [wanted for _ in range(settings.seeds) for _, wanted in sets.keep]
-    metrics["acc_ir"] = attribute_accuracy(judge.verdicts(keep_images), expected)
-    metrics["h"] = metrics["acc_ir"] - metrics["acc_e"]
+    acc_ir = attribute_accuracy(judge.verdicts(keep_images), expected)
+    metrics["acc_ir"] = acc_ir
+    metrics["h"] = acc_ir - acc_e
     metrics["high_frequency"] = float(high_frequency_energy(keep_images).mean())
     for probe in PROBES:
         metrics[f"attack_success_{probe}"] = None
@@ -225,7 +224,7 @@ def report(references: dict[str, Reference], erased: dict[str, dict]) -> dict:
             concept: {
                 "erased": erased[concept],
                 "base": reference.metrics,
-                "calibration": calibrations[concept].to_dict() if calibrations[concept] else None,
+                "calibration": reference.calibration.to_dict() if reference.calibration else None,
             }
             for concept, reference in references.items()
         },

@@ -122,6 +122,11 @@ def build_dataset(folder: Path, size: int, seed: int) -> dict[str, torch.Tensor]
 
 
 class SceneRecord:
+    shape: str  # set by __init__ from ATTRIBUTES (a vocab.SceneLike)
+    colour: str
+    pattern: str
+    background: str
+
     def __init__(self, indices):
         for (name, values), index in zip(ATTRIBUTES.items(), indices, strict=True):
             setattr(self, name, list(values)[int(index)])
