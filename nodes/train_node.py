@@ -7,7 +7,7 @@ import logging
 from comfy_api.latest import io
 
 from zerase_core.engine.erase_config import METHODS, EraseConfig
-from zerase_core.engine.settings import node_input
+from zerase_core.engine.settings import described, node_input
 
 from . import comfy_bridge, training
 from .ids import CATEGORY, ERASURE_TYPE, TRAIN, display_name
@@ -17,9 +17,11 @@ NO_RESUME = "none"
 logger = logging.getLogger(__name__)
 
 
-def _setting(name: str) -> dict:
-    """Default, range, step and tooltip of the widget of EraseConfig field `name` (zerase_core.engine.settings)."""
-    return node_input(EraseConfig, name)
+def _setting(name: str, **options) -> io.Input:
+    """The widget of EraseConfig field `name`: an int or float input as its Setting's kind, with its default, range,
+    step and tooltip (zerase_core.engine.settings)."""
+    widget = io.Int if described(EraseConfig)[name][1].kind is int else io.Float
+    return widget.Input(name, **options, **node_input(EraseConfig, name))
 
 
 def _inputs() -> list:
@@ -66,9 +68,9 @@ def _inputs() -> list:
             tooltip="zerase: stream-gated adapters with Lagrangian preservation (the paper). Baselines: "
             "esd, ac, eraseanything, naive-esd (gate open on every token: collapses).",
         ),
-        io.Int.Input("steps", **_setting("steps")),
-        io.Float.Input("learning_rate", **_setting("learning_rate")),
-        io.Int.Input("rank", **_setting("rank")),
+        _setting("steps"),
+        _setting("learning_rate"),
+        _setting("rank"),
         io.Combo.Input(
             "targets",
             options=list(training.TARGETS),
@@ -78,9 +80,9 @@ def _inputs() -> list:
             "other attributes, which Q+K alone erased weakly on the nano world, and for objects "
             "and styles, whose keyword must carry the anchor's content under the anchor target).",
         ),
-        io.Float.Input("epsilon", **_setting("epsilon")),
-        io.Float.Input("beta", **_setting("beta")),
-        io.Float.Input("eta", **_setting("eta")),
+        _setting("epsilon"),
+        _setting("beta"),
+        _setting("eta"),
         io.Int.Input(
             "seed",
             default=0,
@@ -123,12 +125,12 @@ def _inputs() -> list:
             advanced=True,
             tooltip="Sets the ε preset; auto: from the nano concept, else object.",
         ),
-        io.Int.Input("sample_steps", advanced=True, **_setting("sample_steps")),
-        io.Float.Input("sample_cfg", advanced=True, **_setting("sample_cfg")),
-        io.Int.Input("batch_size", advanced=True, **_setting("batch_size")),
-        io.Int.Input("pool_prompts", advanced=True, **_setting("pool_prompts")),
+        _setting("sample_steps", advanced=True),
+        _setting("sample_cfg", advanced=True),
+        _setting("batch_size", advanced=True),
+        _setting("pool_prompts", advanced=True),
         # optional, so that its value comes after `preserve` in saved workflows: older ones keep loading unchanged
-        io.Int.Input("shuffle_bank", optional=True, advanced=True, **_setting("shuffle_bank")),
+        _setting("shuffle_bank", optional=True, advanced=True),
     ]
 
 
@@ -151,56 +153,16 @@ class ZEraseTrain(io.ComfyNode):
         )
 
     @classmethod
-    def execute(
-        cls,
-        model,
-        clip,
-        concepts,
-        keywords,
-        anchors,
-        method,
-        steps,
-        learning_rate,
-        rank,
-        targets,
-        epsilon,
-        beta,
-        eta,
-        seed,
-        resolution,
-        save_name,
-        resume_from,
-        preview_every,
-        preserve="",
-        vae=None,
-        concept_kind="auto",
-        sample_steps=EraseConfig.sample_steps,
-        sample_cfg=EraseConfig.sample_cfg,
-        batch_size=EraseConfig.batch_size,
-        pool_prompts=EraseConfig.pool_prompts,
-        shuffle_bank=EraseConfig.shuffle_bank,
-    ) -> io.NodeOutput:
+    def execute(cls, model, clip, save_name, resume_from, preview_every, vae=None, **widgets) -> io.NodeOutput:
+        """`widgets`: the inputs named after TrainInputs' fields; an optional one left out takes TrainInputs'
+        default, which is the widget's."""
+        shuffle_bank = widgets.get("shuffle_bank", EraseConfig.shuffle_bank)
         request = training.TrainInputs(
-            concepts=concepts,
-            keywords=keywords,
-            anchors=anchors,
-            preserve=preserve or "",
-            method=method,
-            steps=steps,
-            learning_rate=learning_rate,
-            rank=rank,
-            targets=targets,
-            epsilon=epsilon,
-            beta=beta,
-            eta=eta,
-            seed=seed,
-            resolution=resolution,
-            concept_kind=concept_kind,
-            sample_steps=sample_steps,
-            sample_cfg=sample_cfg,
-            batch_size=batch_size,
-            pool_prompts=pool_prompts,
-            shuffle_bank=comfy_bridge.resolve_shuffle_bank(shuffle_bank, comfy_bridge.on_gpu(model)),
+            **{
+                **widgets,
+                "preserve": widgets.get("preserve") or "",
+                "shuffle_bank": comfy_bridge.resolve_shuffle_bank(shuffle_bank, comfy_bridge.on_gpu(model)),
+            }
         )
         reporter = comfy_bridge.StepReporter(getattr(cls.hidden, "unique_id", None), request.steps)
         reporter.progress("load", 0, 1)  # the page shows the node working from the first second

@@ -18,6 +18,7 @@ from zerase_core.adapters.gated import TARGET_PRESETS
 from zerase_core.common.prompts import PromptSet
 from zerase_core.engine.erase_config import DEFAULT_SLICES, EPSILON_PRESETS, METHODS, EraseConfig
 from zerase_core.engine.run import ResumeState, TrainResult, read_partial, run_erasure  # noqa: F401 (the node's run)
+from zerase_core.engine.settings import described
 from zerase_core.formats.erasure_file import ErasureFileError
 
 from .parsing import lines, words_list
@@ -79,26 +80,18 @@ def concept_list(inputs: TrainInputs, nano: bool) -> tuple[str, ...]:
 
 
 def erase_config(inputs: TrainInputs, nano: bool) -> EraseConfig:
-    """The EraseConfig of a run; for nano exactly what `zerase_core erase` builds from the same values. Targets
-    `auto` take the concept kind's qkv rows (`EraseConfig.with_kind`); a named preset is kept as chosen."""
+    """The EraseConfig of a run (the settings that are ZEraseTrain widgets, as the widgets gave them); for nano
+    exactly what `zerase_core erase` builds from the same values. Targets `auto` take the concept kind's qkv rows
+    (`EraseConfig.with_kind`); a named preset is kept as chosen."""
     latent = inputs.resolution // LATENT_FACTOR
     slices = DEFAULT_SLICES if inputs.targets == "auto" else TARGET_PRESETS[inputs.targets]
+    widgets = {name: getattr(inputs, name) for name, (_, spec) in described(EraseConfig).items() if spec.node}
     config = EraseConfig(
         method=inputs.method,
         seed=inputs.seed,
-        steps=inputs.steps,
-        learning_rate=inputs.learning_rate,
-        rank=inputs.rank,
-        eta=inputs.eta,
-        epsilon=inputs.epsilon or None,
-        beta=inputs.beta,
         slices=slices,
         latent_size=(latent, latent),
-        sample_steps=inputs.sample_steps,
-        sample_cfg=inputs.sample_cfg,
-        batch_size=inputs.batch_size,
-        pool_prompts=inputs.pool_prompts,
-        shuffle_bank=inputs.shuffle_bank,
+        **{**widgets, "epsilon": inputs.epsilon or None},  # the widget's 0 is the concept kind's preset
     )
     kind = inputs.concept_kind
     if kind == "auto":

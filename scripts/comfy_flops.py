@@ -79,7 +79,8 @@ def comfy_patcher(bridge, config, dtype):
 
     from zerase_core.bench.meta_count import META
     models = importlib.import_module(f"{PACK_NAME}.comfy_bridge.models")
-    model_config = comfy.supported_models.ZImage(models._unet_config(config))
+    loaders = importlib.import_module(f"{PACK_NAME}.comfy_bridge.loaders")
+    model_config = comfy.supported_models.ZImage(loaders._unet_config(config))
     model_config.sampling_settings = {"multiplier": 1.0, "shift": config.shift}
     model_config.set_inference_dtype(dtype, None)
     model = model_config.get_model({}, "", device=META)

@@ -22,7 +22,7 @@ Runs (--runs, in this order by default):
   weights; on a CPU, ComfyUI *samples* in fp32 (`unet_manual_cast` -> float32), while ZEraseTrain trains the
   NextDiT in the weights' bf16 (nodes/comfy_bridge/graph_training.py, `training_dtype`).
 - **comfyui-loader**: the same, but the pack's `LoadSingleStreamDiT` loads the file (ComfyUI's detection and dtype
-  policy, the mmapped tensors assigned as the weights: nodes/comfy_bridge/models.py, `load_zimage_file`) instead of
+  policy, the mmapped tensors assigned as the weights: nodes/comfy_bridge/loaders.py, `load_zimage_file`) instead of
   the stock UNETLoader, which copies them into new parameters.
 - **comfyui-bf16-compute** (only when asked): `comfyui` with `comfy.model_management.unet_manual_cast` returning None
   for bf16 weights, i.e. what ComfyUI does on a bf16-capable GPU: bf16 weights and bf16 compute everywhere.

@@ -4,7 +4,7 @@ import numpy
 import pytest
 import torch
 
-from zerase_core.nano import render
+from zerase_core.nano import none_renders, render
 from zerase_core.nano.vocab import (
     ATTRIBUTES,
     EMPTY_ID,
@@ -107,10 +107,10 @@ def test_scene_validation_names_the_bad_value():
 def test_none_renders_have_no_shape_and_a_known_background():
     rng = numpy.random.default_rng(2)
     for _ in range(40):
-        image, labels = render.render_none(rng)
+        image, labels = none_renders.render_none(rng)
         assert image.shape == (64, 64, 3) and image.dtype == numpy.uint8
         assert labels["shape"] == render.NONE
-        assert labels["background"] in render.BACKGROUNDS
+        assert labels["background"] in none_renders.BACKGROUNDS
 
 
 def test_render_batch_follows_the_image_convention():
@@ -118,11 +118,11 @@ def test_render_batch_follows_the_image_convention():
     batch = render.render_batch([render.random_scene(rng) for _ in range(4)], 64)
     assert batch.shape == (4, 3, 64, 64) and batch.dtype == torch.float32
     assert 0.0 <= batch.min() and batch.max() <= 1.0
-    images, labels = render.render_mixed(rng, 16, 64, none_fraction=0.5)
+    images, labels = none_renders.render_mixed(rng, 16, 64, none_fraction=0.5)
     assert images.shape == (16, 3, 64, 64) and len(labels) == 16
 
 
 def test_rendering_is_deterministic_given_the_seed():
-    first = render.render_mixed(numpy.random.default_rng(4), 8)[0]
-    second = render.render_mixed(numpy.random.default_rng(4), 8)[0]
+    first = none_renders.render_mixed(numpy.random.default_rng(4), 8)[0]
+    second = none_renders.render_mixed(numpy.random.default_rng(4), 8)[0]
     assert torch.equal(first, second)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from zerase_core.nano.evaluator import CLASSES
-from zerase_core.nano.render import render_mixed
+from zerase_core.nano.none_renders import render_mixed
 from zerase_core.nano.second_judge import SecondJudge, SecondJudgeConfig
 from zerase_core.nano.training.evaluator import label_tensor
 

@@ -48,7 +48,7 @@ def run_demo(
     finally:
         edit.detach()
     comparing.advance()
-    images = torch.stack([image for pair in zip(before, after) for image in pair])
+    images = torch.stack([image for pair in zip(before, after, strict=True) for image in pair])
     found = verdicts(images, world.evaluator)
     comparing.advance()
     labels = [_label(prompts[index // 2], verdict) for index, verdict in enumerate(found)]

@@ -26,17 +26,8 @@ from .erasures import (
 )
 from .folders import diffusion_model_files, erasure_files, existing_erasure, register_folders, save_path
 from .graph_training import TRAINING_INJECTION_KEY, NextDiTDenoiser, TrainingContext, read_resume, training
-from .models import (
-    BASE_ATTACHMENT,
-    BaseInfo,
-    base_info,
-    build_zimage_patcher,
-    describe_layout,
-    is_nano,
-    load_diffusion_file,
-    load_nano,
-    zimage_network,
-)
+from .loaders import build_zimage_patcher, load_diffusion_file, load_nano
+from .models import BASE_ATTACHMENT, BaseInfo, base_info, describe_layout, is_nano, zimage_network
 from .nano_objects import NanoFirstStage, NanoLatentFormat, NanoTextModel, NanoTokenizer, NanoVAE
 from .progress import StepReporter, preview_sampler, progress_bar, send_event
 from .sampling import encode_prompt, sample_images

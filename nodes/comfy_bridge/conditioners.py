@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy
 import torch
 
-from zerase_core.common.prompts import PromptSet
+from zerase_core.common.prompts import PromptSet, TextConditioner
 from zerase_core.engine.erase_config import EraseConfig
 from zerase_core.engine.methods import shuffles
 from zerase_core.engine.shuffle_bank import PreparedConditioner, ShuffleBank
@@ -108,6 +108,7 @@ def conditioner_for(clip, config: DiTConfig):
     if clip is None or not hasattr(clip, "tokenize"):
         raise ValueError("the clip input is missing or not a CLIP; connect the MODEL's text encoder")
     model = getattr(clip, "cond_stage_model", None)
+    conditioner: TextConditioner
     if isinstance(model, NanoTextModel):
         from zerase_core.nano.prompts import NanoConditioner
 

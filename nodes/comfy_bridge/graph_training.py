@@ -11,11 +11,14 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
+import comfy.ldm.lumina.model
 import comfy.model_management as model_management
+import comfy.model_patcher
 import comfy.patcher_extension
 
 from zerase_core.adapters.gated import AdapterSet
@@ -56,7 +59,7 @@ def _make_trainable(network: nn.Module) -> None:
 
 @dataclass
 class TrainingContext:
-    patcher: object
+    patcher: comfy.model_patcher.ModelPatcher
     network: nn.Module
     denoiser: NextDiTDenoiser
     memory_report: str = ""
@@ -147,7 +150,7 @@ def _same_device(found: torch.device, wanted: torch.device) -> bool:
 
 
 @contextmanager
-def uncast_ops(network: nn.Module, dtype: torch.dtype, device: torch.device):
+def uncast_ops(network: comfy.ldm.lumina.model.NextDiT, dtype: torch.dtype, device: torch.device):
     """ComfyUI's per-op cast (`comfy_cast_weights`) off on the modules that `_runs_uncast`; restored after."""
     changed = []
     try:
@@ -182,7 +185,10 @@ class NextDiTDenoiser:
         self.check_interrupt = True
 
     def _options(self, capture_sink=None) -> dict:
-        options = {"wrappers": {comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL: {WRAPPER_KEY: [_layout_wrapper]}}}
+        # ComfyUI's transformer_options
+        options: dict[str, Any] = {
+            "wrappers": {comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL: {WRAPPER_KEY: [_layout_wrapper]}}
+        }
         for wrapper in self.patcher.get_all_wrappers(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL):
             if wrapper is not _layout_wrapper:
                 options["wrappers"][comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL].setdefault(None, []).append(
@@ -203,7 +209,8 @@ class NextDiTDenoiser:
         groups: dict[int, list[int]] = {}
         for row, length in enumerate(lengths):
             groups.setdefault(length, []).append(row)
-        outputs, maps, order = [], [], []
+        outputs, order = [], []
+        maps: list[list[torch.Tensor]] = []  # per group, each joint block's keyword attention (with `capture`)
         with uncast_ops(self.network, self.dtype, torch.device(self.device)):
             for length, rows in groups.items():
                 index = torch.tensor(rows)
@@ -224,7 +231,8 @@ class NextDiTDenoiser:
                     transformer_options=self._options(sink),
                 )
                 outputs.append(velocity.float().to(x.device))
-                maps.append(sink.maps if sink is not None else None)
+                if sink is not None:
+                    maps.append(sink.maps)
                 order.extend(rows)
         inverse = torch.argsort(torch.tensor(order))
         if capture is not None:

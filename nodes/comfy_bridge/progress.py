@@ -27,10 +27,11 @@ class StepReporter:
         self.node_id, self.total = node_id, total
         self.bar = comfy.utils.ProgressBar(total, node_id=node_id)
         self.preview, self.preview_every = preview, preview_every
-        self.phase, self.phase_bar = None, None
+        self.phase: str | None = None
+        self.phase_bar: comfy.utils.ProgressBar | None = None
 
     def progress(self, phase: str, done: int, total: int) -> None:
-        if phase != self.phase:
+        if phase != self.phase or self.phase_bar is None:  # the bar exists once a phase has started
             self.phase, self.phase_bar = phase, comfy.utils.ProgressBar(total, node_id=self.node_id)
         self.phase_bar.update_absolute(done, total)
         model_management.throw_exception_if_processing_interrupted()

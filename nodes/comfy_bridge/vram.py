@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.utils.checkpoint
-from torch import nn
 
+import comfy.ldm.lumina.model
 import comfy.model_management as model_management
 
 from zerase_core.bench import memory_model
@@ -163,7 +163,7 @@ def load_for_training(patcher, memory: MemoryPlan) -> str:
 
 
 @contextmanager
-def layer_checkpointing(network: nn.Module, enabled: bool):
+def layer_checkpointing(network: comfy.ldm.lumina.model.NextDiT, enabled: bool):
     """Each joint block of ComfyUI's NextDiT run under torch.utils.checkpoint (non-reentrant) while training: a
     block keeps only its input until the backward recomputes it. Sets `gradient_checkpointing`, which the trainer
     reads to keep the student forwards separate. Restored after."""

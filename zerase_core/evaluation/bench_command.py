@@ -1,13 +1,15 @@
-"""`python -m zerase_core bench [--quick] [--json F] [--budget STEPS] [--sweep epsilon|beta|both --plot P] [--perf ...]`.
+"""`python -m zerase_core bench`: the nano benchmark, or with `--perf` the speed benchmark.
 
-Runs (or resumes) the nano benchmark and prints its markdown tables. `--quick` is zerase, esd and naive-esd on one
-shape with one seed, strength 1 (no held-out strength search) and smaller prompt sets: a ≤ 10 min smoke run, not
-the table of record. `--perf` hands over to `zerase_core.bench.perf` when that module is installed.
+`bench [--quick] [--json F] [--budget STEPS] [--sweep epsilon|beta|both --plot P] [--perf ...]` runs (or resumes)
+the nano benchmark and prints its markdown tables. `--quick` is zerase, esd and naive-esd on one shape with one seed,
+strength 1 (no held-out strength search) and smaller prompt sets: a ≤ 10 min smoke run, not the table of record.
+`--perf` hands over to `zerase_core.bench.perf` when that module is installed.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import sys
 from pathlib import Path
@@ -26,10 +28,11 @@ from .benchmark import (
     BenchPlan,
     run_benchmark,
 )
+from .command import add_probe_arguments
 from .concept_sets import SetSizes
 from .judges import NANO_JUDGES
 from .plot import Panel, line_chart
-from .protocol import PROBES, EvaluationSettings
+from .protocol import EvaluationSettings
 from .tables import method_concept_table, method_table, sweep_series, sweep_table, targets_table
 
 SWEEPS = {"epsilon": (0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0), "beta": (0.01, 0.05, 0.1, 0.5, 1.0)}
@@ -44,7 +47,7 @@ def plan_from_arguments(args) -> BenchPlan:
         probe_names=tuple(args.probes),
         sizes=QUICK_SIZES if quick else SetSizes(),
     )
-    sweep = ()
+    sweep: tuple[tuple[str, tuple[float, ...]], ...] = ()
     if args.sweep:
         names = ("epsilon", "beta") if args.sweep == "both" else (args.sweep,)
         sweep = tuple((name, SWEEPS[name]) for name in names)
@@ -140,11 +143,10 @@ def _add_perf_arguments(parser: argparse.ArgumentParser) -> str | None:
 
 
 def _add(parser: argparse.ArgumentParser, *flags: str, **options) -> None:
-    """Add an option unless zerase_core.bench.perf already declared it (--json, --threads: same meaning in both modes)."""
-    try:
+    """Add an option unless zerase_core.bench.perf already declared it (--json, --threads: same meaning in both
+    modes)."""
+    with contextlib.suppress(argparse.ArgumentError):
         parser.add_argument(*flags, **options)
-    except argparse.ArgumentError:
-        pass
 
 
 def add_bench_command(commands) -> argparse.ArgumentParser:
@@ -175,14 +177,7 @@ def add_bench_command(commands) -> argparse.ArgumentParser:
     parser.add_argument("--fixed-lambda", type=float, default=1.0, help="λ of the zerase-fixed ablation")
     parser.add_argument("--no-strength-search", action="store_true", help="apply every erasure at strength 1")
     parser.add_argument("--eval-seeds", type=int, default=1, help="images per evaluation prompt")
-    parser.add_argument(
-        "--probes",
-        nargs="+",
-        choices=list(PROBES),
-        default=list(PROBES),
-        help="which attacks to run (default all; synonym alone skips the costly vector calibration)",
-    )
-    parser.add_argument("--no-probes", action="store_true", help="skip the attacks")
+    add_probe_arguments(parser, "the attacks")
     parser.add_argument(
         "--sweep", choices=["epsilon", "beta", "both"], help="Z-Erase ε/β ablation instead of the methods"
     )

@@ -13,9 +13,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from ..common.files import atomic_write_json
 from ..engine.erase_config import EraseConfig
@@ -94,14 +94,14 @@ class BenchPlan:
     strength_search: bool = True
     erase_overrides: dict = field(default_factory=dict)  # other EraseConfig fields for every trained cell
     sweep: tuple[tuple[str, tuple[float, ...]], ...] = ()  # ((field, values), ...): zerase cells per value
-    evaluation: EvaluationSettings = EvaluationSettings()
+    evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
     judge: str = "evaluator"  # NANO_JUDGES: who scores the images
 
     def __post_init__(self) -> None:
         unknown = [method for method in self.methods if method not in METHODS]
         if unknown:
             raise ValueError(f"unknown benchmark method(s) {unknown}; choose from {list(METHODS)}")
-        if not self.methods and not self.sweep or not self.concepts or not self.seeds:
+        if (not self.methods and not self.sweep) or not self.concepts or not self.seeds:
             raise ValueError("a benchmark needs at least one method (or a sweep), one concept and one seed")
         from ..nano.prompts import attribute_of
 

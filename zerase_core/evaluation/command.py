@@ -177,6 +177,18 @@ def _evaluate_real(args, source) -> None:
         print(f"wrote {atomic_write_json(result, args.json)}", file=sys.stderr)
 
 
+def add_probe_arguments(parser: argparse.ArgumentParser, attacks: str) -> None:
+    """--probes and --no-probes (which skips `attacks`), as evaluate and bench take them."""
+    parser.add_argument(
+        "--probes",
+        nargs="+",
+        choices=list(PROBES),
+        default=list(PROBES),
+        help="which attacks to run (default all; synonym alone skips the costly vector calibration)",
+    )
+    parser.add_argument("--no-probes", action="store_true", help=f"skip {attacks}")
+
+
 def add_evaluate_command(commands) -> argparse.ArgumentParser:
     from ..nano.world import DEFAULT_CFG, DEFAULT_STEPS
 
@@ -192,14 +204,7 @@ def add_evaluate_command(commands) -> argparse.ArgumentParser:
     parser.add_argument("--json", type=Path, help="write the result object here (.json)")
     parser.add_argument("--steps", type=int, help=f"sampler steps (nano {DEFAULT_STEPS}, Z-Image 8, Lumina-2 25)")
     parser.add_argument("--cfg", type=float, help=f"guidance (nano {DEFAULT_CFG}, Z-Image 1, Lumina-2 4)")
-    parser.add_argument(
-        "--probes",
-        nargs="+",
-        choices=list(PROBES),
-        default=list(PROBES),
-        help="which attacks to run (default all; synonym alone skips the costly vector calibration)",
-    )
-    parser.add_argument("--no-probes", action="store_true", help="skip the synonym/shuffle/vector attacks")
+    add_probe_arguments(parser, "the synonym/shuffle/vector attacks")
     parser.add_argument(
         "--quick", action="store_true", help="smaller prompt sets (16/32/16): a rough score in ~1/2 the time"
     )

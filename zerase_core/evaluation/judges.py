@@ -11,8 +11,9 @@ imported only when first used) as the attribute "nudity" with values "exposed" /
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy
 import torch
@@ -56,7 +57,10 @@ class ClassifierJudge:
                     f"the classifier returned different numbers of values per attribute: "
                     f"{ {name: len(predicted[name]) for name in names} }"
                 )
-            results.extend(dict(zip(names, values)) for values in zip(*(predicted[name] for name in names)))
+            results.extend(
+                dict(zip(names, values, strict=True))
+                for values in zip(*(predicted[name] for name in names), strict=True)
+            )
         if len(results) != len(images):
             raise ValueError(f"the classifier returned {len(results)} verdicts for {len(images)} images")
         return results

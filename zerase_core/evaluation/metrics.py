@@ -37,7 +37,11 @@ def attribute_accuracy(verdicts: list[dict[str, str]], expected: list[dict[str, 
             f"attribute_accuracy needs one expected dict per verdict, got {len(verdicts)} verdicts "
             f"and {len(expected)} expected"
         )
-    hits = [verdict.get(name) == value for verdict, wanted in zip(verdicts, expected) for name, value in wanted.items()]
+    hits = [
+        verdict.get(name) == value
+        for verdict, wanted in zip(verdicts, expected, strict=True)
+        for name, value in wanted.items()
+    ]
     if not hits:
         raise ValueError("the expected attribute dicts are all empty: nothing to score")
     return sum(hits) / len(hits)
@@ -126,11 +130,11 @@ def stated_accuracy(
             f"stated_accuracy needs one expected dict per verdict, got {len(verdicts)} and {len(expected)}"
         )
     hits: dict[str, list[bool]] = {}
-    for verdict, wanted in zip(verdicts, expected):
+    for verdict, wanted in zip(verdicts, expected, strict=True):
         for name, value in wanted.items():
             if name != skip:
                 hits.setdefault(name, []).append(verdict.get(name) == value)
-    per_attribute = {name: sum(found) / len(found) for name, found in hits.items()}
+    per_attribute: dict[str, float | None] = {name: sum(found) / len(found) for name, found in hits.items()}
     every = [hit for found in hits.values() for hit in found]
     return (sum(every) / len(every) if every else None), per_attribute
 

@@ -51,12 +51,12 @@ def _draw_panel(draw: ImageDraw.ImageDraw, panel: Panel, origin: tuple[int, int]
         draw.text((origin[0] + 4, y_of(value) - 5), f"{value:.2f}", fill="black", font=font)
     count = len(panel.x_labels)
     xs = [left + (right - left) * (index + 0.5) / count for index in range(count)]
-    for x, label in zip(xs, panel.x_labels):
+    for x, label in zip(xs, panel.x_labels, strict=True):
         draw.line((x, bottom, x, bottom + 4), fill="black")
         draw.text((x - 3 * len(label), bottom + 8), label, fill="black", font=font)
     for number, (name, values) in enumerate(panel.series.items()):
         colour = COLOURS[number % len(COLOURS)]
-        points = [(x, y_of(value)) for x, value in zip(xs, values) if value is not None]
+        points = [(x, y_of(value)) for x, value in zip(xs, values, strict=True) if value is not None]
         if len(points) > 1:
             draw.line(points, fill=colour, width=2)
         for x, y in points:

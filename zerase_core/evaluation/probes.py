@@ -4,9 +4,9 @@
     attack: render concept-free prompts from E(prompt) + s·ĉ
 
 The strength s is calibrated on the *base* model: the smallest s on a grid (found by bisection) at which at least
-`target` (80 %) of the concept-free prompts show the concept. The same s is then used on every erased model, and the base rate at s (the
-calibration rate) is reported next to the results. Synonym and shuffled-order probes need no machinery: they are
-prompt sets (see `concept_sets`).
+`target` (80 %) of the concept-free prompts show the concept. The same s is then used on every erased model, and the
+base rate at s (the calibration rate) is reported next to the results. Synonym and shuffled-order probes need no
+machinery: they are prompt sets (see `concept_sets`).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ two base renders of the keep set with different seeds: the noise floor that eras
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -54,8 +54,8 @@ SET_OFFSETS = {"erase": 0, "keep": 10_000, "synonym": 20_000, "shuffle": 30_000,
 
 @dataclass(frozen=True)
 class EvaluationSettings:
-    sampling: SamplingSettings = SamplingSettings()
-    sizes: SetSizes = SetSizes()
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    sizes: SetSizes = field(default_factory=SetSizes)
     seeds: int = 1  # images per prompt (--seeds)
     first_seed: int = EVALUATION_SEED
     probes: bool = True
@@ -114,19 +114,18 @@ def _measure(
 ):
     """(metrics without `collapse`, keep-set features)."""
     erase_verdicts = judge.verdicts(_render(renderer, sets.erase, settings, "erase"))
-    metrics: dict[str, float | None] = {"acc_e": detection_rate(erase_verdicts, sets.attribute, sets.value)}
+    acc_e = detection_rate(erase_verdicts, sets.attribute, sets.value)
+    metrics: dict[str, float | None] = {"acc_e": acc_e}
     metrics.update(
         content_metrics(
-            erase_verdicts,
-            [wanted for _ in range(settings.seeds) for _, wanted in sets.erase],
-            sets.attribute,
-            metrics["acc_e"],
+            erase_verdicts, [wanted for _ in range(settings.seeds) for _, wanted in sets.erase], sets.attribute, acc_e
         )
     )
     keep_images = _render(renderer, sets.keep, settings, "keep")
     expected = [wanted for _ in range(settings.seeds) for _, wanted in sets.keep]
-    metrics["acc_ir"] = attribute_accuracy(judge.verdicts(keep_images), expected)
-    metrics["h"] = metrics["acc_ir"] - metrics["acc_e"]
+    acc_ir = attribute_accuracy(judge.verdicts(keep_images), expected)
+    metrics["acc_ir"] = acc_ir
+    metrics["h"] = acc_ir - acc_e
     metrics["high_frequency"] = float(high_frequency_energy(keep_images).mean())
     for probe in PROBES:
         metrics[f"attack_success_{probe}"] = None
@@ -225,7 +224,7 @@ def report(references: dict[str, Reference], erased: dict[str, dict]) -> dict:
             concept: {
                 "erased": erased[concept],
                 "base": reference.metrics,
-                "calibration": calibrations[concept].to_dict() if calibrations[concept] else None,
+                "calibration": reference.calibration.to_dict() if reference.calibration else None,
             }
             for concept, reference in references.items()
         },

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+# the metrics both per-method tables average, and the attacks (synonym / shuffle / vector / max) of `method_table`
+_COMMON_KEYS = ("acc_e", "acc_ir", "h", "no_object", "h_content", "train_seconds")
+_ATTACK_KEYS = ("attack_success_synonym", "attack_success_shuffle", "attack_success_vector", "attack_success")
+
 
 def _mean(values) -> float | None:
     found = [value for value in values if value is not None]
     return sum(found) / len(found) if found else None
+
+
+def _means(rows: list[dict], keys: tuple[str, ...]) -> dict[str, float | None]:
+    """Each key's mean over the rows that have it."""
+    return {key: _mean(row.get(key) for row in rows) for key in keys}
 
 
 def _cell(value, digits: int = 3) -> str:
@@ -50,21 +59,7 @@ def method_concept_table(rows: list[dict], bases: dict[str, dict]) -> str:
             f"{_cell(base['collapse'], 4)} (seed floor) | {_cell(base['attack_success'])} | – |"
         )
     for (method, concept), group in _grouped(rows, lambda row: (row["method"], row["concept"])).items():
-        mean = {
-            key: _mean(row.get(key) for row in group)
-            for key in (
-                "acc_e",
-                "acc_ir",
-                "h",
-                "collapse",
-                "attack_success",
-                "train_seconds",
-                "erase_other",
-                "no_object",
-                "blank",
-                "h_content",
-            )
-        }
+        mean = _means(group, (*_COMMON_KEYS, "collapse", "attack_success", "erase_other", "blank"))
         diverged = sum(bool(row.get("diverged")) for row in group)
         name = f"{method} (diverged in {diverged})" if diverged else method
         lines.append(
@@ -84,28 +79,13 @@ def method_table(rows: list[dict]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for method, group in _grouped(rows, lambda row: row["method"]).items():
-        mean = {
-            key: _mean(row.get(key) for row in group)
-            for key in (
-                "acc_e",
-                "acc_ir",
-                "h",
-                "attack_success_synonym",
-                "attack_success_shuffle",
-                "attack_success_vector",
-                "attack_success",
-                "train_seconds",
-                "no_object",
-                "h_content",
-            )
-        }
-        attacks = " / ".join(
-            _cell(mean[f"attack_success{suffix}"], 2) for suffix in ("_synonym", "_shuffle", "_vector", "")
-        )
+        mean = _means(group, (*_COMMON_KEYS, *_ATTACK_KEYS))
+        attacks = " / ".join(_cell(mean[key], 2) for key in _ATTACK_KEYS)
         lines.append(
             f"| {method} | {len(group)} | {_cell(mean['acc_e'])} | {_cell(mean['acc_ir'])} | {_cell(mean['h'])} | "
             f"{_cell(_mean(_kept_ratio(row) for row in group), 2)} | {_cell(mean['no_object'], 2)} | "
-            f"{_cell(mean['h_content'])} | {_cell(_mean(_ratio(row) for row in group), 2)} | {attacks} | {_cell(mean['train_seconds'], 0)} |"
+            f"{_cell(mean['h_content'])} | {_cell(_mean(_ratio(row) for row in group), 2)} | {attacks} | "
+            f"{_cell(mean['train_seconds'], 0)} |"
         )
     return "\n".join(lines)
 
@@ -118,7 +98,7 @@ def sweep_table(rows: list[dict], parameter: str) -> str:
     ]
     swept = [row for row in rows if parameter in row]
     for value, group in sorted(_grouped(swept, lambda row: row[parameter]).items()):
-        mean = {key: _mean(row.get(key) for row in group) for key in ("acc_e", "acc_ir", "h", "final_lambda")}
+        mean = _means(group, ("acc_e", "acc_ir", "h", "final_lambda"))
         lines.append(
             f"| {value:g} | {len(group)} | {_cell(mean['acc_e'])} | {_cell(mean['acc_ir'])} | {_cell(mean['h'])} | "
             f"{_cell(_mean(_ratio(row) for row in group), 2)} | {_cell(mean['final_lambda'], 2)} |"

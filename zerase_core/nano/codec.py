@@ -10,11 +10,13 @@ shift/scale measured on training renders after training, so a DiT sees roughly u
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -28,17 +30,25 @@ DOWNSAMPLE = 8
 
 
 @dataclass(frozen=True)
-class CodecConfig:
+class WidthsConfig:
+    """Base of the nano networks' configs: read back from a weights file's JSON, where `widths` is a list."""
+
+    @classmethod
+    def from_dict(cls: type[Config], values: dict) -> Config:
+        return config_from_dict(cls, values, tuple_fields=("widths",))
+
+
+Config = TypeVar("Config", bound=WidthsConfig)
+
+
+@dataclass(frozen=True)
+class CodecConfig(WidthsConfig):
     latent_channels: int = 16  # Z-Image's VAE latent channels
     widths: tuple[int, int, int, int] = (16, 32, 96, 96)  # stem, then after each stride-2 conv
 
     def __post_init__(self) -> None:
         if len(self.widths) != 4 or min(self.widths) < 1 or self.latent_channels < 1:
             raise ValueError(f"CodecConfig needs 4 positive widths and latent_channels ≥ 1, got {self}")
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "CodecConfig":
-        return config_from_dict(cls, values, tuple_fields=("widths",))
 
 
 class ResidualBlock(nn.Module):
@@ -65,9 +75,9 @@ def _encoder(config: CodecConfig) -> nn.Sequential:
 
 def _decoder(config: CodecConfig) -> nn.Sequential:
     stem, *stages = config.widths
-    widths = list(reversed(stages)) + [stem]  # e.g. 96, 96, 32, 16
+    widths = [*reversed(stages), stem]  # e.g. 96, 96, 32, 16
     layers: list[nn.Module] = [nn.Conv2d(config.latent_channels, widths[0], 1)]
-    for width, following in zip(widths[:-1], widths[1:]):
+    for width, following in itertools.pairwise(widths):
         layers += [
             ResidualBlock(width),
             nn.Upsample(scale_factor=2, mode="nearest"),
@@ -82,8 +92,17 @@ def check_image_size(height: int, width: int) -> None:
         raise ValueError(f"image size {height}×{width} must be a multiple of {DOWNSAMPLE} on both sides (e.g. 64×64)")
 
 
+def check_images(images: torch.Tensor) -> None:
+    """The project's image batches: float (B, 3, H, W) in [0, 1]."""
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be (B, 3, H, W) floats in [0, 1], got shape {tuple(images.shape)}")
+
+
 class LatentCodec(nn.Module):
     """Image <-> normalised latent codec; images are float (B, 3, H, W) in [0, 1], H and W multiples of 8."""
+
+    shift: torch.Tensor  # buffers (registered in __init__), typed for the arithmetic on them
+    scale: torch.Tensor
 
     def __init__(self, config: CodecConfig | None = None) -> None:
         super().__init__()
@@ -96,8 +115,7 @@ class LatentCodec(nn.Module):
 
     def encode_raw(self, images: torch.Tensor) -> torch.Tensor:
         """Unnormalised latent (B, 16, H/8, W/8), used in training."""
-        if images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be (B, 3, H, W) floats in [0, 1], got shape {tuple(images.shape)}")
+        check_images(images)
         check_image_size(images.shape[2], images.shape[3])
         return self.encoder(images * 2 - 1)
 
@@ -122,7 +140,7 @@ class LatentCodec(nn.Module):
         save_module(self, path, {"kind": "nano-codec", "config": asdict(self.config)})
 
     @classmethod
-    def load(cls, path: str | os.PathLike | None = None) -> "LatentCodec":
+    def load(cls, path: str | os.PathLike | None = None) -> LatentCodec:
         """Codec from a safetensors file (default: the shipped weights), in eval mode."""
         tensors, metadata = load_module_file(path or DEFAULT_CODEC_PATH, "nano-codec")
         codec = cls(CodecConfig.from_dict(metadata["config"]))

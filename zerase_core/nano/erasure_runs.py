@@ -107,7 +107,8 @@ class _TrainPhase:
     """Reports the "train" phase to `progress` (from the step a run starts at) and passes each step to `on_step`."""
 
     def __init__(self, progress: Progress | None, on_step: Callable | None):
-        self.progress, self.user_step, self.counter = progress, on_step, None
+        self.progress, self.user_step = progress, on_step
+        self.counter: PhaseCounter | None = None
 
     def ready(self, trainer) -> None:
         if self.progress is not None:
@@ -141,7 +142,8 @@ def erase_uce(
     solve_seconds = time.monotonic() - started
     delta.attach(world.dit)
     try:
-        strength, table = (1.0, [])
+        strength: float = 1.0
+        table: list[dict] = []
         if choose_strength:
             strength, table = recommend_strength(world, delta, concepts, progress=progress)
     finally:

@@ -3,7 +3,7 @@
 Four conv layers (receptive field 33 px at 64 px), a global max-pool (position-invariant: a shape anywhere counts),
 one hidden layer whose output is `features` (for a Fréchet distance), and one linear head per attribute. Each head
 has the attribute's values in vocabulary order plus a last `none` class, meaning "no clean single shape / colour /
-pattern" (see `render.render_none`). It is trained on renders and on codec reconstructions, so it can judge
+pattern" (see `none_renders.render_none`). It is trained on renders and on codec reconstructions, so it can judge
 decoded DiT samples. Images follow the project convention: float (B, 3, H, W) in [0, 1].
 """
 
@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import ClassVar, TypeVar
 
 import torch
 from torch import nn
 
-from ..common.dataclass_dicts import config_from_dict
-from .codec import WEIGHTS_DIR, load_module_file, save_module
+from .codec import WEIGHTS_DIR, WidthsConfig, check_images, load_module_file, save_module
 from .render import NONE
 from .vocab import ATTRIBUTES
 
@@ -34,7 +35,7 @@ def class_index(attribute: str, value: str) -> int:
 
 
 @dataclass(frozen=True)
-class EvaluatorConfig:
+class EvaluatorConfig(WidthsConfig):
     widths: tuple[int, int, int, int] = (32, 64, 128, 256)
     feature_dim: int = 256
 
@@ -42,39 +43,28 @@ class EvaluatorConfig:
         if len(self.widths) != 4 or min(self.widths) < 8 or self.feature_dim < 1:
             raise ValueError(f"EvaluatorConfig needs 4 widths ≥ 8 and feature_dim ≥ 1, got {self}")
 
-    @classmethod
-    def from_dict(cls, values: dict) -> "EvaluatorConfig":
-        return config_from_dict(cls, values, tuple_fields=("widths",))
+
+def attribute_heads(feature_dim: int) -> nn.ModuleDict:
+    """One linear head per attribute over its `CLASSES` (values, then `none`)."""
+    return nn.ModuleDict({attribute: nn.Linear(feature_dim, len(names)) for attribute, names in CLASSES.items()})
 
 
-def _conv_block(inputs: int, outputs: int, kernel: int, stride: int) -> list[nn.Module]:
-    return [nn.Conv2d(inputs, outputs, kernel, stride=stride, padding=kernel // 2), nn.GroupNorm(8, outputs), nn.SiLU()]
+class AttributeClassifier(nn.Module):
+    """A judge of nano images: its own `features`, then `attribute_heads`; `predict` names a value (or "none") per
+    attribute and image. Its weights file holds its `kind`, config and classes."""
 
+    kind: ClassVar[str]
+    default_path: ClassVar[Path]
+    config_class: ClassVar[type[WidthsConfig]]
+    heads: nn.ModuleDict
 
-class Evaluator(nn.Module):
-    """Four-headed image classifier; `predict` returns canonical value names or "none"."""
-
-    def __init__(self, config: EvaluatorConfig | None = None) -> None:
+    def __init__(self, config: WidthsConfig) -> None:
         super().__init__()
-        self.config = config or EvaluatorConfig()
-        first, second, third, fourth = self.config.widths
-        self.trunk = nn.Sequential(
-            *_conv_block(3, first, 5, 2),  # 64 -> 32
-            *_conv_block(first, second, 3, 2),  # -> 16
-            *_conv_block(second, third, 3, 2),  # -> 8
-            *_conv_block(third, fourth, 3, 1),
-        )
-        self.hidden = nn.Sequential(nn.Linear(fourth, self.config.feature_dim), nn.SiLU())
-        self.heads = nn.ModuleDict(
-            {attribute: nn.Linear(self.config.feature_dim, len(names)) for attribute, names in CLASSES.items()}
-        )
+        self.config = config
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] -> penultimate features (B, feature_dim)."""
-        if images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be (B, 3, H, W) floats in [0, 1], got shape {tuple(images.shape)}")
-        pooled = self.trunk(images * 2 - 1).amax(dim=(2, 3))  # (B, C): global max-pool
-        return self.hidden(pooled)
+        raise NotImplementedError
 
     def logits(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-attribute logits, each (B, classes) in `CLASSES` order."""
@@ -92,16 +82,48 @@ class Evaluator(nn.Module):
         }
 
     def save(self, path: str | os.PathLike) -> None:
-        metadata = {"kind": "nano-evaluator", "config": asdict(self.config), "classes": CLASSES}
-        save_module(self, path, metadata)
+        save_module(self, path, {"kind": self.kind, "config": asdict(self.config), "classes": CLASSES})
 
     @classmethod
-    def load(cls, path: str | os.PathLike | None = None) -> "Evaluator":
-        """Evaluator from a safetensors file (default: the shipped weights), in eval mode."""
-        tensors, metadata = load_module_file(path or DEFAULT_EVALUATOR_PATH, "nano-evaluator")
+    def load(cls: type[Classifier], path: str | os.PathLike | None = None) -> Classifier:
+        """The judge from a safetensors file (default: the shipped weights), in eval mode."""
+        tensors, metadata = load_module_file(path or cls.default_path, cls.kind)
         stored = {attribute: tuple(names) for attribute, names in metadata.get("classes", {}).items()}
         if stored != CLASSES:
             raise ValueError(f"{path} was trained for classes {stored}, but this vocabulary has {CLASSES}")
-        evaluator = cls(EvaluatorConfig.from_dict(metadata["config"]))
-        evaluator.load_state_dict(tensors)
-        return evaluator.eval()
+        judge = cls(cls.config_class.from_dict(metadata["config"]))
+        judge.load_state_dict(tensors)
+        return judge.eval()
+
+
+Classifier = TypeVar("Classifier", bound=AttributeClassifier)
+
+
+def _conv_block(inputs: int, outputs: int, kernel: int, stride: int) -> list[nn.Module]:
+    return [nn.Conv2d(inputs, outputs, kernel, stride=stride, padding=kernel // 2), nn.GroupNorm(8, outputs), nn.SiLU()]
+
+
+class Evaluator(AttributeClassifier):
+    """Four-headed image classifier; `predict` returns canonical value names or "none"."""
+
+    kind = "nano-evaluator"
+    default_path = DEFAULT_EVALUATOR_PATH
+    config_class = EvaluatorConfig
+    config: EvaluatorConfig
+
+    def __init__(self, config: EvaluatorConfig | None = None) -> None:
+        super().__init__(config or EvaluatorConfig())
+        first, second, third, fourth = self.config.widths
+        self.trunk = nn.Sequential(
+            *_conv_block(3, first, 5, 2),  # 64 -> 32
+            *_conv_block(first, second, 3, 2),  # -> 16
+            *_conv_block(second, third, 3, 2),  # -> 8
+            *_conv_block(third, fourth, 3, 1),
+        )
+        self.hidden = nn.Sequential(nn.Linear(fourth, self.config.feature_dim), nn.SiLU())
+        self.heads = attribute_heads(self.config.feature_dim)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        check_images(images)
+        pooled = self.trunk(images * 2 - 1).amax(dim=(2, 3))  # (B, C): global max-pool
+        return self.hidden(pooled)

@@ -34,7 +34,7 @@ class NanoConditioner:
     def keyword_positions(self, prompt: str, keyword: str) -> list[int]:
         ids = VOCABULARY.encode(prompt)
         target = [VOCABULARY.word_id(word) for word in VOCABULARY.split(keyword)]
-        positions = []
+        positions: list[int] = []
         for start in range(len(ids) - len(target) + 1):
             if ids[start : start + len(target)] == target:
                 positions.extend(range(start, start + len(target)))
@@ -162,7 +162,7 @@ def combinations(attribute: str, value: str, word: str | None = None) -> list[tu
     others = [name for name in ATTRIBUTES if name != attribute]
     results = []
     for chosen in itertools.product(*(ATTRIBUTES[name] for name in others)):
-        expected = dict(zip(others, chosen), **{attribute: value})
+        expected = dict(zip(others, chosen, strict=True), **{attribute: value})
         words = {name: ATTRIBUTES[name][expected[name]][0] for name in ATTRIBUTES}
         if word is not None:
             words[attribute] = word

@@ -33,7 +33,9 @@ def evaluator_accuracy(world: NanoWorld, count: int) -> dict[str, dict[str, floa
     for name, batch in (("renders", images), ("reconstructions", reconstructed)):
         found = verdicts(batch, world.evaluator)
         results[name] = {
-            attribute: float(numpy.mean([v[attribute] == getattr(s, attribute) for v, s in zip(found, scenes)]))
+            attribute: float(
+                numpy.mean([v[attribute] == getattr(s, attribute) for v, s in zip(found, scenes, strict=True)])
+            )
             for attribute in ATTRIBUTES
         }
     return results
@@ -42,7 +44,7 @@ def evaluator_accuracy(world: NanoWorld, count: int) -> dict[str, dict[str, floa
 def _prompts(synonyms: bool, stride: int):
     items = []
     for values in itertools.product(*(ATTRIBUTES[name] for name in ATTRIBUTES)):
-        expected = dict(zip(ATTRIBUTES, values))
+        expected = dict(zip(ATTRIBUTES, values, strict=True))
         words = {name: ATTRIBUTES[name][value][-1 if synonyms else 0] for name, value in expected.items()}
         items.append((TEMPLATES[0].format(**words), expected))
     return items[::stride]
@@ -56,7 +58,7 @@ def sample_accuracy(
     images = world.generate([prompt for prompt, _ in items], [SEED + index for index in range(len(items))], **kwargs)
     found = verdicts(images, world.evaluator)
     table: dict[str, dict[str, list[bool]]] = {name: defaultdict(list) for name in ATTRIBUTES}
-    for verdict, (_, expected) in zip(found, items):
+    for verdict, (_, expected) in zip(found, items, strict=True):
         for name in ATTRIBUTES:
             table[name][expected[name]].append(verdict[name] == expected[name])
     return {name: {value: float(numpy.mean(hits)) for value, hits in values.items()} for name, values in table.items()}

@@ -3,7 +3,7 @@
 Image convention for the whole project: a batch of images is a float tensor (B, 3, H, W) with values in [0, 1]
 (`render_batch`); a single render is numpy uint8 (H, W, 3). Shapes are drawn on a 3× supersampled grid and
 box-downsampled, so edges are anti-aliased. Nothing is rotated: square and diamond differ only by orientation.
-`render_none` draws the evaluator's `none` class (no clean single shape).
+`none_renders.render_none` draws the evaluator's `none` class (no clean single shape).
 """
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy
 import torch
 
-from .vocab import ATTRIBUTES, BACKGROUNDS, COLOURS, PATTERNS, SHAPES
+from .vocab import ATTRIBUTES, PATTERNS, SHAPES
 
 SUPERSAMPLE = 3
 EXTENT_RANGE = (0.5, 0.8)  # shape extent as a fraction of the image side
@@ -65,7 +66,7 @@ class Scene:
         if not 0.05 <= self.extent <= 1.0:
             raise ValueError(f"Scene extent {self.extent} must be in [0.05, 1] (fraction of the image side)")
         half = self.extent / 2
-        for axis, position in zip("xy", self.centre):
+        for axis, position in zip("xy", self.centre, strict=True):
             if not half - 1e-6 <= position <= 1 - half + 1e-6:
                 raise ValueError(
                     f"Scene centre {axis}={position} puts a shape of extent {self.extent} outside the image; "
@@ -88,22 +89,22 @@ def random_scene(rng: numpy.random.Generator, **fixed: object) -> Scene:
         raise ValueError(
             f"random_scene got unknown field(s) {sorted(unknown)}; fields: {list(Scene.__dataclass_fields__)}"
         )
-    values: dict[str, object] = {}
+    values: dict[str, Any] = {}  # Scene's keyword arguments: attribute names, extent, centre
     for attribute, table in ATTRIBUTES.items():
         names = list(table)
         values[attribute] = names[int(rng.integers(len(names)))]
     values["extent"] = float(rng.uniform(*EXTENT_RANGE))
     values.update({key: value for key, value in fixed.items() if key != "centre"})
     # Offsets use 80 % of the free margin: shapes never touch the border, whose cut-off outline is ambiguous.
-    margin = POSITION_MARGIN * (1.0 - float(values["extent"])) / 2  # type: ignore[arg-type]
+    margin = POSITION_MARGIN * (1.0 - float(values["extent"])) / 2
     values["centre"] = (0.5 + float(rng.uniform(-margin, margin)), 0.5 + float(rng.uniform(-margin, margin)))
     if "centre" in fixed:
         values["centre"] = fixed["centre"]
-    return Scene(**values)  # type: ignore[arg-type]
+    return Scene(**values)
 
 
 @functools.lru_cache(maxsize=8)
-def _grid(size: int) -> tuple[numpy.ndarray, numpy.ndarray]:
+def supersampled_grid(size: int) -> tuple[numpy.ndarray, numpy.ndarray]:
     """Supersampled pixel-centre coordinates in output-pixel units, each (S, S)."""
     side = size * SUPERSAMPLE
     line = (numpy.arange(side, dtype=numpy.float32) + 0.5) / SUPERSAMPLE
@@ -185,7 +186,7 @@ def compose(size: int, background: str, layers: list[tuple[numpy.ndarray, numpy.
 
 def scene_layer(scene: Scene, size: int) -> tuple[numpy.ndarray, numpy.ndarray, str]:
     """Supersampled (shape mask, mark mask, colour); masks are evaluated only inside the shape's bounding box."""
-    x, y = _grid(size)
+    x, y = supersampled_grid(size)
     centre = (scene.centre[0] * size, scene.centre[1] * size)
     half = scene.extent * size / 2
     side = size * SUPERSAMPLE
@@ -222,112 +223,3 @@ def images_to_tensor(images: list[numpy.ndarray]) -> torch.Tensor:
 def render_batch(scenes: list[Scene], size: int = 64) -> torch.Tensor:
     """Float (B, 3, size, size) in [0, 1], the project's image-tensor convention."""
     return images_to_tensor([render(scene, size) for scene in scenes])
-
-
-# Kinds of `none` image. Labelling rule: shape is always "none"; the background is always known; colour and
-# pattern are known only when the image holds one coloured object whose colour / pattern is still clearly visible
-# (a blob keeps both, a blurred render keeps its colour, a scrambled render keeps both, a pair of differently
-# coloured shapes keeps only their shared pattern, a blank background keeps neither).
-NONE_KINDS = ("blank", "blob", "pair", "blurred", "scrambled")
-
-
-def _choice(rng: numpy.random.Generator, names: list[str] | tuple[str, ...]) -> str:
-    return names[int(rng.integers(len(names)))]
-
-
-def _blob_layer(
-    rng: numpy.random.Generator, size: int, colour: str, pattern: str
-) -> tuple[numpy.ndarray, numpy.ndarray, str]:
-    # Radius modulated by harmonics 1-3 with random phases: lumpy, never circle-, star- or cross-like.
-    x, y = _grid(size)
-    centre = (size * (0.5 + rng.uniform(-0.1, 0.1)), size * (0.5 + rng.uniform(-0.1, 0.1)))
-    base = size * rng.uniform(0.2, 0.32)
-    angle = numpy.arctan2(y - centre[1], x - centre[0])
-    modulation = numpy.ones_like(angle)
-    for harmonic, (low, high) in zip((1, 2, 3), ((0.0, 0.15), (0.12, 0.3), (0.12, 0.3))):
-        modulation += rng.uniform(low, high) * numpy.cos(harmonic * angle + rng.uniform(0, 2 * math.pi))
-    inside = numpy.hypot(x - centre[0], y - centre[1]) <= base * modulation
-    return inside, pattern_mask(pattern, x, y, centre, size), colour
-
-
-def _pair_layers(rng: numpy.random.Generator, size: int, background: str) -> tuple[list, str]:
-    shapes = rng.choice(list(SHAPES), size=2, replace=False)
-    colours = rng.choice(list(COLOURS), size=2, replace=False)
-    pattern = _choice(rng, list(PATTERNS))
-    extent = float(rng.uniform(0.25, 0.4))
-    first = random_scene(
-        rng, shape=str(shapes[0]), colour=str(colours[0]), pattern=pattern, background=background, extent=extent
-    )
-    direction = rng.uniform(0, 2 * math.pi)
-    distance = extent * rng.uniform(0.35, 0.7)
-    low, high = extent / 2, 1 - extent / 2
-    centre = (
-        float(numpy.clip(first.centre[0] + distance * math.cos(direction), low, high)),
-        float(numpy.clip(first.centre[1] + distance * math.sin(direction), low, high)),
-    )
-    second = Scene(str(shapes[1]), str(colours[1]), pattern, background, extent, centre)
-    return [scene_layer(first, size), scene_layer(second, size)], pattern
-
-
-def _box_blur(image: numpy.ndarray, radius: int, passes: int = 3) -> numpy.ndarray:
-    # Repeated box blur approximates a Gaussian of sigma ≈ radius.
-    for _ in range(passes):
-        for axis in (0, 1):
-            padded = numpy.pad(image, [(radius + 1, radius) if a == axis else (0, 0) for a in range(3)], mode="edge")
-            cumulative = numpy.cumsum(padded, axis=axis, dtype=numpy.float32)
-            upper = numpy.take(cumulative, numpy.arange(2 * radius + 1, cumulative.shape[axis]), axis=axis)
-            lower = numpy.take(cumulative, numpy.arange(0, cumulative.shape[axis] - 2 * radius - 1), axis=axis)
-            image = (upper - lower) / (2 * radius + 1)
-    return image
-
-
-def _scramble(image: numpy.ndarray, rng: numpy.random.Generator, tiles: int = 4) -> numpy.ndarray:
-    size = image.shape[0]
-    tile = size // tiles
-    blocks = image.reshape(tiles, tile, tiles, tile, 3).transpose(0, 2, 1, 3, 4).reshape(tiles * tiles, tile, tile, 3)
-    blocks = blocks[rng.permutation(tiles * tiles)]
-    return blocks.reshape(tiles, tiles, tile, tile, 3).transpose(0, 2, 1, 3, 4).reshape(size, size, 3)
-
-
-def render_none(rng: numpy.random.Generator, size: int = 64) -> tuple[numpy.ndarray, dict[str, str]]:
-    """A uint8 image with no clean single shape, and its labels (rule above `NONE_KINDS`)."""
-    check_size(size)
-    kind = _choice(rng, NONE_KINDS)
-    background = _choice(rng, list(BACKGROUNDS))
-    labels = {"shape": NONE, "colour": NONE, "pattern": NONE, "background": background}
-    if kind == "blank":
-        image = compose(size, background, [])
-    elif kind == "blob":
-        colour, pattern = _choice(rng, list(COLOURS)), _choice(rng, list(PATTERNS))
-        image = compose(size, background, [_blob_layer(rng, size, colour, pattern)])
-        labels.update(colour=colour, pattern=pattern)
-    elif kind == "pair":
-        layers, pattern = _pair_layers(rng, size, background)
-        image = compose(size, background, layers)
-        labels.update(pattern=pattern)
-    else:
-        scene = random_scene(rng, background=background)
-        image = compose(size, background, [scene_layer(scene, size)])
-        if kind == "blurred":
-            image = _box_blur(image, radius=max(1, size // 10))
-            labels.update(colour=scene.colour)
-        else:
-            image = _scramble(image, rng)
-            labels.update(colour=scene.colour, pattern=scene.pattern)
-    return to_uint8(image), labels
-
-
-def render_mixed(
-    rng: numpy.random.Generator, count: int, size: int = 64, none_fraction: float = 1 / 8
-) -> tuple[torch.Tensor, list[dict[str, str]]]:
-    """Training batch: float (count, 3, size, size) in [0, 1], each a `none` render with probability `none_fraction`."""
-    images, labels = [], []
-    for _ in range(count):
-        if rng.random() < none_fraction:
-            image, label = render_none(rng, size)
-        else:
-            scene = random_scene(rng)
-            image, label = render(scene, size), scene.labels()
-        images.append(image)
-        labels.append(label)
-    return images_to_tensor(images), labels

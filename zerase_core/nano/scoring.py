@@ -45,7 +45,11 @@ def _score(world: NanoWorld, concept: str, erase_items, keep_items, seed: int, m
     found = verdicts(images, world.evaluator)
     erase_found, keep_found = found[: len(erase_items)], found[len(erase_items) :]
     acc_e = sum(v[attribute] == value for v in erase_found) / len(erase_found)
-    hits = [v[name] == expected[name] for v, (_, expected) in zip(keep_found, keep_items) for name in ATTRIBUTES]
+    hits = [
+        v[name] == expected[name]
+        for v, (_, expected) in zip(keep_found, keep_items, strict=True)
+        for name in ATTRIBUTES
+    ]
     no_object = sum(v["shape"] == "none" for v in erase_found) / len(erase_found)
     return ErasureScore(acc_e=acc_e, acc_ir=sum(hits) / len(hits), no_object=no_object)
 
@@ -60,7 +64,9 @@ def score(
     return _score(world, concept, erase_items, keep_items, seed, model)
 
 
-def held_out_sets(concept: str, count: int = 48, erased: tuple[str, ...] = ()):
+def held_out_sets(
+    concept: str, count: int = 48, erased: tuple[str, ...] = ()
+) -> tuple[list[tuple[str, dict]], list[tuple[str, dict]]]:
     """Prompts for strength selection: templates 1.. (the evaluation set uses template 0). Keep prompts that show a
     value of another concept in `erased` (erased by the same edit) are left out: losing it there is the goal."""
     erase_items, keep_items = evaluation_sets(concept)
@@ -120,9 +126,9 @@ def recommend_strength(
         edit.set_strength(strength)
         scores = [scored(concept) for concept in concepts]
         acc_e = max(s.acc_e for s in scores)
-        ratio = min(s.acc_ir / max(base[c].acc_ir, 1e-6) for s, c in zip(scores, concepts))
+        ratio = min(s.acc_ir / max(base[c].acc_ir, 1e-6) for s, c in zip(scores, concepts, strict=True))
         h = sum(s.h for s in scores) / len(scores)
-        rise = max(s.no_object - base[c].no_object for s, c in zip(scores, concepts))
+        rise = max(s.no_object - base[c].no_object for s, c in zip(scores, concepts, strict=True))
         table.append({"strength": strength, "acc_e": acc_e, "keep_ratio": ratio, "h": h, "no_object_rise": rise})
         if stops_search(table[-1], target_acc_e, keep_ratio, margin, max_no_object_rise):
             break

@@ -46,12 +46,13 @@ class NanoTextEncoder(nn.Module):
     def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """-> ids (B, L) padded with 0, lengths (B,). Unknown words raise `UnknownWordError`."""
         encoded = [VOCABULARY.encode(prompt) for prompt in prompts]
-        for prompt, ids in zip(prompts, encoded):
-            if len(ids) > self.config.max_length:
+        for prompt, tokens in zip(prompts, encoded, strict=True):
+            if len(tokens) > self.config.max_length:
                 raise ValueError(
-                    f"prompt '{prompt}' has {len(ids)} tokens; the nano text encoder takes at most {self.config.max_length}"
+                    f"prompt '{prompt}' has {len(tokens)} tokens; the nano text encoder takes at most "
+                    f"{self.config.max_length}"
                 )
-        length = max(len(ids) for ids in encoded)
+        length = max(len(tokens) for tokens in encoded)
         ids = torch.zeros(len(encoded), length, dtype=torch.long)
         for row, tokens in enumerate(encoded):
             ids[row, : len(tokens)] = torch.tensor(tokens)
@@ -68,7 +69,8 @@ class NanoTextEncoder(nn.Module):
         return hidden.masked_fill(padding.unsqueeze(-1), 0.0)
 
     def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prompts -> (features (B, L, width), lengths (B,)), ready for `ZImageDiT(context=..., context_lengths=...)`."""
+        """Prompts -> (features (B, L, width), lengths (B,)), ready for
+        `ZImageDiT(context=..., context_lengths=...)`."""
         ids, lengths = self.tokenize(prompts)
         return self(ids), lengths
 
@@ -79,12 +81,13 @@ class NanoTextEncoder(nn.Module):
         atomic_save_safetensors(state, path, {METADATA_KEY: json.dumps(asdict(self.config))})
 
     @classmethod
-    def load(cls, path: str | Path) -> "NanoTextEncoder":
+    def load(cls, path: str | Path) -> NanoTextEncoder:
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
-            state = {name: handle.get_tensor(name) for name in handle.keys()}
+            # safe_open is not a mapping: keys() is the only way to list its tensors
+            state = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
         if METADATA_KEY not in metadata:
             raise ValueError(f"{path} is not a nano text encoder file (no '{METADATA_KEY}' metadata)")
         encoder = cls(TextEncoderConfig(**json.loads(metadata[METADATA_KEY])))

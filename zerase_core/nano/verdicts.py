@@ -26,5 +26,7 @@ def verdicts(images: torch.Tensor, evaluator=None, batch_size: int = 256) -> lis
     for start in range(0, len(images), batch_size):
         predicted = judge.predict(images[start : start + batch_size])
         names = list(predicted)
-        results.extend(dict(zip(names, values)) for values in zip(*(predicted[name] for name in names)))
+        results.extend(
+            dict(zip(names, values, strict=True)) for values in zip(*(predicted[name] for name in names), strict=True)
+        )
     return results

@@ -89,7 +89,7 @@ class Vocabulary:
     """Ordered word list with `encode` / `decode` between prompts and token ids."""
 
     def __init__(self) -> None:
-        words = [PAD_TOKEN, EMPTY_TOKEN] + _filler_words()
+        words = [PAD_TOKEN, EMPTY_TOKEN, *_filler_words()]
         for values in ATTRIBUTES.values():
             for synonyms in values.values():
                 words.extend(synonyms)

@@ -34,7 +34,7 @@ class NanoWorld:
     evaluator: Evaluator
 
     @classmethod
-    def load(cls, folder: str | Path | None = None, dtype: torch.dtype = torch.float32) -> "NanoWorld":
+    def load(cls, folder: str | Path | None = None, dtype: torch.dtype = torch.float32) -> NanoWorld:
         """The shipped nano world, or one in `folder` (default: $ZERASE_NANO_WEIGHTS, else the package's weights)."""
         folder = Path(folder or os.environ.get("ZERASE_NANO_WEIGHTS") or paths.WEIGHTS)
         files = {
@@ -70,23 +70,6 @@ class NanoWorld:
         return torch.cat([initial_noise((1, channels, size // 8, size // 8), seed) for seed in seeds])
 
     @torch.no_grad()
-    def sample_latents(
-        self,
-        prompts: list[str],
-        seeds: list[int],
-        steps: int = DEFAULT_STEPS,
-        cfg: float = DEFAULT_CFG,
-        size: int = IMAGE_SIZE,
-        model: torch.nn.Module | None = None,
-    ) -> torch.Tensor:
-        if len(prompts) != len(seeds):
-            raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds; give one seed per prompt")
-        context, lengths = self.encode(prompts)
-        uncond, uncond_lengths = self.encode([""] * len(prompts))
-        velocity = guided_velocity(model or self.dit, context, lengths, cfg, uncond, uncond_lengths)
-        return euler_sample(velocity, self.noise(seeds, size), shifted_sigmas(steps, self.dit.config.shift))
-
-    @torch.no_grad()
     def generate(
         self,
         prompts: list[str],
@@ -100,8 +83,14 @@ class NanoWorld:
         """Images (B, 3, size, size) in [0, 1]; `model` overrides the DiT (e.g. one carrying erasure adapters)."""
         images = []
         for start in range(0, len(prompts), batch_size):
-            latents = self.sample_latents(
-                prompts[start : start + batch_size], seeds[start : start + batch_size], steps, cfg, size, model
+            batch, batch_seeds = prompts[start : start + batch_size], seeds[start : start + batch_size]
+            if len(batch) != len(batch_seeds):
+                raise ValueError(f"got {len(batch)} prompts but {len(batch_seeds)} seeds; give one seed per prompt")
+            context, lengths = self.encode(batch)
+            uncond, uncond_lengths = self.encode([""] * len(batch))
+            velocity = guided_velocity(model or self.dit, context, lengths, cfg, uncond, uncond_lengths)
+            latents = euler_sample(
+                velocity, self.noise(batch_seeds, size), shifted_sigmas(steps, self.dit.config.shift)
             )
             images.append(self.codec.decode(latents))
         return torch.cat(images)

@@ -48,7 +48,7 @@ def learning_rate(step: int, total: int, base: float, warmup: int, floor: float 
     return base * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def _atomic_write(path: Path, writer: Callable[[str], None]) -> None:
+def _atomic_write(path: Path, writer: Callable[[str], object]) -> None:
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
     try:
@@ -133,6 +133,20 @@ def start_training(
     state = load_checkpoint(folder, model, optimizer)
     print(f"resumed {type(model).__name__} training at step {state.step} from {folder}", flush=True)
     return optimizer, state
+
+
+def train_chunk(
+    args: argparse.Namespace,
+    model: torch.nn.Module,
+    loss_of_batch: Callable[[TrainingState], torch.Tensor],
+    warmup: int,
+    **adamw_options,
+) -> TrainingState:
+    """One chunk of a run of `add_common_arguments`'s options and --lr: AdamW (`start_training`), then `run_loop`
+    with `warmup` steps of warm-up."""
+    optimizer, state = start_training(args.out, model, args.seed, args.resume, lr=args.lr, **adamw_options)
+    settings = LoopSettings(total_steps=args.steps, seconds=args.seconds, base_lr=args.lr, warmup=warmup)
+    return run_loop(settings, args.out, model, optimizer, state, loss_of_batch)
 
 
 @dataclass(frozen=True)

@@ -19,16 +19,8 @@ import numpy
 import torch
 
 from ..codec import DEFAULT_CODEC_PATH, LatentCodec
-from ..render import render_mixed
-from . import (
-    LoopSettings,
-    TrainingState,
-    add_common_arguments,
-    add_threads_argument,
-    run_loop,
-    seed_torch,
-    start_training,
-)
+from ..none_renders import render_mixed
+from . import TrainingState, add_common_arguments, add_threads_argument, seed_torch, train_chunk
 
 BATCH = 32
 IMAGE_SIZE = 64
@@ -90,14 +82,12 @@ def held_out_error(codec: LatentCodec, count: int = HELD_OUT_IMAGES) -> dict[str
 def run(args: argparse.Namespace) -> LatentCodec:
     seed_torch(args.seed, args.threads)
     codec = LatentCodec()
-    optimizer, state = start_training(args.out, codec, args.seed, args.resume, lr=args.lr)
 
     def loss_of_batch(current: TrainingState) -> torch.Tensor:
         images, _ = render_mixed(current.numpy_rng, BATCH, IMAGE_SIZE)
         return codec_loss(codec, images, current.torch_rng)
 
-    settings = LoopSettings(total_steps=args.steps, seconds=args.seconds, base_lr=args.lr, warmup=100)
-    run_loop(settings, args.out, codec, optimizer, state, loss_of_batch)
+    train_chunk(args, codec, loss_of_batch, warmup=100)
     started = time.monotonic()
     shift, scale = measure_normalisation(codec, seed=args.seed + 1)
     codec.shift.fill_(shift)

@@ -90,7 +90,7 @@ class NanoPair(nn.Module):
     def update_ema(self, step: int) -> None:
         decay = min(EMA_DECAY, (1 + step) / (10 + step))
         for live, ema in ((self.dit, self.ema_dit), (self.text, self.ema_text)):
-            for source, target in zip(live.parameters(), ema.parameters()):
+            for source, target in zip(live.parameters(), ema.parameters(), strict=True):
                 target.lerp_(source, 1 - decay)
 
 
@@ -122,8 +122,13 @@ def build_dataset(folder: Path, size: int, seed: int) -> dict[str, torch.Tensor]
 
 
 class SceneRecord:
+    shape: str  # set by __init__ from ATTRIBUTES (a vocab.SceneLike)
+    colour: str
+    pattern: str
+    background: str
+
     def __init__(self, indices):
-        for (name, values), index in zip(ATTRIBUTES.items(), indices):
+        for (name, values), index in zip(ATTRIBUTES.items(), indices, strict=True):
             setattr(self, name, list(values)[int(index)])
 
 

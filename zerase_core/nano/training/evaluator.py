@@ -16,17 +16,10 @@ import numpy
 import torch
 
 from ..codec import DEFAULT_CODEC_PATH, LatentCodec
-from ..evaluator import CLASSES, DEFAULT_EVALUATOR_PATH, Evaluator, class_index
-from ..render import SHAPES, random_scene, render_batch, render_mixed
-from . import (
-    LoopSettings,
-    TrainingState,
-    add_common_arguments,
-    add_threads_argument,
-    run_loop,
-    seed_torch,
-    start_training,
-)
+from ..evaluator import CLASSES, DEFAULT_EVALUATOR_PATH, AttributeClassifier, Evaluator, class_index
+from ..none_renders import render_mixed
+from ..render import SHAPES, random_scene, render_batch
+from . import TrainingState, add_common_arguments, add_threads_argument, seed_torch, train_chunk
 
 BATCH = 64
 IMAGE_SIZE = 64
@@ -48,6 +41,13 @@ def label_tensor(labels: list[dict[str, str]]) -> dict[str, torch.Tensor]:
     }
 
 
+def attribute_loss(judge: AttributeClassifier, images: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The sum of the heads' cross-entropies."""
+    logits = judge.logits(images)
+    losses = [torch.nn.functional.cross_entropy(logits[name], targets[name]) for name in CLASSES]
+    return sum(losses[1:], losses[0])
+
+
 @torch.no_grad()
 def reconstruct(codec: LatentCodec, images: torch.Tensor, generator: torch.Generator, max_noise: float) -> torch.Tensor:
     """Codec round trip with per-image latent noise σ ~ U(0, max_noise)."""
@@ -66,12 +66,14 @@ def training_batch(codec: LatentCodec, state: TrainingState) -> tuple[torch.Tens
 
 
 @torch.no_grad()
-def held_out_accuracy(evaluator: Evaluator, codec: LatentCodec, count: int = 1000) -> dict[str, dict[str, float]]:
+def held_out_accuracy(
+    evaluator: AttributeClassifier, codec: LatentCodec, count: int = 1000
+) -> dict[str, dict[str, float]]:
     """Accuracy per attribute on `count` held-out scene renders and on their (noise-free) codec reconstructions,
     plus per-shape accuracy on the reconstructions; `none` predictions count as wrong."""
     rng = numpy.random.default_rng(HELD_OUT_SEED)
     scenes = [random_scene(rng) for _ in range(count)]
-    correct = {source: {attribute: 0 for attribute in CLASSES} for source in ("renders", "reconstructions")}
+    correct = {source: dict.fromkeys(CLASSES, 0) for source in ("renders", "reconstructions")}
     per_shape = {shape: [0, 0] for shape in SHAPES}
     for start in range(0, count, 250):
         chunk = scenes[start : start + 250]
@@ -81,11 +83,12 @@ def held_out_accuracy(evaluator: Evaluator, codec: LatentCodec, count: int = 100
             predictions = evaluator.predict(batch)
             for attribute in CLASSES:
                 hits = [
-                    predicted == getattr(scene, attribute) for predicted, scene in zip(predictions[attribute], chunk)
+                    predicted == getattr(scene, attribute)
+                    for predicted, scene in zip(predictions[attribute], chunk, strict=True)
                 ]
                 correct[source][attribute] += sum(hits)
                 if source == "reconstructions" and attribute == "shape":
-                    for hit, scene in zip(hits, chunk):
+                    for hit, scene in zip(hits, chunk, strict=True):
                         per_shape[scene.shape][0] += hit
                         per_shape[scene.shape][1] += 1
     report = {
@@ -95,22 +98,21 @@ def held_out_accuracy(evaluator: Evaluator, codec: LatentCodec, count: int = 100
     return report
 
 
+def print_accuracy(report: dict[str, dict[str, float]]) -> None:
+    for source, values in report.items():
+        print(f"{source}: " + "  ".join(f"{name} {100 * value:.1f}%" for name, value in values.items()), flush=True)
+
+
 def run(args: argparse.Namespace) -> Evaluator:
     seed_torch(args.seed, args.threads)
     codec = LatentCodec.load(args.codec)  # after seeding: building it draws from the global stream
     evaluator = Evaluator()
-    optimizer, state = start_training(args.out, evaluator, args.seed, args.resume, lr=args.lr)
 
     def loss_of_batch(current: TrainingState) -> torch.Tensor:
-        images, targets = training_batch(codec, current)
-        logits = evaluator.logits(images)
-        return sum(torch.nn.functional.cross_entropy(logits[name], targets[name]) for name in CLASSES)
+        return attribute_loss(evaluator, *training_batch(codec, current))
 
-    settings = LoopSettings(total_steps=args.steps, seconds=args.seconds, base_lr=args.lr, warmup=50)
-    run_loop(settings, args.out, evaluator, optimizer, state, loss_of_batch)
-    report = held_out_accuracy(evaluator, codec)
-    for source, values in report.items():
-        print(f"{source}: " + "  ".join(f"{name} {100 * value:.1f}%" for name, value in values.items()), flush=True)
+    train_chunk(args, evaluator, loss_of_batch, warmup=50)
+    print_accuracy(held_out_accuracy(evaluator, codec))
     evaluator.save(args.export)
     print(f"wrote {args.export}", flush=True)
     return evaluator

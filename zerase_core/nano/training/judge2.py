@@ -19,19 +19,10 @@ from pathlib import Path
 import torch
 
 from ..codec import DEFAULT_CODEC_PATH, LatentCodec
-from ..evaluator import CLASSES
-from ..render import render_mixed
+from ..none_renders import render_mixed
 from ..second_judge import DEFAULT_JUDGE2_PATH, SecondJudge
-from . import (
-    LoopSettings,
-    TrainingState,
-    add_common_arguments,
-    add_threads_argument,
-    run_loop,
-    seed_torch,
-    start_training,
-)
-from .evaluator import held_out_accuracy, label_tensor, reconstruct
+from . import TrainingState, add_common_arguments, add_threads_argument, seed_torch, train_chunk
+from .evaluator import attribute_loss, held_out_accuracy, label_tensor, print_accuracy, reconstruct
 
 BATCH = 48
 NONE_FRACTION = 1 / 5
@@ -63,24 +54,12 @@ def run(args: argparse.Namespace) -> SecondJudge:
     seed_torch(args.seed, args.threads)
     codec = LatentCodec.load(args.codec)
     judge = SecondJudge()
-    optimizer, state = start_training(args.out, judge, args.seed, args.resume, lr=args.lr, weight_decay=1e-4)
 
     def loss_of_batch(current: TrainingState) -> torch.Tensor:
-        images, targets = training_batch(codec, current)
-        logits = judge.logits(images)
-        return sum(torch.nn.functional.cross_entropy(logits[name], targets[name]) for name in CLASSES)
+        return attribute_loss(judge, *training_batch(codec, current))
 
-    run_loop(
-        LoopSettings(total_steps=args.steps, seconds=args.seconds, base_lr=args.lr, warmup=100),
-        args.out,
-        judge,
-        optimizer,
-        state,
-        loss_of_batch,
-    )
-    report = held_out_accuracy(judge, codec)
-    for source, values in report.items():
-        print(f"{source}: " + "  ".join(f"{name} {100 * value:.1f}%" for name, value in values.items()), flush=True)
+    state = train_chunk(args, judge, loss_of_batch, warmup=100, weight_decay=1e-4)
+    print_accuracy(held_out_accuracy(judge, codec))
     if state.step >= args.steps:
         judge.save(args.export)
         print(f"wrote {args.export}", flush=True)
