@@ -8,7 +8,7 @@ from PIL import Image
 from zerase_fixtures import randomized_dit
 
 from zerase_core.cli import build_parser
-from zerase_core.evaluation.bench_command import plan_from_arguments, sweep_plot, tables
+from zerase_core.cli.bench import plan_from_arguments, sweep_plot, tables
 from zerase_core.evaluation.benchmark import BenchPlan, Cell, run_benchmark
 from zerase_core.evaluation.concept_sets import SetSizes
 from zerase_core.evaluation.plot import Panel, line_chart

@@ -8,7 +8,7 @@ from zerase_fixtures import randomized_dit
 
 from zerase_core.adapters.gated import AdapterConfig, AdapterSet
 from zerase_core.cli import build_parser
-from zerase_core.evaluation.command import evaluate_file, format_table
+from zerase_core.cli.evaluate import evaluate_file, format_table
 from zerase_core.evaluation.concept_sets import SetSizes
 from zerase_core.evaluation.protocol import EvaluationSettings
 from zerase_core.evaluation.rendering import SamplingSettings

@@ -28,10 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_erase_many_command(commands, erase)  # erase's options (model and training) + the list and the folder
     add_export_lora_command(commands)
     add_demo_command(commands)
-    from ..evaluation.command import add_evaluate_command
+    from .evaluate import add_evaluate_command
 
     add_evaluate_command(commands)
-    from ..evaluation.bench_command import add_bench_command
+    from .bench import add_bench_command
 
     add_bench_command(commands)
     return parser

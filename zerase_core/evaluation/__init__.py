@@ -1,2 +1,2 @@
-"""Evaluation of erasures: metrics (Acc_e, Acc_ir, H, collapse), robustness probes, the `evaluate` and `bench`
-commands. `zerase_core.nano.verdicts` keeps the nano evaluator's verdict/accuracy helpers."""
+"""Evaluation of erasures: metrics (Acc_e, Acc_ir, H, collapse), judges, prompt sets, robustness probes, the protocol
+and benchmark tables; the `evaluate` and `bench` commands on top of them are in `cli/`."""

@@ -13,16 +13,12 @@ from typing import TypeVar
 
 import torch
 
+from .checkpoint_errors import CheckpointError, UnsupportedModelError
+
+__all__ = ["CheckpointError", "UnsupportedModelError", "StateDict", "comfy_names", "normalize_keys", "strip_prefix"]
+
 StateDict = dict[str, torch.Tensor]
 _Value = TypeVar("_Value")
-
-
-class CheckpointError(ValueError):
-    """A file or state dict that cannot be loaded as a Z-Image DiT."""
-
-
-class UnsupportedModelError(CheckpointError):
-    """The checkpoint holds another kind of model; the message says which."""
 
 
 # ComfyUI's rule (`unet_prefix_from_state_dict`): a prefix counts when more than 5 keys carry it.

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 
 import torch
 
-from .checkpoint_keys import CheckpointError
+from .checkpoint_errors import CheckpointError
 from .config import DiTConfig
 
 DIFFUSERS_QK_NORM_EPS = 1e-5

@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 
 from ..common.files import atomic_write_json
-from .concept_sets import SetSizes
-from .judges import NANO_JUDGES, named_nano_judge
-from .protocol import PROBES, EvaluationSettings, base_reference, measure_against, report
-from .rendering import NanoRenderer, SamplingSettings, erasure_applied
+from ..evaluation.concept_sets import SetSizes
+from ..evaluation.judges import NANO_JUDGES, named_nano_judge
+from ..evaluation.protocol import PROBES, EvaluationSettings, base_reference, measure_against, report
+from ..evaluation.rendering import NanoRenderer, SamplingSettings, erasure_applied
 
 ROWS = (
     ("acc_e", "Acc_e (erased concept detected, lower is better)"),
@@ -67,8 +67,8 @@ def evaluate_file(
     world, path: Path, strength: float | None, settings: EvaluationSettings, judge=None, allow_other_base: bool = False
 ) -> dict:
     """Base references for the file's concepts, then the same measurements with the erasure attached."""
+    from ..evaluation.judges import nano_judge
     from ..formats.erasure_file import read_erasure
-    from .judges import nano_judge
 
     started = time.monotonic()
     judge = judge or nano_judge(world.evaluator)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .benchmark import (
+from ..evaluation.benchmark import (
     ALL_CONCEPTS,
     FULL_CONCEPTS,
     FULL_METHODS,
@@ -28,12 +28,12 @@ from .benchmark import (
     BenchPlan,
     run_benchmark,
 )
-from .command import add_probe_arguments
-from .concept_sets import SetSizes
-from .judges import NANO_JUDGES
-from .plot import Panel, line_chart
-from .protocol import EvaluationSettings
-from .tables import method_concept_table, method_table, sweep_series, sweep_table, targets_table
+from ..evaluation.concept_sets import SetSizes
+from ..evaluation.judges import NANO_JUDGES
+from ..evaluation.plot import Panel, line_chart
+from ..evaluation.protocol import EvaluationSettings
+from ..evaluation.tables import method_concept_table, method_table, sweep_series, sweep_table, targets_table
+from .evaluate import add_probe_arguments
 
 SWEEPS = {"epsilon": (0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0), "beta": (0.01, 0.05, 0.1, 0.5, 1.0)}
 QUICK_SIZES = SetSizes(erase=16, keep=32, probe=16)
