@@ -18,8 +18,8 @@ from ..model.checkpoint import load_dit
 from ..model.checkpoint_detect import detect_architecture
 from ..model.checkpoint_keys import CheckpointError, UnsupportedModelError, strip_prefix
 from ..model.dit import ZImageDiT
-from .diffusers_format import config_from_diffusers
 from ..model.lumina_keys import lumina_config_from_diffusers
+from .diffusers_format import config_from_diffusers
 from .mapped import mapped_folder, mapped_safetensors, read_header
 
 SUPPORTED = (
