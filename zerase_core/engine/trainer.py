@@ -23,7 +23,7 @@ teacher, student, probe, backward and optimizer work of a step; `pool=` reuses a
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from typing import cast
 
@@ -46,7 +46,7 @@ from .shuffle_bank import PreparedConditioner, ShuffleBank
 from .trainer_checks import PendingCheck, StepMetrics, read_pending
 from .trajectory import TrajectoryPool
 
-StepCallback = Callable[[int, int, dict], None]
+StepCallback = Callable[[int, int, Mapping[str, float]], None]
 Stage = Callable[[str], AbstractContextManager]
 
 
@@ -233,12 +233,13 @@ class EraseTrainer(TrainerForwards, TrainerState):
         if residual is not None:
             metrics["stationarity"] = residual
         self.step += 1
-        record = StepRecord(self.step, StepMetrics(metrics))
+        read_later = StepMetrics(metrics)
+        record = StepRecord(self.step, read_later)
         self.history.append(record)
         self._pending.append(
             PendingCheck(record, snapshot, finite_before, self._last_finite, loss_finite, weights_finite)
         )
-        return record.metrics
+        return read_later
 
     def check_finite(self) -> None:
         """A progress point: read the steps run since the last one (one transfer) and raise TrainingDiverged at the
@@ -275,9 +276,7 @@ class EraseTrainer(TrainerForwards, TrainerState):
         fused.load_state_dict(self.optimizer.state_dict())  # a resumed run's moments, their step counts on CUDA
         self.optimizer = fused
 
-    def _backward(
-        self, params, erase_total, preserve, total, scale: float, stationarity: bool
-    ) -> torch.Tensor | None:
+    def _backward(self, params, erase_total, preserve, total, scale: float, stationarity: bool) -> torch.Tensor | None:
         """Gradients of L into the adapters; on stationarity steps of L_er and L_pr apart, returning
         ‖∇L_er + λ∇L_pr‖ (0-dim float64, summed in the order of the parameters)."""
         self.optimizer.zero_grad(set_to_none=True)
