@@ -23,7 +23,7 @@ teacher, student, probe, backward and optimizer work of a step; `pool=` reuses a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import cast
 
@@ -46,7 +46,7 @@ from .shuffle_bank import PreparedConditioner, ShuffleBank
 from .trainer_checks import PendingCheck, StepMetrics, read_pending
 from .trajectory import TrajectoryPool
 
-StepCallback = Callable[[int, int, Mapping[str, float]], None]
+StepCallback = Callable[[int, int, dict], None]
 Stage = Callable[[str], AbstractContextManager]
 
 
@@ -302,7 +302,7 @@ class EraseTrainer(TrainerForwards, TrainerState):
             if on_step is not None or self.step == self.config.steps:
                 self.check_finite()  # the progress point: the callback gets checked numbers
             if on_step is not None:
-                on_step(self.step, self.config.steps, self.history[-1].metrics)
+                on_step(self.step, self.config.steps, dict(self.history[-1].metrics))
         self.check_finite()
         return self.history
 
