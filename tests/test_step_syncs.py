@@ -11,7 +11,7 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
-from test_trainer import PROMPTS, make_config
+from test_trainer import PROMPTS, make_config, make_trainer
 from zerase_fixtures import TINY_CONFIG, fresh_dit
 
 from zerase_core.engine.lagrangian import LambdaController
@@ -82,12 +82,7 @@ def test_a_training_step_reads_nothing_back_to_the_host(method, overrides, word_
 
 
 def test_the_run_reads_each_step_at_its_progress_point(word_conditioner):
-    trainer = EraseTrainer(
-        fresh_dit(dataclasses.replace(TINY_CONFIG, n_layers=2, n_refiner_layers=0)),
-        word_conditioner,
-        PROMPTS,
-        make_config(method="zerase", steps=3),
-    )
+    trainer = make_trainer(word_conditioner, method="zerase", steps=3)
     seen = []
     trainer.run(lambda step, total, metrics: seen.append((step, type(metrics), len(trainer._pending))))
     assert seen == [(1, dict, 0), (2, dict, 0), (3, dict, 0)]  # the callback gets checked, plain numbers
@@ -134,3 +129,18 @@ def test_attention_gets_a_mask_only_with_batch_padding(monkeypatch, word_conditi
     with torch.no_grad():
         dit(latents, sigma, same, lengths, capture)
     assert len(capture.maps) == 2 and not any(masks)
+
+
+def test_the_optimizer_is_fused_on_cuda_only(word_conditioner):
+    trainer = make_trainer(word_conditioner, method="esd", steps=2)
+    trainer.train_step()
+    assert not trainer.optimizer.defaults.get("fused")  # CPU: the optimizer as built, results unchanged
+    if not torch.cuda.is_available():
+        return
+    trainer.model.cuda()
+    trainer.adapters.cuda()
+    trainer.pool.states = trainer.pool.states.cuda()
+    trainer.pool.sigmas = trainer.pool.sigmas.cuda()
+    trainer._fuse_checked = False
+    trainer.train_step()
+    assert trainer.optimizer.defaults.get("fused")
