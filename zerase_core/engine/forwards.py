@@ -166,11 +166,12 @@ class TrainerForwards:
         return preservation(empty, teacher["empty"], anchor, teacher["anchor"])
 
     @torch.no_grad()
-    def probe(self) -> float:
+    def probe(self) -> torch.Tensor:
+        """L_pr on the fixed probe, a 0-dim float32 tensor left on the device (read by the caller when needed)."""
         with self.stage("probe"):
             return self._probe_mean()
 
-    def _probe_mean(self) -> float:
+    def _probe_mean(self) -> torch.Tensor:
         # split across processes when each gets a row, else every process measures the whole probe
         picks = self.probe_picks
         if len(picks) >= self.parallel.world:
@@ -178,14 +179,12 @@ class TrainerForwards:
         value = self._probe(picks)
         if len(picks) == len(self.probe_picks):
             return value
-        mean = self.parallel.batch_mean(
-            {"probe": torch.tensor(value, dtype=torch.float64)}, len(picks), len(self.probe_picks)
-        )
-        return float(mean["probe"])
+        mean = self.parallel.batch_mean({"probe": value.to(torch.float64)}, len(picks), len(self.probe_picks))
+        return mean["probe"]
 
-    def _probe(self, picks) -> float:
+    def _probe(self, picks) -> torch.Tensor:
         if not self._reuses_prefix():
-            return self.preservation_loss(picks).item()
+            return self.preservation_loss(picks)
         # The probe's (x_t, prompt) pairs never change and the refiners are not adapted: their prefix (embeddings,
         # refiners, position tables) is computed once and only the joint layers run at each probe.
         model = cast(ZImageDiT, self.model)  # _reuses_prefix: the core model itself
@@ -195,7 +194,7 @@ class TrainerForwards:
             self._probe_prefix = model.prefix(states, sigma, context, lengths)
         empty, anchor = model.joint(self._probe_prefix).split(len(picks))
         teacher = self._teacher(picks)
-        return preservation(empty, teacher["empty"], anchor, teacher["anchor"]).item()
+        return preservation(empty, teacher["empty"], anchor, teacher["anchor"])
 
     def _reuses_prefix(self) -> bool:
         """Whether the student is the core model itself with adapters on the joint layers only."""

@@ -14,12 +14,14 @@ the trainer is exactly as it was before the step and the partial file saved next
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy
 import torch
 
 from ..adapters.gated import AdapterSet
+from .lagrangian import LambdaController
 
 
 def _clone_optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
@@ -35,7 +37,7 @@ def _clone_optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
 @dataclass
 class StepRecord:
     step: int
-    metrics: dict[str, float]
+    metrics: Mapping[str, float]  # a dict, or trainer_checks.StepMetrics until the step is checked
 
 
 class TrainerState:
@@ -48,7 +50,8 @@ class TrainerState:
     step: int
     lam: float
     history: list[StepRecord]
-    _probe_loss: float | None
+    _probe_loss: torch.Tensor | None
+    lagrangian: LambdaController
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         tensors = {}
@@ -62,7 +65,7 @@ class TrainerState:
             "step": self.step,
             "lambda": self.lam,
             "rng": self.rng.bit_generator.state,
-            "history": [[record.step, record.metrics] for record in self.history],
+            "history": [[record.step, dict(record.metrics)] for record in self.history],
         }
 
     def restore(self, adapter_tensors: dict, state_tensors: dict, metadata: dict) -> None:
@@ -89,7 +92,8 @@ class StepSnapshot:
         self.adapters = {name: tensor.detach().clone() for name, tensor in trainer.adapters.state_dict().items()}
         self.optimizer = _clone_optimizer_state(trainer.optimizer)
         self.rng = copy.deepcopy(trainer.rng.bit_generator.state)
-        self.lam, self.probe_loss = trainer.lam, trainer._probe_loss
+        # λ as its tensor, not read back: a snapshot is taken inside every step (update() replaces the tensor)
+        self.lam, self.probe_loss = trainer.lagrangian.tensor, trainer._probe_loss
         self.step, self.history = trainer.step, len(trainer.history)
 
     def restore(self) -> None:
@@ -100,6 +104,6 @@ class StepSnapshot:
         trainer.optimizer.state.update(self.optimizer)
         trainer.optimizer.zero_grad(set_to_none=True)
         trainer.rng.bit_generator.state = self.rng
-        trainer.lam, trainer._probe_loss = self.lam, self.probe_loss
+        trainer.lagrangian.tensor, trainer._probe_loss = self.lam, self.probe_loss
         trainer.step = self.step
         del trainer.history[self.history :]

@@ -23,7 +23,6 @@ teacher, student, probe, backward and optimizer work of a step; `pool=` reuses a
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import cast
@@ -44,6 +43,7 @@ from .methods import method as method_named
 from .pool import build_pool
 from .resume_state import StepRecord, StepSnapshot, TrainerState
 from .shuffle_bank import PreparedConditioner, ShuffleBank
+from .trainer_checks import PendingCheck, StepMetrics, read_pending
 from .trajectory import TrajectoryPool
 
 StepCallback = Callable[[int, int, dict], None]
@@ -59,6 +59,9 @@ class EraseTrainer(TrainerForwards, TrainerState):
     # with the batch: at Z-Image scale and 512² a few per batch keep the build under the step's peak (see
     # docs/performance.md); the nano model uses these defaults.
     sample_batch = 32
+    # Steps run at most between two progress points (train_step reads nothing back; check_finite does). Each
+    # unchecked step keeps its snapshot (adapters and optimizer moments) for a divergence to undo it.
+    check_every = 4
     cache_batch = 64
     # The student forwards of one step (erase prompt, ∅, anchor; the probe's ∅ and anchor) run as one stacked batch:
     # fewer, larger forwards. Under gradient checkpointing they stay separate, so that the block recomputed in the
@@ -111,7 +114,9 @@ class EraseTrainer(TrainerForwards, TrainerState):
         self.step = 0
         self.lagrangian = LambdaController.from_config(config, self.method.constrained)
         self.history: list[StepRecord] = []
-        self._probe_loss: float | None = None
+        self._probe_loss: torch.Tensor | None = None
+        self._pending: list[PendingCheck] = []  # steps not yet checked (trainer_checks)
+        self._fuse_checked = False
         self._probe_prefix = None
         self._last_finite: dict[str, torch.Tensor] | None = None
         self.progress = progress
@@ -123,6 +128,7 @@ class EraseTrainer(TrainerForwards, TrainerState):
 
     @property
     def lam(self) -> float:
+        """λ as a float (read from the device: for progress and files, not inside a step)."""
         return self.lagrangian.value
 
     @lam.setter
@@ -167,25 +173,31 @@ class EraseTrainer(TrainerForwards, TrainerState):
         with self.step_states(picks) if self.step_states is not None else nullcontext():
             return self.method.losses(self, picks, self._teacher(self.parallel.local(picks)))
 
-    def train_step(self) -> dict[str, float]:
+    def train_step(self) -> StepMetrics:
         """One optimizer step (and λ update). An exception inside it, Ctrl-C included, leaves the trainer as it was
-        before the step (resume_state.StepSnapshot), so a partial file saved then resumes bit-identically;
-        TrainingDiverged instead restores the last finite adapters, as its message says."""
+        before the step (resume_state.StepSnapshot), so a partial file saved then resumes bit-identically.
+
+        The step reads nothing back to the host: its metrics are device tensors read on first use, and whether its
+        loss and new adapter weights were finite is read at the next progress point (`check_finite`: after each
+        step of `run` with a callback, every `check_every` steps and at the end). A step found non-finite there
+        raises TrainingDiverged with the trainer put back to that step's start, the last finite adapters restored,
+        and the steps run after it undone."""
+        if len(self._pending) >= self.check_every:
+            self.check_finite()  # a progress point before this step: the snapshots kept stay few
         snapshot = StepSnapshot(self)
         try:
-            return self._train_step()
-        except TrainingDiverged:
-            raise
+            return self._train_step(snapshot)
         except BaseException:
             snapshot.restore()
             raise
 
-    def _train_step(self) -> dict[str, float]:
+    def _train_step(self, snapshot: StepSnapshot) -> StepMetrics:
         config = self.config
         picks = [
             (int(self.rng.integers(self.pool.size)), int(self.rng.integers(self.pool.steps)))
             for _ in range(config.batch_size)
         ]
+        self._fuse_optimizer()
         adaptive = self.lagrangian.adaptive
         if adaptive and self._probe_loss is None:
             self._probe_loss = self.probe()
@@ -193,7 +205,8 @@ class EraseTrainer(TrainerForwards, TrainerState):
             self.method.constrained and config.stationarity_every and (self.step + 1) % config.stationarity_every == 0
         )
         erase_total, preserve, parts = self.parallel.losses(self._losses, picks, sync=not stationarity)
-        total = erase_total if preserve is None else erase_total + self.lam * preserve
+        lam = self.lagrangian.on(erase_total.device)
+        total = erase_total if preserve is None else erase_total + self.lagrangian.factor(preserve) * preserve
         local = len(self.parallel.local(range(len(picks))))
         scale = self.parallel.gradient_scale(local, len(picks))  # DDP averages; rows may split unevenly
         reported = self.parallel.batch_mean(
@@ -201,41 +214,71 @@ class EraseTrainer(TrainerForwards, TrainerState):
             local,
             len(picks),
         )
-        if not torch.isfinite(reported["loss_total"]):
-            if self._last_finite is not None:
-                self.adapters.load_state_dict(self._last_finite)
-            raise TrainingDiverged(
-                f"non-finite loss at step {self.step + 1}; adapters restored to the state of "
-                f"step {max(0, self.step - 1)}, the last with a finite loss"
-            )
+        loss_finite = torch.isfinite(reported["loss_total"])
+        finite_before = self._last_finite
         params = list(self.adapters.parameters())
         with self.stage("backward"):
             residual = self._backward(params, erase_total, preserve, total, scale, stationarity)
             self._last_finite = {name: tensor.detach().clone() for name, tensor in self.adapters.state_dict().items()}
         with self.stage("optimizer"):
             self.optimizer.step()
-        if not all(torch.isfinite(param).all() for param in params):
-            self.adapters.load_state_dict(self._last_finite)
-            raise TrainingDiverged(
-                f"non-finite adapter weights after step {self.step + 1}; restored the last finite state"
-            )
-        metrics = {name: float(value) for name, value in reported.items()}
-        metrics["lambda"] = self.lam
+        weights_finite = torch.stack([torch.isfinite(param).all() for param in params]).all()
+        metrics = {**reported, "lambda": lam}
         if adaptive:
             after = self.probe()
-            g_tilde = self.lagrangian.update(cast(float, self._probe_loss), after)  # measured at the step's start
+            g_tilde = self.lagrangian.update(cast(torch.Tensor, self._probe_loss), after)  # taken at the step's start
             self._probe_loss = after
             metrics["g_tilde"] = g_tilde
             metrics["probe_preserve"] = after
         if residual is not None:
             metrics["stationarity"] = residual
         self.step += 1
-        self.history.append(StepRecord(self.step, metrics))
-        return metrics
+        read_later = StepMetrics(metrics)
+        record = StepRecord(self.step, read_later)
+        self.history.append(record)
+        self._pending.append(
+            PendingCheck(record, snapshot, finite_before, self._last_finite, loss_finite, weights_finite)
+        )
+        return read_later
 
-    def _backward(self, params, erase_total, preserve, total, scale: float, stationarity: bool) -> float | None:
+    def check_finite(self) -> None:
+        """A progress point: read the steps run since the last one (one transfer) and raise TrainingDiverged at the
+        first with a non-finite loss or non-finite new adapter weights, as its message says."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        for check, (loss_finite, weights_finite) in zip(pending, read_pending(pending), strict=True):
+            if loss_finite and weights_finite:
+                continue
+            check.snapshot.restore()  # the trainer at the start of the failed step: it and the later ones undone
+            step = check.snapshot.step
+            if not loss_finite:
+                if check.finite_before is not None:
+                    self.adapters.load_state_dict(check.finite_before)
+                self._last_finite = check.finite_before
+                raise TrainingDiverged(
+                    f"non-finite loss at step {step + 1}; adapters restored to the state of "
+                    f"step {max(0, step - 1)}, the last with a finite loss"
+                )
+            self._last_finite = check.finite_after  # the adapters at the step's start, as restored
+            raise TrainingDiverged(f"non-finite adapter weights after step {step + 1}; restored the last finite state")
+
+    def _fuse_optimizer(self) -> None:
+        """Once, at the first step: AdamW's fused kernel where the adapters are on CUDA (they may be moved there
+        after the trainer is built); elsewhere the optimizer stays as built, so CPU results do not change."""
+        if self._fuse_checked:
+            return
+        self._fuse_checked = True
+        parameters = list(self.adapters.parameters())
+        if not parameters or parameters[0].device.type != "cuda" or self.optimizer.defaults.get("fused"):
+            return
+        fused = torch.optim.AdamW(parameters, lr=self.config.learning_rate, weight_decay=0.0, fused=True)
+        fused.load_state_dict(self.optimizer.state_dict())  # a resumed run's moments, their step counts on CUDA
+        self.optimizer = fused
+
+    def _backward(self, params, erase_total, preserve, total, scale: float, stationarity: bool) -> torch.Tensor | None:
         """Gradients of L into the adapters; on stationarity steps of L_er and L_pr apart, returning
-        ‖∇L_er + λ∇L_pr‖."""
+        ‖∇L_er + λ∇L_pr‖ (0-dim float64, summed in the order of the parameters)."""
         self.optimizer.zero_grad(set_to_none=True)
         if preserve is None or not stationarity:
             (total * scale if scale != 1.0 else total).backward()
@@ -245,16 +288,22 @@ class EraseTrainer(TrainerForwards, TrainerState):
         for param, g_er, g_pr in zip(params, grad_erase, grad_preserve, strict=True):
             g_er = torch.zeros_like(param) if g_er is None else g_er
             g_pr = torch.zeros_like(param) if g_pr is None else g_pr
-            param.grad = g_er + self.lam * g_pr
+            param.grad = g_er + self.lagrangian.factor(g_pr) * g_pr
         self.parallel.average_gradients(params)  # autograd.grad bypasses DDP's hooks
-        return math.sqrt(sum(float(param.grad.square().sum()) for param in params))
+        squares = torch.zeros((), dtype=torch.float64, device=params[0].device)
+        for param in params:
+            squares = squares + param.grad.square().sum().to(torch.float64)
+        return squares.sqrt()
 
     def run(self, on_step: StepCallback | None = None) -> list[StepRecord]:
         """Train until `config.steps`; `on_step(step, total, metrics)` may raise to stop (state stays consistent)."""
         while self.step < self.config.steps:
-            metrics = self.train_step()
+            self.train_step()
+            if on_step is not None or self.step == self.config.steps:
+                self.check_finite()  # the progress point: the callback gets checked numbers
             if on_step is not None:
-                on_step(self.step, self.config.steps, metrics)
+                on_step(self.step, self.config.steps, dict(self.history[-1].metrics))
+        self.check_finite()
         return self.history
 
     def summary(self) -> dict:

@@ -35,12 +35,21 @@ class AttentionCapture:
         mask = None if key_mask is None else key_mask[:rows]
 
         def attention_maps(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+            self._move_to(key.device)
             maps = keyword_attention(query[:rows], key[:rows], mask, image_start, image_tokens, self.columns[:rows])
             if self.column_mask is not None:
                 maps = maps * self.column_mask[:rows, None, None, :].to(maps.dtype)
             return maps
 
         return attention_maps
+
+    def _move_to(self, device: torch.device) -> None:
+        """Columns and mask onto the model's device once per capture, not once per joint block; built on the host
+        from token positions, they go without waiting for the device's queue (non_blocking)."""
+        if self.columns.device != device:
+            self.columns = self.columns.to(device, non_blocking=True)
+        if self.column_mask is not None and self.column_mask.device != device:
+            self.column_mask = self.column_mask.to(device, non_blocking=True)
 
 
 def keyword_attention(query, key, key_mask, image_start: int, image_tokens: int, columns) -> torch.Tensor:

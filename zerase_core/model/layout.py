@@ -138,7 +138,8 @@ class TokenLayout:
         each caption's padded text; image pad tokens keep (0, 0, 0)."""
         rows, columns = self.grid
         positions = torch.zeros(self.batch_size, self.image_span, 3, device=device)
-        starts = torch.tensor(self.text_padded, dtype=torch.float32, device=device) + 1.0
+        # built on the host, copied without a wait on the device's queue (a forward builds these tables every time)
+        starts = torch.tensor(self.text_padded, dtype=torch.float32).to(device, non_blocking=True) + 1.0
         positions[:, : self.image_tokens, 0] = starts[:, None]
         positions[:, : self.image_tokens, 1] = torch.arange(rows, device=device).repeat_interleave(columns).float()
         positions[:, : self.image_tokens, 2] = torch.arange(columns, device=device).repeat(rows).float()
