@@ -95,9 +95,9 @@ ANCHOR_VALUES = {
     "colour": {
         "red": "orange",
         "green": "purple",
-        "blue": "red",
+        "blue": "purple",
         "yellow": "orange",
-        "purple": "yellow",
+        "purple": "red",
         "orange": "yellow",
     },
     "pattern": {"plain": "striped", "striped": "plain", "dotted": "plain"},
