@@ -122,7 +122,7 @@ def run(args) -> dict:
         started = time.perf_counter()
         metrics = trainer.train_step()
         wall = time.perf_counter() - started
-        results["steps"].append({"wall_s": wall, "stages_s": trainer.step_stages, "metrics": metrics})
+        results["steps"].append({"wall_s": wall, "stages_s": trainer.step_stages, "metrics": dict(metrics)})
         stages = ", ".join(f"{stage} {trainer.step_stages.get(stage, 0.0):.1f}" for stage in STAGES
                            if trainer.step_stages.get(stage))
         print(f"step {trainer.step}: {wall:.1f} s ({stages})", flush=True)
