@@ -17,7 +17,7 @@ import torch
 import torch._dynamo
 from zerase_fixtures import TINY_CONFIG, WordConditioner, fresh_dit
 
-from zerase_core.bench import memory_model
+from zerase_core.engine import memory_model
 from zerase_core.bench.block_bytes import measure_block_bytes
 from zerase_core.bench.meters import StageClock
 from zerase_core.bench.perf import add_perf_arguments, run_perf

@@ -3,7 +3,7 @@ training needs reserved, per-block checkpointing of the joint layers.
 
 Order of a run (nodes/train_node.py): every prompt encoded (shuffle_bank.PreparedConditioner), the text encoder
 unloaded (`release_text_encoder`), then the DiT loaded through `load_models_gpu` with `memory_required` set to the
-memory model's prediction of training's own needs (zerase_core/bench/memory_model.py: activations, backward, adapters,
+memory model's prediction of training's own needs (zerase_core/engine/memory_model.py: activations, backward, adapters,
 pool build). Where the card cannot hold both, ComfyUI loads the DiT partially (lowvram: the rest streamed per op);
 `load_for_training` says which, in words, for the node's report.
 """
@@ -21,7 +21,7 @@ from torch import nn
 
 import comfy.model_management as model_management
 
-from zerase_core.bench import memory_model
+from zerase_core.engine import memory_model
 from zerase_core.engine.methods import shuffles
 from zerase_core.model.config import DiTConfig
 from zerase_core.model.layout import active_layout, current_layout

@@ -223,7 +223,7 @@ def test_fp8_files_train_with_bf16_compute_and_keep_fp8_weights(pack, files, nam
 def test_memory_plan_on_a_gpu_checkpoints_caps_the_build_and_reserves_what_the_model_predicts(pack, files):
     """The plan is arithmetic on the MODEL's dtype and device (no GPU needed): a bf16 MODEL whose load device is a
     GPU, planned for Z-Image-Turbo at 512² / 1024², batch 1, rank 8."""
-    from zerase_core.bench import memory_model
+    from zerase_core.engine import memory_model
     bridge = pack["bridge"]
     model = bridge.build_zimage_patcher(TINY, _tiny_dit().state_dict(), nano=False, dtype=torch.bfloat16)
     assert bridge.plan(model, TINY, 64, 1, 8).checkpointing is False       # on the CPU: results as the CLI's

@@ -10,7 +10,7 @@ Measured, on the nano model by default or on a randomly initialised DiT of any s
 Variants run interleaved (one step of each per round) so that background load hits all of them alike; each time is
 the median over `--steps` rounds after `--warmup` rounds. Peak memory is the process RSS (and the CUDA peak on a
 GPU) during each variant's steps; `peak_rss_gb` is the whole run's peak. The memory model's prediction for the zerase
-step is printed next to the measurement (zerase_core/bench/memory_model.py, docs/performance.md).
+step is printed next to the measurement (zerase_core/engine/memory_model.py, docs/performance.md).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch
 
 from ..common.prompts import TextConditioner
 from ..model.config import DiTConfig
-from . import memory_model
+from ..engine import memory_model
 from .meters import MemoryProbe, StageClock
 from .perf_options import DTYPES, VARIANTS, add_perf_arguments, dit_config, perf_device, perf_settings, step_config
 from .perf_steps import STAGES, BenchTrainer, PlainLoraVariant, TeacherForwardVariant, TrainerVariant

@@ -80,7 +80,8 @@ class BenchTrainer(EraseTrainer):
         channels, height, width = pool.states.shape[2:]
         seeds = range(self._fresh_seed, self._fresh_seed + len(picks))
         self._fresh_seed += len(picks)
-        x = torch.cat([initial_noise((1, channels, height, width), seed) for seed in seeds]) * pool.sigmas[0]
+        noise = torch.cat([initial_noise((1, channels, height, width), seed) for seed in seeds])
+        x = noise.to(pool.device) * pool.sigmas[0]
         context, lengths = self.conditioner.encode(prompts)
         empty, empty_lengths = self.conditioner.encode([""] * len(picks))
         ks = [k for _, k in picks]
