@@ -285,7 +285,9 @@ def _erase_real(args, source, config) -> None:
     path = _training(
         bars,
         args.out,
-        lambda: erase_real(source, prompts, config, args.out, on_step, bars, args.resume, str(device_of(args))),
+        lambda: erase_real(
+            source, prompts, config, args.out, on_step, bars, args.resume, str(device_of(args)), args.checkpointing
+        ),
     )
     print(f"wrote {path} ({time.monotonic() - started:.1f} s)")
 
@@ -319,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .engine.erase_config import EraseConfig
     from .engine.methods import method_names
     from .engine.settings import add_arguments
+    from .real.devices import add_checkpointing_argument
     from .real.run import add_model_arguments
 
     parser = argparse.ArgumentParser(prog="python -m zerase_core", description="ZErase core (no ComfyUI needed)")
@@ -379,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     erase.add_argument("--resolution", type=int, help="real models: training resolution in pixels (default 512)")
     add_model_arguments(erase)
+    add_checkpointing_argument(erase)
     erase.set_defaults(run=command_erase)
     from .many import add_erase_many_command
 

@@ -31,7 +31,7 @@ from .meters import MemoryProbe, StageClock
 from .perf_options import DTYPES, VARIANTS, add_perf_arguments, dit_config, perf_device, perf_settings, step_config
 from .perf_steps import STAGES, BenchTrainer, PlainLoraVariant, TeacherForwardVariant, TrainerVariant
 from .perf_table import RUN_STEPS, derive_ratios, format_table
-from .synthetic import DeviceDenoiser, SyntheticConditioner, random_dit
+from .synthetic import SyntheticConditioner, random_dit
 
 
 def build_world(args, config: DiTConfig, settings: dict, device: torch.device):
@@ -91,12 +91,10 @@ def run_perf(args) -> dict:
     memory = MemoryProbe(device)
     baseline_rss = memory.rss_gb()
     model, conditioner, prompts, weights = build_world(args, config, settings, device)
-    velocity = model if device.type == "cpu" else DeviceDenoiser(model, device)
     erase = step_config(settings, settings["size"], args.rank)
     sync = torch.cuda.synchronize if device.type == "cuda" else None
     clock = StageClock(sync)
     trainer_options = dict(
-        denoise=velocity,
         in_channels=config.in_channels,
         shift=config.shift,
         clock=clock,
@@ -144,6 +142,7 @@ def run_perf(args) -> dict:
     if memory.cuda:
         results["cache_build_peak_cuda_gb"] = memory.peak_cuda_gb()
     pool = cached.pool
+    velocity = cached._velocity  # the model, its inputs moved to its device (one engine on every device)
     variants: list[TrainerVariant | PlainLoraVariant | TeacherForwardVariant] = []
     if "zerase" in only:
         variants.append(TrainerVariant("zerase", cached))

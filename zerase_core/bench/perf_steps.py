@@ -161,7 +161,7 @@ class PlainLoraVariant:
         self.clock.begin_step()
         try:
             picks = self._picks(self.rng)
-            target = torch.stack([self.pool.teacher[key] for key in self._keys(picks)])
+            target = torch.stack([self.pool.teacher[key] for key in self._keys(picks)]).to(self.pool.device)
             states, sigma = self.pool.batch(picks)
             with self.clock.stage("student_forward"):
                 context, lengths = self.conditioner.encode([self.pool.prompts[p] for p, _ in picks])
