@@ -201,6 +201,7 @@ def comfy_problem(
     caption_tokens: int = 64,
     build_batch: int = 4,
     offloaded: bool = False,
+    checkpointed_layers: int | None = None,
 ) -> Problem:
     """ZEraseTrain on a GPU: ComfyUI's NextDiT, the pool and teacher cache in CPU memory (`NextDiTDenoiser` returns
     CPU velocities), weights cast per op when stored in fp8 or partially loaded."""
@@ -212,6 +213,7 @@ def comfy_problem(
         rank=rank,
         weight_bytes=weight_bytes,
         checkpointing=checkpointing,
+        checkpointed_layers=checkpointed_layers,
         build_batch=build_batch,
         device="cuda",
         separate_forwards=True,
