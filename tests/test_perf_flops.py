@@ -4,10 +4,10 @@ stages add up to what the trainer does."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 
 import pytest
-import torch
 from zerase_fixtures import TINY_CONFIG, fresh_dit
 
 from zerase_core.bench.meta_count import META, MetaTensors, to_meta
@@ -181,7 +181,7 @@ def test_each_checkpointed_block_costs_its_forward_again():
             model = meta_dit(config)
             model.gradient_checkpointing, model.checkpointed_layers = True, blocks
             steps.append(count(model, erase, meta=True)["stages"]["backward"])
-    recompute = [later - earlier for earlier, later in zip(steps, steps[1:], strict=False)]
+    recompute = [later - earlier for earlier, later in itertools.pairwise(steps)]
     assert recompute[0] > 0 and recompute[0] == recompute[1] == recompute[2]
 
 

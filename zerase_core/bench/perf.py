@@ -25,8 +25,8 @@ from dataclasses import replace
 import torch
 
 from ..common.prompts import TextConditioner
-from ..model.config import DiTConfig
 from ..engine import memory_model
+from ..model.config import DiTConfig
 from .meters import MemoryProbe, StageClock
 from .perf_options import DTYPES, VARIANTS, add_perf_arguments, dit_config, perf_device, perf_settings, step_config
 from .perf_steps import STAGES, BenchTrainer, PlainLoraVariant, TeacherForwardVariant, TrainerVariant
@@ -95,10 +95,7 @@ def run_perf(args) -> dict:
     sync = torch.cuda.synchronize if device.type == "cuda" else None
     clock = StageClock(sync)
     trainer_options = dict(
-        in_channels=config.in_channels,
-        shift=config.shift,
-        clock=clock,
-        build_batch=settings["build_batch"],
+        in_channels=config.in_channels, shift=config.shift, clock=clock, build_batch=settings["build_batch"]
     )
 
     def make_trainer(method: str, **extra) -> BenchTrainer:

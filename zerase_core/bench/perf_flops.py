@@ -244,8 +244,8 @@ def format_flops(results: dict) -> str:
         "",
     ]
     shown = [stage for stage in FLOP_STAGES if stage not in ("sampling", "optimizer")]
-    header = (
-        f"{'size':>6} {'memory':>7} {'ckpt':>5} {'path':<9}{'step':>8}" + "".join(f"{stage[:11]:>12}" for stage in shown)
+    header = f"{'size':>6} {'memory':>7} {'ckpt':>5} {'path':<9}{'step':>8}" + "".join(
+        f"{stage[:11]:>12}" for stage in shown
     )
     lines += [header, "-" * len(header)]
     for size, per_size in results["sizes"].items():

@@ -173,7 +173,9 @@ class TrainerForwards:
         if self.method.attention and config.attention_weight > 0:
             columns, mask = keyword_columns(self.conditioner, prompts, keywords)
             device = self.pool.device
-            capture = AttentionCapture(columns=columns.to(device), column_mask=None if mask is None else mask.to(device))
+            capture = AttentionCapture(
+                columns=columns.to(device), column_mask=None if mask is None else mask.to(device)
+            )
         prompt_lists, kinds = [prompts], [erase_kind]
         if preserve:
             prompt_lists += [[""] * len(picks), [self.pool.anchors[p] for p, _ in picks]]

@@ -28,6 +28,10 @@ class KeptSegments(Protocol):
 
     def joint_input(self, model, conditioner, pool: Any, picks, prompts: list[str], kinds: list[str]) -> Any: ...
 
+    def fill(self, model, pool: Any, picks, kind: str, texts: list[str], conditioner) -> None: ...
+
+    def add_texts(self, model, conditioner, prompts: list[str]) -> None: ...
+
 
 @dataclass
 class TrajectoryPool:

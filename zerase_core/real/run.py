@@ -94,13 +94,7 @@ def erase_real(
         dit = dit.to(target)
     print(set_checkpointing(dit, config, checkpointing, target)[1], file=sys.stderr)
     trainer = EraseTrainer(
-        dit,
-        prepared,
-        prompts,
-        config,
-        in_channels=dit.config.in_channels,
-        shift=dit.config.shift,
-        progress=progress,
+        dit, prepared, prompts, config, in_channels=dit.config.in_channels, shift=dit.config.shift, progress=progress
     )
     trainer.adapters.to(next(dit.parameters()).device)
     try:
