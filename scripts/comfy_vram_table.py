@@ -1,4 +1,4 @@
-"""Predicted peak VRAM of ZEraseTrain (the ComfyUI path) for Z-Image-Turbo, from zerase_core/memory_model.py.
+"""Predicted peak VRAM of ZEraseTrain (the ComfyUI path) for Z-Image-Turbo, from zerase_core/engine/memory_model.py.
 
     python scripts/comfy_vram_table.py [--json FILE]
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from zerase_core.bench.memory_model import comfy_table
+from zerase_core.engine.memory_model import comfy_table
 
 COLUMNS = ("weights", "adapters", "activations", "backward_transient", "cast_copies", "step_peak_gb",
            "build_peak_gb", "peak_gb")

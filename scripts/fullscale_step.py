@@ -4,7 +4,7 @@ The exact Turbo config (30 joint layers, 2+2 refiners, dim 3840, 6.155B paramete
 would need 24.6 GB), with per-block gradient checkpointing, at 256² (1024-token latents become 256 image tokens),
 batch 1, rank 8 on Q+K of every joint layer, a 64-token caption, and the smallest x_t pool (1 trajectory × 2 steps,
 no guidance, as Turbo). It reports wall time per phase (model creation, pool + teacher cache, the step and its
-stages) and peak RSS next to the memory model's prediction (zerase_core/bench/memory_model.py, docs/performance.md).
+stages) and peak RSS next to the memory model's prediction (zerase_core/engine/memory_model.py, docs/performance.md).
 
 Full scale (10–15 min on 2 cores, ≈ 12–13 GB RAM):
     nice -n 19 .venv/bin/python scripts/fullscale_step.py --threads 2 --json fullscale.json
@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # run from a checkout without installing
 
-from zerase_core.bench import memory_model  # noqa: E402
+from zerase_core.engine import memory_model  # noqa: E402
 from zerase_core.bench.meters import MemoryProbe, StageClock  # noqa: E402
 from zerase_core.bench.perf_steps import STAGES, BenchTrainer  # noqa: E402
 from zerase_core.bench.synthetic import SyntheticConditioner, random_dit  # noqa: E402

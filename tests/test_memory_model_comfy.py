@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from zerase_core.bench import memory_model
+from zerase_core.engine import memory_model
 from zerase_core.model.config import DiTConfig
 
 TURBO = DiTConfig.turbo()

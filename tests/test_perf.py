@@ -17,13 +17,13 @@ import torch
 import torch._dynamo
 from zerase_fixtures import TINY_CONFIG, WordConditioner, fresh_dit
 
-from zerase_core.bench import memory_model
 from zerase_core.bench.block_bytes import measure_block_bytes
 from zerase_core.bench.meters import StageClock
 from zerase_core.bench.perf import add_perf_arguments, run_perf
 from zerase_core.bench.perf_steps import STAGES, BenchTrainer
 from zerase_core.cli import main as cli_main
 from zerase_core.common.prompts import PromptSet
+from zerase_core.engine import memory_model
 from zerase_core.engine.erase_config import EraseConfig
 from zerase_core.engine.trainer import EraseTrainer
 from zerase_core.model.config import DiTConfig
@@ -158,9 +158,9 @@ def test_fused_student_forwards_give_the_losses_and_gradients_of_separate_forwar
 
 
 def test_a_device_denoiser_trains_what_the_model_itself_trains(word_conditioner):
-    """Through `DeviceDenoiser` (what `--device cuda` uses) the trainer takes the whole-forward path, with no kept
+    """Through `DeviceDenoiser` (what sampling on a GPU uses) the trainer takes the whole-forward path, with no kept
     refiner outputs or probe prefix; on the CPU it must give the steps of the model used directly."""
-    from zerase_core.bench.synthetic import DeviceDenoiser
+    from zerase_core.real.devices import DeviceDenoiser
     direct = small_trainer(word_conditioner)
     model = fresh_dit(TRAINER_DIT)
     through = EraseTrainer(model, word_conditioner, PROMPTS, direct.config,

@@ -4,15 +4,15 @@ stages add up to what the trainer does."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 
 import pytest
-import torch
 from zerase_fixtures import TINY_CONFIG, fresh_dit
 
 from zerase_core.bench.meta_count import META, MetaTensors, to_meta
 from zerase_core.bench.perf_flops import FLOP_STAGES, FlopTrainer, count_step, reference_forward_flops
-from zerase_core.bench.synthetic import DeviceDenoiser, SyntheticConditioner
+from zerase_core.bench.synthetic import SyntheticConditioner
 from zerase_core.cli import main as cli_main
 from zerase_core.common.prompts import PromptSet
 from zerase_core.engine.erase_config import EraseConfig
@@ -53,18 +53,21 @@ def erase_settings(**overrides) -> EraseConfig:
     return EraseConfig(**settings)
 
 
-def count(model, erase: EraseConfig, device_path: bool = False, meta: bool = False) -> dict:
+def count(model, erase: EraseConfig, wrapped: bool = False, meta: bool = False) -> dict:
+    """`wrapped`: the model behind a denoiser wrapper (as ComfyUI's bridge is), so the trainer runs whole forwards."""
     conditioner = SyntheticConditioner(model.config.cap_feat_dim, CAPTION)
 
     def make(clock):
         trainer = FlopTrainer(model, conditioner, PROMPTS, erase, clock=clock, in_channels=model.config.in_channels,
-                              denoise=DeviceDenoiser(model, META if meta else torch.device("cpu")) if device_path
-                              else model)
+                              denoise=(lambda *inputs: model(*inputs)) if wrapped else model)
         if meta:
             to_meta(trainer.adapters)
         return trainer
     counted = count_step(make)
-    counted["trainer"].adapters.detach()
+    trainer = counted["trainer"]
+    counted["segments"], counted["prefix"] = trainer._keeps_segments(), trainer._probe_prefix is not None
+    counted["pool_device"] = trainer.pool.states.device.type
+    trainer.adapters.detach()
     return counted
 
 
@@ -101,7 +104,7 @@ def test_zerase_step_stages_and_the_cached_paths():
         forward = reference_forward_flops(model, conditioner, SIZE, PROMPTS.erase[0])
         erase = erase_settings()
         cli = count(model, erase, meta=True)
-        device = count(model, erase, device_path=True, meta=True)
+        device = count(model, erase, wrapped=True, meta=True)
         uncached = count(model, erase_settings(cache=False), meta=True)
     batch = erase.batch_size
     for counted in (cli, device, uncached):
@@ -110,7 +113,7 @@ def test_zerase_step_stages_and_the_cached_paths():
         assert counted["step"] >= stages["student_forward"] > 0
         assert stages["backward"] > stages["student_forward"]      # checkpoint recomputation + input gradients
         assert stages["preserve"] > 0 and stages["probe"] > 0
-    # the device path runs every forward from the embeddings: its student forward is a full forward per sample
+    # a wrapped denoiser runs every forward from the embeddings: its student forward is a full forward per sample
     assert device["stages"]["student_forward"] >= batch * forward
     # kept refiner segments and probe prefix: the CLI path counts fewer FLOPs in the same stages
     assert cli["stages"]["preserve"] < device["stages"]["preserve"]
@@ -131,13 +134,15 @@ def test_bench_flops_prints_the_table_the_final_line_and_the_json(tmp_path, caps
     assert set(results["sizes"]) == {"32", "64"}
     worst = 0.0
     for per_size in results["sizes"].values():
-        assert set(per_size) == {"forward_flops", "cli", "device"}
+        assert set(per_size) == {"forward_flops", "cli", "device", "budget", "budgets"}
         for path in ("cli", "device"):
             entry = per_size[path]
             assert entry["step_forwards"] == pytest.approx(entry["step_flops"] / per_size["forward_flops"])
             assert sum(entry["stages_flops"].values()) == entry["step_flops"]
             worst = max(worst, entry["step_forwards"])
-        assert per_size["cli"]["step_flops"] < per_size["device"]["step_flops"]
+        # one engine: the model on its device takes the kept segments and probe prefix as the CLI does
+        assert per_size["cli"]["step_flops"] == per_size["device"]["step_flops"]
+        assert per_size["device"]["kept_segments"]
     assert results["forward_equivalents_per_zerase_step"] == pytest.approx(worst)
     assert printed.strip().splitlines()[-1] == f"forward-equivalents per zerase step: {worst:.2f}"
 
@@ -145,3 +150,50 @@ def test_bench_flops_prints_the_table_the_final_line_and_the_json(tmp_path, caps
 def test_bench_flops_refuses_an_unknown_path(capsys):
     assert cli_main(["bench", "--flops", *TINY_FLAGS, "--sizes", "32", "--paths", "cli,gpu"]) == 2
     assert "unknown paths ['gpu']" in capsys.readouterr().err
+
+
+def test_the_device_path_keeps_segments_and_the_probe_prefix_on_the_models_device():
+    """One engine: the core model on a device other than the CPU (meta here) gets its pool rows there and uses the
+    kept refiner segments and the probe prefix, so it counts exactly what the CPU path counts."""
+    with MetaTensors():
+        model = meta_dit()
+        model.gradient_checkpointing = True
+        erase = erase_settings()
+        device = count(model, erase, meta=True)
+        wrapped = count(model, erase, wrapped=True, meta=True)
+    assert device["pool_device"] == "meta" and device["segments"] and device["prefix"]
+    assert not wrapped["segments"] and not wrapped["prefix"]
+    assert device["stages"]["preserve"] < wrapped["stages"]["preserve"]
+    assert device["stages"]["probe"] < wrapped["stages"]["probe"]
+    real = count(fresh_dit(TINY_CONFIG), erase)                  # the same step with the model on the CPU
+    real_checkpointed = fresh_dit(TINY_CONFIG)
+    real_checkpointed.gradient_checkpointing = True
+    assert count(real_checkpointed, erase)["step"] == device["step"] and real["segments"]
+
+
+def test_each_checkpointed_block_costs_its_forward_again():
+    """ZImageDiT.checkpointed_layers: the backward recomputes exactly the checkpointed joint blocks."""
+    config = dataclasses.replace(TINY_CONFIG, n_layers=3)
+    erase = erase_settings()
+    steps = []
+    with MetaTensors():
+        for blocks in (0, 1, 2, 3):
+            model = meta_dit(config)
+            model.gradient_checkpointing, model.checkpointed_layers = True, blocks
+            steps.append(count(model, erase, meta=True)["stages"]["backward"])
+    recompute = [later - earlier for earlier, later in itertools.pairwise(steps)]
+    assert recompute[0] > 0 and recompute[0] == recompute[1] == recompute[2]
+
+
+def test_bench_flops_counts_each_memory_budget_at_the_auto_choice(tmp_path, capsys):
+    out = tmp_path / "flops.json"
+    flags = [*TINY_FLAGS, "--sizes", "64", "--paths", "cli", "--memory-gib", "0.001", "80", "--json", str(out)]
+    assert cli_main(["bench", "--flops", *flags]) == 0
+    results = json.loads(out.read_text())
+    budgets = results["sizes"]["64"]["budgets"]
+    assert budgets["0.001"]["cli"]["checkpointed_blocks"] == 2          # nothing fits: every block
+    assert budgets["80"]["cli"]["checkpointed_blocks"] == 0             # everything fits: none, one stacked forward
+    assert budgets["80"]["cli"]["fused"] and not budgets["0.001"]["cli"]["fused"]
+    assert budgets["80"]["cli"]["step_flops"] < budgets["0.001"]["cli"]["step_flops"]
+    assert results["budget"] == "0.001" and results["sizes"]["64"]["cli"] == budgets["0.001"]["cli"]
+    assert capsys.readouterr().out.strip().splitlines()[-2].endswith("at memory 0.001:")

@@ -96,7 +96,8 @@ def training(model, memory: MemoryPlan | None = None):
             else:
                 report = load_for_training(patcher, memory)
             model_management.in_training = True
-            with layer_checkpointing(network, memory is not None and memory.checkpointing):
+            blocks = None if memory is None else memory.blocks
+            with layer_checkpointing(network, memory is not None and memory.checkpointing, blocks):
                 yield TrainingContext(patcher, network, NextDiTDenoiser(patcher, network), report)
         finally:
             model_management.in_training = previous

@@ -3,7 +3,7 @@ training needs reserved, per-block checkpointing of the joint layers.
 
 Order of a run (nodes/train_node.py): every prompt encoded (shuffle_bank.PreparedConditioner), the text encoder
 unloaded (`release_text_encoder`), then the DiT loaded through `load_models_gpu` with `memory_required` set to the
-memory model's prediction of training's own needs (zerase_core/bench/memory_model.py: activations, backward, adapters,
+memory model's prediction of training's own needs (zerase_core/engine/memory_model.py: activations, backward, adapters,
 pool build). Where the card cannot hold both, ComfyUI loads the DiT partially (lowvram: the rest streamed per op);
 `load_for_training` says which, in words, for the node's report.
 """
@@ -21,7 +21,7 @@ import torch.utils.checkpoint
 import comfy.ldm.lumina.model
 import comfy.model_management as model_management
 
-from zerase_core.bench import memory_model
+from zerase_core.engine import memory_model
 from zerase_core.engine.methods import shuffles
 from zerase_core.model.config import DiTConfig
 from zerase_core.model.layout import active_layout, current_layout
@@ -75,6 +75,16 @@ class MemoryPlan:
     checkpointing: bool  # per-block checkpointing of the joint layers
     build_batch: int | None  # forwards per pool / teacher-cache batch (None: the trainer's defaults)
     predicted_peak_gb: float
+    blocks: int | None = None  # with checkpointing: how many joint blocks (the first ones); None = all
+
+
+def training_budget(device) -> float | None:
+    """Bytes training may use on `device`: its total memory less ComfyUI's own reserve (--reserve-vram); the DiT
+    load frees what other models hold. None where the device cannot say."""
+    try:
+        return float(model_management.get_total_memory(device) - model_management.extra_reserved_memory())
+    except (RuntimeError, AssertionError, AttributeError, KeyError):  # no CUDA behind the device (tests)
+        return None
 
 
 def weight_bytes(patcher) -> int:
@@ -94,12 +104,21 @@ def plan(
     checkpointing: bool | None = None,
 ) -> MemoryPlan:
     """Checkpointing on a GPU (None: the device decides; off on a CPU, where results stay those of the CLI path), the
-    pool build batch that fits beside the step's own needs, and the reserve to ask model management for."""
+    pool build batch that fits beside the step's own needs, and the reserve to ask model management for. On a GPU
+    only as many joint blocks are checkpointed as the memory needs (memory_model.checkpoint_blocks, "auto", within
+    the device's memory; all of them where the device cannot say)."""
     gpu = on_gpu(patcher)
     checkpointing = gpu if checkpointing is None else checkpointing
     bytes_per_weight = weight_bytes(patcher)
+    blocks = None
+    if checkpointing and gpu:
+        every = memory_model.comfy_problem(
+            config, image_size, bytes_per_weight, True, batch, rank, caption_tokens, build_batch=1
+        )
+        blocks = memory_model.checkpoint_blocks("auto", every, training_budget(patcher.load_device))
+        checkpointing = blocks > 0
     step = memory_model.comfy_problem(
-        config, image_size, bytes_per_weight, checkpointing, batch, rank, caption_tokens, build_batch=1
+        config, image_size, bytes_per_weight, checkpointing, batch, rank, caption_tokens, 1, checkpointed_layers=blocks
     )
     predicted = memory_model.predict(step)
     extra = (predicted["step_peak_gb"] - predicted["weights"]) * GB
@@ -107,10 +126,18 @@ def plan(
     if gpu:  # the trainer's defaults (32 / 64 forwards, sized for nano) need 20–29 GiB at 512² on Z-Image
         build = memory_model.build_batch_within(config, image_size, caption_tokens, extra, 32)
     problem = memory_model.comfy_problem(
-        config, image_size, bytes_per_weight, checkpointing, batch, rank, caption_tokens, build_batch=build or 32
+        config,
+        image_size,
+        bytes_per_weight,
+        checkpointing,
+        batch,
+        rank,
+        caption_tokens,
+        build or 32,
+        checkpointed_layers=blocks,
     )
     final = memory_model.predict(problem)
-    return MemoryPlan(memory_model.training_reserve_bytes(problem), checkpointing, build, final["peak_gb"])
+    return MemoryPlan(memory_model.training_reserve_bytes(problem), checkpointing, build, final["peak_gb"], blocks)
 
 
 def release_text_encoder(clip) -> str:
@@ -143,9 +170,10 @@ def load_for_training(patcher, memory: MemoryPlan) -> str:
     size, loaded = patcher.model_size(), patcher.loaded_size()
     device = patcher.load_device
     reserve = memory.reserve_bytes / GB
+    checkpointed = "all joint blocks" if memory.blocks is None else f"{memory.blocks} joint blocks"
     how = (
         f"predicted peak {memory.predicted_peak_gb:.2f} GiB, per-block checkpointing "
-        f"{'on' if memory.checkpointing else 'off'}"
+        f"{checkpointed if memory.checkpointing else 'off'}"
     )
     if model_management.is_device_cpu(device):
         return f"DiT on the CPU ({size / GB:.2f} GiB); {how}"
@@ -163,15 +191,15 @@ def load_for_training(patcher, memory: MemoryPlan) -> str:
 
 
 @contextmanager
-def layer_checkpointing(network: comfy.ldm.lumina.model.NextDiT, enabled: bool):
-    """Each joint block of ComfyUI's NextDiT run under torch.utils.checkpoint (non-reentrant) while training: a
-    block keeps only its input until the backward recomputes it. Sets `gradient_checkpointing`, which the trainer
-    reads to keep the student forwards separate. Restored after."""
-    if not enabled:
+def layer_checkpointing(network: comfy.ldm.lumina.model.NextDiT, enabled: bool, blocks: int | None = None):
+    """The first `blocks` joint blocks (None: all) of ComfyUI's NextDiT run under torch.utils.checkpoint
+    (non-reentrant) while training: a block keeps only its input until the backward recomputes it. Sets
+    `gradient_checkpointing`, which the trainer reads to keep the student forwards separate. Restored after."""
+    layers = list(network.layers)[:blocks]
+    if not enabled or not layers:
         yield 0
         return
     previous = network.__dict__.get("gradient_checkpointing")
-    layers = list(network.layers)
     for layer in layers:
         layer.forward = _checkpointed(layer.forward)
     network.gradient_checkpointing = True

@@ -223,7 +223,7 @@ def test_fp8_files_train_with_bf16_compute_and_keep_fp8_weights(pack, files, nam
 def test_memory_plan_on_a_gpu_checkpoints_caps_the_build_and_reserves_what_the_model_predicts(pack, files):
     """The plan is arithmetic on the MODEL's dtype and device (no GPU needed): a bf16 MODEL whose load device is a
     GPU, planned for Z-Image-Turbo at 512² / 1024², batch 1, rank 8."""
-    from zerase_core.bench import memory_model
+    from zerase_core.engine import memory_model
     bridge = pack["bridge"]
     model = bridge.build_zimage_patcher(TINY, _tiny_dit().state_dict(), nano=False, dtype=torch.bfloat16)
     assert bridge.plan(model, TINY, 64, 1, 8).checkpointing is False       # on the CPU: results as the CLI's
@@ -247,3 +247,25 @@ def test_a_partially_loaded_dit_trains_as_a_fully_loaded_one(pack, files):
     torch.testing.assert_close(partial_v, full_v)
     for full, partial in zip(full_grads, partial_grads, strict=True):
         torch.testing.assert_close(partial, full, rtol=1e-5, atol=1e-6)
+
+
+def test_memory_plan_checkpoints_only_the_blocks_the_memory_needs(pack, files, monkeypatch):
+    """On a GPU the plan checkpoints the fewest joint blocks whose predicted peak fits the device (issue 16): none
+    on an 80 GiB card at 512², some on a 24 GiB one; layer_checkpointing wraps only those blocks."""
+    import sys
+    bridge = pack["bridge"]
+    vram = sys.modules[bridge.__name__ + ".vram"]
+    model = bridge.build_zimage_patcher(TINY, _tiny_dit().state_dict(), nano=False, dtype=torch.bfloat16)
+    model.load_device = torch.device("cuda", 0)
+    turbo = DiTConfig.turbo()
+    plans = {}
+    for gib in (80, 24):
+        monkeypatch.setattr(vram, "training_budget", lambda device, gib=gib: gib * 2**30)
+        plans[gib] = bridge.plan(model, turbo, 512, 1, 8)
+    assert plans[80].blocks == 0 and not plans[80].checkpointing
+    assert 0 < plans[24].blocks < turbo.n_layers and plans[24].checkpointing
+    assert plans[24].predicted_peak_gb <= 24
+    network = model.model.diffusion_model
+    with vram.layer_checkpointing(network, True, 1) as wrapped:
+        assert wrapped == 1 and "forward" in network.layers[0].__dict__ and "forward" not in network.layers[1].__dict__
+    assert "forward" not in network.layers[0].__dict__

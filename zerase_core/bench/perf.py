@@ -10,7 +10,7 @@ Measured, on the nano model by default or on a randomly initialised DiT of any s
 Variants run interleaved (one step of each per round) so that background load hits all of them alike; each time is
 the median over `--steps` rounds after `--warmup` rounds. Peak memory is the process RSS (and the CUDA peak on a
 GPU) during each variant's steps; `peak_rss_gb` is the whole run's peak. The memory model's prediction for the zerase
-step is printed next to the measurement (zerase_core/bench/memory_model.py, docs/performance.md).
+step is printed next to the measurement (zerase_core/engine/memory_model.py, docs/performance.md).
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ from dataclasses import replace
 import torch
 
 from ..common.prompts import TextConditioner
+from ..engine import memory_model
 from ..model.config import DiTConfig
-from . import memory_model
 from .meters import MemoryProbe, StageClock
 from .perf_options import DTYPES, VARIANTS, add_perf_arguments, dit_config, perf_device, perf_settings, step_config
 from .perf_steps import STAGES, BenchTrainer, PlainLoraVariant, TeacherForwardVariant, TrainerVariant
 from .perf_table import RUN_STEPS, derive_ratios, format_table
-from .synthetic import DeviceDenoiser, SyntheticConditioner, random_dit
+from .synthetic import SyntheticConditioner, random_dit
 
 
 def build_world(args, config: DiTConfig, settings: dict, device: torch.device):
@@ -91,16 +91,11 @@ def run_perf(args) -> dict:
     memory = MemoryProbe(device)
     baseline_rss = memory.rss_gb()
     model, conditioner, prompts, weights = build_world(args, config, settings, device)
-    velocity = model if device.type == "cpu" else DeviceDenoiser(model, device)
     erase = step_config(settings, settings["size"], args.rank)
     sync = torch.cuda.synchronize if device.type == "cuda" else None
     clock = StageClock(sync)
     trainer_options = dict(
-        denoise=velocity,
-        in_channels=config.in_channels,
-        shift=config.shift,
-        clock=clock,
-        build_batch=settings["build_batch"],
+        in_channels=config.in_channels, shift=config.shift, clock=clock, build_batch=settings["build_batch"]
     )
 
     def make_trainer(method: str, **extra) -> BenchTrainer:
@@ -144,6 +139,7 @@ def run_perf(args) -> dict:
     if memory.cuda:
         results["cache_build_peak_cuda_gb"] = memory.peak_cuda_gb()
     pool = cached.pool
+    velocity = cached._velocity  # the model, its inputs moved to its device (one engine on every device)
     variants: list[TrainerVariant | PlainLoraVariant | TeacherForwardVariant] = []
     if "zerase" in only:
         variants.append(TrainerVariant("zerase", cached))

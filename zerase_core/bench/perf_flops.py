@@ -8,8 +8,13 @@ elementwise work (norms, activations, AdamW) is not counted, nor is the text enc
 
 Paths:
   cli      the core model is the denoiser (`python -m zerase_core erase`): kept refiner segments, probe prefix
-  device   the same model through `synthetic.DeviceDenoiser` (`bench --perf --device cuda`)
+  device   the same engine with the model on its device (`erase --device cuda`, `bench --perf --device cuda`): the
+           pool delivers rows to the model's device, so it counts as cli does (a check that it takes the same path)
   comfyui  ComfyUI's NextDiT through `nodes/comfy_bridge` (ZEraseTrain); needs ComfyUI (COMFYUI_PATH and its python)
+
+Checkpointing: each path is counted for each memory budget (`--memory-gib`, turbo default 24 GiB) with the joint
+blocks that the auto policy checkpoints within it (engine/memory_model.checkpoint_blocks_within: the fewest whose
+predicted peak fits); each checkpointed block costs its forward again in the backward.
 
 Stages (`FLOP_STAGES`): student_forward (the erase-prompt forward with attention capture; under a fused forward all
 three stacked forwards), preserve (the ∅ and anchor forwards of L_pr when they run separately), backward (all of
@@ -25,16 +30,18 @@ from typing import ClassVar
 
 import torch
 
+from ..engine import memory_model
 from ..model.dit import ZImageDiT
 from .meta_count import META, Counter, MetaTensors, to_meta
 from .meters import StageClock
 from .perf_options import DTYPES, add_perf_arguments, dit_config, perf_settings, step_config
 from .perf_steps import BenchTrainer
-from .synthetic import DeviceDenoiser, SyntheticConditioner
+from .synthetic import SyntheticConditioner
 
 PATHS = ("cli", "device", "comfyui")
 FLOP_STAGES = ("student_forward", "preserve", "backward", "probe", "teacher", "sampling", "optimizer", "other")
 DEFAULT_SIZES = {"turbo": (512, 1024), "nano": (64,)}
+DEFAULT_MEMORY_GIB = 24.0  # a 24 GB card: the budget of the final line when --memory-gib is not given (turbo)
 
 
 class FlopTrainer(BenchTrainer):
@@ -57,27 +64,56 @@ def count_step(make_trainer, warmup: int = 1) -> dict:
     return {"stages": stages, "step": counter.total(), "trainer": trainer, "fused": trainer._fused()}
 
 
-def core_path_counts(config, settings: dict, size: int, rank: int, paths, prompts) -> dict:
-    """Counts of the `cli` and `device` paths (those in `paths`) on one meta ZImageDiT, and `forward`: its frozen
-    forward at this size with batch 1 and a caption of the erase prompt (the unit of every count)."""
+def budget_problem(config, settings: dict, size: int, rank: int) -> memory_model.Problem:
+    """The memory model's problem of the counted step on a GPU (pool and caches on the device)."""
+    return memory_model.Problem(
+        config=config,
+        image_size=size,
+        caption_tokens=settings["caption_tokens"] or 16,
+        batch=settings["batch"],
+        rank=rank,
+        weight_bytes=DTYPES[settings["dtype"]].itemsize,
+        pool=(settings["pool_prompts"], settings["sample_steps"]),
+        build_batch=settings["build_batch"] or 64,
+        device="cuda",
+        store_on_device=True,
+    )
+
+
+def checkpoint_choices(args, config, settings: dict, size: int) -> dict[str, int]:
+    """{budget label: checkpointed joint blocks}: per --memory-gib budget the auto policy's choice; else all or no
+    blocks as --checkpointing says; else the turbo default budget (DEFAULT_MEMORY_GIB) or the preset's setting."""
+    budgets = getattr(args, "memory_gib", None)
+    if budgets is None and args.checkpointing is None and settings["checkpointing"] and args.preset == "turbo":
+        budgets = [DEFAULT_MEMORY_GIB]
+    if budgets is None:
+        return {"all" if settings["checkpointing"] else "none": config.n_layers if settings["checkpointing"] else 0}
+    problem = budget_problem(config, settings, size, args.rank)
+    return {f"{gib:g}": memory_model.checkpoint_blocks_within(problem, gib * memory_model.GB) for gib in budgets}
+
+
+def core_path_counts(config, settings: dict, size: int, rank: int, paths, prompts, blocks: int | None = None) -> dict:
+    """Counts of the `cli` and `device` paths (those in `paths`) on one meta ZImageDiT with `blocks` checkpointed
+    joint blocks (None: the settings' all or none), and `forward`: its frozen forward at this size with batch 1 and a
+    caption of the erase prompt (the unit of every count)."""
     results: dict = {}
+    if blocks is None:
+        blocks = config.n_layers if settings["checkpointing"] else 0
     with MetaTensors():
         model = ZImageDiT(config, device=META, dtype=DTYPES[settings["dtype"]]).eval().requires_grad_(False)
-        model.gradient_checkpointing = bool(settings["checkpointing"])
+        model.gradient_checkpointing, model.checkpointed_layers = blocks > 0, blocks
         conditioner = SyntheticConditioner(config.cap_feat_dim, settings["caption_tokens"] or 16)
         results["forward"] = reference_forward_flops(model, conditioner, size, prompts.erase[0])
         erase = step_config(settings, size, rank)
         pool = None
         for path in [path for path in ("cli", "device") if path in paths]:
-            denoise = model if path == "cli" else DeviceDenoiser(model, META)
-
-            def make(clock, denoise=denoise, pool=pool):
+            # both run the core model as the denoiser: "device" builds its own pool, on the model's device (meta)
+            def make(clock, pool=pool if path == "cli" else None):
                 trainer = FlopTrainer(
                     model,
                     conditioner,
                     prompts,
                     erase,
-                    denoise=denoise,
                     in_channels=config.in_channels,
                     shift=config.shift,
                     clock=clock,
@@ -89,7 +125,8 @@ def core_path_counts(config, settings: dict, size: int, rank: int, paths, prompt
 
             counted = count_step(make)
             trainer = counted.pop("trainer")
-            pool = trainer.pool  # the same x_t pool and teacher cache for the next path (no second build)
+            counted["segments"] = trainer._keeps_segments()
+            counted["blocks"] = blocks
             trainer.adapters.detach()
             results[path] = counted
     return results
@@ -142,10 +179,16 @@ def run_flops(args, comfyui=None) -> dict:
             key: settings[key]
             for key in ("batch", "dtype", "checkpointing", "pool_prompts", "sample_steps", "cfg", "caption_tokens")
         }
-        counts = core_path_counts(config, settings, size, args.rank, paths, prompts)
-        if "comfyui" in paths and comfyui is not None:
-            counts.update(comfyui(config, settings, size, args.rank, prompts))
-        results["sizes"][str(size)] = _in_forwards(counts)
+        choices = checkpoint_choices(args, config, settings, size)
+        per_budget = {}
+        for label, blocks in choices.items():
+            counts = core_path_counts(config, settings, size, args.rank, paths, prompts, blocks)
+            if "comfyui" in paths and comfyui is not None:
+                counts.update(comfyui(config, {**settings, "checkpointed_blocks": blocks}, size, args.rank, prompts))
+            per_budget[label] = _in_forwards(counts)
+        first = next(iter(per_budget))  # the final line's budget: the first given
+        results["sizes"][str(size)] = {**per_budget[first], "budget": first, "budgets": per_budget}
+    results["budget"] = next(iter(results["sizes"].values()))["budget"] if results["sizes"] else None
     worst = max(
         entry["step_forwards"]
         for per_size in results["sizes"].values()
@@ -175,6 +218,8 @@ def _in_forwards(counts: dict) -> dict:
         if name not in PATHS:
             continue
         entry = {
+            "checkpointed_blocks": counted.get("blocks"),
+            "kept_segments": counted.get("segments"),
             "step_flops": counted["step"],
             "stages_flops": counted["stages"],
             "fused": counted["fused"],
@@ -193,32 +238,38 @@ def format_flops(results: dict) -> str:
     lines = [
         f"ZErase step FLOPs — {results['preset']}: dim {dit['dim']}, {dit['n_layers']} layers, "
         f"{dit['n_refiner_layers']}+{dit['n_refiner_layers']} refiners; batch {settings.get('batch')}, rank "
-        f"{results['rank']}, checkpointing {'on' if settings.get('checkpointing') else 'off'}, "
-        f"{settings.get('caption_tokens')}-token captions",
-        "in forward-equivalents (the frozen forward at the same size, batch 1); matmul + attention FLOPs",
+        f"{results['rank']}, {settings.get('caption_tokens')}-token captions",
+        "in forward-equivalents (the frozen forward at the same size, batch 1); matmul + attention FLOPs; memory: the",
+        "budget (GiB; or all / none) and the joint blocks checkpointed within it (auto policy, engine/memory_model.py)",
         "",
     ]
     shown = [stage for stage in FLOP_STAGES if stage not in ("sampling", "optimizer")]
-    header = f"{'size':>6} {'path':<9}{'step':>8}" + "".join(f"{stage[:11]:>12}" for stage in shown)
+    header = f"{'size':>6} {'memory':>7} {'ckpt':>5} {'path':<9}{'step':>8}" + "".join(
+        f"{stage[:11]:>12}" for stage in shown
+    )
     lines += [header, "-" * len(header)]
     for size, per_size in results["sizes"].items():
-        for name in PATHS:
-            if name not in per_size:
-                continue
-            entry = per_size[name]
-            lines.append(
-                f"{size + '²':>6} {name:<9}{entry['step_forwards']:>8.2f}"
-                + "".join(f"{entry['stages_forwards'][stage]:>12.2f}" for stage in shown)
-                + ("   (fused: one stacked forward)" if entry["fused"] else "")
-            )
-            if "own_forward_forwards" in entry:
-                lines.append(f"{'':>6} {name}: its own frozen forward = {entry['own_forward_forwards']:.3f}")
+        for label, counts in per_size.get("budgets", {"": per_size}).items():
+            for name in PATHS:
+                if name not in counts:
+                    continue
+                entry = counts[name]
+                blocks = entry.get("checkpointed_blocks")
+                lines.append(
+                    f"{size + '²':>6} {label:>7} {'' if blocks is None else blocks:>5} {name:<9}"
+                    f"{entry['step_forwards']:>8.2f}"
+                    + "".join(f"{entry['stages_forwards'][stage]:>12.2f}" for stage in shown)
+                    + ("   (fused: one stacked forward)" if entry["fused"] else "")
+                )
+                if "own_forward_forwards" in entry:
+                    lines.append(f"{'':>6} {name}: its own frozen forward = {entry['own_forward_forwards']:.3f}")
         lines.append(f"{'':>6} frozen forward = {per_size['forward_flops'] / 1e9:,.1f} GFLOP")
     for name, why in results["skipped"].items():
         lines.append(f"{name}: not counted ({why})")
+    budget = results.get("budget")
     lines += [
         "",
-        "largest over the paths and sizes above:",
+        f"largest over the paths and sizes above{f' at memory {budget}' if budget else ''}:",
         f"forward-equivalents per zerase step: {results['forward_equivalents_per_zerase_step']:.2f}",
     ]
     return "\n".join(lines)

@@ -85,6 +85,14 @@ def add_perf_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated subset of cli,device,comfyui (default: all; the comfyui path "
         "is counted by scripts/comfy_flops.py with ComfyUI's python)",
     )
+    flops.add_argument(
+        "--memory-gib",
+        type=float,
+        nargs="+",
+        help="device memory budgets (GiB): each path is counted with the joint blocks the auto checkpointing policy"
+        " checkpoints within each (engine/memory_model.checkpoint_blocks_within); turbo default: 24; with"
+        " --checkpointing / --no-checkpointing instead: all / no blocks",
+    )
 
 
 def _axes_for(head_dim: int) -> tuple[int, int, int]:

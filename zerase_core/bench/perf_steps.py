@@ -21,6 +21,7 @@ from ..common.prompts import PromptSet, TextConditioner
 from ..engine.erase_config import EraseConfig
 from ..engine.objectives import velocity_mse
 from ..engine.trainer import EraseTrainer
+from ..engine.trainer_checks import StepMetrics
 from ..engine.trajectory import TrajectoryPool
 from ..model.sampling import guided_velocity, initial_noise
 from .meters import StageClock
@@ -66,7 +67,7 @@ class BenchTrainer(EraseTrainer):
         if fresh_samples:
             self.step_states = self._fresh_pool_states
 
-    def train_step(self) -> dict[str, float]:
+    def train_step(self) -> StepMetrics:
         self.clock.begin_step()
         try:
             return super().train_step()
@@ -80,7 +81,8 @@ class BenchTrainer(EraseTrainer):
         channels, height, width = pool.states.shape[2:]
         seeds = range(self._fresh_seed, self._fresh_seed + len(picks))
         self._fresh_seed += len(picks)
-        x = torch.cat([initial_noise((1, channels, height, width), seed) for seed in seeds]) * pool.sigmas[0]
+        noise = torch.cat([initial_noise((1, channels, height, width), seed) for seed in seeds])
+        x = noise.to(pool.device) * pool.sigmas[0]
         context, lengths = self.conditioner.encode(prompts)
         empty, empty_lengths = self.conditioner.encode([""] * len(picks))
         ks = [k for _, k in picks]
@@ -160,7 +162,7 @@ class PlainLoraVariant:
         self.clock.begin_step()
         try:
             picks = self._picks(self.rng)
-            target = torch.stack([self.pool.teacher[key] for key in self._keys(picks)])
+            target = torch.stack([self.pool.teacher[key] for key in self._keys(picks)]).to(self.pool.device)
             states, sigma = self.pool.batch(picks)
             with self.clock.stage("student_forward"):
                 context, lengths = self.conditioner.encode([self.pool.prompts[p] for p, _ in picks])

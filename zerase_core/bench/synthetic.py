@@ -1,5 +1,5 @@
 """Stand-ins for the real model's parts in the benchmarks: a random DiT of any size, a synthetic text conditioner of
-any width, and a denoiser that runs the model on an accelerator and returns CPU velocities."""
+any width (a step on an accelerator runs the same engine: engine/forwards.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from torch import nn
 
 from ..model.config import DiTConfig
 from ..model.dit import ZImageDiT
-from ..model.keyword_attention import AttentionCapture
 from ..model.layers import JointTransformerBlock
 
 
@@ -77,21 +76,3 @@ class SyntheticConditioner:
     def check_keyword(self, keyword: str) -> None:
         if not self._words(keyword):
             raise ValueError("empty keyword")
-
-
-class DeviceDenoiser:
-    """`denoise(x, sigma, context, lengths, capture=None) -> v` running the model on an accelerator and returning
-    float32 CPU velocities (x_t pool, teacher cache and losses stay in CPU memory, as with the ComfyUI bridge)."""
-
-    def __init__(self, model: ZImageDiT, device: torch.device):
-        self.model, self.device = model, device
-
-    def __call__(self, x, sigma, context, lengths, capture: AttentionCapture | None = None):
-        inner = None
-        if capture is not None:
-            mask = None if capture.column_mask is None else capture.column_mask.to(self.device)
-            inner = AttentionCapture(columns=capture.columns.to(self.device), column_mask=mask, rows=capture.rows)
-        v = self.model(x.to(self.device), sigma.to(self.device), context.to(self.device), lengths, inner)
-        if capture is not None and inner is not None:  # inner is set exactly when capture is
-            capture.maps.extend(maps.cpu() for maps in inner.maps)
-        return v.float().cpu()

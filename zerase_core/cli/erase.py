@@ -15,6 +15,7 @@ def add_erase_command(commands):
     from ..engine.erase_config import EraseConfig
     from ..engine.methods import method_names
     from ..engine.settings import add_arguments
+    from ..real.devices import add_checkpointing_argument
     from ..real.run import add_model_arguments
 
     erase = commands.add_parser("erase", help="erase concept(s) from the nano model and write an erasure file")
@@ -51,6 +52,7 @@ def add_erase_command(commands):
     )
     erase.add_argument("--resolution", type=int, help="real models: training resolution in pixels (default 512)")
     add_model_arguments(erase)
+    add_checkpointing_argument(erase)
     erase.set_defaults(run=command_erase)
     return erase
 
@@ -176,7 +178,15 @@ def _erase_real(args, source, config) -> None:
         bars,
         args.out,
         lambda: erase_real(
-            source, prompts, config, args.out, _show_losses(bars), bars, args.resume, str(device_of(args))
+            source,
+            prompts,
+            config,
+            args.out,
+            _show_losses(bars),
+            bars,
+            args.resume,
+            str(device_of(args)),
+            args.checkpointing,
         ),
     )
     print(f"wrote {path} ({time.monotonic() - started:.1f} s)")

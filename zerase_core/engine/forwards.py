@@ -1,7 +1,12 @@
 """The forwards of EraseTrainer's steps and the losses they give: teacher velocities (adapters off, from the pool's
 cache), student velocities (the full forward, or the joint layers from the pool's kept refiner outputs; several prompt
 lists fused into one batch unless checkpointing), L_erase (+ L_attn) on the word-shuffled erase prompts, L_pr, and the
-λ probe (its frozen prefix computed once)."""
+λ probe (its frozen prefix computed once).
+
+One engine on every device: with the core model as the denoiser, a step computes on the model's device (the pool
+delivers its rows there, the kept segments and probe prefix are used as on the CPU); the pool keeps its states,
+teacher velocities and segments there too when they fit beside training (memory_model.store_fits), else in CPU
+memory, each row moved when a step reads it. A wrapped denoiser (the ComfyUI bridge's) takes and returns CPU tensors."""
 
 from __future__ import annotations
 
@@ -17,13 +22,14 @@ from ..adapters.gated import AdapterSet
 from ..common.prompts import PromptSet, TextConditioner, keyword_columns, shuffle_words
 from ..model.dit import JointInput, ZImageDiT
 from ..model.keyword_attention import AttentionCapture
+from . import memory_model
 from .distributed import SingleProcess
 from .erase_config import EraseConfig
 from .methods import Method
 from .objectives import attention_suppression, esd_target, preservation, velocity_mse
 from .pool import teacher_prompts
 from .shuffle_bank import ShuffleBank
-from .trajectory import TrajectoryPool, teacher_velocities
+from .trajectory import CPU, TrajectoryPool, teacher_velocities
 
 
 class TrainerForwards:
@@ -45,7 +51,27 @@ class TrainerForwards:
     fuse_forwards: bool | None
     _probe_prefix: JointInput | None
 
+    def compute_device(self) -> torch.device:
+        """Where a step computes: the core model's device when it is the denoiser, else the CPU."""
+        if self.denoise is self.model:
+            for parameter in self.model.parameters():
+                return parameter.device
+        return CPU
+
+    def store_device(self) -> torch.device:
+        """Where the pool keeps states, teacher velocities and segments: the compute device when they fit beside
+        training there (predicted by the memory model from the device's free memory), else the CPU."""
+        device = self.compute_device()
+        if device.type != "cuda" or not isinstance(self.model, ZImageDiT):
+            return device
+        problem = memory_model.trainer_problem(self.model, self.config, device.type)
+        free = memory_model.free_device_bytes(device)
+        return device if free is not None and memory_model.store_fits(problem, free) else CPU
+
     def _velocity(self, x, sigma, context, lengths, capture=None):
+        if self.denoise is self.model:  # inputs to the model's device (no copy where they are there already)
+            device = self.compute_device()
+            x, sigma, context = x.to(device), sigma.to(device), context.to(device)
         if capture is None:
             return self.denoise(x, sigma, context, lengths)
         return self.denoise(x, sigma, context, lengths, capture)
@@ -146,7 +172,10 @@ class TrainerForwards:
         capture = None
         if self.method.attention and config.attention_weight > 0:
             columns, mask = keyword_columns(self.conditioner, prompts, keywords)
-            capture = AttentionCapture(columns=columns, column_mask=mask)
+            device = self.pool.device
+            capture = AttentionCapture(
+                columns=columns.to(device), column_mask=None if mask is None else mask.to(device)
+            )
         prompt_lists, kinds = [prompts], [erase_kind]
         if preserve:
             prompt_lists += [[""] * len(picks), [self.pool.anchors[p] for p, _ in picks]]
@@ -191,7 +220,7 @@ class TrainerForwards:
         if self._probe_prefix is None:
             states, sigma = self.pool.batch(picks * 2, ["erase"] * len(picks) + ["anchor"] * len(picks))
             context, lengths = self.conditioner.encode([""] * len(picks) + [self.pool.anchors[p] for p, _ in picks])
-            self._probe_prefix = model.prefix(states, sigma, context, lengths)
+            self._probe_prefix = model.prefix(states, sigma, context.to(states.device), lengths)
         empty, anchor = model.joint(self._probe_prefix).split(len(picks))
         teacher = self._teacher(picks)
         return preservation(empty, teacher["empty"], anchor, teacher["anchor"])

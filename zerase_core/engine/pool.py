@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
+
 from ..common.progress import PhaseCounter, Progress
 from ..common.prompts import PromptSet
 from .erase_config import EraseConfig
 from .segments import SegmentCache
-from .trajectory import TrajectoryPool, pool_ticks, sample_pool, teacher_velocities
+from .trajectory import CPU, TrajectoryPool, pool_ticks, sample_pool, teacher_velocities
 
 
 def teacher_prompts(pool: TrajectoryPool, picks) -> dict[str, list[str]]:
@@ -40,9 +42,13 @@ def build_pool(
     cache_batch: int,
     keep_segments: bool,
     progress: Progress | None = None,
+    device: torch.device = CPU,
+    store: torch.device | None = None,
 ) -> TrajectoryPool:
     """Sample the pool with `velocity` (the frozen model) and, with `config.cache`, fill its teacher cache;
-    `keep_segments` also keeps the refiners' outputs (segments.py), for a student whose refiners stay frozen."""
+    `keep_segments` also keeps the refiners' outputs (segments.py), for a student whose refiners stay frozen.
+    `device`: where `velocity` computes (the pool delivers a step's rows there); `store`: where the pool keeps what
+    it holds (default `device`; the CPU when it would not fit beside training, see forwards.TrainerForwards)."""
     count = min(config.pool_prompts, max(len(prompts.erase), 1) * 4)
     erase = [prompts.erase[index % len(prompts.erase)] for index in range(count)]
     anchors = [prompts.anchors[index % len(prompts.anchors)] for index in range(count)]
@@ -73,7 +79,9 @@ def build_pool(
         config.anchor_trajectories,
         sampling.advance,
         targets if mapped else None,
+        device,
     )
+    pool.store(device if store is None else store)
     if targets is not None:
         pool.targets = targets
     if config.cache:

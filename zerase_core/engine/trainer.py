@@ -150,6 +150,8 @@ class EraseTrainer(TrainerForwards, TrainerState):
                 cache_batch=self.cache_batch,
                 keep_segments=self._reuses_prefix(),
                 progress=self.progress,
+                device=self.compute_device(),
+                store=self.store_device(),
             )
 
     def _prepare_bank(self) -> None:

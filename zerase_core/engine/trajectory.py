@@ -10,14 +10,27 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import torch
 
 from ..model.sampling import euler_sample, guided_velocity, initial_noise, shifted_sigmas
 
-if TYPE_CHECKING:  # segments imports this module
-    from .segments import SegmentCache
+CPU = torch.device("cpu")
+
+
+class KeptSegments(Protocol):
+    """What the pool needs of its kept refiner outputs (segments.SegmentCache, which builds on this module)."""
+
+    def bytes(self) -> int: ...
+
+    def to(self, device: torch.device) -> None: ...
+
+    def joint_input(self, model, conditioner, pool: Any, picks, prompts: list[str], kinds: list[str]) -> Any: ...
+
+    def fill(self, model, pool: Any, picks, kind: str, texts: list[str], conditioner) -> None: ...
+
+    def add_texts(self, model, conditioner, prompts: list[str]) -> None: ...
 
 
 @dataclass
@@ -29,13 +42,17 @@ class TrajectoryPool:
     # (P, K, C, h, w) or None: the same seeds sampled with the anchor prompts, where L_pr's anchor term is measured
     anchor_states: torch.Tensor | None = None
     teacher: dict[tuple[int, int, str], torch.Tensor] = field(default_factory=dict)
-    segments: SegmentCache | None = None  # when the trainer keeps the refiners' outputs
+    segments: KeptSegments | None = None  # when the trainer keeps the refiners' outputs
     # the mapped prompt of each trajectory (the "anchor" erase target) and, from the same seeds, its own trajectory:
     # the erase loss is taken there, for the erase prompt ("concept") and the mapped one ("target")
     targets: list[str] | None = None
     target_states: torch.Tensor | None = None
     hits: int = 0
     misses: int = 0
+    # where a step's tensors are computed (the model's device: `batch` and teacher reads deliver there) and where the
+    # pool keeps its states, teacher velocities and segments (the same device when they fit, else the CPU: `store`)
+    device: torch.device = CPU
+    store_device: torch.device = CPU
 
     @property
     def size(self) -> int:
@@ -63,7 +80,23 @@ class TrajectoryPool:
         """(x_t, sigma) of the picks [(trajectory, k)], for one kind or a kind per pick."""
         kinds = [kinds] * len(picks) if isinstance(kinds, str) else kinds
         states = torch.stack([self.state(kind, p, k) for (p, k), kind in zip(picks, kinds, strict=True)])
-        return states, torch.stack([self.sigmas[k] for _, k in picks])
+        return states.to(self.device), torch.stack([self.sigmas[k] for _, k in picks]).to(self.device)
+
+    def store(self, device: torch.device) -> None:
+        """Keep states, teacher velocities and segments on `device` (moved once, after the build)."""
+        self.store_device = device
+        for name in ("states", "anchor_states", "target_states"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, value.to(device))
+        self.teacher = {key: velocity.to(device) for key, velocity in self.teacher.items()}
+        if self.segments is not None:
+            self.segments.to(device)
+
+    def stored_bytes(self) -> int:
+        tensors = [self.states, self.anchor_states, self.target_states, *self.teacher.values()]
+        kept = sum(tensor.numel() * tensor.element_size() for tensor in tensors if tensor is not None)
+        return kept + (self.segments.bytes() if self.segments is not None else 0)
 
 
 @torch.no_grad()
@@ -78,9 +111,11 @@ def sample_trajectories(
     cfg: float,
     batch_size: int = 32,
     tick: Callable[[], None] | None = None,
+    device: torch.device = CPU,
 ) -> torch.Tensor:
     """Run the frozen model from noise with each prompt, keeping every state: (P, K, C, h, w). `tick()` is called
-    after each sampler step of each batch (ceil(P / batch_size) · K calls)."""
+    after each sampler step of each batch (ceil(P / batch_size) · K calls). The noise is drawn on the CPU (the same
+    numbers on every device) and sampled on `device`."""
     all_states = []
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start : start + batch_size]
@@ -88,7 +123,7 @@ def sample_trajectories(
         empty, empty_lengths = conditioner.encode([""] * len(chunk))
         noise = torch.cat(
             [initial_noise((1, channels, *latent_hw), seed) for seed in seeds[start : start + batch_size]]
-        )
+        ).to(device)
         states = [noise * sigmas[0]]
 
         def keep(index: int, x: torch.Tensor, states: list = states) -> None:
@@ -118,6 +153,7 @@ def sample_pool(
     anchor_trajectories: bool = False,
     tick: Callable[[], None] | None = None,
     targets: list[str] | None = None,
+    device: torch.device = CPU,
 ) -> TrajectoryPool:
     """The x_t pool of the erase prompts (and, with `anchor_trajectories`, of the anchors from the same seeds).
     `velocity_of(x, sigma, ctx, lengths)` is the frozen model; `tick()` after each sampler step of each batch
@@ -126,12 +162,13 @@ def sample_pool(
 
     def sample(texts: list[str]) -> torch.Tensor:
         return sample_trajectories(
-            velocity_of, conditioner, texts, seeds, latent_hw, channels, sigmas, cfg, batch_size, tick
+            velocity_of, conditioner, texts, seeds, latent_hw, channels, sigmas, cfg, batch_size, tick, device
         )
 
     pool = TrajectoryPool(
         sample(prompts), sigmas, list(prompts), list(anchors), sample(anchors) if anchor_trajectories else None
     )
+    pool.device = pool.store_device = device
     if targets is not None:
         pool.targets, pool.target_states = list(targets), sample(targets)
     return pool
@@ -163,5 +200,5 @@ def teacher_velocities(
         if not use_cache:
             return velocities
         for row, velocity in zip(missing, velocities, strict=True):
-            pool.teacher[(*picks[row], kind)] = velocity
-    return torch.stack([pool.teacher[(*pick, kind)] for pick in picks])
+            pool.teacher[(*picks[row], kind)] = velocity.to(pool.store_device)
+    return torch.stack([pool.teacher[(*pick, kind)] for pick in picks]).to(pool.device)

@@ -70,6 +70,9 @@ class ZImageDiT(nn.Module):
             self.x_pad_token = nn.Parameter(torch.empty((1, dim), device=device, dtype=dtype))
             self.cap_pad_token = nn.Parameter(torch.empty((1, dim), device=device, dtype=dtype))
         self.gradient_checkpointing = False
+        # with gradient_checkpointing: how many joint blocks (the first ones) are checkpointed; None = all (the policy
+        # that sets it: engine/memory_model.checkpoint_blocks)
+        self.checkpointed_layers: int | None = None
         if device is None or torch.device(device).type != "meta":
             self.initialize_for_training()
 
@@ -208,14 +211,16 @@ class ZImageDiT(nn.Module):
         """The joint layers and the output head on a `prefix` result -> velocity (B, C, H, W)."""
         layout = inputs.layout
         joint = inputs.hidden
+        checkpointed = self._checkpointed()
+        limit = len(self.layers) if self.checkpointed_layers is None else self.checkpointed_layers
         with active_layout(layout):
-            for block in self.layers:
+            for index, block in enumerate(self.layers):
                 block_inputs = (joint, inputs.cos, inputs.sin, inputs.adaln, inputs.key_mask)
                 if capture is None:
-                    joint = run_block(block, block_inputs, self._checkpointed())
+                    joint = run_block(block, block_inputs, checkpointed and index < limit)
                     continue
                 probe = capture.probe(layout.text_span, layout.image_tokens, inputs.key_mask)
-                joint, maps = run_probed_block(block, block_inputs, self._checkpointed(), probe)
+                joint, maps = run_probed_block(block, block_inputs, checkpointed and index < limit, probe)
                 capture.maps.append(maps)
             output = self.final_layer(joint, inputs.adaln)
         batch = output.shape[0]

@@ -13,6 +13,7 @@ made here applies, and resumes, in ComfyUI and the other way round.
 from __future__ import annotations
 
 import gc
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -27,6 +28,7 @@ from ..engine.run import erasure_info
 from ..engine.trainer import EraseTrainer
 from ..formats.erasure_file import read_erasure, save_erasure
 from ..model.checkpoint import fingerprint
+from .devices import dit_on_device, set_checkpointing
 from .options import add_model_arguments, check_base, device_of, real_source  # noqa: F401 (the CLI's)
 from .prompts import encode_all, real_prompt_set, training_prompts
 from .sources import ModelSource, load_transformer
@@ -35,17 +37,6 @@ from .world import TURBO, RealWorld, load_vae_of, missing_parts
 DEFAULT_BANK = 8  # word orders per erase prompt when the user gives no --shuffle-bank
 DEFAULT_RESOLUTION = 512  # training resolution of Z-Image (the node's advice)
 REAL_PHASES = {"encode prompts": "prompt", "sample": "step", "decode": "image"}
-
-
-def dit_on_device(dit, device: torch.device):
-    """(DiT, denoise): on the CPU the DiT itself; on a GPU its weights copied there and a denoiser that moves inputs
-    in and float32 velocities back (the x_t pool and teacher cache stay in CPU memory, as in docs/gpu-h200)."""
-    if device.type == "cpu":
-        return dit, None
-    from ..bench.synthetic import DeviceDenoiser
-
-    dit = dit.to(device)
-    return dit, DeviceDenoiser(dit, device)
 
 
 def prepare_config(config: EraseConfig, resolution: int) -> EraseConfig:
@@ -84,9 +75,12 @@ def erase_real(
     progress: Progress | None = None,
     resume: Path | None = None,
     device: str = "cpu",
+    checkpointing: str = "auto",
 ) -> Path:
     """Encode every prompt, release the text encoder, map the DiT, train, write the erasure file (a partial file
-    on any interruption, which `resume=` continues)."""
+    on any interruption, which `resume=` continues). The engine runs the DiT on `device`, its x_t pool and caches
+    there when they fit; `checkpointing` ("auto", "all", "none", a count) is how many joint blocks recompute their
+    activations in the backward (real/devices.py)."""
     restored = None
     if resume is not None:
         config, prompts, *restored = resume_prompts(resume)
@@ -94,18 +88,13 @@ def erase_real(
         raise ValueError("uce-text runs on the nano model only from the CLI; on a real model use zerase (default)")
     prepared = encode_all(source, training_prompts(prompts, config), prompts, progress, prompts.keywords)
     dit = load_transformer(source)
-    dit.gradient_checkpointing = True  # a block's activations are recomputed in the backward, not kept
     base, base_config = fingerprint(dit), dit.config.to_dict()
-    dit, denoise = dit_on_device(dit, torch.device(device))
+    target = torch.device(device)
+    if target.type != "cpu":
+        dit = dit.to(target)
+    print(set_checkpointing(dit, config, checkpointing, target)[1], file=sys.stderr)
     trainer = EraseTrainer(
-        dit,
-        prepared,
-        prompts,
-        config,
-        denoise=denoise,
-        in_channels=dit.config.in_channels,
-        shift=dit.config.shift,
-        progress=progress,
+        dit, prepared, prompts, config, in_channels=dit.config.in_channels, shift=dit.config.shift, progress=progress
     )
     trainer.adapters.to(next(dit.parameters()).device)
     try:
@@ -263,4 +252,14 @@ def erase_real_entry(
     on_step = None
     if progress is not None:
         on_step = lambda step, total, metrics: progress.step(name, step, total, metrics)  # noqa: E731
-    return erase_real(source, prompts, config, out, on_step, None, out if partial else None, str(device_of(args)))
+    return erase_real(
+        source,
+        prompts,
+        config,
+        out,
+        on_step,
+        None,
+        out if partial else None,
+        str(device_of(args)),
+        getattr(args, "checkpointing", "auto"),
+    )

@@ -55,6 +55,8 @@ class Problem:
     weight_bytes: int = 2  # 1 for fp8-stored weights (ComfyUI's fp8_e4m3fn): activations stay bf16
     activation_bytes: int | None = None  # None: max(weight_bytes, 2)
     checkpointing: bool = True
+    # how many joint blocks are checkpointed when `checkpointing` (the first ones); None: all of them
+    checkpointed_layers: int | None = None
     method: str = "zerase"  # "zerase" (3 student forwards) or "plain" (1)
     keywords: int = 1
     pool: tuple[int, int] = (2, 9)  # (trajectories, steps)
@@ -66,6 +68,16 @@ class Problem:
     # partially loaded (lowvram) weights are cast per op to the activation dtype; autograd keeps those copies
     separate_forwards: bool = False
     cast_weights: bool = False
+    # on a GPU: the x_t pool, teacher cache and kept refiner outputs on the device too (engine/pool.py: when they fit)
+    store_on_device: bool = False
+
+    @property
+    def blocks(self) -> int:
+        """Checkpointed joint blocks."""
+        if not self.checkpointing:
+            return 0
+        layers = self.config.n_layers
+        return layers if self.checkpointed_layers is None else max(0, min(layers, self.checkpointed_layers))
 
 
 def _round_up(value: int, multiple: int) -> int:
@@ -105,8 +117,9 @@ def predict(problem: Problem) -> dict[str, float]:
     a = problem.activation_bytes or max(problem.weight_bytes, 2)
     counts = tokens(config, problem.image_size, problem.caption_tokens)
     image = counts["image"]
+    blocks = problem.blocks
     # without checkpointing the trainer stacks the three student forwards: ∅ rows pad to the caption's text span
-    empty = counts["empty"] if problem.checkpointing or problem.separate_forwards else counts["caption"]
+    empty = counts["empty"] if blocks or problem.separate_forwards else counts["caption"]
     forwards = (
         [(counts["caption"], True), (empty, False), (counts["caption"], False)]
         if problem.method == "zerase"
@@ -114,16 +127,15 @@ def predict(problem: Problem) -> dict[str, float]:
     )
     held = 0.0
     for length, capture in forwards:
-        if problem.checkpointing:
-            held += (
-                config.n_layers
-                * batch
-                * (length * config.dim * a + (4 * config.n_heads * image * problem.keywords if capture else 0))
-            )
-        else:
-            held += config.n_layers * batch * block_saved_bytes(config, length, image, a, capture)
+        # a checkpointed block keeps its input (and the keyword maps), the others all they save for the backward
+        held += (
+            blocks
+            * batch
+            * (length * config.dim * a + (4 * config.n_heads * image * problem.keywords if capture else 0))
+        )
+        held += (config.n_layers - blocks) * batch * block_saved_bytes(config, length, image, a, capture)
     longest = max(length for length, _ in forwards)
-    if problem.checkpointing:
+    if blocks:
         factor = RECOMPUTE_FACTOR["cpu" if problem.device == "cpu" else "cuda"]
         transient = factor * batch * block_saved_bytes(config, longest, image, a, problem.method == "zerase")
     else:
@@ -131,7 +143,7 @@ def predict(problem: Problem) -> dict[str, float]:
     adapters = config.n_layers * problem.slices * problem.rank * 2 * config.dim * 4 * 5
     latent = config.in_channels * (problem.image_size // 8) ** 2 * 4
     trajectories, steps = problem.pool
-    on_cpu = problem.device == "cpu"
+    on_cpu = problem.device == "cpu" or problem.store_on_device
     # x_t of the erase and the anchor trajectories, three teacher velocities per state
     cache = trajectories * steps * (2 + 3 * problem.cache) * latent if on_cpu else 0.0
     segments = _segment_bytes(config, counts, trajectories, steps, a) if on_cpu and problem.cache else 0.0
@@ -171,9 +183,12 @@ def _cast_copy_bytes(problem: Problem, activation_bytes: int, forwards: int) -> 
     once per forward; with checkpointing one block's copies live while it is recomputed (plus the op in flight)."""
     config = problem.config
     block = block_parameter_count(config) * activation_bytes
-    if problem.checkpointing:
+    blocks = problem.blocks
+    if blocks == config.n_layers:
         return 2 * block
-    return forwards * (parameter_count(config) * activation_bytes)
+    if blocks == 0:
+        return forwards * (parameter_count(config) * activation_bytes)
+    return forwards * (config.n_layers - blocks) * block + 2 * block
 
 
 def comfy_problem(
@@ -186,6 +201,7 @@ def comfy_problem(
     caption_tokens: int = 64,
     build_batch: int = 4,
     offloaded: bool = False,
+    checkpointed_layers: int | None = None,
 ) -> Problem:
     """ZEraseTrain on a GPU: ComfyUI's NextDiT, the pool and teacher cache in CPU memory (`NextDiTDenoiser` returns
     CPU velocities), weights cast per op when stored in fp8 or partially loaded."""
@@ -197,6 +213,7 @@ def comfy_problem(
         rank=rank,
         weight_bytes=weight_bytes,
         checkpointing=checkpointing,
+        checkpointed_layers=checkpointed_layers,
         build_batch=build_batch,
         device="cuda",
         separate_forwards=True,
@@ -274,3 +291,81 @@ def predict_run(config: DiTConfig, settings: dict, rank: int, device_type: str, 
         runtime_gb=runtime_gb if device_type == "cpu" else 0.0,
     )
     return predict(problem)
+
+
+CHECKPOINTING_CHOICES = ("auto", "all", "none")
+
+
+def checkpoint_blocks_within(problem: Problem, budget_bytes: float) -> int:
+    """The fewest checkpointed joint blocks (the first ones) whose predicted peak fits `budget_bytes`; all of them
+    when even that does not fit. Each checkpointed block costs its forward again in the backward (docs/performance.md:
+    all of them ≈ one forward of the student rows per step), so fewer is faster."""
+    layers = problem.config.n_layers
+    for blocks in range(layers + 1):
+        candidate = replace(problem, checkpointing=blocks > 0, checkpointed_layers=blocks)
+        if predict(candidate)["peak_gb"] * GB <= budget_bytes:
+            return blocks
+    return layers
+
+
+def checkpoint_blocks(choice: str | int, problem: Problem, budget_bytes: float | None) -> int:
+    """Checkpointed joint blocks for a policy: "all", "none", a count, or "auto" (`checkpoint_blocks_within` the
+    budget; all blocks when the budget is unknown)."""
+    layers = problem.config.n_layers
+    if isinstance(choice, int) or str(choice).isdigit():
+        return max(0, min(layers, int(choice)))
+    if choice == "all":
+        return layers
+    if choice == "none":
+        return 0
+    if choice != "auto":
+        raise ValueError(f"checkpointing {choice!r}: choose auto, all, none or a number of joint blocks")
+    return layers if budget_bytes is None else checkpoint_blocks_within(problem, budget_bytes)
+
+
+def free_device_bytes(device) -> int | None:
+    """Memory free for training on `device` now: a GPU's free memory, a CPU's available RAM (None if unknown)."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as meminfo:
+                for line in meminfo:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+    return None
+
+
+def trainer_problem(model, config, device_type: str, caption_tokens: int = 64, build_batch: int = 2) -> Problem:
+    """The Problem of an EraseTrainer on the core model `model` (a ZImageDiT, its checkpointing as set) with
+    `config` (an EraseConfig), its pool and caches kept on `device_type`."""
+    height, _ = config.latent_size
+    return Problem(
+        config=model.config,
+        image_size=height * 8,
+        caption_tokens=caption_tokens,
+        batch=config.batch_size,
+        rank=config.rank,
+        weight_bytes=model.dtype.itemsize,
+        checkpointing=bool(model.gradient_checkpointing),
+        checkpointed_layers=model.checkpointed_layers,
+        pool=(min(config.pool_prompts, 32), config.sample_steps),
+        cache=config.cache,
+        build_batch=build_batch,
+        device=device_type,
+        store_on_device=True,
+    )
+
+
+def store_fits(problem: Problem, free_bytes: float) -> bool:
+    """Whether the pool, teacher cache and kept segments fit on the device beside what training needs there
+    (`free_bytes` measured with the weights already resident)."""
+    result = predict(problem)
+    kept = result["cache"] + result["segments"]
+    training = max(result["step_peak_gb"], result["build_peak_gb"]) - result["weights"] - kept
+    return (kept + training) * GB <= free_bytes
