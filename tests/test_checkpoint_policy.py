@@ -9,7 +9,7 @@ import pytest
 import torch
 from zerase_fixtures import TINY_CONFIG, fresh_dit
 
-from zerase_core.engine import memory_model
+from zerase_core.engine import memory_model, memory_policy
 from zerase_core.engine.erase_config import EraseConfig
 from zerase_core.model.config import DiTConfig
 from zerase_core.real.devices import set_checkpointing
@@ -24,7 +24,7 @@ def turbo_problem(size: int = 512) -> memory_model.Problem:
 
 def test_auto_checkpoints_the_fewest_blocks_that_fit():
     problem = turbo_problem()
-    chosen = {gib: memory_model.checkpoint_blocks_within(problem, gib * memory_model.GB) for gib in (12, 16, 24, 80)}
+    chosen = {gib: memory_policy.checkpoint_blocks_within(problem, gib * memory_model.GB) for gib in (12, 16, 24, 80)}
     assert chosen[80] == 0                                       # an H100 holds every block's activations
     assert chosen[12] == TURBO.n_layers                          # nothing fits: all blocks, the least memory
     assert TURBO.n_layers >= chosen[16] > chosen[24] > 0         # fewer blocks with more memory
@@ -50,13 +50,13 @@ def test_partial_checkpointing_sits_between_none_and_all():
 
 def test_policy_choices():
     problem = turbo_problem()
-    assert memory_model.checkpoint_blocks("all", problem, None) == TURBO.n_layers
-    assert memory_model.checkpoint_blocks("none", problem, 1.0) == 0
-    assert memory_model.checkpoint_blocks("7", problem, None) == 7
-    assert memory_model.checkpoint_blocks("auto", problem, None) == TURBO.n_layers   # budget unknown
-    assert memory_model.checkpoint_blocks("auto", problem, 80 * memory_model.GB) == 0
+    assert memory_policy.checkpoint_blocks("all", problem, None) == TURBO.n_layers
+    assert memory_policy.checkpoint_blocks("none", problem, 1.0) == 0
+    assert memory_policy.checkpoint_blocks("7", problem, None) == 7
+    assert memory_policy.checkpoint_blocks("auto", problem, None) == TURBO.n_layers   # budget unknown
+    assert memory_policy.checkpoint_blocks("auto", problem, 80 * memory_model.GB) == 0
     with pytest.raises(ValueError, match="auto, all, none"):
-        memory_model.checkpoint_blocks("some", problem, None)
+        memory_policy.checkpoint_blocks("some", problem, None)
 
 
 @pytest.mark.parametrize("blocks", [0, 1])

@@ -21,7 +21,7 @@ import torch.utils.checkpoint
 import comfy.ldm.lumina.model
 import comfy.model_management as model_management
 
-from zerase_core.engine import memory_model
+from zerase_core.engine import memory_model, memory_policy
 from zerase_core.engine.methods import shuffles
 from zerase_core.model.config import DiTConfig
 from zerase_core.model.layout import active_layout, current_layout
@@ -105,7 +105,7 @@ def plan(
 ) -> MemoryPlan:
     """Checkpointing on a GPU (None: the device decides; off on a CPU, where results stay those of the CLI path), the
     pool build batch that fits beside the step's own needs, and the reserve to ask model management for. On a GPU
-    only as many joint blocks are checkpointed as the memory needs (memory_model.checkpoint_blocks, "auto", within
+    only as many joint blocks are checkpointed as the memory needs (memory_policy.checkpoint_blocks, "auto", within
     the device's memory; all of them where the device cannot say)."""
     gpu = on_gpu(patcher)
     checkpointing = gpu if checkpointing is None else checkpointing
@@ -115,7 +115,7 @@ def plan(
         every = memory_model.comfy_problem(
             config, image_size, bytes_per_weight, True, batch, rank, caption_tokens, build_batch=1
         )
-        blocks = memory_model.checkpoint_blocks("auto", every, training_budget(patcher.load_device))
+        blocks = memory_policy.checkpoint_blocks("auto", every, training_budget(patcher.load_device))
         checkpointing = blocks > 0
     step = memory_model.comfy_problem(
         config, image_size, bytes_per_weight, checkpointing, batch, rank, caption_tokens, 1, checkpointed_layers=blocks

@@ -13,7 +13,7 @@ Paths:
   comfyui  ComfyUI's NextDiT through `nodes/comfy_bridge` (ZEraseTrain); needs ComfyUI (COMFYUI_PATH and its python)
 
 Checkpointing: each path is counted for each memory budget (`--memory-gib`, turbo default 24 GiB) with the joint
-blocks that the auto policy checkpoints within it (engine/memory_model.checkpoint_blocks_within: the fewest whose
+blocks that the auto policy checkpoints within it (engine/memory_policy.checkpoint_blocks_within: the fewest whose
 predicted peak fits); each checkpointed block costs its forward again in the backward.
 
 Stages (`FLOP_STAGES`): student_forward (the erase-prompt forward with attention capture; under a fused forward all
@@ -30,7 +30,7 @@ from typing import ClassVar
 
 import torch
 
-from ..engine import memory_model
+from ..engine import memory_model, memory_policy
 from ..model.dit import ZImageDiT
 from .meta_count import META, Counter, MetaTensors, to_meta
 from .meters import StageClock
@@ -89,7 +89,7 @@ def checkpoint_choices(args, config, settings: dict, size: int) -> dict[str, int
     if budgets is None:
         return {"all" if settings["checkpointing"] else "none": config.n_layers if settings["checkpointing"] else 0}
     problem = budget_problem(config, settings, size, args.rank)
-    return {f"{gib:g}": memory_model.checkpoint_blocks_within(problem, gib * memory_model.GB) for gib in budgets}
+    return {f"{gib:g}": memory_policy.checkpoint_blocks_within(problem, gib * memory_model.GB) for gib in budgets}
 
 
 def core_path_counts(config, settings: dict, size: int, rank: int, paths, prompts, blocks: int | None = None) -> dict:

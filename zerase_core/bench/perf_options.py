@@ -90,7 +90,7 @@ def add_perf_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         nargs="+",
         help="device memory budgets (GiB): each path is counted with the joint blocks the auto checkpointing policy"
-        " checkpoints within each (engine/memory_model.checkpoint_blocks_within); turbo default: 24; with"
+        " checkpoints within each (engine/memory_policy.checkpoint_blocks_within); turbo default: 24; with"
         " --checkpointing / --no-checkpointing instead: all / no blocks",
     )
 

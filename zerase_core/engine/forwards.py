@@ -5,7 +5,7 @@ lists fused into one batch unless checkpointing), L_erase (+ L_attn) on the word
 
 One engine on every device: with the core model as the denoiser, a step computes on the model's device (the pool
 delivers its rows there, the kept segments and probe prefix are used as on the CPU); the pool keeps its states,
-teacher velocities and segments there too when they fit beside training (memory_model.store_fits), else in CPU
+teacher velocities and segments there too when they fit beside training (memory_policy.store_fits), else in CPU
 memory, each row moved when a step reads it. A wrapped denoiser (the ComfyUI bridge's) takes and returns CPU tensors."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from ..adapters.gated import AdapterSet
 from ..common.prompts import PromptSet, TextConditioner, keyword_columns, shuffle_words
 from ..model.dit import JointInput, ZImageDiT
 from ..model.keyword_attention import AttentionCapture
-from . import memory_model
+from . import memory_policy
 from .distributed import SingleProcess
 from .erase_config import EraseConfig
 from .methods import Method
@@ -64,9 +64,9 @@ class TrainerForwards:
         device = self.compute_device()
         if device.type != "cuda" or not isinstance(self.model, ZImageDiT):
             return device
-        problem = memory_model.trainer_problem(self.model, self.config, device.type)
-        free = memory_model.free_device_bytes(device)
-        return device if free is not None and memory_model.store_fits(problem, free) else CPU
+        problem = memory_policy.trainer_problem(self.model, self.config, device.type)
+        free = memory_policy.free_device_bytes(device)
+        return device if free is not None and memory_policy.store_fits(problem, free) else CPU
 
     def _velocity(self, x, sigma, context, lengths, capture=None):
         if self.denoise is self.model:  # inputs to the model's device (no copy where they are there already)

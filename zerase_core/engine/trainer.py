@@ -40,21 +40,20 @@ from .erase_config import EraseConfig
 from .forwards import TrainerForwards
 from .lagrangian import LambdaController
 from .methods import method as method_named
+from .optimizer import fused_on_cuda
 from .pool import build_pool
 from .resume_state import StepRecord, StepSnapshot, TrainerState
 from .shuffle_bank import PreparedConditioner, ShuffleBank
-from .trainer_checks import PendingCheck, StepMetrics, read_pending
+from .trainer_checks import FiniteChecks, PendingCheck, StepMetrics, TrainingDiverged
+
+__all__ = ["EraseTrainer", "StepRecord", "TrainingDiverged"]  # StepRecord, TrainingDiverged: where callers import them
 from .trajectory import TrajectoryPool
 
 StepCallback = Callable[[int, int, dict], None]
 Stage = Callable[[str], AbstractContextManager]
 
 
-class TrainingDiverged(RuntimeError):
-    """A non-finite loss: the adapters were restored to the last finite state."""
-
-
-class EraseTrainer(TrainerForwards, TrainerState):
+class EraseTrainer(TrainerForwards, TrainerState, FiniteChecks):
     # Forwards per batch while sampling the x_t pool and filling the teacher cache (no grad). Their activations grow
     # with the batch: at Z-Image scale and 512² a few per batch keep the build under the step's peak (see
     # docs/performance.md); the nano model uses these defaults.
@@ -243,40 +242,10 @@ class EraseTrainer(TrainerForwards, TrainerState):
         )
         return read_later
 
-    def check_finite(self) -> None:
-        """A progress point: read the steps run since the last one (one transfer) and raise TrainingDiverged at the
-        first with a non-finite loss or non-finite new adapter weights, as its message says."""
-        pending, self._pending = self._pending, []
-        if not pending:
-            return
-        for check, (loss_finite, weights_finite) in zip(pending, read_pending(pending), strict=True):
-            if loss_finite and weights_finite:
-                continue
-            check.snapshot.restore()  # the trainer at the start of the failed step: it and the later ones undone
-            step = check.snapshot.step
-            if not loss_finite:
-                if check.finite_before is not None:
-                    self.adapters.load_state_dict(check.finite_before)
-                self._last_finite = check.finite_before
-                raise TrainingDiverged(
-                    f"non-finite loss at step {step + 1}; adapters restored to the state of "
-                    f"step {max(0, step - 1)}, the last with a finite loss"
-                )
-            self._last_finite = check.finite_after  # the adapters at the step's start, as restored
-            raise TrainingDiverged(f"non-finite adapter weights after step {step + 1}; restored the last finite state")
-
     def _fuse_optimizer(self) -> None:
-        """Once, at the first step: AdamW's fused kernel where the adapters are on CUDA (they may be moved there
-        after the trainer is built); elsewhere the optimizer stays as built, so CPU results do not change."""
-        if self._fuse_checked:
-            return
-        self._fuse_checked = True
-        parameters = list(self.adapters.parameters())
-        if not parameters or parameters[0].device.type != "cuda" or self.optimizer.defaults.get("fused"):
-            return
-        fused = torch.optim.AdamW(parameters, lr=self.config.learning_rate, weight_decay=0.0, fused=True)
-        fused.load_state_dict(self.optimizer.state_dict())  # a resumed run's moments, their step counts on CUDA
-        self.optimizer = fused
+        if not self._fuse_checked:  # once, at the first step: the adapters may be moved after the trainer is built
+            self._fuse_checked = True
+            self.optimizer = fused_on_cuda(self.optimizer, list(self.adapters.parameters()), self.config.learning_rate)
 
     def _backward(self, params, erase_total, preserve, total, scale: float, stationarity: bool) -> torch.Tensor | None:
         """Gradients of L into the adapters; on stationarity steps of L_er and L_pr apart, returning

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..adapters.gated import AdapterSet
 from .resume_state import StepRecord, StepSnapshot
 
 
@@ -88,3 +89,37 @@ def _read_floats(tensors: list[torch.Tensor]) -> list[float]:
         return []
     device = tensors[0].device
     return torch.stack([tensor.detach().to(device, torch.float64).reshape(()) for tensor in tensors]).tolist()
+
+
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss: the adapters were restored to the last finite state."""
+
+
+class FiniteChecks:
+    """EraseTrainer's progress points (a base class of it; the attributes below are set by `EraseTrainer`)."""
+
+    _pending: list[PendingCheck]
+    _last_finite: dict | None
+    adapters: AdapterSet
+
+    def check_finite(self) -> None:
+        """A progress point: read the steps run since the last one (one transfer) and raise TrainingDiverged at the
+        first with a non-finite loss or non-finite new adapter weights, as its message says."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        for check, (loss_finite, weights_finite) in zip(pending, read_pending(pending), strict=True):
+            if loss_finite and weights_finite:
+                continue
+            check.snapshot.restore()  # the trainer at the start of the failed step: it and the later ones undone
+            step = check.snapshot.step
+            if not loss_finite:
+                if check.finite_before is not None:
+                    self.adapters.load_state_dict(check.finite_before)
+                self._last_finite = check.finite_before
+                raise TrainingDiverged(
+                    f"non-finite loss at step {step + 1}; adapters restored to the state of "
+                    f"step {max(0, step - 1)}, the last with a finite loss"
+                )
+            self._last_finite = check.finite_after  # the adapters at the step's start, as restored
+            raise TrainingDiverged(f"non-finite adapter weights after step {step + 1}; restored the last finite state")

@@ -71,7 +71,7 @@ class ZImageDiT(nn.Module):
             self.cap_pad_token = nn.Parameter(torch.empty((1, dim), device=device, dtype=dtype))
         self.gradient_checkpointing = False
         # with gradient_checkpointing: how many joint blocks (the first ones) are checkpointed; None = all (the policy
-        # that sets it: engine/memory_model.checkpoint_blocks)
+        # that sets it: engine/memory_policy.checkpoint_blocks)
         self.checkpointed_layers: int | None = None
         if device is None or torch.device(device).type != "meta":
             self.initialize_for_training()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ..engine import memory_model
+from ..engine import memory_policy
 from ..engine.erase_config import EraseConfig
 from ..model.dit import ZImageDiT
 from ..model.keyword_attention import AttentionCapture
@@ -47,7 +47,7 @@ def dit_on_device(dit, device: torch.device):
 def training_budget(dit: ZImageDiT, device: torch.device) -> float | None:
     """Bytes the training step may use in all on `device`, weights included: a GPU's free memory plus the weights
     already there; a CPU's available RAM (the weights are memory-mapped)."""
-    free = memory_model.free_device_bytes(device)
+    free = memory_policy.free_device_bytes(device)
     if free is None or device.type == "cpu":
         return free
     return free + sum(p.numel() * p.element_size() for p in dit.parameters())
@@ -57,9 +57,9 @@ def set_checkpointing(dit: ZImageDiT, config: EraseConfig, choice: str, device: 
     """Checkpoint as many joint blocks as the policy `choice` ("auto", "all", "none" or a count) asks; "auto" takes
     the fewest whose predicted peak (engine/memory_model.py) fits the device's memory. Returns (blocks, words)."""
     dit.gradient_checkpointing, dit.checkpointed_layers = True, None
-    problem = memory_model.trainer_problem(dit, config, device.type)
+    problem = memory_policy.trainer_problem(dit, config, device.type)
     budget = training_budget(dit, device) if choice == "auto" else None
-    blocks = memory_model.checkpoint_blocks(choice, problem, budget)
+    blocks = memory_policy.checkpoint_blocks(choice, problem, budget)
     dit.gradient_checkpointing, dit.checkpointed_layers = blocks > 0, blocks
     layers = dit.config.n_layers
     where = f" within {budget / GB:.1f} GiB" if budget is not None else ""
