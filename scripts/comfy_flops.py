@@ -113,8 +113,13 @@ def comfy_path_counts(bridge, config, settings: dict, size: int, rank: int, prom
                 attached.append(context.attached(trainer.adapters))
                 attached[-1].__enter__()
                 return trainer
+            # the joint blocks checkpointed for this budget (`checkpointed_blocks`, as the core paths count them;
+            # None or 0: none), wrapped as nodes/comfy_bridge/graph_training.py wraps them on a GPU
+            vram = importlib.import_module(f"{PACK_NAME}.comfy_bridge.vram")
+            blocks = settings.get("checkpointed_blocks")
             try:
-                counted = count_step(make)
+                with vram.layer_checkpointing(context.network, bool(blocks), blocks):
+                    counted = count_step(make)
             finally:
                 for manager in attached:
                     manager.__exit__(None, None, None)

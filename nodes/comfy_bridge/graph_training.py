@@ -255,12 +255,15 @@ class _KeywordProbe:
 
     def __call__(self, attention, *args, **kwargs):
         options = kwargs.get("transformer_options") or {}
-        if options.get("block_type") == "double" and not RECOMPUTING.get():
+        if options.get("block_type") == "double":
             query, key = args[0], args[1]  # (B, H, L, D), normalised and rotated (skip_reshape)
             found = keyword_attention(
                 query, key, None, self.layout.text_span, self.layout.image_tokens, self.columns.to(query.device)
             )
             if self.column_mask is not None:
                 found = found * self.column_mask[:, None, None, :].to(found.device, found.dtype)
-            self.maps.append(found)
+            # A checkpointed block's recomputation runs the probe again, so that it saves what the forward saved
+            # (the maps' backward needs those tensors), but records nothing a second time.
+            if not RECOMPUTING.get():
+                self.maps.append(found)
         return attention(*args, **kwargs)

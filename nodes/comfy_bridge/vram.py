@@ -220,7 +220,7 @@ RECOMPUTING: contextvars.ContextVar[bool] = contextvars.ContextVar("zerase_recom
 @contextmanager
 def _recomputing(layout):
     """The backward's recomputation of a block: the forward's token layout again (gated adapters), and RECOMPUTING
-    set, so the keyword probe does not record the block's attention a second time."""
+    set, so the keyword probe recomputes the block's attention maps without recording them a second time."""
     token = RECOMPUTING.set(True)
     try:
         with active_layout(layout) if layout is not None else nullcontext():

@@ -41,3 +41,18 @@ def test_comfyui_step_is_counted_on_comfyuis_nextdit(bridge):
     assert stages["teacher"] == 0                        # teacher velocities from the cache
     # no kept segments or probe prefix on this path: its probe costs more than the CLI's
     assert stages["probe"] > core["cli"]["stages"]["probe"]
+
+
+def test_comfyui_count_with_checkpointed_blocks_recomputes_them(bridge):
+    """With the joint blocks checkpointed (the GPU memory plan), the student forwards run apart and the backward
+    recomputes each checkpointed block: more backward work, the forwards' total unchanged."""
+    from comfy_flops import comfy_path_counts
+
+    prompts = training_prompt_set(["star"])
+    plain = comfy_path_counts(bridge, CONFIG, SETTINGS, 64, 8, prompts)["comfyui"]
+    checkpointed = comfy_path_counts(
+        bridge, CONFIG, {**SETTINGS, "checkpointed_blocks": CONFIG.n_layers}, 64, 8, prompts
+    )["comfyui"]
+    assert plain["fused"] and not checkpointed["fused"]
+    assert checkpointed["stages"]["backward"] > plain["stages"]["backward"]
+    assert checkpointed["stages"]["probe"] == plain["stages"]["probe"]

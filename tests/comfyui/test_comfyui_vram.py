@@ -140,7 +140,7 @@ def test_shuffle_bank_auto_is_a_bank_on_a_gpu_and_per_step_on_a_cpu(pack):
         resolve(-2, gpu=True)
 
 
-def _step(pack, model, checkpointing: bool, partial: bool = False):
+def _step(pack, model, checkpointing: bool, partial: bool = False, capture: bool = False):
     """One denoiser forward + backward inside ZEraseTrain's context: (velocity, adapter grads, saved bytes).
     `partial`: half the DiT then unloaded by ComfyUI (its lowvram state: those modules cast their weights per op)."""
     from zerase_core.adapters.gated import AdapterConfig, AdapterSet
@@ -166,9 +166,20 @@ def _step(pack, model, checkpointing: bool, partial: bool = False):
         x = torch.randn(2, 16, 4, 4, generator=generator)
         context_features = torch.randn(2, 7, CAPTION_WIDTH, generator=generator)
         with context.attached(adapters):
+            maps = None
+            arguments = (x, torch.tensor([0.7, 0.3]), context_features, torch.tensor([7, 7]))
             with torch.autograd.graph.saved_tensors_hooks(pack_hook, lambda tensor: tensor):
-                velocity = context.denoiser(x, torch.tensor([0.7, 0.3]), context_features, torch.tensor([7, 7]))
-            velocity.square().mean().backward()
+                if capture:  # the erase row's image→keyword attention, as a training step captures it
+                    from zerase_core.model.keyword_attention import AttentionCapture
+
+                    maps = AttentionCapture(columns=torch.tensor([[2, 3], [1, 4]]))
+                    velocity = context.denoiser(*arguments, maps)
+                else:
+                    velocity = context.denoiser(*arguments)
+            loss = velocity.square().mean()
+            if maps is not None:
+                loss = loss + sum(layer.square().mean() for layer in maps.maps)
+            loss.backward()
         grads = [parameter.grad.clone() for parameter in adapters.parameters()]
         assert getattr(context.network, "gradient_checkpointing", False) == checkpointing
     assert not hasattr(context.network, "gradient_checkpointing") and "forward" not in \
@@ -176,10 +187,13 @@ def _step(pack, model, checkpointing: bool, partial: bool = False):
     return velocity.detach(), grads, sum(saved.values())
 
 
-def test_checkpointed_blocks_give_the_same_gradients_and_keep_less(pack, files):
+@pytest.mark.parametrize("capture", [False, True], ids=["plain", "keyword-capture"])
+def test_checkpointed_blocks_give_the_same_gradients_and_keep_less(pack, files, capture):
+    """Per-block checkpointing of ComfyUI's NextDiT: the same velocity and adapter gradients, less kept; also with
+    the keyword-attention capture of the erase row (L_attn), whose maps the recomputation must rebuild alike."""
     model = _load(pack, "tiny-bf16.safetensors")
-    plain_v, plain_grads, plain_saved = _step(pack, model, False)
-    ckpt_v, ckpt_grads, ckpt_saved = _step(pack, model, True)
+    plain_v, plain_grads, plain_saved = _step(pack, model, False, capture=capture)
+    ckpt_v, ckpt_grads, ckpt_saved = _step(pack, model, True, capture=capture)
     assert torch.equal(plain_v, ckpt_v)
     for plain, ckpt in zip(plain_grads, ckpt_grads, strict=True):
         torch.testing.assert_close(ckpt, plain, rtol=1e-5, atol=1e-6)
