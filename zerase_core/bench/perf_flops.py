@@ -240,7 +240,7 @@ def format_flops(results: dict) -> str:
         f"{dit['n_refiner_layers']}+{dit['n_refiner_layers']} refiners; batch {settings.get('batch')}, rank "
         f"{results['rank']}, {settings.get('caption_tokens')}-token captions",
         "in forward-equivalents (the frozen forward at the same size, batch 1); matmul + attention FLOPs; memory: the",
-        "budget (GiB; or all / none) and the joint blocks checkpointed within it (auto policy, engine/memory_model.py)",
+        "budget (GiB; or all / none) and the joint blocks checkpointed within it (engine/memory_policy.py, auto)",
         "",
     ]
     shown = [stage for stage in FLOP_STAGES if stage not in ("sampling", "optimizer")]
