@@ -114,3 +114,14 @@ def test_shipped_codec_reconstructs_renders_and_has_unit_scale_latents():
         error = (codec.decode(latents) - images).pow(2).mean().item()
     assert 10 * numpy.log10(1 / error) >= 28.0
     assert 0.7 <= latents.std().item() <= 1.4 and abs(latents.mean().item()) <= 0.3
+
+
+def test_dit_dataset_is_cached_in_a_new_run_folder(tmp_path):
+    from zerase_core.nano.training.dit import build_dataset
+
+    folder = tmp_path / "runs" / "new-fine-tune"  # not created yet, as with --init-from and a new --out
+    data = build_dataset(folder, size=20, seed=3)
+    assert data["latents"].shape == (20, 16, 8, 8) and data["attributes"].shape == (20, 4)
+    cached = build_dataset(folder, size=20, seed=3)
+    assert torch.equal(cached["latents"], data["latents"])
+    assert [path.name for path in folder.iterdir()] == ["dataset_20_3.safetensors"]

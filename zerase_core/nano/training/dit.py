@@ -99,6 +99,7 @@ def build_dataset(folder: Path, size: int, seed: int) -> dict[str, torch.Tensor]
     cache = folder / f"dataset_{size}_{seed}.safetensors"
     if cache.exists():
         return load_file(str(cache))
+    folder.mkdir(parents=True, exist_ok=True)  # a new run's folder (e.g. --init-from with a new --out)
     codec = LatentCodec.load()
     rng = numpy.random.default_rng(seed + 7919)
     latents, attributes = [], []
