@@ -70,6 +70,31 @@ def gpu_attention():
         lumina.optimized_attention_masked = previous
 
 
+@contextmanager
+def meta_weights_kept():
+    """ComfyUI's load gives a module with `comfy_cast_weights` real zeros for each meta weight
+    (`disable_weight_init._zero_init_parameter`, a factory call that meets no meta tensor): while counting they stay
+    meta, so the full Turbo config never holds its 12-24 GB of weights (it was killed for memory at 30 layers)."""
+    import comfy.ops
+    import torch
+
+    from zerase_core.bench.meta_count import META
+    holder = comfy.ops.disable_weight_init
+    previous = holder.__dict__["_zero_init_parameter"]
+
+    def zero_init_meta(module, name):
+        param = getattr(module, name)
+        device = META if getattr(param, "is_meta", False) else param.device
+        setattr(module, name, torch.nn.Parameter(torch.zeros(param.shape, device=device, dtype=param.dtype),
+                                                 requires_grad=False))
+
+    holder._zero_init_parameter = staticmethod(zero_init_meta)
+    try:
+        yield
+    finally:
+        holder._zero_init_parameter = previous
+
+
 def comfy_patcher(bridge, config, dtype):
     """A ComfyUI Z-Image MODEL (`model_base.Lumina2` holding a NextDiT) of `config` with meta weights: ComfyUI's own
     classes, as `comfy_bridge.build_zimage_patcher` builds them, without loading any weights."""
@@ -97,7 +122,7 @@ def comfy_path_counts(bridge, config, settings: dict, size: int, rank: int, prom
     from zerase_core.bench.perf_flops import FlopTrainer, count_step, reference_forward_flops
     from zerase_core.bench.perf_options import DTYPES, step_config
     from zerase_core.bench.synthetic import SyntheticConditioner
-    with MetaTensors(), gpu_attention():
+    with MetaTensors(), gpu_attention(), meta_weights_kept():
         patcher = comfy_patcher(bridge, config, DTYPES[settings["dtype"]])
         conditioner = SyntheticConditioner(config.cap_feat_dim, settings["caption_tokens"] or 16)
         with bridge.training(patcher) as context:

@@ -56,3 +56,17 @@ def test_comfyui_count_with_checkpointed_blocks_recomputes_them(bridge):
     assert plain["fused"] and not checkpointed["fused"]
     assert checkpointed["stages"]["backward"] > plain["stages"]["backward"]
     assert checkpointed["stages"]["probe"] == plain["stages"]["probe"]
+
+
+def test_comfyui_count_keeps_the_weights_meta_through_comfyuis_load(bridge):
+    """ComfyUI's load zero-fills meta weights with real tensors (`_zero_init_parameter`); counted at full Turbo size
+    that held 12-24 GB and the count was killed for memory. While counting, every weight stays meta."""
+    import torch
+    from comfy_flops import comfy_patcher, gpu_attention, meta_weights_kept
+
+    from zerase_core.bench.meta_count import MetaTensors
+    with MetaTensors(), gpu_attention(), meta_weights_kept():
+        patcher = comfy_patcher(bridge, CONFIG, torch.bfloat16)
+        with bridge.training(patcher) as context:
+            devices = {parameter.device.type for parameter in context.network.parameters()}
+    assert devices == {"meta"}
