@@ -73,28 +73,32 @@ def _fill(template: str, words: dict[str, str]) -> str:
 
 # The value an erased value is mapped to in the "anchor" erase target (PromptSet.targets) unless the user names one:
 # a fixed, clearly different value of the same attribute (a consistent mapping; a random value per caption averages
-# several objects into a blob). Patterns go to plain, the neutral pattern; plain goes to striped. Colours: chosen per
-# value on train phrasings (nano, 2026-12-07, Q+K+V, 36 erase prompts, strength 0.75; other stated attributes, nano
-# evaluator / judge2, and the base's): red → orange 0.91 / 0.84 (→ blue 0.74 / 0.65; base 0.93 / 0.91), yellow →
-# orange 0.89 / 0.82 (→ purple 0.76 / 0.70; base 0.92 / 0.91), orange → yellow 0.88 / 0.88 (base 0.93 / 0.89; → blue
-# lost 24 % in the bench), each colour gone (0–3 % detected). The nearest colour is not always better: green → blue
-# kept 0.72 / 0.67 and blue → purple still showed blue in 28 % / 42 %, so green → purple and blue → red stay.
-# Shapes: star → diamond (the nearest by mask overlap) left more images without an object than star → circle
-# (17 % / 28 % against 6 % / 19 %). Diamond → circle: at the first strength that erases (0.75) 11 % / 19 % no object
-# (base 14 % / 25 %); diamond → triangle erased at 0.5 already, where its in-between shapes left 17 % / 36 % (the
-# bench: 36 %), and diamond → cross 19 % / 33 % at 0.75.
+# several objects into a blob). Patterns go to plain, the neutral pattern; plain goes to striped. Each other mapping
+# was chosen on train phrasings with `scripts/anchor_variants.py` (nano, Q+K+V, 36 erase prompts, seeds 800000+;
+# never the held-out phrasings or the bench's seeds), by the other stated attributes kept and the share of images
+# without an object (nano evaluator / judge2; docs/erase-and-keep.md has the tables):
+# - red → orange, yellow → orange, orange → yellow (2026-12-07, 25,000-step base, strength 0.75: other attributes
+#   0.88–0.91 / 0.82–0.88; red → blue 0.74 / 0.65, yellow → purple 0.76 / 0.70).
+# - blue → purple, purple → red (first phrasing fine-tune: blue → red / green kept less of the pattern, purple →
+#   yellow / blue fewer of the other attributes).
+# - green → orange and star → triangle (second phrasing fine-tune, strength 0.5 / 0.75). Green: → orange kept other
+#   attributes 0.93 / 0.96 with 6 / 3 % no object at 0.5; → purple 0.89 / 0.89 with 8 / 8 %; → red, yellow, blue
+#   0.88–0.93 with 3–14 %. Star, no object at 0.5 and 0.75: → triangle 3 / 0 % and 3 / 0 %; → diamond 0 / 3 % and
+#   0 / 0 %; → circle 8 / 6 % and 3 / 8 %; → square 11 / 31 % and 0 / 0 %.
+# - diamond → circle (25,000-step base: 11 / 19 % no object at 0.75, base 14 / 25 %; → triangle erased at 0.5 through
+#   in-between shapes, 17 / 36 %; → cross 19 / 33 %).
 ANCHOR_VALUES = {
     "shape": {
         "circle": "square",
         "square": "circle",
         "triangle": "diamond",
         "diamond": "circle",
-        "star": "circle",
+        "star": "triangle",
         "cross": "square",
     },
     "colour": {
         "red": "orange",
-        "green": "purple",
+        "green": "orange",
         "blue": "purple",
         "yellow": "orange",
         "purple": "red",
