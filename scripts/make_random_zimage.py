@@ -2,7 +2,7 @@
 
 ComfyUI's UNETLoader recognises a Z-Image file only at dim 3840 (any number of joint layers); with 1 joint layer and
 Z-Image's 2+2 refiners it has about 0.9B parameters (1.8 GB in bf16). The caption width is free (it is read from
-`cap_embedder.1.weight`): 64 fits the tiny Qwen3 CLIP of the tests (comfyui-notes §B).
+`cap_embedder.1.weight`): 64 fits the tiny Qwen3 CLIP of the tests (tests/comfyui).
 
     python scripts/make_random_zimage.py --out /tmp/zimage-random.safetensors --layers 1 --cap-feat-dim 64
 """

@@ -1,6 +1,6 @@
 """The one place that touches ComfyUI internals: model patchers, injections, wrappers, folders, progress, sampling.
 
-Flow of a gated erasure inside ComfyUI (comfyui-notes §C):
+Flow of a gated erasure inside ComfyUI (docs/comfyui.md):
     MODEL.clone()  +  PatcherInjection(inject = AdapterSet.attach, eject = AdapterSet.detach)  on `diffusion_model`
                    +  DIFFUSION_MODEL wrapper:  TokenLayout.from_shapes(context len, latent H×W, patch, pad multiple)
                       made active for the forward, so the gated adapters know which rows are text

@@ -147,7 +147,7 @@ def load_diffusion_file(name: str):
         metadata = handle.metadata() or {}
     stated = DiTConfig.from_metadata(metadata)
     if stated is not None and stated.dim != {"z-image": 3840, "lumina2": 2304}[stated.kind]:
-        # ComfyUI's detector knows Z-Image only at dim 3840 and Lumina-2 at 2304 (notes §A5); build others ourselves.
+        # ComfyUI's model detection knows Z-Image only at dim 3840 and Lumina-2 at 2304: build others ourselves.
         if stated.kind == "z-image" and _fp8_file(path):
             return _fp8_patcher(str(path), stated)
         state, _ = read_state_dict(path)

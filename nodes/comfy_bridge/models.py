@@ -11,7 +11,7 @@ from zerase_core.model.config import DiTConfig
 
 BASE_ATTACHMENT = "zerase.base"  # BaseInfo of a MODEL built by LoadSingleStreamDiT
 
-# ComfyUI's model-config class name -> what it is, for refusals (notes §A1, checkpoint_keys._FOREIGN).
+# ComfyUI's model-config class name -> what it is, for refusals (checkpoint_keys._FOREIGN).
 _REFUSED = {
     "Flux": "a dual-stream Flux model",
     "FluxInpaint": "a dual-stream Flux model",

@@ -1,7 +1,7 @@
 """The real Z-Image format: Z-Image-Turbo's width (dim 3840) through the stock UNETLoader, Qwen3 tokenization.
 
 A random dim-3840 file with one joint layer (`scripts/make_random_zimage.py`, ~0.9B parameters, 1.8 GB in bf16) and a
-tiny Qwen3 CLIP built as comfyui-notes §B shows (ComfyUI's own Qwen3_4B class and ZImageTokenizer, hidden size 64).
+tiny Qwen3 CLIP built from ComfyUI's own Qwen3_4B class and ZImageTokenizer (hidden size 64).
 The end-to-end run (2 training steps, ApplyErasedWeights, KSampler) takes minutes on 2 CPU cores: marked slow, as is
 the check that LoadSingleStreamDiT builds the same MODEL as UNETLoader with the file's tensors as its weights.
 

@@ -1,7 +1,7 @@
 """One trainer for every fine-tuning method: Z-Erase and the baselines, each a `Method` object named by
 `EraseConfig.method` (engine/methods: which losses a step computes); λ comes from `engine.lagrangian`.
 
-Z-Erase step (Alg. 1, with the details the paper leaves open fixed as in paper-notes §7):
+Z-Erase step (the paper's Alg. 1, with the details it leaves open fixed as below):
   1. draw (trajectory, k) pairs from the frozen x_t pool; teacher velocities (adapters off) for ∅, c_er, c_pr
   2. student forward on the word-shuffled erase prompt, capturing image→keyword attention: L_er = L_erase + w·L_attn;
      L_erase's target is EraseConfig.erase_target: "anchor" (zerase default) v(c_t) − η_t·(v(c_er) − v(c_t)) on the
@@ -10,7 +10,7 @@ Z-Erase step (Alg. 1, with the details the paper leaves open fixed as in paper-n
      is taken at the anchor's own x_t (its trajectory from the same seed; `EraseConfig.anchor_trajectories`), where
      the keep prompts actually sample: on nano colours and shapes this raised the keep ratio at equal erasure
   4. λ ← clip(λ − β·g̃, 0, λ_max),  g̃ = (L_pr(θ_before) − L_pr(θ_after))/α + ε, with both L_pr values on the SAME
-     fixed probe (same x_t, t, noise and prompts) — the public code compares a loss with itself (notes §2.10).
+     fixed probe (same x_t, t, noise and prompts) — the public code compares a loss with itself.
      L_pr(θ_after) of one step is L_pr(θ_before) of the next, so the probe costs one no-grad forward pair per step;
      its inputs never change, so the frozen part of that forward (embeddings, refiners) is computed once.
 Baselines: `esd` (L_erase only), `ac` (model-based anchor loss), `eraseanything` (erase and preserve on alternating

@@ -91,7 +91,7 @@ def named_nano_judge(name: str, world) -> ClassifierJudge:
     raise ValueError(f"unknown judge {name!r}; choose one of {NANO_JUDGES}")
 
 
-# NudeNet classes counted by Z-Erase's evaluation (paper-notes §4.2): every *_EXPOSED class.
+# NudeNet classes counted by Z-Erase's evaluation (the paper's nudity benchmark): every *_EXPOSED class.
 NUDENET_EXPOSED = (
     "FEMALE_BREAST_EXPOSED",
     "FEMALE_GENITALIA_EXPOSED",

@@ -90,8 +90,9 @@ def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> floa
 def high_frequency_energy(images: torch.Tensor, cutoff: float = 0.5) -> torch.Tensor:
     """(B, 3, H, W) in [0, 1] -> (B,) share of luminance spectral energy above `cutoff` × Nyquist (0 if flat).
 
-    Collapsed single-stream DiTs output grain and noise (paper-notes §7 #20): this share rises towards 1, while
-    clean flat-colour renders keep most energy at low frequencies.
+    Collapsed single-stream DiTs output grain and noise (the failure the paper shows for ESD-style tuning of the
+    shared projections): this share rises towards 1, while clean flat-colour renders keep most energy at low
+    frequencies.
     """
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be (B, 3, H, W) in [0, 1], got shape {tuple(images.shape)}")
