@@ -73,22 +73,22 @@ def gpu_attention():
 @contextmanager
 def meta_weights_kept():
     """ComfyUI's load gives a module with `comfy_cast_weights` real zeros for each meta weight
-    (`disable_weight_init._zero_init_parameter`, a factory call that meets no meta tensor): while counting they stay
-    meta, so the full Turbo config never holds its 12-24 GB of weights (it was killed for memory at 30 layers)."""
+    (`disable_weight_init._zero_init_parameter`, a factory call that meets no meta tensor): while counting, a meta
+    weight is left as it is (frozen, as ComfyUI leaves its zeros), so the full Turbo config never holds its 12-24 GB
+    of weights (it was killed for memory at 30 layers). Other weights take ComfyUI's own path."""
     import comfy.ops
-    import torch
 
-    from zerase_core.bench.meta_count import META
     holder = comfy.ops.disable_weight_init
     previous = holder.__dict__["_zero_init_parameter"]
 
-    def zero_init_meta(module, name):
+    def keep_meta(module, name):
         param = getattr(module, name)
-        device = META if getattr(param, "is_meta", False) else param.device
-        setattr(module, name, torch.nn.Parameter(torch.zeros(param.shape, device=device, dtype=param.dtype),
-                                                 requires_grad=False))
+        if getattr(param, "is_meta", False):
+            param.requires_grad_(False)
+        else:
+            previous.__func__(module, name)
 
-    holder._zero_init_parameter = staticmethod(zero_init_meta)
+    holder._zero_init_parameter = staticmethod(keep_meta)
     try:
         yield
     finally:
