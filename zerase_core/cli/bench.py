@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from ..engine.erase_config import EraseConfig
+from ..engine.settings import parse_assignment
 from ..evaluation.benchmark import (
     ALL_CONCEPTS,
     FULL_CONCEPTS,
@@ -59,6 +61,7 @@ def plan_from_arguments(args) -> BenchPlan:
         fixed_lambda=args.fixed_lambda,
         strength_search=not (quick or args.no_strength_search),
         sweep=sweep,
+        erase_overrides=dict(args.set or ()),
         evaluation=evaluation,
         judge=args.judge,
     )
@@ -176,6 +179,14 @@ def add_bench_command(commands) -> argparse.ArgumentParser:
     parser.add_argument("--budget", type=int, default=200, help="training steps of every trained method (one budget)")
     parser.add_argument("--fixed-lambda", type=float, default=1.0, help="λ of the zerase-fixed ablation")
     parser.add_argument("--no-strength-search", action="store_true", help="apply every erasure at strength 1")
+    parser.add_argument(
+        "--set",
+        action="append",
+        type=lambda text: parse_assignment(text, EraseConfig),
+        metavar="NAME=VALUE",
+        help="an erase setting for every trained cell (repeatable), e.g. --set probe_size=1; part of the state "
+        "file's settings, so give it another --json",
+    )
     parser.add_argument("--eval-seeds", type=int, default=1, help="images per evaluation prompt")
     add_probe_arguments(parser, "the attacks")
     parser.add_argument(

@@ -115,6 +115,26 @@ def from_arguments(args: argparse.Namespace, config_class) -> dict[str, Any]:
     }
 
 
+def parse_assignment(text: str, config_class) -> tuple[str, Any]:
+    """`NAME=VALUE` for a described field of `config_class` (bench's --set): the name and the value of its kind,
+    range-checked; a clear error naming the text and the fix otherwise."""
+    fields = described(config_class)
+    name, separator, value = text.partition("=")
+    name = name.strip().replace("-", "_")
+    if not separator or not value.strip():
+        raise argparse.ArgumentTypeError(f"--set {text!r}: write NAME=VALUE, e.g. probe_size=1")
+    if name not in fields:
+        raise argparse.ArgumentTypeError(f"--set {text!r}: {name!r} is not a setting; choose from {sorted(fields)}")
+    spec = fields[name][1]
+    parsed = _parse(spec)(value.strip())
+    if spec.minimum is not None and spec.maximum is not None:
+        try:
+            check_range(name, parsed, spec.minimum, spec.maximum, spec.hint)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(f"--set {text!r}: {error}") from None
+    return name, parsed
+
+
 def node_input(config_class, name: str) -> dict[str, Any]:
     """Keyword arguments of the ComfyUI input of field `name`: default, min, max, step, round, tooltip."""
     field, spec = described(config_class)[name]
