@@ -26,6 +26,7 @@ from zerase_core.model.keyword_attention import AttentionCapture, keyword_attent
 from zerase_core.model.layout import TokenLayout
 
 from .erasures import WRAPPER_KEY, ErasureInjection, _layout_wrapper
+from .kept_prefix import KeptPrefix
 from .models import zimage_network
 from .vram import RECOMPUTING, MemoryPlan, layer_checkpointing, load_for_training
 
@@ -184,6 +185,9 @@ class NextDiTDenoiser:
         self.device = patcher.load_device
         self.dtype = training_dtype(patcher, network)
         self.check_interrupt = True
+        self.kept_prefix = KeptPrefix(network)
+        # the engine's hook for the λ probe: calls inside repeat their inputs (forwards.TrainerForwards._probe)
+        self.repeating = self.kept_prefix.repeating
 
     def _options(self, capture_sink=None) -> dict:
         # ComfyUI's transformer_options
@@ -224,13 +228,14 @@ class NextDiTDenoiser:
                         length,
                         self.network,
                     )
-                velocity = self.network(
-                    x[index].to(self.device, self.dtype),
-                    sigma[index].to(self.device, torch.float32),
-                    context=context[index, :length].to(self.device, self.dtype),
-                    num_tokens=length,
-                    transformer_options=self._options(sink),
-                )
+                with self.kept_prefix.around_forward():
+                    velocity = self.network(
+                        x[index].to(self.device, self.dtype),
+                        sigma[index].to(self.device, torch.float32),
+                        context=context[index, :length].to(self.device, self.dtype),
+                        num_tokens=length,
+                        transformer_options=self._options(sink),
+                    )
                 outputs.append(velocity.float().to(x.device))
                 if sink is not None:
                     maps.append(sink.maps)

@@ -213,7 +213,12 @@ class TrainerForwards:
 
     def _probe(self, picks) -> torch.Tensor:
         if not self._reuses_prefix():
-            return self.preservation_loss(picks)
+            # a wrapped denoiser (ComfyUI's NextDiT) may keep its own prefix for calls that repeat their inputs
+            repeating = getattr(self.denoise, "repeating", None)
+            if repeating is None or set(self.adapters.config.families) != {"layers"}:
+                return self.preservation_loss(picks)
+            with repeating("probe"):
+                return self.preservation_loss(picks)
         # The probe's (x_t, prompt) pairs never change and the refiners are not adapted: their prefix (embeddings,
         # refiners, position tables) is computed once and only the joint layers run at each probe.
         model = cast(ZImageDiT, self.model)  # _reuses_prefix: the core model itself
