@@ -10,7 +10,8 @@
 #
 # 1. CLI / core engine, in a fresh process, per-block checkpointing, rank 8, 512²: `python -m zerase_core.bench.perf`,
 #    batch 1, zerase and the teacher forward -> OUT/turbo512_b1.json. ZERASE_GPU_CHECK_FULL=1 adds every variant
-#    (uncached loop, esd, naive-esd, plain LoRA), batch 4 and batch 1 without checkpointing (+3 min).
+#    (uncached loop, esd, naive-esd, plain LoRA), batch 4 and batch 1 without checkpointing (+3 min). Then
+#    scripts/block_saved_tensors.py: the bytes one Turbo joint block keeps for the backward, per op -> OUT/block_saved.txt.
 # 2. ComfyUI (COMFYUI_PATH, default ../shared/comfyui; its python: COMFY_PYTHON, default PYTHON) with the pack:
 #    scripts/gpu_comfy_check.py writes the two files (random weights made on the GPU), then runs ZEraseTrain for 4
 #    steps at 512², batch 1, each in a fresh process: bf16 and fp8 (UNETLoader weight_dtype fp8_e4m3fn), each on the
@@ -62,8 +63,10 @@ EOF
 
 if [ -n "${ZERASE_GPU_CHECK_TINY:-}" ]; then
     SIZE=(--dim 256 --layers 1 --refiners 0 --size 64 --pool-prompts 1 --sample-steps 2 --steps 1 --warmup 0)
+    BLOCK=(--dim 256 --heads 2 --tokens 64)
 else
     SIZE=(--steps 5 --warmup 2)
+    BLOCK=(--dim 3840 --heads 30 --tokens 1088)   # a Turbo joint block at 512² with a 64-token caption
 fi
 run() {
     local name=$1
@@ -82,6 +85,13 @@ if [ -n "${ZERASE_GPU_CHECK_FULL:-}" ]; then
 else
     run turbo512_b1 --batch 1 --only zerase,teacher_forward || status=1
 fi
+
+# What one joint block keeps for the backward on this device, per op (the memory model's σ is fitted on a CPU,
+# whose RMSNorm keeps float32 copies that CUDA's fused kernel may not) -> OUT/block_saved.txt
+echo "== block_saved_tensors: ${BLOCK[*]}" | tee -a "$LOG"
+"$PYTHON" scripts/block_saved_tensors.py --device "$DEVICE" "${BLOCK[@]}" 2>&1 | tee "$OUT_DIR/block_saved.txt" \
+    | tee -a "$LOG"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
 # 2. ZEraseTrain in a real ComfyUI
 if [ "${ZERASE_GPU_CHECK_COMFYUI:-1}" = 0 ]; then

@@ -25,6 +25,8 @@ def test_gpu_check_runs_the_cli_and_the_comfyui_parts_on_its_cpu_path(comfy, tmp
                           env=environment, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert json.loads((tmp_path / "out" / "turbo512_b1.json").read_text())["zerase_step_s"] > 0
+    saved = (tmp_path / "out" / "block_saved.txt").read_text()
+    assert "dim 256" in saved and "total" in saved.splitlines()[-1], saved
     for name in ("comfy_bf16", "comfy_bf16_16gb"):
         row = json.loads((tmp_path / "out" / f"{name}.json").read_text())
         assert row["steps"] == 3 and row["s_per_step"] > 0 and row["forward_s"] > 0
