@@ -6,7 +6,7 @@ Trains `erase` (no strength search) with EraseConfig fields given as key=value, 
 the other stated attributes, the no-object share and the keep-set accuracy.
 
     PYTHONPATH=. python scripts/anchor_variants.py NAME CONCEPT [slices=qkv|qk] [anchor=WORD] [attn=W]
-        [target_eta=E] [steps=N] [shuffle_probability=P] [strengths=0.75,1] [split=train]
+        [target_eta=E] [steps=N] [shuffle_probability=P] [strengths=0.75,1] [split=train] [reps=R]
 
 `slices=` is kept as given (no kind preset replaces it); `anchor=` overrides ANCHOR_VALUES for the concept; `attn=`
 sets the L_attn weight (no kind preset). Files and a JSON go to runs/x18/. One variant: ≈ 1–2 min of training
@@ -30,7 +30,7 @@ from zerase_core.nano.second_judge import SecondJudge
 name, concept, *rest = sys.argv[1:]
 opts = dict(r.split("=", 1) for r in rest)
 strengths = [float(s) for s in opts.pop("strengths", "0.5,0.75,1,1.25,1.5").split(",")]
-split = opts.pop("split", "train"); n = int(opts.pop("n", "36"))
+split = opts.pop("split", "train"); n = int(opts.pop("n", "36")); reps = int(opts.pop("reps", "1"))
 anchor = opts.pop("anchor", None); attn = opts.pop("attn", None); retrain = opts.pop("retrain", "0") == "1"
 attribute, value = attribute_of(concept)
 if anchor:
@@ -63,8 +63,11 @@ judges = {"ev": world.evaluator.predict, "j2": j2.predict}
 def verdicts(pred, images):
     p = pred(images); return [dict(zip(p, vals)) for vals in zip(*p.values())]
 rows = []
+erase_items = erase_items * reps  # reps: each erase prompt with `reps` seeds (more images, the same prompts)
 ep = [p for p, _ in erase_items]; kp = [p for p, _ in keep_items]
-es = [seed0 + i for i in range(len(ep))]; ks = [seed0 + 10_000 + i for i in range(len(kp))]
+count = len(ep) // reps
+es = [seed0 + (i // count) * 50_000 + i % count for i in range(len(ep))]  # repeat r: seeds 50,000·r further on
+ks = [seed0 + 10_000 + i for i in range(len(kp))]
 for s in [0.0] + strengths:
     with erasure_applied(world, out, s):
         ei = renderer.render(ep, es); ki = renderer.render(kp, ks)
