@@ -31,13 +31,15 @@ def saved_by_op(block: torch.nn.Module, output: torch.Tensor) -> Counter:
         if node is None or node in visited:
             continue
         visited.add(node)
-        for name in dir(node):
-            if not name.startswith("_saved_"):
-                continue
-            try:
-                value = getattr(node, name)
-            except RuntimeError:  # freed or not saved for this call
-                continue
+        saved = [(name, None) for name in dir(node) if name.startswith("_saved_")]
+        if hasattr(node, "saved_tensors"):  # a custom autograd.Function's node keeps its own list
+            saved += [(f"_saved_tensors[{index}]", tensor) for index, tensor in enumerate(node.saved_tensors)]
+        for name, value in saved:
+            if value is None:
+                try:
+                    value = getattr(node, name)
+                except RuntimeError:  # freed or not saved for this call
+                    continue
             if not isinstance(value, torch.Tensor) or value.numel() == 0:
                 continue
             storage = value.untyped_storage().data_ptr()

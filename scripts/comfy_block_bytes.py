@@ -84,7 +84,7 @@ def main(argv=None) -> int:
             if checkpointing:
                 predicted = length * config.dim * 2 + (4 * config.n_heads * image if capture else 0)
             else:
-                predicted = memory_model.block_saved_bytes(config, length, image, 2, capture)
+                predicted = memory_model.block_saved_bytes(config, length, image, 2, capture, comfyui=True)
             rows.append({"capture": capture, "checkpointing": checkpointing, "L": length,
                          "measured_mb": round((two - one) / MB, 2), "predicted_mb": round(predicted / MB, 2),
                          "error_pct": round(100 * (predicted - (two - one)) / (two - one), 1)})

@@ -38,8 +38,11 @@ from ..model.config import DiTConfig
 
 GB = 2**30
 # Saved bytes per joint block and sample without checkpointing, σ(L) = L·(α·d + β·f) + γ·d: least-squares fit to
-# measured totals (d 384/512, f 1024/1536, L 64/96, B 1/2; max error 0.9 %; 0.3 % at Turbo width, L = 320).
-SAVED_COEFFICIENTS = {2: (41.57, 5.56, 104.0), 4: (45.57, 11.56, 112.0)}
+# measured totals (d 384/512, f 1024/1536, L 64/96, B 1/2; max error 0.9 %; 0.3 % at Turbo width, L = 320), on the
+# CPU. ComfyUI's NextDiT (ZEraseTrain) keeps what autograd keeps; the core model's SwiGLU recomputes silu(w1·x) in
+# the backward (layers.GatedSiLU), one FFN-wide tensor less: β lower by the activation bytes.
+COMFYUI_SAVED_COEFFICIENTS = {2: (41.57, 5.56, 104.0), 4: (45.57, 11.56, 112.0)}
+SAVED_COEFFICIENTS = {a: (alpha, beta - a, gamma) for a, (alpha, beta, gamma) in COMFYUI_SAVED_COEFFICIENTS.items()}
 RECOMPUTE_FACTOR = {"cpu": 3.5, "cuda": 2.0}  # ξ
 CPU_LIBRARY_GB = 0.11  # R1
 
@@ -102,9 +105,12 @@ def tokens(config: DiTConfig, image_size: int, caption_tokens: int) -> dict[str,
     }
 
 
-def block_saved_bytes(config: DiTConfig, length: int, image: int, activation_bytes: int, capture: bool) -> float:
-    """σ(L): bytes one joint block keeps for the backward, per sample, without checkpointing."""
-    alpha, beta, gamma = SAVED_COEFFICIENTS[activation_bytes]
+def block_saved_bytes(
+    config: DiTConfig, length: int, image: int, activation_bytes: int, capture: bool, comfyui: bool = False
+) -> float:
+    """σ(L): bytes one joint block keeps for the backward, per sample, without checkpointing (`comfyui`: ComfyUI's
+    NextDiT, else the core model)."""
+    alpha, beta, gamma = (COMFYUI_SAVED_COEFFICIENTS if comfyui else SAVED_COEFFICIENTS)[activation_bytes]
     saved = length * (alpha * config.dim + beta * config.ffn_hidden) + gamma * config.dim
     if capture:
         saved += 4 * (2 * image + length) * config.dim if activation_bytes < 4 else 4 * image * config.dim
@@ -125,7 +131,7 @@ def predict(problem: Problem) -> dict[str, float]:
         if problem.method == "zerase"
         else [(counts["caption"], False)]
     )
-    held = 0.0
+    held, comfyui = 0.0, problem.separate_forwards  # separate forwards: ComfyUI's NextDiT
     for length, capture in forwards:
         # a checkpointed block keeps its input (and the keyword maps), the others all they save for the backward
         held += (
@@ -133,11 +139,12 @@ def predict(problem: Problem) -> dict[str, float]:
             * batch
             * (length * config.dim * a + (4 * config.n_heads * image * problem.keywords if capture else 0))
         )
-        held += (config.n_layers - blocks) * batch * block_saved_bytes(config, length, image, a, capture)
+        held += (config.n_layers - blocks) * batch * block_saved_bytes(config, length, image, a, capture, comfyui)
     longest = max(length for length, _ in forwards)
     if blocks:
         factor = RECOMPUTE_FACTOR["cpu" if problem.device == "cpu" else "cuda"]
-        transient = factor * batch * block_saved_bytes(config, longest, image, a, problem.method == "zerase")
+        capture = problem.method == "zerase"
+        transient = factor * batch * block_saved_bytes(config, longest, image, a, capture, comfyui)
     else:
         transient = 2 * batch * longest * config.dim * 4
     adapters = config.n_layers * problem.slices * problem.rank * 2 * config.dim * 4 * 5
