@@ -215,7 +215,7 @@ class TrainerForwards:
         if not self._reuses_prefix():
             # a wrapped denoiser (ComfyUI's NextDiT) may keep its own prefix for calls that repeat their inputs
             repeating = getattr(self.denoise, "repeating", None)
-            if repeating is None or set(self.adapters.config.families) != {"layers"}:
+            if repeating is None or not self._adapts_joint_layers_only():
                 return self.preservation_loss(picks)
             with repeating("probe"):
                 return self.preservation_loss(picks)
@@ -232,11 +232,11 @@ class TrainerForwards:
 
     def _reuses_prefix(self) -> bool:
         """Whether the student is the core model itself with adapters on the joint layers only."""
-        return (
-            isinstance(self.model, ZImageDiT)
-            and self.denoise is self.model
-            and set(self.adapters.config.families) == {"layers"}
-        )
+        return isinstance(self.model, ZImageDiT) and self.denoise is self.model and self._adapts_joint_layers_only()
+
+    def _adapts_joint_layers_only(self) -> bool:
+        """No adapter on the embeddings or refiners: what comes before the joint layers never changes in training."""
+        return set(self.adapters.config.families) == {"layers"}
 
     def _keeps_segments(self) -> bool:
         """Whether student forwards start from the pool's kept refiner outputs (not while its states are replaced)."""
