@@ -7,7 +7,7 @@ bridge's PatcherInjection, one sample, a 64-token caption. Saved-tensor hooks co
 saves in one forward (frozen weights excluded), for a 1- and a 2-joint-layer model: the difference is one block.
 Runs: the erase forward with keyword-attention capture and a plain forward, each without and with the bridge's
 per-block checkpointing (nodes/comfy_bridge/vram.py). Prediction: zerase_core/engine/memory_model.py — σ(L) (+ κ(L) with
-capture) without checkpointing, L·d·a (+ 4·H·N·K keyword maps) with it. About 1 GB of RAM and a minute on one core.
+capture, + the CPU attention's softmax) without checkpointing, L·d·a (+ 4·H·N·K keyword maps) with it. About 1 GB of RAM and a minute on one core.
 """
 from __future__ import annotations
 
@@ -83,8 +83,10 @@ def main(argv=None) -> int:
             one, two = (measure(bridge, layers, args.size, args.caption, capture, checkpointing) for layers in (1, 2))
             if checkpointing:
                 predicted = length * config.dim * 2 + (4 * config.n_heads * image if capture else 0)
-            else:
-                predicted = memory_model.block_saved_bytes(config, length, image, 2, capture, comfyui=True)
+            else:  # + the softmax (H·L² bf16) that ComfyUI's CPU attention (sub-quadratic) keeps; on NVIDIA
+                # ComfyUI runs torch's SDPA, which keeps no L² tensor, so the memory model leaves it out
+                predicted = memory_model.block_saved_bytes(config, length, image, 2, capture)
+                predicted += config.n_heads * length**2 * 2
             rows.append({"capture": capture, "checkpointing": checkpointing, "L": length,
                          "measured_mb": round((two - one) / MB, 2), "predicted_mb": round(predicted / MB, 2),
                          "error_pct": round(100 * (predicted - (two - one)) / (two - one), 1)})

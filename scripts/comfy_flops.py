@@ -149,7 +149,7 @@ def comfy_path_counts(bridge, config, settings: dict, size: int, rank: int, prom
                 for manager in attached:
                     manager.__exit__(None, None, None)
     counted.pop("trainer")
-    counted["own_forward"] = own_forward
+    counted["own_forward"], counted["blocks"] = own_forward, blocks or 0
     return {"comfyui": counted}
 
 

@@ -38,6 +38,20 @@ def test_auto_checkpoints_the_fewest_blocks_that_fit():
             assert memory_model.predict(fewer)["peak_gb"] > gib
 
 
+def test_zerasetrain_plans_on_its_own_problem():
+    """ZEraseTrain's plan (vram.plan, and the comfyui rows of `bench --flops`): the fewest blocks that fit its own
+    problem (pool and caches in CPU memory), so no more than the core's at the same budget, and those fit."""
+    for gib in (16, 24, 80):
+        ours = memory_policy.comfy_checkpoint_blocks(TURBO, 512, 2, 1, 8, 64, gib * memory_model.GB)
+        core = memory_policy.checkpoint_blocks_within(turbo_problem(), gib * memory_model.GB)
+        assert ours <= core
+        problem = memory_model.comfy_problem(TURBO, 512, 2, ours > 0, 1, 8, 64, 1, checkpointed_layers=ours)
+        assert memory_model.predict(problem)["peak_gb"] <= gib
+        if ours:
+            fewer = dataclasses.replace(problem, checkpointed_layers=ours - 1, checkpointing=ours > 1)
+            assert memory_model.predict(fewer)["peak_gb"] > gib
+
+
 def test_partial_checkpointing_sits_between_none_and_all():
     problem = turbo_problem()
     peaks = [memory_model.predict(dataclasses.replace(problem, checkpointed_layers=blocks))["step_peak_gb"]

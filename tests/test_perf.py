@@ -174,6 +174,28 @@ def test_a_device_denoiser_trains_what_the_model_itself_trains(word_conditioner)
     assert through._probe_prefix is None and direct._probe_prefix is not None
 
 
+def test_a_denoiser_that_does_not_stack_rows_gets_its_student_forwards_apart(word_conditioner):
+    """`stacks_rows = False` on the denoiser (ComfyUI's NextDiTDenoiser), without checkpointing too: the erase, ∅
+    and anchor rows in three calls instead of one, the probe's ∅ and anchor rows in two instead of one."""
+    from zerase_core.real.devices import DeviceDenoiser
+    calls = []
+
+    class Counting(DeviceDenoiser):
+        def __call__(self, *args, **kwargs):
+            calls.append(args[0].shape[0])
+            return super().__call__(*args, **kwargs)
+
+    class Apart(Counting):
+        stacks_rows = False
+    model, config, counts = fresh_dit(TRAINER_DIT), small_trainer(word_conditioner).config, []
+    for denoiser in (Counting, Apart):
+        trainer = EraseTrainer(model, word_conditioner, PROMPTS, config, denoise=denoiser(model, torch.device("cpu")))
+        trainer.train_step()  # the first step builds the pool and probes the λ baseline
+        calls.clear(), trainer.train_step()
+        counts.append(len(calls))
+    assert counts[1] == counts[0] + 3
+
+
 def test_forwards_stay_separate_under_gradient_checkpointing(word_conditioner):
     trainer = small_trainer(word_conditioner)
     assert trainer._fused()

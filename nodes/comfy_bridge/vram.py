@@ -112,10 +112,10 @@ def plan(
     bytes_per_weight = weight_bytes(patcher)
     blocks = None
     if checkpointing and gpu:
-        every = memory_model.comfy_problem(
-            config, image_size, bytes_per_weight, True, batch, rank, caption_tokens, build_batch=1
+        budget = training_budget(patcher.load_device)
+        blocks = memory_policy.comfy_checkpoint_blocks(
+            config, image_size, bytes_per_weight, batch, rank, caption_tokens, budget
         )
-        blocks = memory_policy.checkpoint_blocks("auto", every, training_budget(patcher.load_device))
         checkpointing = blocks > 0
     step = memory_model.comfy_problem(
         config, image_size, bytes_per_weight, checkpointing, batch, rank, caption_tokens, 1, checkpointed_layers=blocks

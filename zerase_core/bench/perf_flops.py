@@ -13,8 +13,8 @@ Paths:
   comfyui  ComfyUI's NextDiT through `nodes/comfy_bridge` (ZEraseTrain); needs ComfyUI (COMFYUI_PATH and its python)
 
 Checkpointing: each path is counted for each memory budget (`--memory-gib`, turbo default 24 GiB) with the joint
-blocks that the auto policy checkpoints within it (engine/memory_policy.checkpoint_blocks_within: the fewest whose
-predicted peak fits); each checkpointed block costs its forward again in the backward.
+blocks that its auto policy checkpoints within it (the fewest whose predicted peak fits: memory_policy's
+checkpoint_blocks_within, comfy_checkpoint_blocks); each checkpointed block costs its forward again in the backward.
 
 Stages (`FLOP_STAGES`): student_forward (the erase-prompt forward with attention capture; under a fused forward all
 three stacked forwards), preserve (the ∅ and anchor forwards of L_pr when they run separately), backward (all of
@@ -80,16 +80,22 @@ def budget_problem(config, settings: dict, size: int, rank: int) -> memory_model
     )
 
 
-def checkpoint_choices(args, config, settings: dict, size: int) -> dict[str, int]:
-    """{budget label: checkpointed joint blocks}: per --memory-gib budget the auto policy's choice; else all or no
-    blocks as --checkpointing says; else the turbo default budget (DEFAULT_MEMORY_GIB) or the preset's setting."""
+def checkpoint_choices(args, config, settings: dict, size: int, comfyui: bool = False) -> dict[str, int]:
+    """{budget label: checkpointed joint blocks}: per --memory-gib budget the auto policy's choice (`comfyui`:
+    ZEraseTrain's); else all or no blocks as --checkpointing says; else the turbo default budget or the preset's."""
     budgets = getattr(args, "memory_gib", None)
     if budgets is None and args.checkpointing is None and settings["checkpointing"] and args.preset == "turbo":
         budgets = [DEFAULT_MEMORY_GIB]
     if budgets is None:
         return {"all" if settings["checkpointing"] else "none": config.n_layers if settings["checkpointing"] else 0}
     problem = budget_problem(config, settings, size, args.rank)
-    return {f"{gib:g}": memory_policy.checkpoint_blocks_within(problem, gib * memory_model.GB) for gib in budgets}
+    ours = (problem.weight_bytes, problem.batch, problem.rank, problem.caption_tokens)  # ZEraseTrain's plan: vram.plan
+    return {
+        f"{gib:g}": memory_policy.comfy_checkpoint_blocks(config, size, *ours, gib * memory_model.GB)
+        if comfyui
+        else memory_policy.checkpoint_blocks_within(problem, gib * memory_model.GB)
+        for gib in budgets
+    }
 
 
 def core_path_counts(config, settings: dict, size: int, rank: int, paths, prompts, blocks: int | None = None) -> dict:
@@ -179,12 +185,13 @@ def run_flops(args, comfyui=None) -> dict:
             key: settings[key]
             for key in ("batch", "dtype", "checkpointing", "pool_prompts", "sample_steps", "cfg", "caption_tokens")
         }
-        choices = checkpoint_choices(args, config, settings, size)
+        choices, ours = (checkpoint_choices(args, config, settings, size, comfy) for comfy in (False, True))
         per_budget = {}
         for label, blocks in choices.items():
             counts = core_path_counts(config, settings, size, args.rank, paths, prompts, blocks)
             if "comfyui" in paths and comfyui is not None:
-                counts.update(comfyui(config, {**settings, "checkpointed_blocks": blocks}, size, args.rank, prompts))
+                comfy = {**settings, "checkpointed_blocks": ours[label]}
+                counts.update(comfyui(config, comfy, size, args.rank, prompts))
             per_budget[label] = _in_forwards(counts)
         first = next(iter(per_budget))  # the final line's budget: the first given
         results["sizes"][str(size)] = {**per_budget[first], "budget": first, "budgets": per_budget}

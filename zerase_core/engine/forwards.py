@@ -95,8 +95,11 @@ class TrainerForwards:
         return self._velocity(states, sigma, context, lengths, capture)
 
     def _fused(self) -> bool:
+        """Stack the student forwards: not under checkpointing, nor for a denoiser that says `stacks_rows = False`."""
         if self.fuse_forwards is not None:
             return self.fuse_forwards
+        if not getattr(self.denoise, "stacks_rows", True):
+            return False
         return not getattr(self.model, "gradient_checkpointing", False)
 
     def _students(self, picks, prompt_lists, kinds, capture=None) -> list[torch.Tensor]:

@@ -14,20 +14,16 @@ H_f  activations of student forward f kept until the backward (zerase: the erase
      and the anchor; plain LoRA / esd: one forward), per joint layer and sample:
        no checkpointing   σ(L) (+ κ(L) for the erase forward)
        checkpointing      L·d·a, the block input (+ the kept keyword maps, 4·H·N·K)
-X    backward transient, with checkpointing: ξ·B·(σ(L) + κ(L)) for the longest forward: the recomputed block, its
-     gradients, forward temporaries and allocator slack; ξ = 3.5 measured on the CPU (3.3 at 256², 3.55 at 512²),
-     ξ = 2 assumed on CUDA (block activations + their gradients; to be checked by scripts/gpu_check.sh).
+X    backward transient, with checkpointing: ξ·B·(σ(L) + κ(L)) for the longest forward (autograd's σ): the recomputed
+     block, its gradients, temporaries and allocator slack; ξ = 3.5 on the CPU, 2 assumed on CUDA (gpu_check.sh).
      Without checkpointing: the hidden-state gradients, 2·B·L·d·4.
 σ(L) = L·(α·d + β·f) + γ·d  bytes one joint block keeps for the backward per sample (α, β, γ fitted to measurements)
-κ(L) = 4·(2·N + L)·d with bf16 activations (fp32 image queries, keys and the output of the keyword attention),
-       4·N·d with fp32
+κ(L) = 4·(2·N + L)·d with bf16 activations (the keyword attention's fp32 queries, keys, output), 4·N·d with fp32
 ν    = 3·a·f + 55·d  bytes per token of a no-grad forward's temporaries (measured at width 3840: 0.26 MB/token)
 b    forwards per batch while building the pool and the teacher cache (EraseTrainer.sample_batch / cache_batch)
 
-L = text span + image span (each rounded up to the pad multiple), N = image tokens, d = dim, f = FFN width,
-H = heads, a = activation bytes (2 bf16, 4 fp32), K = keyword tokens. `block_bytes.measure_block_bytes` measures
-σ (+ κ) with saved-tensor hooks on 1- and 2-layer models; tests/test_perf.py checks the fit against it.
-"""
+L = text + image span (each rounded up to the pad multiple), N image tokens, d dim, f FFN width, H heads,
+a activation bytes (2 bf16, 4 fp32), K keyword tokens. σ (+ κ) measured: block_bytes.py."""
 
 from __future__ import annotations
 
@@ -37,12 +33,15 @@ from dataclasses import dataclass, replace
 from ..model.config import DiTConfig
 
 GB = 2**30
-# Saved bytes per joint block and sample without checkpointing, σ(L) = L·(α·d + β·f) + γ·d: least-squares fit to
-# measured totals (d 384/512, f 1024/1536, L 64/96, B 1/2; max error 0.9 %; 0.3 % at Turbo width, L = 320), on the
-# CPU. ComfyUI's NextDiT (ZEraseTrain) keeps what autograd keeps; the core model's SwiGLU recomputes silu(w1·x) in
-# the backward (layers.GatedSiLU), one FFN-wide tensor less: β lower by the activation bytes.
-COMFYUI_SAVED_COEFFICIENTS = {2: (41.57, 5.56, 104.0), 4: (45.57, 11.56, 112.0)}
-SAVED_COEFFICIENTS = {a: (alpha, beta - a, gamma) for a, (alpha, beta, gamma) in COMFYUI_SAVED_COEFFICIENTS.items()}
+# Saved bytes per joint block and sample without checkpointing, σ(L) = L·(α·d + β·f) + γ·d, on the CPU. "autograd":
+# all that autograd alone keeps, a least-squares fit to measured totals (d 384/512, f 1024/1536, L 64/96, B 1/2; max
+# error 0.9 %; 0.3 % at Turbo width, L = 320). "kept": the core model and ZEraseTrain's NextDiT (recomputed_ops)
+# recompute their bf16 norms (layers.Recomputed: α refit 25.47 on d 384/512, L 96–192, B 1/2, ±1 %) and silu(w1·x)
+# (layers.GatedSiLU: β lower by a). ξ was fitted to the autograd σ, so X keeps it.
+SAVED_COEFFICIENTS = {
+    "autograd": {2: (41.57, 5.56, 104.0), 4: (45.57, 11.56, 112.0)},
+    "kept": {2: (25.47, 3.56, 104.0), 4: (45.57, 7.56, 112.0)},
+}
 RECOMPUTE_FACTOR = {"cpu": 3.5, "cuda": 2.0}  # ξ
 CPU_LIBRARY_GB = 0.11  # R1
 
@@ -106,11 +105,11 @@ def tokens(config: DiTConfig, image_size: int, caption_tokens: int) -> dict[str,
 
 
 def block_saved_bytes(
-    config: DiTConfig, length: int, image: int, activation_bytes: int, capture: bool, comfyui: bool = False
+    config: DiTConfig, length: int, image: int, activation_bytes: int, capture: bool, autograd: bool = False
 ) -> float:
-    """σ(L): bytes one joint block keeps for the backward, per sample, without checkpointing (`comfyui`: ComfyUI's
-    NextDiT, else the core model)."""
-    alpha, beta, gamma = (COMFYUI_SAVED_COEFFICIENTS if comfyui else SAVED_COEFFICIENTS)[activation_bytes]
+    """σ(L): bytes one joint block keeps for the backward, per sample, without checkpointing (`autograd`: all that
+    autograd alone would keep, without the recomputed norms and gate)."""
+    alpha, beta, gamma = SAVED_COEFFICIENTS["autograd" if autograd else "kept"][activation_bytes]
     saved = length * (alpha * config.dim + beta * config.ffn_hidden) + gamma * config.dim
     if capture:
         saved += 4 * (2 * image + length) * config.dim if activation_bytes < 4 else 4 * image * config.dim
@@ -131,7 +130,7 @@ def predict(problem: Problem) -> dict[str, float]:
         if problem.method == "zerase"
         else [(counts["caption"], False)]
     )
-    held, comfyui = 0.0, problem.separate_forwards  # separate forwards: ComfyUI's NextDiT
+    held = 0.0
     for length, capture in forwards:
         # a checkpointed block keeps its input (and the keyword maps), the others all they save for the backward
         held += (
@@ -139,12 +138,12 @@ def predict(problem: Problem) -> dict[str, float]:
             * batch
             * (length * config.dim * a + (4 * config.n_heads * image * problem.keywords if capture else 0))
         )
-        held += (config.n_layers - blocks) * batch * block_saved_bytes(config, length, image, a, capture, comfyui)
+        held += (config.n_layers - blocks) * batch * block_saved_bytes(config, length, image, a, capture)
     longest = max(length for length, _ in forwards)
     if blocks:
         factor = RECOMPUTE_FACTOR["cpu" if problem.device == "cpu" else "cuda"]
         capture = problem.method == "zerase"
-        transient = factor * batch * block_saved_bytes(config, longest, image, a, capture, comfyui)
+        transient = factor * batch * block_saved_bytes(config, longest, image, a, capture, autograd=True)
     else:
         transient = 2 * batch * longest * config.dim * 4
     adapters = config.n_layers * problem.slices * problem.rank * 2 * config.dim * 4 * 5

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .memory_model import GB, Problem, predict
+from ..model.config import DiTConfig
+from .memory_model import GB, Problem, comfy_problem, predict
 
 CHECKPOINTING_CHOICES = ("auto", "all", "none")
 
@@ -20,6 +21,21 @@ def checkpoint_blocks_within(problem: Problem, budget_bytes: float) -> int:
         if predict(candidate)["peak_gb"] * GB <= budget_bytes:
             return blocks
     return layers
+
+
+def comfy_checkpoint_blocks(
+    config: DiTConfig,
+    image_size: int,
+    weight_bytes: int,
+    batch: int,
+    rank: int,
+    caption_tokens: int,
+    budget: float | None,
+) -> int:
+    """ZEraseTrain's checkpointed joint blocks on a GPU with `budget` bytes for training (nodes/comfy_bridge/vram.plan):
+    the auto policy on its own problem (ComfyUI's NextDiT, the pool in CPU memory, a build batch of 1 for the plan)."""
+    every = comfy_problem(config, image_size, weight_bytes, True, batch, rank, caption_tokens, build_batch=1)
+    return checkpoint_blocks("auto", every, budget)
 
 
 def checkpoint_blocks(choice: str | int, problem: Problem, budget_bytes: float | None) -> int:

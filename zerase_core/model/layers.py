@@ -65,6 +65,51 @@ class TimestepEmbedder(nn.Module):
         return self.mlp(timestep_embedding(t).to(dtype))
 
 
+class Recomputed(torch.autograd.Function):
+    """function(x) that keeps only x for the backward and reruns function there under autograd.
+
+    For normalisations: on the CPU rms_norm is a composite of float32 ops, and for a bf16 input autograd keeps a
+    float32 copy of it (4 bytes per element, six norms per block; CUDA's fused kernel keeps the input and the rstd).
+    Here only the input (often kept anyway) stays; the backward reruns the same ops and lets autograd differentiate
+    them, so the input's gradient is the same bit for bit. `function`'s own parameters get no gradient: use it only
+    where they are frozen. The rerun is elementwise for a norm: no matmul FLOPs.
+    """
+
+    @staticmethod
+    def forward(ctx, x, function):
+        ctx.save_for_backward(x)
+        ctx.function = function
+        return function(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            (grad_x,) = torch.autograd.grad(ctx.function(x), x, grad)
+        return grad_x, None
+
+
+def recomputes(x: torch.Tensor, module: nn.Module) -> bool:
+    """Whether a norm's call on x should go through Recomputed: gradients flow to x only, x below float32 (a
+    float32 input has no copy to save, and autograd would sum its gradient's parts in another order)."""
+    return (
+        torch.is_grad_enabled()
+        and x.requires_grad
+        and x.dtype != torch.float32
+        and not any(parameter.requires_grad for parameter in module.parameters())
+    )
+
+
+class RMSNorm(nn.RMSNorm):
+    """nn.RMSNorm (same keys and math) that keeps only its input for the backward where `recomputes` says so."""
+
+    def forward(self, x):
+        if recomputes(x, self):
+            return Recomputed.apply(x, super().forward)
+        return super().forward(x)
+
+
 class JointAttention(nn.Module):
     def __init__(self, config: DiTConfig, device=None, dtype=None):
         super().__init__()
@@ -75,8 +120,8 @@ class JointAttention(nn.Module):
         self.qkv = nn.Linear(config.dim, sum(self.widths), bias=False, device=device, dtype=dtype)
         self.out = nn.Linear(config.dim, config.dim, bias=False, device=device, dtype=dtype)
         # eps None by default, like ComfyUI's NextDiT (torch then uses the dtype's machine epsilon).
-        self.q_norm = nn.RMSNorm(self.head_dim, eps=config.qk_norm_eps, device=device, dtype=dtype)
-        self.k_norm = nn.RMSNorm(self.head_dim, eps=config.qk_norm_eps, device=device, dtype=dtype)
+        self.q_norm = RMSNorm(self.head_dim, eps=config.qk_norm_eps, device=device, dtype=dtype)
+        self.k_norm = RMSNorm(self.head_dim, eps=config.qk_norm_eps, device=device, dtype=dtype)
 
     def forward(self, x, cos, sin, key_mask=None, probe: AttentionProbe | None = None):
         """x (B, L, dim); cos/sin (B, L, 1, D/2); key_mask (B, L) bool of attendable keys or None."""
@@ -144,10 +189,10 @@ class JointTransformerBlock(nn.Module):
         self.attention = JointAttention(config, device, dtype)
         self.feed_forward = FeedForward(config, device, dtype)
         norm = dict(eps=config.norm_eps, device=device, dtype=dtype)
-        self.attention_norm1 = nn.RMSNorm(config.dim, **norm)
-        self.ffn_norm1 = nn.RMSNorm(config.dim, **norm)
-        self.attention_norm2 = nn.RMSNorm(config.dim, **norm)
-        self.ffn_norm2 = nn.RMSNorm(config.dim, **norm)
+        self.attention_norm1 = RMSNorm(config.dim, **norm)
+        self.ffn_norm1 = RMSNorm(config.dim, **norm)
+        self.attention_norm2 = RMSNorm(config.dim, **norm)
+        self.ffn_norm2 = RMSNorm(config.dim, **norm)
         self.modulation = modulation
         if modulation:
             # Z-Image: a Sequential holding one Linear (no SiLU), key `adaLN_modulation.0.*` as in ComfyUI and
