@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from zerase_fixtures import kept_bytes
 
 from zerase_core.model.config import DiTConfig
 from zerase_core.model.layers import FeedForward
@@ -19,16 +20,8 @@ def _plain(self, x):  # the SwiGLU as autograd alone would keep it
 
 def _run(feed_forward, x, forward=None):
     """(output, input gradient, bytes autograd keeps outside the weights)."""
-    weights = {parameter.untyped_storage().data_ptr() for parameter in feed_forward.parameters()}
-    kept: dict[int, int] = {}
-
-    def pack(tensor):
-        if tensor.untyped_storage().data_ptr() not in weights:
-            kept[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
-        return tensor
-
     x = x.clone().requires_grad_(True)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+    with kept_bytes(feed_forward) as kept:
         output = feed_forward(x) if forward is None else forward(feed_forward, x)
     output.float().square().sum().backward()
     return output.detach(), x.grad, sum(kept.values())

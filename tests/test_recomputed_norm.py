@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from zerase_fixtures import kept_bytes
 
 from zerase_core.model.config import DiTConfig
 from zerase_core.model.layers import JointTransformerBlock, RMSNorm, rope_frequencies
@@ -21,17 +22,9 @@ def _plain_norms(module: nn.Module) -> None:
 
 def _run(block, x, cos, sin, adaln, weight_grad: bool):
     """(output, input gradient, norm weight gradient or None, bytes autograd keeps outside the parameters)."""
-    parameters = {parameter.untyped_storage().data_ptr() for parameter in block.parameters()}
-    kept: dict[int, int] = {}
-
-    def pack(tensor):
-        if tensor.untyped_storage().data_ptr() not in parameters:
-            kept[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
-        return tensor
-
     block.zero_grad(set_to_none=True)
     x = x.clone().requires_grad_(True)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+    with kept_bytes(block) as kept:
         output = block(x, cos, sin, adaln)
     output.float().square().sum().backward()
     norm_grad = block.attention_norm1.weight.grad.clone() if weight_grad else None

@@ -1,6 +1,7 @@
 """Shared fixtures: tiny real models built in code (never mocks of zerase_core)."""
 import copy
 import functools
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,19 @@ def unwritable_folder(tmp_path):
         yield found
     finally:
         locked.chmod(0o700)
+
+
+@contextmanager
+def kept_bytes(module: torch.nn.Module):
+    """Yields a dict that fills, while inside, with the bytes of each storage autograd saves for the backward,
+    `module`'s parameters left out."""
+    parameters = {parameter.untyped_storage().data_ptr() for parameter in module.parameters()}
+    kept: dict[int, int] = {}
+
+    def pack(tensor):
+        if tensor.untyped_storage().data_ptr() not in parameters:
+            kept[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        yield kept
