@@ -5,7 +5,9 @@ Samples the base nano model with v = (1 + η)·V(mapped) − η·V(erase prompt)
 scripts/anchor_variants.py with the same seeds (× reps), and prints judge2's erased value detected, anchor value
 detected, other stated attributes and no-object share. η = −1 draws the erase prompt itself (the base).
 
-    PYTHONPATH=. python scripts/target_draws.py CONCEPT ETAS [REPS]     # e.g. green -1,0,1 3  (≈ 3 min, one core)
+    PYTHONPATH=. python scripts/target_draws.py CONCEPT ETAS [REPS] [ANCHOR]   # e.g. green -1,0,1 3  (≈ 3 min)
+
+ANCHOR replaces the concept's anchor value (nano.prompts.ANCHOR_VALUES) for this run.
 """
 import sys, json, torch
 torch.set_num_threads(1)
@@ -20,7 +22,7 @@ from zerase_core.model.sampling import guided_velocity, euler_sample, shifted_si
 
 concept = sys.argv[1]; etas = [float(e) for e in sys.argv[2].split(",")]; reps = int(sys.argv[3]) if len(sys.argv) > 3 else 1
 attribute, value = attribute_of(concept)
-anchor = nprompts.ANCHOR_VALUES[attribute][value]
+anchor = sys.argv[4] if len(sys.argv) > 4 else nprompts.ANCHOR_VALUES[attribute][value]
 world = NanoWorld.load(); renderer = NanoRenderer(world); j2 = SecondJudge.load(); s = renderer.sampling
 erase_all, _ = evaluation_sets(concept)
 items = _draw(phrased(erase_all, attribute, concept, split="train"), 36, seed=11) * reps
