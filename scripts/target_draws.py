@@ -7,7 +7,9 @@ detected, other stated attributes and no-object share. η = −1 draws the erase
 
     PYTHONPATH=. python scripts/target_draws.py CONCEPT ETAS [REPS] [ANCHOR]   # e.g. green -1,0,1 3  (≈ 3 min)
 
-ANCHOR replaces the concept's anchor value (nano.prompts.ANCHOR_VALUES) for this run.
+ANCHOR replaces the concept's anchor value (nano.prompts.ANCHOR_VALUES) for this run. An η written "mE" pushes
+away by E times only the per-channel spatial mean of V(erase) − V(mapped) (a uniform shift of the latent: a colour
+change without the shape residual), a diagnostic, not a training target.
 """
 import sys, json, torch
 torch.set_num_threads(1)
@@ -20,7 +22,7 @@ from zerase_core.evaluation.metrics import detection_rate, stated_accuracy, no_o
 from zerase_core.nano.second_judge import SecondJudge
 from zerase_core.model.sampling import guided_velocity, euler_sample, shifted_sigmas
 
-concept = sys.argv[1]; etas = [float(e) for e in sys.argv[2].split(",")]; reps = int(sys.argv[3]) if len(sys.argv) > 3 else 1
+concept = sys.argv[1]; etas = sys.argv[2].split(","); reps = int(sys.argv[3]) if len(sys.argv) > 3 else 1
 attribute, value = attribute_of(concept)
 anchor = sys.argv[4] if len(sys.argv) > 4 else nprompts.ANCHOR_VALUES[attribute][value]
 world = NanoWorld.load(); renderer = NanoRenderer(world); j2 = SecondJudge.load(); s = renderer.sampling
@@ -33,7 +35,9 @@ mapped = [" ".join(anchor if w == concept else w for w in p.split()) for p in pr
 print(concept, "->", anchor, len(prompts), "prompts, e.g.", prompts[0], "|", mapped[0], flush=True)
 
 @torch.no_grad()
-def draw(eta, batch=12):
+def draw(eta_text, batch=12):
+    mean_only = eta_text.startswith("m")
+    eta = float(eta_text[1:] if mean_only else eta_text)
     out = []
     for start in range(0, len(prompts), batch):
         chunk = slice(start, start + batch)
@@ -46,7 +50,11 @@ def draw(eta, batch=12):
         def velocity(x, sigma):
             if eta < 0:  # the erase prompt itself: the base model's picture
                 return erase_v(x, sigma)
-            return (1 + eta) * mapped_v(x, sigma) - eta * erase_v(x, sigma) if eta else mapped_v(x, sigma)
+            toward = mapped_v(x, sigma)
+            push = erase_v(x, sigma) - toward if eta else torch.zeros_like(toward)
+            if mean_only:
+                push = push.mean(dim=(-2, -1), keepdim=True).expand_as(push)
+            return toward - eta * push
 
         noise = world.noise(seeds[chunk], s.size)
         out.append(world.codec.decode(euler_sample(velocity, noise, shifted_sigmas(s.steps, world.dit.config.shift))))
