@@ -6,8 +6,9 @@ Z-Image-Turbo's width (dim 3840, 30 heads, FFN 10240), bf16 weights computed in 
 bridge's PatcherInjection, one sample, a 64-token caption. Saved-tensor hooks count the unique storages autograd
 saves in one forward (frozen weights excluded), for a 1- and a 2-joint-layer model: the difference is one block.
 Runs: the erase forward with keyword-attention capture and a plain forward, each without and with the bridge's
-per-block checkpointing (nodes/comfy_bridge/vram.py). Prediction: zerase_core/engine/memory_model.py — σ(L) (+ κ(L) with
-capture, + the CPU attention's softmax) without checkpointing, L·d·a (+ 4·H·N·K keyword maps) with it. About 1 GB of RAM and a minute on one core.
+per-block checkpointing (nodes/comfy_bridge/vram.py). Prediction: zerase_core/engine/memory_model.py — σ(L) (+ κ(L)
+with capture, + the CPU attention's softmax) without checkpointing, L·d·a (+ 4·H·N·K keyword maps) with it. About
+1 GB of RAM and a minute on one core.
 """
 from __future__ import annotations
 

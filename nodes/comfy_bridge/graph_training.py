@@ -84,8 +84,7 @@ def training(model, memory: MemoryPlan | None = None):
     """Inference mode off, grads on, `in_training` set, the MODEL's clone loaded by ComfyUI with `memory.reserve_bytes`
     kept free for training (vram.load_for_training; None: fully loaded, nothing reserved), the joint blocks
     checkpointed where `memory.checkpointing`, norms and SwiGLU gates recomputed in the backward (recomputed_ops);
-    everything restored after. `TrainingContext.memory_report` says how
-    the DiT was loaded."""
+    everything restored after. `TrainingContext.memory_report` says how the DiT was loaded."""
     patcher = model.clone()
     network = zimage_network(patcher)
     patcher.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY, _layout_wrapper)

@@ -5,7 +5,7 @@
   block: the four sandwich norms and the per-head Q/K norms). Each norm whose weights are frozen and whose input
   needs a gradient keeps only that input; its own forward reruns in the backward, with the cast, offload and
   interrupt checks of ComfyUI's op as in the forward.
-- SwiGLU (layers.GatedSiLU): FeedForward._forward_silu_gating keeps w1·x and w3·x, not silu(w1·x) too (one
+- SwiGLU (layers.silu_gate, GatedSiLU): FeedForward._forward_silu_gating keeps w1·x and w3·x, not silu(w1·x) too (one
   FFN-wide tensor less per block); fp16 keeps ComfyUI's own (its clamp).
 Gradients are the same bit for bit (tests/comfyui/test_comfyui_recomputed_ops.py).
 """
@@ -21,7 +21,7 @@ from torch import nn
 
 import comfy.ldm.lumina.model
 
-from zerase_core.model.layers import GatedSiLU, Recomputed, recomputes
+from zerase_core.model.layers import Recomputed, recomputes, silu_gate
 
 
 def _recomputed_norm(module: nn.Module):
@@ -39,10 +39,9 @@ def _gated(module: nn.Module):
     original = cast(Callable, module._forward_silu_gating)
 
     def gating(gate, value):
-        wanted = gate.requires_grad or value.requires_grad
-        if not (torch.is_grad_enabled() and wanted) or gate.dtype == torch.float16:
+        if gate.dtype == torch.float16:  # ComfyUI clamps fp16
             return original(gate, value)
-        return GatedSiLU.apply(gate, value)
+        return silu_gate(gate, value)
 
     return gating
 

@@ -166,6 +166,13 @@ class GatedSiLU(torch.autograd.Function):
         return grad_gate, grad_value
 
 
+def silu_gate(gate: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """silu(gate) · value: through GatedSiLU when a gradient flows, the plain ops otherwise."""
+    if torch.is_grad_enabled() and (gate.requires_grad or value.requires_grad):
+        return GatedSiLU.apply(gate, value)
+    return F.silu(gate) * value
+
+
 class FeedForward(nn.Module):
     """SwiGLU: w2(silu(w1 x) · w3 x); with gradients through GatedSiLU (one FFN-wide tensor less kept)."""
 
@@ -177,10 +184,7 @@ class FeedForward(nn.Module):
         self.w3 = nn.Linear(config.dim, hidden, bias=False, device=device, dtype=dtype)
 
     def forward(self, x):
-        gate, value = self.w1(x), self.w3(x)
-        if torch.is_grad_enabled() and (gate.requires_grad or value.requires_grad):
-            return self.w2(GatedSiLU.apply(gate, value))
-        return self.w2(F.silu(gate) * value)
+        return self.w2(silu_gate(self.w1(x), self.w3(x)))
 
 
 class JointTransformerBlock(nn.Module):
