@@ -9,7 +9,8 @@ detected, other stated attributes and no-object share. η = −1 draws the erase
 
 ANCHOR replaces the concept's anchor value (nano.prompts.ANCHOR_VALUES) for this run. An η written "mE" pushes
 away by E times only the per-channel spatial mean of V(erase) − V(mapped) (a uniform shift of the latent: a colour
-change without the shape residual), a diagnostic, not a training target.
+change without the shape residual), a diagnostic, not a training target. "E@S" pushes by E only at σ ≤ S (the late,
+low-noise steps, after the shape is laid out) and draws the mapped prompt's velocity above S; "E^S" the reverse.
 """
 import sys, json, torch
 torch.set_num_threads(1)
@@ -37,7 +38,10 @@ print(concept, "->", anchor, len(prompts), "prompts, e.g.", prompts[0], "|", map
 @torch.no_grad()
 def draw(eta_text, batch=12):
     mean_only = eta_text.startswith("m")
+    late, early = ("@" in eta_text), ("^" in eta_text)
+    eta_text, _, limit = eta_text.replace("^", "@").partition("@")
     eta = float(eta_text[1:] if mean_only else eta_text)
+    limit = float(limit) if limit else 0.0
     out = []
     for start in range(0, len(prompts), batch):
         chunk = slice(start, start + batch)
@@ -51,6 +55,9 @@ def draw(eta_text, batch=12):
             if eta < 0:  # the erase prompt itself: the base model's picture
                 return erase_v(x, sigma)
             toward = mapped_v(x, sigma)
+            level = float(torch.as_tensor(sigma).flatten()[0])
+            if (late and level > limit) or (early and level <= limit):
+                return toward
             push = erase_v(x, sigma) - toward if eta else torch.zeros_like(toward)
             if mean_only:
                 push = push.mean(dim=(-2, -1), keepdim=True).expand_as(push)

@@ -18,12 +18,16 @@ def test_the_512_batch_1_goal_rows_with_checkpointing():
     assert fp8["cast_copies"] > 0 == bf16["cast_copies"]          # fp8 weights are cast per op, bf16 are not
 
 
-def test_without_checkpointing_fp8_keeps_a_cast_copy_of_the_weights_per_forward():
+def test_without_checkpointing_fp8_keeps_a_cast_copy_of_the_weights_per_live_forward():
     problem = memory_model.comfy_problem(TURBO, 512, weight_bytes=1, checkpointing=False)
     result = memory_model.predict(problem)
     weights_bf16 = memory_model.parameter_count(TURBO) * 2 / memory_model.GB
-    assert abs(result["cast_copies"] - 3 * weights_bf16) < 1e-6   # erase, ∅ and anchor forwards
-    assert result["peak_gb"] > 4 * memory_model.predict(dataclasses.replace(problem, checkpointing=True))["peak_gb"]
+    # ZEraseTrain's erase, ∅ and anchor forwards run apart, each freed by its backward (engine/gradients): one lives
+    assert problem.staged
+    assert abs(result["cast_copies"] - weights_bf16) < 1e-6
+    together = memory_model.predict(dataclasses.replace(problem, separate_forwards=False))
+    assert abs(together["cast_copies"] - 3 * weights_bf16) < 1e-6   # one backward: all three forwards' copies
+    assert result["peak_gb"] > 2.5 * memory_model.predict(dataclasses.replace(problem, checkpointing=True))["peak_gb"]
 
 
 def test_reserve_is_what_training_needs_beside_the_weights():

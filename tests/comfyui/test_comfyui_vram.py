@@ -245,11 +245,12 @@ def test_memory_plan_on_a_gpu_checkpoints_caps_the_build_and_reserves_what_the_m
     turbo = DiTConfig.turbo()
     small, large = bridge.plan(model, turbo, 512, 1, 8), bridge.plan(model, turbo, 1024, 1, 8)
     assert small.checkpointing and large.checkpointing
-    assert small.build_batch == 4 and 1 <= large.build_batch <= small.build_batch
-    problem = memory_model.comfy_problem(turbo, 512, 2, True, 1, 8, build_batch=4)
+    # the build batch fits in what the step needs beside the weights (one forward's activations: engine/gradients)
+    assert small.build_batch == 3 and 1 <= large.build_batch <= small.build_batch
+    problem = memory_model.comfy_problem(turbo, 512, 2, True, 1, 8, build_batch=3)
     assert small.reserve_bytes == memory_model.training_reserve_bytes(problem)
-    assert 1.0 < small.reserve_bytes / 2**30 < 2.0 < large.reserve_bytes / 2**30
-    assert small.predicted_peak_gb == pytest.approx(12.76, abs=0.05)
+    assert 0.5 < small.reserve_bytes / 2**30 < 2.0 < large.reserve_bytes / 2**30
+    assert small.predicted_peak_gb == pytest.approx(12.30, abs=0.05)
 
 
 def test_a_partially_loaded_dit_trains_as_a_fully_loaded_one(pack, files):
@@ -265,7 +266,7 @@ def test_a_partially_loaded_dit_trains_as_a_fully_loaded_one(pack, files):
 
 def test_memory_plan_checkpoints_only_the_blocks_the_memory_needs(pack, files, monkeypatch):
     """On a GPU the plan checkpoints the fewest joint blocks whose predicted peak fits the device (issue 16): none
-    on an 80 GiB card at 512², some on a 24 GiB one; layer_checkpointing wraps only those blocks."""
+    on a 24 GiB card at 512², some on a 16 GiB one; layer_checkpointing wraps only those blocks."""
     import sys
     bridge = pack["bridge"]
     vram = sys.modules[bridge.__name__ + ".vram"]
@@ -273,12 +274,12 @@ def test_memory_plan_checkpoints_only_the_blocks_the_memory_needs(pack, files, m
     model.load_device = torch.device("cuda", 0)
     turbo = DiTConfig.turbo()
     plans = {}
-    for gib in (80, 24):
+    for gib in (24, 16):
         monkeypatch.setattr(vram, "training_budget", lambda device, gib=gib: gib * 2**30)
         plans[gib] = bridge.plan(model, turbo, 512, 1, 8)
-    assert plans[80].blocks == 0 and not plans[80].checkpointing
-    assert 0 < plans[24].blocks < turbo.n_layers and plans[24].checkpointing
-    assert plans[24].predicted_peak_gb <= 24
+    assert plans[24].blocks == 0 and not plans[24].checkpointing
+    assert 0 < plans[16].blocks < turbo.n_layers and plans[16].checkpointing
+    assert plans[16].predicted_peak_gb <= 16
     network = model.model.diffusion_model
     with vram.layer_checkpointing(network, True, 1) as wrapped:
         assert wrapped == 1 and "forward" in network.layers[0].__dict__ and "forward" not in network.layers[1].__dict__

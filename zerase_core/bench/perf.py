@@ -191,7 +191,7 @@ def run_perf(args) -> dict:
         results["peak_cuda_gb"] = max([results["cache_build_peak_cuda_gb"]] + [p["cuda"] for p in peaks.values()])
     derive_ratios(results, RUN_STEPS)
     results["load_average"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-    prediction = memory_model.predict_run(config, settings, args.rank, device.type, results["baseline_rss_gb"])
+    prediction = _memory_prediction(config, settings, args.rank, device.type, results["baseline_rss_gb"])
     results["memory_model"] = prediction
     print(format_table(results))
     if args.json:
@@ -223,6 +223,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def _memory_prediction(config: DiTConfig, settings: dict, rank: int, device_type: str, runtime_gb: float) -> dict:
+    """The prediction for a `bench --perf` run (its settings dict) of the zerase step."""
+    caption = settings.get("caption_tokens") or 16
+    problem = memory_model.Problem(
+        config=config,
+        image_size=settings["size"],
+        caption_tokens=caption,
+        batch=settings["batch"],
+        rank=rank,
+        weight_bytes=2 if settings["dtype"] in ("bfloat16", "float16") else 4,
+        checkpointing=bool(settings["checkpointing"]),
+        pool=(settings["pool_prompts"], settings["sample_steps"]),
+        build_batch=settings.get("build_batch") or 64,
+        device=device_type,
+        runtime_gb=runtime_gb if device_type == "cpu" else 0.0,
+    )
+    return memory_model.predict(problem)
 
 
 if __name__ == "__main__":

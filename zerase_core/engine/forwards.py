@@ -25,7 +25,9 @@ from ..model.keyword_attention import AttentionCapture
 from . import memory_policy
 from .distributed import SingleProcess
 from .erase_config import EraseConfig
+from .gradients import StagedBackward
 from .methods import Method
+from .methods.base import erase_total
 from .objectives import attention_suppression, esd_target, preservation, velocity_mse
 from .pool import teacher_prompts
 from .shuffle_bank import ShuffleBank
@@ -50,6 +52,7 @@ class TrainerForwards:
     bank: ShuffleBank | None
     fuse_forwards: bool | None
     _probe_prefix: JointInput | None
+    _staged: StagedBackward | None
 
     def compute_device(self) -> torch.device:
         """Where a step computes: the core model's device when it is the denoiser, else the CPU."""
@@ -183,12 +186,31 @@ class TrainerForwards:
         if preserve:
             prompt_lists += [[""] * len(picks), [self.pool.anchors[p] for p, _ in picks]]
             kinds += ["erase", "anchor"]
+        if preserve and self._staged is not None:
+            return self._staged_parts(picks, prompt_lists, kinds, capture, target, teacher)
         predictions = self._students(picks, prompt_lists, kinds, capture)
         losses = {"erase": velocity_mse(predictions[0], target)}
         if capture is not None:
             losses["attention"] = attention_suppression(capture.maps)
         if preserve:
             losses["preserve"] = preservation(predictions[1], teacher["empty"], predictions[2], teacher["anchor"])
+        return losses
+
+    def _staged_parts(self, picks, prompt_lists, kinds, capture, target, teacher) -> dict[str, torch.Tensor]:
+        """`erase_parts` with each forward's term of L released (backward run, graph freed) before the next forward
+        (engine/gradients: anchor, ∅, erase prompt); the parts come back detached, with the same values."""
+        staged = cast(StagedBackward, self._staged)
+        terms = {}
+        for index, kind in ((2, "anchor"), (1, "empty")):
+            velocity = self._student_rows(picks, prompt_lists[index], [kinds[index]] * len(picks))
+            terms[kind] = staged.release(velocity_mse(velocity, teacher[kind]), preserve=True)
+        velocity = self._student_rows(picks, prompt_lists[0], [kinds[0]] * len(picks), capture)
+        losses = {"erase": velocity_mse(velocity, target)}
+        if capture is not None:
+            losses["attention"] = attention_suppression(capture.maps)
+        staged.release(erase_total(self, losses), preserve=False)
+        losses = {name: value.detach() for name, value in losses.items()}
+        losses["preserve"] = terms["empty"] + terms["anchor"]  # objectives.preservation's sum
         return losses
 
     def preservation_loss(self, picks, teacher=None) -> torch.Tensor:

@@ -11,7 +11,7 @@ C    x_t pool (erase and anchor trajectories) + teacher cache, P·K·(2 + 3·cac
      the engine keeps them on the CPU)
 S    CPU, core model, cache on: the kept refiner outputs, (P·K·(2 or 3)·image span + (2P + 1)·text span)·d·a
 H_f  activations of student forward f kept until the backward (zerase: the erase forward with attention capture, ∅
-     and the anchor; plain LoRA / esd: one forward), per joint layer and sample:
+     and the anchor; plain LoRA / esd: one forward; max_f instead of Σ_f when staged), per joint layer and sample:
        no checkpointing   σ(L) (+ κ(L) for the erase forward)
        checkpointing      L·d·a, the block input (+ the kept keyword maps, 4·H·N·K)
 X    backward transient, with checkpointing: ξ·B·(σ(L) + κ(L)) for the longest forward (autograd's σ): the recomputed
@@ -81,6 +81,11 @@ class Problem:
         layers = self.config.n_layers
         return layers if self.checkpointed_layers is None else max(0, min(layers, self.checkpointed_layers))
 
+    @property
+    def staged(self) -> bool:
+        """L's backward one forward at a time (engine/gradients), as the trainer does when its forwards run apart."""
+        return self.blocks > 0 or self.separate_forwards
+
 
 def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
@@ -130,15 +135,13 @@ def predict(problem: Problem) -> dict[str, float]:
         if problem.method == "zerase"
         else [(counts["caption"], False)]
     )
-    held = 0.0
-    for length, capture in forwards:
-        # a checkpointed block keeps its input (and the keyword maps), the others all they save for the backward
-        held += (
-            blocks
-            * batch
-            * (length * config.dim * a + (4 * config.n_heads * image * problem.keywords if capture else 0))
-        )
-        held += (config.n_layers - blocks) * batch * block_saved_bytes(config, length, image, a, capture)
+    # a checkpointed block keeps its input (and the keyword maps), the others all they save for the backward
+    kept = [
+        blocks * batch * (length * config.dim * a + (4 * config.n_heads * image * problem.keywords if capture else 0))
+        + (config.n_layers - blocks) * batch * block_saved_bytes(config, length, image, a, capture)
+        for length, capture in forwards
+    ]
+    held = max(kept) if problem.staged else sum(kept)
     longest = max(length for length, _ in forwards)
     if blocks:
         factor = RECOMPUTE_FACTOR["cpu" if problem.device == "cpu" else "cuda"]
@@ -164,7 +167,9 @@ def predict(problem: Problem) -> dict[str, float]:
         "segments": segments,
         "activations": held,
         "backward_transient": transient,
-        "cast_copies": _cast_copy_bytes(problem, a, len(forwards)) if problem.cast_weights else 0.0,
+        "cast_copies": _cast_copy_bytes(problem, a, 1 if problem.staged else len(forwards))
+        if problem.cast_weights
+        else 0.0,
     }
     result = {name: value / GB for name, value in parts.items()}
     result["step_peak_gb"] = sum(parts.values()) / GB
@@ -278,22 +283,3 @@ def _segment_bytes(config: DiTConfig, counts: dict, trajectories: int, steps: in
     text = counts["caption"] - image_span
     images = 2 if counts["empty"] == counts["caption"] else 3
     return (trajectories * steps * images * image_span + (2 * trajectories + 1) * text) * config.dim * activation_bytes
-
-
-def predict_run(config: DiTConfig, settings: dict, rank: int, device_type: str, runtime_gb: float) -> dict:
-    """The prediction for a `bench --perf` run (its settings dict) of the zerase step."""
-    caption = settings.get("caption_tokens") or 16
-    problem = Problem(
-        config=config,
-        image_size=settings["size"],
-        caption_tokens=caption,
-        batch=settings["batch"],
-        rank=rank,
-        weight_bytes=2 if settings["dtype"] in ("bfloat16", "float16") else 4,
-        checkpointing=bool(settings["checkpointing"]),
-        pool=(settings["pool_prompts"], settings["sample_steps"]),
-        build_batch=settings.get("build_batch") or 64,
-        device=device_type,
-        runtime_gb=runtime_gb if device_type == "cpu" else 0.0,
-    )
-    return predict(problem)

@@ -38,6 +38,7 @@ from ..model.dit import ZImageDiT
 from .distributed import SingleProcess
 from .erase_config import EraseConfig
 from .forwards import TrainerForwards
+from .gradients import StagedBackward, one_backward
 from .lagrangian import LambdaController
 from .methods import method as method_named
 from .optimizer import fused_on_cuda
@@ -66,6 +67,9 @@ class EraseTrainer(TrainerForwards, TrainerState, FiniteChecks):
     # fewer, larger forwards. Under gradient checkpointing they stay separate, so that the block recomputed in the
     # backward holds B samples, not 3·B. None = that rule; True / False force it.
     fuse_forwards: bool | None = None
+    # L's backward one student forward at a time (engine/gradients), keeping one forward's activations instead of
+    # three: None = when the forwards run apart (not fused); True / False force it
+    backward_per_forward: bool | None = None
 
     def __init__(
         self,
@@ -117,6 +121,7 @@ class EraseTrainer(TrainerForwards, TrainerState, FiniteChecks):
         self._pending: list[PendingCheck] = []  # steps not yet checked (trainer_checks)
         self._fuse_checked = False
         self._probe_prefix = None
+        self._staged: StagedBackward | None = None  # set during a step's losses when they are released per forward
         self._last_finite: dict[str, torch.Tensor] | None = None
         self.progress = progress
         self.pool = pool if pool is not None else self._build_pool(in_channels, shift)
@@ -205,11 +210,22 @@ class EraseTrainer(TrainerForwards, TrainerState, FiniteChecks):
         stationarity = bool(
             self.method.constrained and config.stationarity_every and (self.step + 1) % config.stationarity_every == 0
         )
-        erase_total, preserve, parts = self.parallel.losses(self._losses, picks, sync=not stationarity)
-        lam = self.lagrangian.on(erase_total.device)
-        total = erase_total if preserve is None else erase_total + self.lagrangian.factor(preserve) * preserve
         local = len(self.parallel.local(range(len(picks))))
         scale = self.parallel.gradient_scale(local, len(picks))  # DDP averages; rows may split unevenly
+        params = list(self.adapters.parameters())
+        self.optimizer.zero_grad(set_to_none=True)
+        staged = None
+        if self._backward_per_forward():
+            staged = StagedBackward(params, self.lagrangian.factor, scale, self.stage, apart=stationarity)
+        self._staged = staged
+        try:
+            erase_total, preserve, parts = self.parallel.losses(
+                self._losses, picks, sync=not stationarity and staged is None
+            )
+        finally:
+            self._staged = None
+        lam = self.lagrangian.on(erase_total.device)
+        total = erase_total if preserve is None else erase_total + self.lagrangian.factor(preserve) * preserve
         reported = self.parallel.batch_mean(
             {**{f"loss_{name}": value.detach() for name, value in parts.items()}, "loss_total": total.detach()},
             local,
@@ -217,9 +233,12 @@ class EraseTrainer(TrainerForwards, TrainerState, FiniteChecks):
         )
         loss_finite = torch.isfinite(reported["loss_total"])
         finite_before = self._last_finite
-        params = list(self.adapters.parameters())
         with self.stage("backward"):
-            residual = self._backward(params, erase_total, preserve, total, scale, stationarity)
+            if staged is not None and staged.released:
+                residual = staged.finish(self.parallel)
+            else:
+                factor, parallel = self.lagrangian.factor, self.parallel
+                residual = one_backward(params, factor, parallel, erase_total, preserve, total, scale, stationarity)
             self._last_finite = {name: tensor.detach().clone() for name, tensor in self.adapters.state_dict().items()}
         with self.stage("optimizer"):
             self.optimizer.step()
@@ -247,24 +266,12 @@ class EraseTrainer(TrainerForwards, TrainerState, FiniteChecks):
             self._fuse_checked = True
             self.optimizer = fused_on_cuda(self.optimizer, list(self.adapters.parameters()), self.config.learning_rate)
 
-    def _backward(self, params, erase_total, preserve, total, scale: float, stationarity: bool) -> torch.Tensor | None:
-        """Gradients of L into the adapters; on stationarity steps of L_er and L_pr apart, returning
-        ‖∇L_er + λ∇L_pr‖ (0-dim float64, summed in the order of the parameters)."""
-        self.optimizer.zero_grad(set_to_none=True)
-        if preserve is None or not stationarity:
-            (total * scale if scale != 1.0 else total).backward()
-            return None
-        grad_erase = torch.autograd.grad(erase_total * scale, params, retain_graph=True, allow_unused=True)
-        grad_preserve = torch.autograd.grad(preserve * scale, params, allow_unused=True)
-        for param, g_er, g_pr in zip(params, grad_erase, grad_preserve, strict=True):
-            g_er = torch.zeros_like(param) if g_er is None else g_er
-            g_pr = torch.zeros_like(param) if g_pr is None else g_pr
-            param.grad = g_er + self.lagrangian.factor(g_pr) * g_pr
-        self.parallel.average_gradients(params)  # autograd.grad bypasses DDP's hooks
-        squares = torch.zeros((), dtype=torch.float64, device=params[0].device)
-        for param in params:
-            squares = squares + param.grad.square().sum().to(torch.float64)
-        return squares.sqrt()
+    def _backward_per_forward(self) -> bool:
+        """Take L's gradients one student forward at a time (engine/gradients): when the forwards run apart anyway
+        (under checkpointing, or a denoiser that does not stack rows), unless `backward_per_forward` says otherwise."""
+        if self.backward_per_forward is not None:
+            return self.backward_per_forward
+        return not self._fused()
 
     def run(self, on_step: StepCallback | None = None) -> list[StepRecord]:
         """Train until `config.steps`; `on_step(step, total, metrics)` may raise to stop (state stays consistent)."""
