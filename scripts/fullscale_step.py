@@ -43,6 +43,10 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--caption-tokens", type=int, default=64)
     parser.add_argument("--steps", type=int, default=1, help="training steps (the first includes the first λ probe)")
     parser.add_argument("--no-checkpointing", action="store_true", help="keep every block's activations")
+    parser.add_argument("--checkpointed-layers", type=int, help="checkpoint only the first N joint blocks (0: none, "
+                        "but the student forwards still run apart, each freed by its backward)")
+    parser.add_argument("--one-backward", action="store_true", help="one backward for the whole step instead of one "
+                        "per student forward (engine/gradients.py), to measure what staging saves")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--force", action="store_true", help="run even if the predicted peak exceeds free memory")
     parser.add_argument("--json", type=Path, help="write the results here (atomically)")
@@ -77,7 +81,10 @@ def run(args) -> dict:
     runtime = memory.rss_gb()
     problem = memory_model.Problem(config=config, image_size=args.size, caption_tokens=args.caption_tokens,
                                    batch=args.batch, rank=args.rank, checkpointing=checkpointing, pool=(1, 2),
-                                   build_batch=2, device="cpu", runtime_gb=runtime)
+                                   build_batch=2, device="cpu", runtime_gb=runtime,
+                                   checkpointed_layers=args.checkpointed_layers)
+    if args.one_backward:
+        problem = dataclasses.replace(problem, checkpointing=False)   # held as the sum over the three forwards
     predicted = memory_model.predict(problem)
     free = available_gb()
     print(f"config: {config.n_layers} layers, {config.n_refiner_layers}+{config.n_refiner_layers} refiners, dim "
@@ -99,6 +106,8 @@ def run(args) -> dict:
     started = time.perf_counter()
     model = random_dit(config, torch.bfloat16)
     model.gradient_checkpointing = checkpointing
+    if args.checkpointed_layers is not None:
+        model.checkpointed_layers = args.checkpointed_layers
     results["create_s"] = time.perf_counter() - started
     results["model_rss_gb"] = memory.rss_gb()
     print(f"model created in {results['create_s']:.1f} s, RSS {results['model_rss_gb']:.2f} GiB", flush=True)
@@ -113,6 +122,8 @@ def run(args) -> dict:
     trainer = BenchTrainer(model, SyntheticConditioner(config.cap_feat_dim, args.caption_tokens),
                            training_prompt_set(["star"]), erase, in_channels=config.in_channels, shift=config.shift,
                            clock=clock, build_batch=2)
+    if args.one_backward:
+        trainer.backward_per_forward = False
     results["pool_and_cache_s"] = time.perf_counter() - started
     print(f"x_t pool (1×2) + teacher cache in {results['pool_and_cache_s']:.1f} s", flush=True)
     phase_peaks["pool_and_cache"] = memory.peak_rss_gb()

@@ -84,7 +84,7 @@ class Problem:
     @property
     def staged(self) -> bool:
         """L's backward one forward at a time (engine/gradients), as the trainer does when its forwards run apart."""
-        return self.blocks > 0 or self.separate_forwards
+        return self.checkpointing or self.separate_forwards
 
 
 def _round_up(value: int, multiple: int) -> int:
@@ -129,7 +129,7 @@ def predict(problem: Problem) -> dict[str, float]:
     image = counts["image"]
     blocks = problem.blocks
     # without checkpointing the trainer stacks the three student forwards: ∅ rows pad to the caption's text span
-    empty = counts["empty"] if blocks or problem.separate_forwards else counts["caption"]
+    empty = counts["empty"] if problem.staged else counts["caption"]
     forwards = (
         [(counts["caption"], True), (empty, False), (counts["caption"], False)]
         if problem.method == "zerase"
