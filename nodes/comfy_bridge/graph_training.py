@@ -29,7 +29,7 @@ from .erasures import WRAPPER_KEY, ErasureInjection, _layout_wrapper
 from .kept_prefix import KeptPrefix
 from .models import zimage_network
 from .recomputed_ops import recomputed_ops
-from .vram import RECOMPUTING, MemoryPlan, layer_checkpointing, load_for_training
+from .vram import CHECKPOINTED, RECOMPUTING, MemoryPlan, layer_checkpointing, load_for_training
 
 TRAINING_INJECTION_KEY = "zerase.training"
 COMPUTE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # dtypes torch computes in, on CPU too
@@ -269,13 +269,20 @@ class _KeywordProbe:
         options = kwargs.get("transformer_options") or {}
         if options.get("block_type") == "double":
             query, key = args[0], args[1]  # (B, H, L, D), normalised and rotated (skip_reshape)
+            recomputing, checkpointed = RECOMPUTING.get(), CHECKPOINTED.get()
             found = keyword_attention(
-                query, key, None, self.layout.text_span, self.layout.image_tokens, self.columns.to(query.device)
+                query,
+                key,
+                None,
+                self.layout.text_span,
+                self.layout.image_tokens,
+                self.columns.to(query.device),
+                recompute=not (recomputing or checkpointed),  # a checkpointed block reruns it with the block
             )
             if self.column_mask is not None:
                 found = found * self.column_mask[:, None, None, :].to(found.device, found.dtype)
             # A checkpointed block's recomputation runs the probe again, so that it saves what the forward saved
             # (the maps' backward needs those tensors), but records nothing a second time.
-            if not RECOMPUTING.get():
+            if not recomputing:
                 self.maps.append(found)
         return attention(*args, **kwargs)

@@ -30,7 +30,7 @@ def _recomputed_norm(module: nn.Module):
     def forward(x, *args, **kwargs):
         if args or kwargs or not recomputes(x, module):
             return original(x, *args, **kwargs)
-        return Recomputed.apply(x, original)
+        return Recomputed.apply(original, x)
 
     return forward
 

@@ -215,6 +215,8 @@ def layer_checkpointing(network: comfy.ldm.lumina.model.NextDiT, enabled: bool, 
 
 
 RECOMPUTING: contextvars.ContextVar[bool] = contextvars.ContextVar("zerase_recomputing", default=False)
+# set while a checkpointed block's first forward runs (RECOMPUTING: while the backward reruns it)
+CHECKPOINTED: contextvars.ContextVar[bool] = contextvars.ContextVar("zerase_checkpointed", default=False)
 
 
 @contextmanager
@@ -237,6 +239,12 @@ def _checkpointed(forward):
     def run(*args, **kwargs):
         if not torch.is_grad_enabled():
             return forward(*args, **kwargs)
-        return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, context_fn=_contexts, **kwargs)
+        token = CHECKPOINTED.set(True)
+        try:
+            return torch.utils.checkpoint.checkpoint(
+                forward, *args, use_reentrant=False, context_fn=_contexts, **kwargs
+            )
+        finally:
+            CHECKPOINTED.reset(token)
 
     return run

@@ -12,13 +12,14 @@ C    x_t pool (erase and anchor trajectories) + teacher cache, P·K·(2 + 3·cac
 S    CPU, core model, cache on: the kept refiner outputs, (P·K·(2 or 3)·image span + (2P + 1)·text span)·d·a
 H_f  activations of student forward f kept until the backward (zerase: the erase forward with attention capture, ∅
      and the anchor; plain LoRA / esd: one forward; max_f instead of Σ_f when staged), per joint layer and sample:
-       no checkpointing   σ(L) (+ κ(L) for the erase forward)
+       no checkpointing   σ(L) (the erase forward's keyword capture reruns in the backward: keyword_attention)
        checkpointing      L·d·a, the block input (+ the kept keyword maps, 4·H·N·K)
 X    backward transient, with checkpointing: ξ·B·(σ(L) + κ(L)) for the longest forward (autograd's σ): the recomputed
      block, its gradients, temporaries and allocator slack; ξ = 3.5 on the CPU, 2 assumed on CUDA (gpu_check.sh).
      Without checkpointing: the hidden-state gradients, 2·B·L·d·4.
 σ(L) = L·(α·d + β·f) + γ·d  bytes one joint block keeps for the backward per sample (α, β, γ fitted to measurements)
-κ(L) = 4·(2·N + L)·d with bf16 activations (the keyword attention's fp32 queries, keys, output), 4·N·d with fp32
+κ(L) = 4·(2·N + L)·d with bf16 activations (the keyword attention's fp32 queries, keys, output), 4·N·d with fp32:
+     what autograd alone would keep of the capture, now only in X (its rerun in the backward)
 ν    = 3·a·f + 55·d  bytes per token of a no-grad forward's temporaries (measured at width 3840: 0.26 MB/token)
 b    forwards per batch while building the pool and the teacher cache (EraseTrainer.sample_batch / cache_batch)
 
@@ -113,10 +114,10 @@ def block_saved_bytes(
     config: DiTConfig, length: int, image: int, activation_bytes: int, capture: bool, autograd: bool = False
 ) -> float:
     """σ(L): bytes one joint block keeps for the backward, per sample, without checkpointing (`autograd`: all that
-    autograd alone would keep, without the recomputed norms and gate)."""
+    autograd alone would keep, without the recomputed norms, gate and keyword capture; κ only then)."""
     alpha, beta, gamma = SAVED_COEFFICIENTS["autograd" if autograd else "kept"][activation_bytes]
     saved = length * (alpha * config.dim + beta * config.ffn_hidden) + gamma * config.dim
-    if capture:
+    if capture and autograd:
         saved += 4 * (2 * image + length) * config.dim if activation_bytes < 4 else 4 * image * config.dim
     return saved
 

@@ -219,8 +219,9 @@ class ZImageDiT(nn.Module):
                 if capture is None:
                     joint = run_block(block, block_inputs, checkpointed and index < limit)
                     continue
-                probe = capture.probe(layout.text_span, layout.image_tokens, inputs.key_mask)
-                joint, maps = run_probed_block(block, block_inputs, checkpointed and index < limit, probe)
+                recomputed = checkpointed and index < limit
+                probe = capture.probe(layout.text_span, layout.image_tokens, inputs.key_mask, recomputed)
+                joint, maps = run_probed_block(block, block_inputs, recomputed, probe)
                 capture.maps.append(maps)
             output = self.final_layer(joint, inputs.adaln)
         batch = output.shape[0]

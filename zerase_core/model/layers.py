@@ -66,28 +66,30 @@ class TimestepEmbedder(nn.Module):
 
 
 class Recomputed(torch.autograd.Function):
-    """function(x) that keeps only x for the backward and reruns function there under autograd.
+    """function(*inputs) that keeps only its inputs for the backward and reruns function there under autograd.
 
     For normalisations: on the CPU rms_norm is a composite of float32 ops, and for a bf16 input autograd keeps a
     float32 copy of it (4 bytes per element, six norms per block; CUDA's fused kernel keeps the input and the rstd).
-    Here only the input (often kept anyway) stays; the backward reruns the same ops and lets autograd differentiate
-    them, so the input's gradient is the same bit for bit. `function`'s own parameters get no gradient: use it only
-    where they are frozen. The rerun is elementwise for a norm: no matmul FLOPs.
+    For the keyword capture (`keyword_attention`): its float32 queries, keys and outputs. Here only the inputs (often
+    kept anyway) stay; the backward reruns the same ops and lets autograd differentiate them, so the inputs' gradients
+    are the same bit for bit. `function`'s own parameters get no gradient: use it only where they are frozen.
+    `Recomputed.apply(function, *inputs)`.
     """
 
     @staticmethod
-    def forward(ctx, x, function):
-        ctx.save_for_backward(x)
+    def forward(ctx, function, *inputs):
+        ctx.save_for_backward(*inputs)
         ctx.function = function
-        return function(x)
+        return function(*inputs)
 
     @staticmethod
     def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
+        pairs = zip(ctx.saved_tensors, ctx.needs_input_grad[1:], strict=True)
+        inputs = [tensor.detach().requires_grad_(needs) for tensor, needs in pairs]
+        wanted = [tensor for tensor in inputs if tensor.requires_grad]
         with torch.enable_grad():
-            x = x.detach().requires_grad_(True)
-            (grad_x,) = torch.autograd.grad(ctx.function(x), x, grad)
-        return grad_x, None
+            found = iter(torch.autograd.grad(ctx.function(*inputs), wanted, grad))
+        return None, *(next(found) if tensor.requires_grad else None for tensor in inputs)
 
 
 def recomputes(x: torch.Tensor, module: nn.Module) -> bool:
@@ -106,7 +108,7 @@ class RMSNorm(nn.RMSNorm):
 
     def forward(self, x):
         if recomputes(x, self):
-            return Recomputed.apply(x, super().forward)
+            return Recomputed.apply(super().forward, x)
         return super().forward(x)
 
 
