@@ -25,17 +25,8 @@ WORDS = ["a", "red", "blue", "green", "circle", "square", "star", "on", "white",
 
 
 def trainer(staged: bool, checkpointing: bool = False, **overrides) -> EraseTrainer:
-    settings = dict(
-        steps=6,
-        pool_prompts=2,
-        sample_steps=2,
-        batch_size=2,
-        sample_cfg=1.0,
-        latent_size=(4, 4),
-        rank=2,
-        stationarity_every=2,
-        shuffle_probability=0.5,
-    )
+    settings = dict(steps=6, pool_prompts=2, sample_steps=2, batch_size=2, sample_cfg=1.0, latent_size=(4, 4), rank=2,
+                    stationarity_every=2, shuffle_probability=0.5)
     settings.update(overrides)
     model = fresh_dit(DIT)
     model.gradient_checkpointing = checkpointing
