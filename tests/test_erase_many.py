@@ -150,14 +150,17 @@ def test_killed_rank_resumes_from_its_checkpoint(tmp_path):
     assert not finished.partial and finished.steps_done == 40
 
 
-def test_joint_ddp_equals_one_process(tmp_path):
+@pytest.mark.parametrize("staged", ["whole", "staged"])
+def test_joint_ddp_equals_one_process(tmp_path, staged):
+    # "staged": checkpointed blocks, so the step's terms are released one forward at a time (engine/gradients) inside
+    # DDP's forward, without its sync; the trainer averages the gradients itself
     script = tmp_path / "joint.py"
     script.write_text(JOINT_SCRIPT)
-    code, output = _finish(_torchrun([str(script), str(tmp_path / "ddp.pt")]))
+    code, output = _finish(_torchrun([str(script), str(tmp_path / "ddp.pt"), staged]))
     assert code == 0, output
     environment = {**os.environ, "PYTHONPATH": str(ROOT)}
-    single = subprocess.run([sys.executable, str(script), str(tmp_path / "one.pt")], cwd=ROOT, env=environment,
-                            capture_output=True, text=True, timeout=180)
+    single = subprocess.run([sys.executable, str(script), str(tmp_path / "one.pt"), staged], cwd=ROOT,
+                            env=environment, capture_output=True, text=True, timeout=180)
     assert single.returncode == 0, single.stderr
     ddp, one = torch.load(tmp_path / "ddp.pt"), torch.load(tmp_path / "one.pt")
     assert ddp["world"] == 2 and one["world"] == 1
@@ -190,10 +193,12 @@ place = launch()
 world = NanoWorld.load()
 world.dit.double()
 world.text_encoder.double()
+world.dit.gradient_checkpointing = sys.argv[2] == "staged"
 config = EraseConfig(steps=3, batch_size=4, probe_size=2, pool_prompts=4, sample_steps=3, stationarity_every=2, seed=3)
 trainer = EraseTrainer(world.dit, NanoConditioner(world.text_encoder), prompt_set(["star", "red"], None, 3), config,
                        in_channels=16, shift=world.dit.config.shift,
                        parallel=DataParallel(place) if place.world > 1 else None)
+assert trainer._backward_per_forward() == (sys.argv[2] == "staged")
 trainer.run()
 if place.is_main:
     torch.save({"world": place.world,

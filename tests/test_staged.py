@@ -104,6 +104,11 @@ def test_the_rule_follows_whether_the_forwards_run_apart():
     assert not built._backward_per_forward()  # stacked forwards: one backward
     built.model.gradient_checkpointing = True
     assert built._backward_per_forward()  # apart under checkpointing: staged
+    for method in ("esd", "eraseanything"):  # nothing released per forward: one backward, gradients as before
+        other = trainer(staged=True, checkpointing=True, method=method)
+        assert not other._backward_per_forward()
+        other.train_step()
+        assert all(parameter.grad is not None for parameter in other.adapters.parameters())
 
 
 def test_the_memory_model_keeps_the_largest_forward_when_staged():

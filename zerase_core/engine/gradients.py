@@ -34,11 +34,9 @@ class StagedBackward:
     ):
         self.params, self.lam, self.scale, self.stage, self.apart = params, lam, scale, stage, apart
         self.gradients: dict[bool, list[torch.Tensor | None]] = {}
-        self.released = 0  # terms released so far (0: the step's method took no staged terms)
 
     def release(self, loss: torch.Tensor, preserve: bool) -> torch.Tensor:
         """Backward of this forward's term of L (λ·`loss` when `preserve`, else `loss`); returns `loss` detached."""
-        self.released += 1
         weighted = loss * self.lam(loss) if preserve and not self.apart else loss
         if self.scale != 1.0:
             weighted = weighted * self.scale

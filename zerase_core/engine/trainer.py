@@ -234,7 +234,7 @@ class EraseTrainer(TrainerForwards, TrainerState, FiniteChecks):
         loss_finite = torch.isfinite(reported["loss_total"])
         finite_before = self._last_finite
         with self.stage("backward"):
-            if staged is not None and staged.released:
+            if staged is not None:
                 residual = staged.finish(self.parallel)
             else:
                 factor, parallel = self.lagrangian.factor, self.parallel
@@ -267,8 +267,11 @@ class EraseTrainer(TrainerForwards, TrainerState, FiniteChecks):
             self.optimizer = fused_on_cuda(self.optimizer, list(self.adapters.parameters()), self.config.learning_rate)
 
     def _backward_per_forward(self) -> bool:
-        """Take L's gradients one student forward at a time (engine/gradients): when the forwards run apart anyway
-        (under checkpointing, or a denoiser that does not stack rows), unless `backward_per_forward` says otherwise."""
+        """Take L's gradients one student forward at a time (engine/gradients), for a method whose terms can be
+        released so: when the forwards run apart anyway (under checkpointing, or a denoiser that does not stack
+        rows), unless `backward_per_forward` says otherwise."""
+        if not self.method.releases_terms:
+            return False
         if self.backward_per_forward is not None:
             return self.backward_per_forward
         return not self._fused()

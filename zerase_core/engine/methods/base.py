@@ -25,6 +25,9 @@ class Method:
     constrained: ClassVar[bool] = False  # λ from the controller (adaptive mode) and the stationarity check
     gate: ClassVar[str] = "text"  # which token rows the adapters' delta reaches (AdapterConfig.gate)
     erase_target: ClassVar[str] = "empty"  # L_erase's target when EraseConfig.erase_target is None
+    # its losses come from erase_parts(preserve=True), whose terms the trainer can release one forward at a time
+    # (engine/gradients.StagedBackward)
+    releases_terms: ClassVar[bool] = False
 
     def reference(
         self, trainer, states: torch.Tensor, sigma: torch.Tensor, picks, target: torch.Tensor

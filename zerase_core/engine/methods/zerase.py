@@ -11,6 +11,7 @@ class ZErase(Method):
     order = 0
     shuffles = attention = constrained = True
     erase_target = "anchor"
+    releases_terms = True
 
     def losses(self, trainer, picks, teacher: dict) -> StepLosses:
         parts = trainer.erase_parts(picks, teacher, shuffle=True, preserve=True)
