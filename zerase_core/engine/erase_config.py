@@ -14,6 +14,7 @@ from .methods import method_names
 from .presets import (
     ANCHOR_ATTENTION_PRESETS,
     ANCHOR_ETA,
+    ANCHOR_ETA_PRESETS,
     ANCHOR_SLICE_PRESETS,
     DEFAULT_SLICES,
     EPSILON_PRESETS,
@@ -64,7 +65,7 @@ class EraseConfig:
         maximum=50.0,
         hint=" (η of the anchor-mapped target)",
         cli="--target-eta",
-        unset=f"{ANCHOR_ETA:g}",
+        unset=f"the concept kind's preset: {ANCHOR_ETA:g}, attributes {ANCHOR_ETA_PRESETS['attribute']:g}",
     )
     target_states: str | None = None  # TARGET_STATES: where the anchor target is taken; None = "mapped"
     attention_weight: float = setting(
@@ -204,7 +205,9 @@ class EraseConfig:
 
     @property
     def target_eta_value(self) -> float:
-        return ANCHOR_ETA if self.target_eta is None else self.target_eta
+        if self.target_eta is None:
+            return ANCHOR_ETA_PRESETS.get(self.concept_kind, ANCHOR_ETA)
+        return self.target_eta
 
     @property
     def alpha_value(self) -> float:

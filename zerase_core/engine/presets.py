@@ -33,6 +33,13 @@ LAMBDA_MODES = ("adaptive", "fixed")
 # None = "anchor" for zerase, "empty" for the baselines (their papers' targets).
 ERASE_TARGETS = ("empty", "anchor")
 ANCHOR_ETA = 1.0
+# η of the anchor target per kind where it differs from ANCHOR_ETA: colours push away from the concept by half. The
+# push itself costs shapes for some colours (the target alone, sampled before training: green → orange at η = 1
+# draws 15.7 % no object, at 0.5 6.5 %, at 0.25 3.7 %; base 4.6 %). Nano, 2026-12-07, the bench's six colours, both
+# training seeds, 108 images per value on held-out phrasings (judge2): values meeting every target 7 → 9 of 12; green
+# 4.6 / 11.1 % no object → 1.9 / 5.6 %, blue 6.5 / 5.6 % → 3.7 / 4.6 %; purple misses either way (9.3 / 8.3 % → 7.4 /
+# 6.5 %, and at seed 1 7.4 % still purple, 3.7 % before). docs/erase-and-keep.md, *Smaller and later pushes*.
+ANCHOR_ETA_PRESETS = {"attribute": 0.5}
 # Where the "anchor" target is taken: "mapped", the mapped prompt's trajectory from the same seed (concept ablation's
 # x_t; the default), or "erase", the erase prompt's own. Nano, 2026-12-06, 24 evaluation prompts (nano evaluator): red
 # → blue on the erase states lost the object (42 % no-object images at strength 0.5; base 6 %), on the mapped states
