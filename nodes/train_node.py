@@ -123,7 +123,8 @@ def _inputs() -> list:
             options=list(training.CONCEPT_KINDS),
             default="auto",
             advanced=True,
-            tooltip="Sets the ε preset; auto: from the nano concept, else object.",
+            tooltip="Sets the kind's presets (ε, adapted rows, L_attn weight, the anchor target's η: 0.5 for "
+            "attributes such as colours, else 1); auto: from the nano concept, else object.",
         ),
         _setting("sample_steps", advanced=True),
         _setting("sample_cfg", advanced=True),
