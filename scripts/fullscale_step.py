@@ -84,7 +84,8 @@ def run(args) -> dict:
                                    build_batch=2, device="cpu", runtime_gb=runtime,
                                    checkpointed_layers=args.checkpointed_layers)
     if args.one_backward:
-        problem = dataclasses.replace(problem, checkpointing=False)   # held as the sum over the three forwards
+        # predicted as the stacked step (the three forwards held together; ∅ padded to the caption: slightly more)
+        problem = dataclasses.replace(problem, checkpointing=False)
     predicted = memory_model.predict(problem)
     free = available_gb()
     print(f"config: {config.n_layers} layers, {config.n_refiner_layers}+{config.n_refiner_layers} refiners, dim "

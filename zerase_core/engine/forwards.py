@@ -189,9 +189,7 @@ class TrainerForwards:
         if preserve and self._staged is not None:
             return self._staged_parts(picks, prompt_lists, kinds, capture, target, teacher)
         predictions = self._students(picks, prompt_lists, kinds, capture)
-        losses = {"erase": velocity_mse(predictions[0], target)}
-        if capture is not None:
-            losses["attention"] = attention_suppression(capture.maps)
+        losses = _erase_losses(predictions[0], target, capture)
         if preserve:
             losses["preserve"] = preservation(predictions[1], teacher["empty"], predictions[2], teacher["anchor"])
         return losses
@@ -205,9 +203,7 @@ class TrainerForwards:
             velocity = self._student_rows(picks, prompt_lists[index], [kinds[index]] * len(picks))
             terms[kind] = staged.release(velocity_mse(velocity, teacher[kind]), preserve=True)
         velocity = self._student_rows(picks, prompt_lists[0], [kinds[0]] * len(picks), capture)
-        losses = {"erase": velocity_mse(velocity, target)}
-        if capture is not None:
-            losses["attention"] = attention_suppression(capture.maps)
+        losses = _erase_losses(velocity, target, capture)
         staged.release(erase_total(self, losses), preserve=False)
         losses = {name: value.detach() for name, value in losses.items()}
         losses["preserve"] = terms["empty"] + terms["anchor"]  # objectives.preservation's sum
@@ -266,3 +262,11 @@ class TrainerForwards:
     def _keeps_segments(self) -> bool:
         """Whether student forwards start from the pool's kept refiner outputs (not while its states are replaced)."""
         return self.pool.segments is not None and self.config.cache and self._reuses_prefix()
+
+
+def _erase_losses(velocity, target, capture: AttentionCapture | None) -> dict[str, torch.Tensor]:
+    """L_erase of the erase prompt's velocity, and L_attn on its captured keyword attention when there is a capture."""
+    losses = {"erase": velocity_mse(velocity, target)}
+    if capture is not None:
+        losses["attention"] = attention_suppression(capture.maps)
+    return losses
