@@ -6,7 +6,7 @@ Trains `erase` (no strength search) with EraseConfig fields given as key=value, 
 the other stated attributes, the no-object share and the keep-set accuracy.
 
     PYTHONPATH=. python scripts/anchor_variants.py NAME CONCEPT [slices=qkv|qk] [anchor=WORD] [attn=W]
-        [target_eta=E] [steps=N] [shuffle_probability=P] [strengths=0.75,1] [split=train] [reps=R]
+        [target_eta=E] [steps=N] [families=layers,context_refiner] [shuffle_probability=P] [strengths=0.75,1] [split=train] [reps=R] [shape=cross]
 
 `slices=` is kept as given (no kind preset replaces it); `anchor=` overrides ANCHOR_VALUES for the concept; `attn=`
 sets the L_attn weight (no kind preset). Files and a JSON go to runs/x18/. One variant: ≈ 1–2 min of training
@@ -32,6 +32,7 @@ opts = dict(r.split("=", 1) for r in rest)
 strengths = [float(s) for s in opts.pop("strengths", "0.5,0.75,1,1.25,1.5").split(",")]
 split = opts.pop("split", "train"); n = int(opts.pop("n", "36")); reps = int(opts.pop("reps", "1"))
 anchor = opts.pop("anchor", None); attn = opts.pop("attn", None); retrain = opts.pop("retrain", "0") == "1"
+shape = opts.pop("shape", None)  # only erase prompts that state this shape (e.g. cross: where colour erasures fail)
 attribute, value = attribute_of(concept)
 if anchor:
     nprompts.ANCHOR_VALUES[attribute][value] = anchor
@@ -41,6 +42,7 @@ for k, v in opts.items():
         kw[k] = tuple(v)   # an explicit choice: no kind preset may replace it
         erase_config.SLICE_PRESETS.clear(); getattr(erase_config, "ANCHOR_SLICE_PRESETS", {}).clear()
     elif k == "target_states": kw[k] = v
+    elif k == "families": kw[k] = tuple(v.split(","))
     elif k in ("steps", "rank"): kw[k] = int(v)
     else: kw[k] = float(v)
 if attn is not None:
@@ -56,7 +58,10 @@ if retrain or not out.exists():
 train_s = time.time() - t
 erase_all, keep_all = evaluation_sets(concept)
 seed0 = 800_000 if split == "train" else 1000
-erase_items = _draw(phrased(erase_all, attribute, concept, split=split), n, seed=11 if split == "train" else 1)
+erase_pool = phrased(erase_all, attribute, concept, split=split)
+if shape:
+    erase_pool = [(p, e) for p, e in erase_pool if e.get("shape") == shape]
+erase_items = _draw(erase_pool, n, seed=11 if split == "train" else 1)
 keep_items = _draw(phrased(keep_all, attribute, every_attribute=True, split=split), 36, seed=12 if split == "train" else 2)
 renderer = NanoRenderer(world); j2 = SecondJudge.load()
 judges = {"ev": world.evaluator.predict, "j2": j2.predict}
@@ -79,5 +84,5 @@ for s in [0.0] + strengths:
                        none=round(no_object_rate(ev), 3), keep=round(attribute_accuracy(kv, [e for _, e in keep_items]), 3))
     rows.append(row)
     print(name, concept, split, json.dumps(row), flush=True)
-Path(f"runs/x18/{name}-{concept}-{split}.json").write_text(json.dumps({"config": kw, "anchor": anchor, "attn": attn, "train_s": train_s, "rows": rows}))
+Path(f"runs/x18/{name}-{concept}-{split}{'-' + shape if shape else ''}.json").write_text(json.dumps({"config": kw, "anchor": anchor, "attn": attn, "train_s": train_s, "rows": rows}))
 print("train_s", round(train_s), "config", config.slices, config.attention_weight, config.target_eta_value, flush=True)

@@ -93,10 +93,12 @@ def test_nano_erase_reports_every_phase_in_order(tmp_path):
     from zerase_core.nano.erasure_runs import erase
     from zerase_core.nano.world import NanoWorld
     recorder = Recorder()
-    steps = []
+    steps, ready = [], []
     config = EraseConfig(steps=3, pool_prompts=2, sample_steps=2, seed=0)
     erase(NanoWorld.load(), ["star"], config, tmp_path / "star.safetensors", choose_strength=False,
-          on_step=lambda step, total, metrics: steps.append(step), progress=recorder)
+          on_step=lambda step, total, metrics: steps.append(step), progress=recorder,
+          on_ready=lambda trainer: ready.append((type(trainer).__name__, trainer.step, list(steps))))
+    assert ready == [("EraseTrainer", 0, [])]  # once, the trainer built, before its first step
     assert recorder.phases() == ["x_t pool", "teacher cache", "train"]
     train = recorder.of("train")
     check_phase(train, config.steps)

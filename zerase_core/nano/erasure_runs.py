@@ -57,6 +57,7 @@ def erase(
     progress: Progress | None = None,
     parallel=None,
     checkpoint_every: int = 0,
+    on_ready: Callable | None = None,
 ) -> Path:
     """Train `config.method` on the nano DiT and write the erasure file to `out` (`engine.run.run_erasure`).
     `progress(phase, done, total)` follows every phase: x_t pool, teacher cache (shuffle bank), train, strength
@@ -64,7 +65,8 @@ def erase(
 
     `parallel` (distributed.DataParallel) splits each step's batch across processes; only its rank 0 writes files
     and chooses the strength. `checkpoint_every` > 0 saves a partial file every that many steps, so a killed process
-    loses at most that many steps (`resume=` continues from it).
+    loses at most that many steps (`resume=` continues from it). `on_ready(trainer)` is called once the trainer is
+    built, before its first step.
     """
     state = None
     if resume is not None:
@@ -77,7 +79,7 @@ def erase(
     prompts = prompt_set(concepts, anchors, config.seed)
     if resume is not None:
         state = ResumeState(config, prompts, tuple(concepts), adapter_tensors, state_tensors, info.training["state"])
-    training = _TrainPhase(progress, on_step)
+    training = _TrainPhase(progress, on_step, on_ready)
 
     def strength_search(edit):
         return recommend_strength(world, edit, concepts, progress=progress)
@@ -104,16 +106,19 @@ def erase(
 
 
 class _TrainPhase:
-    """Reports the "train" phase to `progress` (from the step a run starts at) and passes each step to `on_step`."""
+    """Reports the "train" phase to `progress` (from the step a run starts at), passes each step to `on_step` and
+    the built trainer to `on_ready`."""
 
-    def __init__(self, progress: Progress | None, on_step: Callable | None):
-        self.progress, self.user_step = progress, on_step
+    def __init__(self, progress: Progress | None, on_step: Callable | None, on_ready: Callable | None = None):
+        self.progress, self.user_step, self.user_ready = progress, on_step, on_ready
         self.counter: PhaseCounter | None = None
 
     def ready(self, trainer) -> None:
         if self.progress is not None:
             self.counter = PhaseCounter(self.progress, "train", trainer.config.steps)
             self.counter.advance(trainer.step)
+        if self.user_ready is not None:
+            self.user_ready(trainer)
 
     def on_step(self) -> Callable | None:
         return self.report if self.progress is not None or self.user_step is not None else None
