@@ -6,11 +6,13 @@ Trains `erase` (no strength search) with EraseConfig fields given as key=value, 
 the other stated attributes, the no-object share and the keep-set accuracy.
 
     PYTHONPATH=. python scripts/anchor_variants.py NAME CONCEPT [slices=qkv|qk] [anchor=WORD] [attn=W]
-        [target_eta=E] [steps=N] [families=layers,context_refiner] [shuffle_probability=P] [strengths=0.75,1] [split=train] [reps=R] [shape=cross]
+        [target_eta=E] [steps=N] [families=layers,context_refiner] [shuffle_probability=P] [strengths=0.75,1]
+        [split=train] [reps=R] [shape=cross]
 
 `slices=` is kept as given (no kind preset replaces it); `anchor=` overrides ANCHOR_VALUES for the concept; `attn=`
-sets the L_attn weight (no kind preset). Files and a JSON go to runs/x18/. One variant: ≈ 1–2 min of training
-plus ≈ 30 s per strength on one core.
+sets the L_attn weight (no kind preset); `shape=` scores only the erase prompts that state that shape (all of
+them: 12 crosses in the train phrasings, so use `reps=` for more images). Files and a JSON go to runs/x18/. One
+variant: ≈ 1–2 min of training plus ≈ 30 s per strength on one core.
 """
 import json, sys, time, dataclasses
 from pathlib import Path
