@@ -13,17 +13,18 @@ import torch
 
 from zerase_core.adapters.gated import GatedLoRA
 from zerase_core.evaluation.concept_sets import concept_sets
+from zerase_core.evaluation.judges import named_nano_judge
 from zerase_core.evaluation.metrics import detection_rate, no_object_rate
 from zerase_core.evaluation.protocol import EvaluationSettings, _render
 from zerase_core.evaluation.rendering import NanoRenderer, erasure_applied
 from zerase_core.nano.prompts import attribute_of
-from zerase_core.nano.second_judge import SecondJudge
 from zerase_core.nano.world import NanoWorld
 
 torch.set_num_threads(1)
 concept, path = sys.argv[1], sys.argv[2]
 strength = float(sys.argv[3]) if len(sys.argv) > 3 else 0.5
-world, judge = NanoWorld.load(), SecondJudge.load()
+world = NanoWorld.load()
+judge = named_nano_judge("judge2", world)
 attribute, value = attribute_of(concept)
 settings = EvaluationSettings(seeds=3)
 sets = concept_sets(concept, settings.sizes)
@@ -51,8 +52,7 @@ GatedLoRA.gate, world.dit.forward = keyword_gate, unsuppressed_forward
 renderer = NanoRenderer(world, suppress_keywords=(concept,))
 with erasure_applied(world, path, strength):
     for state["keyword_rows_only"] in (False, True):
-        prediction = judge.predict(_render(renderer, sets.erase, settings, "erase"))
-        verdicts = [dict(zip(prediction, values)) for values in zip(*prediction.values())]
+        verdicts = judge.verdicts(_render(renderer, sets.erase, settings, "erase"))
         rows = "keyword rows only" if state["keyword_rows_only"] else "every text row"
         print(f"{rows}: detected {detection_rate(verdicts, attribute, value):.3f}, "
               f"no object {no_object_rate(verdicts):.3f}", flush=True)

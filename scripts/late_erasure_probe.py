@@ -10,18 +10,19 @@ import sys
 import torch
 
 from zerase_core.evaluation.concept_sets import concept_sets
+from zerase_core.evaluation.judges import named_nano_judge
 from zerase_core.evaluation.metrics import detection_rate, no_object_rate
 from zerase_core.evaluation.protocol import EvaluationSettings, _render
 from zerase_core.evaluation.rendering import NanoRenderer
 from zerase_core.nano.erasure_runs import attach_file
 from zerase_core.nano.prompts import attribute_of
-from zerase_core.nano.second_judge import SecondJudge
 from zerase_core.nano.world import NanoWorld
 
 torch.set_num_threads(1)
 concept, path, strength = sys.argv[1], sys.argv[2], float(sys.argv[3])
 limits = [float(limit) for limit in sys.argv[4].split(",")]
-world, judge = NanoWorld.load(), SecondJudge.load()
+world = NanoWorld.load()
+judge = named_nano_judge("judge2", world)
 attribute, value = attribute_of(concept)
 settings = EvaluationSettings(seeds=3)
 sets = concept_sets(concept, settings.sizes)
@@ -40,8 +41,7 @@ def late_forward(x, sigma, *args, **options):
 world.dit.forward = late_forward
 try:
     for state["limit"] in limits:
-        prediction = judge.predict(_render(NanoRenderer(world), sets.erase, settings, "erase"))
-        verdicts = [dict(zip(prediction, values)) for values in zip(*prediction.values())]
+        verdicts = judge.verdicts(_render(NanoRenderer(world), sets.erase, settings, "erase"))
         print(f"σ ≤ {state['limit']}: detected {detection_rate(verdicts, attribute, value):.3f}, "
               f"no object {no_object_rate(verdicts):.3f}", flush=True)
 finally:

@@ -10,6 +10,7 @@ import torch
 torch.set_num_threads(1)
 from pathlib import Path
 from zerase_core.engine.erase_config import EraseConfig
+from zerase_core.engine.pool import pool_seeds
 from zerase_core.engine.trajectory import sample_trajectories
 from zerase_core.nano.world import NanoWorld
 from zerase_core.nano.erasure_runs import erase
@@ -26,7 +27,7 @@ def ready(trainer):
 
 def refresh(trainer):
     pool, config = trainer.pool, trainer.config
-    seeds = [config.seed * 100_003 + index for index in range(pool.size)]
+    seeds = pool_seeds(config.seed, pool.size)
     t = time.time()
     with torch.no_grad():
         states = sample_trajectories(trainer._velocity, trainer.conditioner, pool.prompts, seeds, config.latent_size,

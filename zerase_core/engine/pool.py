@@ -29,6 +29,11 @@ def teacher_prompts(pool: TrajectoryPool, picks) -> dict[str, list[str]]:
     return prompts
 
 
+def pool_seeds(seed: int, count: int) -> list[int]:
+    """The noise seed of each of the pool's `count` trajectories for a run's `seed`."""
+    return [seed * 100_003 + index for index in range(count)]
+
+
 def build_pool(
     velocity: Callable,
     model,
@@ -52,7 +57,7 @@ def build_pool(
     count = min(config.pool_prompts, max(len(prompts.erase), 1) * 4)
     erase = [prompts.erase[index % len(prompts.erase)] for index in range(count)]
     anchors = [prompts.anchors[index % len(prompts.anchors)] for index in range(count)]
-    seeds = [config.seed * 100_003 + index for index in range(count)]
+    seeds = pool_seeds(config.seed, count)
     targets = None
     if config.erase_target_value == "anchor":
         targets = [prompts.target_of(index % len(prompts.erase)) for index in range(count)]
