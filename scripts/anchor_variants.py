@@ -45,7 +45,7 @@ for k, v in opts.items():
         erase_config.SLICE_PRESETS.clear(); getattr(erase_config, "ANCHOR_SLICE_PRESETS", {}).clear()
     elif k == "target_states": kw[k] = v
     elif k == "families": kw[k] = tuple(v.split(","))
-    elif k in ("steps", "rank"): kw[k] = int(v)
+    elif k in ("steps", "rank", "pool_prompts", "batch_size"): kw[k] = int(v)
     else: kw[k] = float(v)
 if attn is not None:
     erase_config.ANCHOR_ATTENTION_PRESETS.clear()
