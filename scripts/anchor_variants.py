@@ -39,13 +39,14 @@ attribute, value = attribute_of(concept)
 if anchor:
     nprompts.ANCHOR_VALUES[attribute][value] = anchor
 kw = {}
+whole = {field.name for field in dataclasses.fields(EraseConfig) if field.type == "int"}  # steps, rank, pool_prompts…
 for k, v in opts.items():
     if k == "slices":
         kw[k] = tuple(v)   # an explicit choice: no kind preset may replace it
         erase_config.SLICE_PRESETS.clear(); getattr(erase_config, "ANCHOR_SLICE_PRESETS", {}).clear()
     elif k == "target_states": kw[k] = v
     elif k == "families": kw[k] = tuple(v.split(","))
-    elif k in ("steps", "rank", "pool_prompts", "batch_size"): kw[k] = int(v)
+    elif k in whole: kw[k] = int(v)
     else: kw[k] = float(v)
 if attn is not None:
     erase_config.ANCHOR_ATTENTION_PRESETS.clear()

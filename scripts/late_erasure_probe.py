@@ -56,7 +56,8 @@ try:
     for state["spec"] in specs:
         early, late, limit = state["spec"]
         verdicts = judge.verdicts(_render(NanoRenderer(world), sets.erase, settings, "erase"))
-        print(f"{early:g} above σ {limit}, {late:g} at or below: detected {detection_rate(verdicts, attribute, value):.3f}, "
-              f"no object {no_object_rate(verdicts):.3f}", flush=True)
+        print(f"{early:g} above σ {limit}, {late:g} at or below: "
+              f"detected {detection_rate(verdicts, attribute, value):.3f}, no object {no_object_rate(verdicts):.3f}",
+              flush=True)
 finally:
     edit.detach()
