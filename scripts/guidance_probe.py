@@ -30,6 +30,12 @@ def main() -> None:
     parser.add_argument("--shape", help="only the erase prompts that state this shape")
     parser.add_argument("--file", action="append", default=[], help="an erasure file and strength, PATH@STRENGTH")
     args = parser.parse_args()
+    for spec in args.file:
+        if "@" not in spec:
+            parser.error(f"--file {spec!r} needs a strength: PATH@STRENGTH, e.g. {spec}@0.5")
+    for setting in args.settings.split(","):
+        if setting.count("/") != 1:
+            parser.error(f"setting {setting!r} must be CFG/STEPS, e.g. 3/20")
     torch.set_num_threads(1)
     world = NanoWorld.load()
     judge = named_nano_judge("judge2", world)
