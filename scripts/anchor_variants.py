@@ -28,6 +28,7 @@ from zerase_core.evaluation.concept_sets import phrased, _draw
 from zerase_core.evaluation.rendering import NanoRenderer, erasure_applied
 from zerase_core.evaluation.metrics import detection_rate, stated_accuracy, no_object_rate, attribute_accuracy
 from zerase_core.nano.second_judge import SecondJudge
+import variant_sets  # scripts/: the erase prompts and seeds
 
 name, concept, *rest = sys.argv[1:]
 opts = dict(r.split("=", 1) for r in rest)
@@ -61,20 +62,14 @@ if retrain or not out.exists():
 train_s = time.time() - t
 erase_all, keep_all = evaluation_sets(concept)
 seed0 = 800_000 if split == "train" else 1000
-erase_pool = phrased(erase_all, attribute, concept, split=split)
-if shape:
-    erase_pool = [(p, e) for p, e in erase_pool if e.get("shape") == shape]
-erase_items = _draw(erase_pool, n, seed=11 if split == "train" else 1)
+erase_items, es = variant_sets.erase_items(concept, n, reps, shape, split)
 keep_items = _draw(phrased(keep_all, attribute, every_attribute=True, split=split), 36, seed=12 if split == "train" else 2)
 renderer = NanoRenderer(world); j2 = SecondJudge.load()
 judges = {"ev": world.evaluator.predict, "j2": j2.predict}
 def verdicts(pred, images):
     p = pred(images); return [dict(zip(p, vals)) for vals in zip(*p.values())]
 rows = []
-erase_items = erase_items * reps  # reps: each erase prompt with `reps` seeds (more images, the same prompts)
-ep = [p for p, _ in erase_items]; kp = [p for p, _ in keep_items]
-count = len(ep) // reps
-es = [seed0 + (i // count) * 50_000 + i % count for i in range(len(ep))]  # repeat r: seeds 50,000·r further on
+ep = [p for p, _ in erase_items]; kp = [p for p, _ in keep_items]  # reps: each erase prompt with `reps` seeds
 ks = [seed0 + 10_000 + i for i in range(len(kp))]
 for s in [0.0] + strengths:
     with erasure_applied(world, out, s):

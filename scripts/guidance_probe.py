@@ -12,12 +12,12 @@ import argparse
 import json
 
 import torch
+from variant_sets import erase_items  # scripts/: the erase prompts and seeds of anchor_variants.py
 
-from zerase_core.evaluation.concept_sets import _draw, phrased
 from zerase_core.evaluation.judges import named_nano_judge
 from zerase_core.evaluation.metrics import detection_rate, no_object_rate, stated_accuracy
 from zerase_core.evaluation.rendering import NanoRenderer, SamplingSettings, erasure_applied
-from zerase_core.nano.prompts import attribute_of, evaluation_sets
+from zerase_core.nano.prompts import attribute_of
 from zerase_core.nano.world import NanoWorld
 
 REPEATS = 3  # seeds per prompt, 50,000 apart (anchor_variants.py's reps=3)
@@ -40,13 +40,8 @@ def main() -> None:
     world = NanoWorld.load()
     judge = named_nano_judge("judge2", world)
     attribute, value = attribute_of(args.concept)
-    pool = phrased(evaluation_sets(args.concept)[0], attribute, args.concept, split="train")
-    if args.shape:
-        pool = [(prompt, expected) for prompt, expected in pool if expected.get("shape") == args.shape]
-    items = _draw(pool, 36, seed=11) * REPEATS
-    count = len(items) // REPEATS
+    items, seeds = erase_items(args.concept, reps=REPEATS, shape=args.shape)
     prompts = [prompt for prompt, _ in items]
-    seeds = [800_000 + (index // count) * 50_000 + index % count for index in range(len(items))]
     runs = [("base", None, 0.0)] + [(spec, *spec.rsplit("@", 1)) for spec in args.file]
     for setting in args.settings.split(","):
         cfg, steps = setting.split("/")
